@@ -1,0 +1,122 @@
+/*
+ * config.h - the parsed configuration file (SPEC section 3).
+ *
+ * sl_config_load() parses an INI file with inih through a declarative option
+ * table, validates it in stages (syntax, each key, cross-key) and reports
+ * every error as "FILE:LINE: key: message". A struct sl_config is immutable
+ * once loaded; a reload builds a new one and swaps it in.
+ *
+ * Ownership: sl_config_load() returns a config owned by the caller, freed
+ * with sl_config_free(); it owns its routes array. Strings are fixed-size
+ * arrays inside the structs so that they need no separate frees.
+ */
+#ifndef SL_CONFIG_H
+#define SL_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "log.h"
+
+#define SL_CONFIG_MAX_LISTEN 16
+#define SL_CONFIG_MAX_QUOTAS 8
+#define SL_CONFIG_MAX_ROUTES 256
+#define SL_CONFIG_ADDR_LEN 128   /* "host:port", IPv6 as "[::1]:8080" */
+#define SL_CONFIG_NAME_LEN 64
+#define SL_CONFIG_PATH_LEN 512   /* route match prefix */
+#define SL_CONFIG_URL_LEN 1024
+#define SL_CONFIG_TOKEN_LEN 256
+#define SL_CONFIG_HEADER_LEN 128
+
+#define SL_CONFIG_DEFAULT_PATH "/etc/sluice/sluice.conf"
+
+enum sl_overflow {
+    SL_OVERFLOW_BACKPRESSURE = 0,
+    SL_OVERFLOW_REJECT,
+};
+
+/*
+ * One limit "N/P": at most n dispatches in any half-open window of period_us.
+ * n may be fractional as written (0.5/s); the limiter normalises it.
+ */
+struct sl_limit {
+    double n;
+    int64_t period_us;
+};
+
+/* One [route NAME] section. */
+struct sl_route_config {
+    char name[SL_CONFIG_NAME_LEN];
+    char match[SL_CONFIG_PATH_LEN];    /* path prefix, starts with '/' */
+    char upstream[SL_CONFIG_URL_LEN];  /* scheme://host[:port][/base], no trailing '/' */
+    struct sl_limit rate;              /* required */
+    unsigned burst;                    /* >= 1, default 1 */
+    struct sl_limit quotas[SL_CONFIG_MAX_QUOTAS];
+    size_t n_quotas;
+    unsigned max_in_flight;            /* default 32 */
+    int64_t timeout_us;                /* default 30s */
+    unsigned retries;                  /* default 2 */
+    bool honor_retry_after;            /* default on */
+    bool preserve_host;                /* default off */
+    char fair_key[SL_CONFIG_HEADER_LEN]; /* header name of "header:NAME", "" = none */
+    int line;                          /* line of the [route NAME] header */
+};
+
+struct sl_config {
+    char path[SL_CONFIG_URL_LEN];      /* the file it was read from */
+
+    /* [server] */
+    char listen[SL_CONFIG_MAX_LISTEN][SL_CONFIG_ADDR_LEN];
+    size_t n_listen;                   /* >= 1 */
+    char admin_listen[SL_CONFIG_ADDR_LEN]; /* "" disables */
+    char admin_token[SL_CONFIG_TOKEN_LEN]; /* "" = no token */
+    unsigned max_connections;          /* default 10000 */
+    int64_t client_timeout_us;         /* default 60s */
+    size_t max_header_size;            /* default 16k */
+    size_t max_body_size;              /* default 8m */
+    int64_t drain_timeout_us;          /* default 30s */
+    enum sl_log_level log_level;       /* default info */
+    bool access_log;                   /* default on */
+
+    /* [queue] */
+    size_t queue_max_depth;            /* default 100000 */
+    size_t queue_max_bytes;            /* default 256m */
+    enum sl_overflow overflow;         /* default backpressure */
+    int64_t queue_timeout_us;          /* default 300s; 0 = no limit */
+
+    /* [redis] (parsed; rejected as "not supported yet" until its issue) */
+    bool has_redis;
+    char redis_url[SL_CONFIG_URL_LEN];
+    char redis_prefix[SL_CONFIG_NAME_LEN];
+    bool redis_jobs;
+    bool redis_shared_limit;
+    int64_t redis_result_ttl_us;
+
+    struct sl_route_config *routes;    /* owned; n_routes >= 1 */
+    size_t n_routes;
+};
+
+/*
+ * Load and validate `path`. On success returns the config (caller owns it).
+ * On failure writes one line per error to `err` ("FILE:LINE: key: message",
+ * FILE as given in `path`) and returns NULL.
+ */
+struct sl_config *sl_config_load(const char *path, FILE *err);
+
+void sl_config_free(struct sl_config *cfg);
+
+/* "250ms 30s 5m 1h 1d" (a bare number is seconds). 0 on success, -1 if bad. */
+int sl_config_parse_duration(const char *s, int64_t *out_us);
+
+/* "512 16k 8m 1g" (binary multiples). 0 on success, -1 if bad. */
+int sl_config_parse_size(const char *s, size_t *out);
+
+/* "10/s", "0.5/s", "5000/h", "100000/d". 0 on success, -1 if bad. */
+int sl_config_parse_limit(const char *s, struct sl_limit *out);
+
+/* Index of the route named `name`, or -1. */
+int sl_config_find_route(const struct sl_config *cfg, const char *name);
+
+#endif

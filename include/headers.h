@@ -1,0 +1,48 @@
+/*
+ * headers.h - header translation between client and upstream (pure).
+ *
+ * Both directions drop hop-by-hop fields (RFC 9110 7.6.1): Connection and
+ * every field it names, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade,
+ * Proxy-Authenticate, Proxy-Authorization, Proxy-Connection; and sluice's own
+ * X-Sluice-* fields (requests: they are instructions to sluice; responses:
+ * X-Sluice-Error must only ever mean sluice itself answered).
+ *
+ * Ownership: the functions add copies to `out` (evhttp_add_header copies);
+ * the caller owns `out` and clears it with evhttp_clear_headers().
+ */
+#ifndef SL_HEADERS_H
+#define SL_HEADERS_H
+
+#include <stdbool.h>
+
+struct evkeyvalq;
+
+/* What the upstream request needs to know about the client side. */
+struct sl_forward_info {
+    const char *client_addr; /* peer address, appended to X-Forwarded-For */
+    const char *proto;       /* "http": X-Forwarded-Proto (replaces the client's) */
+    bool preserve_host;      /* keep the client's Host; else drop it (curl sets the upstream's) */
+};
+
+/* Is `name` hop-by-hop, either always or because `hdrs`' Connection names it? */
+bool sl_headers_is_hop_by_hop(const char *name, const struct evkeyvalq *hdrs);
+
+/*
+ * Client request headers -> upstream request headers. Besides the hop-by-hop
+ * and X-Sluice-* fields, drops Content-Length and Expect (the upstream client
+ * computes its own framing), drops Host unless preserve_host, appends the
+ * client to X-Forwarded-For, sets X-Forwarded-Proto and appends
+ * "Via: 1.1 sluice". Returns SL_OK or SL_ENOMEM.
+ */
+int sl_headers_to_upstream(const struct evkeyvalq *in, struct evkeyvalq *out,
+                           const struct sl_forward_info *fi);
+
+/*
+ * Upstream response headers -> client response headers. Besides the
+ * hop-by-hop and X-Sluice-* fields, drops Content-Length unless keep_length
+ * (HEAD: the length describes a body that is not sent), and appends
+ * "Via: 1.1 sluice". Returns SL_OK or SL_ENOMEM.
+ */
+int sl_headers_from_upstream(const struct evkeyvalq *in, struct evkeyvalq *out, bool keep_length);
+
+#endif

@@ -1,0 +1,78 @@
+/*
+ * limiter.h - pure strict rate limiter: smoothing plus a sliding log.
+ *
+ * Two mechanisms together (DESIGN section 3):
+ *  - smoothing (GCRA): emission interval T = P/N, tolerance (burst-1)*T; the
+ *    next eligible instant follows the theoretical arrival time, so a timer
+ *    that fires a little late does not lower the rate (lateness up to
+ *    min(T/4, 5 ms) is absorbed; a longer idle resets the schedule);
+ *  - strictness: per limit (rate and each quota) a ring of the last n
+ *    dispatch instants; a dispatch is allowed only when the n-th previous one
+ *    is at least window + guard old, so no half-open window of length P ever
+ *    holds more than n dispatches, even with a little jitter between our
+ *    dispatch and the upstream's arrival clock.
+ *
+ * Fractional limits are normalised: N/P with N not an integer becomes
+ * (N*k)/(P*k) for the smallest integer k (<= 1000) making N*k whole, so 0.5/s
+ * means 1 per 2 s and 2.5/s means 5 per 2 s.
+ *
+ * No I/O, no clock: every call takes `now` (monotonic microseconds).
+ * Ownership: the limiter owns its rings; sl_limiter_fini() frees them.
+ */
+#ifndef SL_LIMITER_H
+#define SL_LIMITER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+#define SL_LIMITER_MAX_LOGS (1 + SL_CONFIG_MAX_QUOTAS)
+#define SL_LIMITER_MAX_N 10000000u /* ring entries per limit (80 MB) */
+
+/* One strict window: at most n dispatches in any [t, t + window_us). */
+struct sl_limiter_log {
+    int64_t window_us;
+    int64_t guard_us;  /* extra age required: min(window/500, 2 ms) */
+    uint32_t n;
+    uint32_t count;    /* entries used, <= n */
+    uint32_t head;     /* index of the oldest entry once count == n */
+    int64_t *ring;     /* n dispatch instants, owned */
+};
+
+struct sl_limiter {
+    int64_t interval_us;   /* GCRA T, rounded up */
+    int64_t tolerance_us;  /* (burst - 1) * T */
+    int64_t tat_us;        /* theoretical arrival time of the next dispatch */
+    int started;           /* tat_us is meaningful */
+    struct sl_limiter_log logs[SL_LIMITER_MAX_LOGS];
+    size_t n_logs;         /* logs[0] is the rate, then the quotas */
+};
+
+/* Normalise a limit to whole n per window; returns -1 if not representable. */
+int sl_limiter_normalize(const struct sl_limit *in, uint32_t *n, int64_t *window_us);
+
+/*
+ * Initialise from a rate, a burst and optional quotas.
+ * Returns SL_OK, SL_ERR for an invalid limit, SL_ENOMEM; on failure the
+ * limiter holds nothing.
+ */
+int sl_limiter_init(struct sl_limiter *l, const struct sl_limit *rate, unsigned burst,
+                    const struct sl_limit *quotas, size_t n_quotas);
+
+void sl_limiter_fini(struct sl_limiter *l);
+
+/* Earliest instant >= now at which sl_limiter_take() will succeed. */
+int64_t sl_limiter_next(const struct sl_limiter *l, int64_t now);
+
+/* Record a dispatch at `now`: SL_OK, or SL_EAGAIN (nothing changed) if now < next. */
+int sl_limiter_take(struct sl_limiter *l, int64_t now);
+
+/*
+ * Carry history over from `old` into freshly initialised `l` (reload): the
+ * schedule and the dispatch instants that still fall in each window, so that
+ * a reload never lets a burst through.
+ */
+void sl_limiter_inherit(struct sl_limiter *l, const struct sl_limiter *old);
+
+#endif

@@ -1,0 +1,116 @@
+/*
+ * queue.h - per-route parked requests: priority lanes, FIFO, fair keys, caps.
+ *
+ * A route's queue has three lanes (high, normal, low); a higher lane is
+ * always served first. Inside a lane, items are grouped into flows by their
+ * fair key (one flow with key "" when the route has no fair_key); the lane
+ * serves its flows round robin, one item per turn, and each flow is FIFO.
+ * A requeued item (retry, 429) goes back to the head of its flow, and its
+ * flow to the head of the rotation.
+ *
+ * Caps are global across routes: every queue points at one shared
+ * struct sl_queue_totals that counts parked items and bytes.
+ *
+ * Pure: no I/O, no clock. Ownership: the queue owns its flows (allocated on
+ * demand, freed when empty); it never owns items, which are embedded in
+ * their container (struct sl_request) and must stay alive while queued.
+ */
+#ifndef SL_QUEUE_H
+#define SL_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+enum sl_lane {
+    SL_LANE_HIGH = 0,
+    SL_LANE_NORMAL,
+    SL_LANE_LOW,
+    SL_LANE_COUNT,
+};
+
+/* Name of a lane ("high", "normal", "low"). */
+const char *sl_lane_name(enum sl_lane lane);
+
+/* Parse a lane name; returns 0 and sets *out, or -1. */
+int sl_lane_parse(const char *s, enum sl_lane *out);
+
+struct sl_queue_flow;
+
+/* Embedded in the thing that waits. All fields are the queue's while queued. */
+struct sl_queue_item {
+    TAILQ_ENTRY(sl_queue_item) link;
+    struct sl_queue_flow *flow;   /* NULL when not queued */
+    enum sl_lane lane;
+    const char *key;              /* fair key, borrowed from the container */
+    size_t bytes;
+    int64_t enqueued_us;          /* first time it was parked */
+};
+
+/* Global caps and counters, shared by all routes' queues. */
+struct sl_queue_totals {
+    size_t depth;
+    size_t bytes;
+    size_t max_depth;
+    size_t max_bytes;
+};
+
+struct sl_queue_lane {
+    TAILQ_HEAD(, sl_queue_flow) rotation; /* flows with items, next to serve first */
+    size_t depth;
+};
+
+struct sl_queue {
+    struct sl_queue_lane lanes[SL_LANE_COUNT];
+    struct sl_queue_flow **buckets;       /* fair-key hash, owned */
+    size_t n_buckets;
+    size_t depth;
+    size_t bytes;
+    struct sl_queue_totals *totals;       /* borrowed */
+};
+
+/* Returns SL_OK or SL_ENOMEM (then the queue holds nothing). */
+int sl_queue_init(struct sl_queue *q, struct sl_queue_totals *totals);
+
+/* Frees flows. The queue must be empty or its items abandoned by the caller. */
+void sl_queue_fini(struct sl_queue *q);
+
+/* Would one more item of `bytes` stay within the global caps? */
+bool sl_queue_fits(const struct sl_queue_totals *t, size_t bytes);
+
+/*
+ * Park `item` at the tail of its flow. `key` may be NULL (same as "").
+ * Returns SL_OK; SL_EAGAIN if over a global cap and !force (nothing
+ * changed); SL_ENOMEM if a new flow could not be allocated.
+ */
+int sl_queue_push(struct sl_queue *q, struct sl_queue_item *item, enum sl_lane lane,
+                  const char *key, size_t bytes, int64_t now, bool force);
+
+/*
+ * Put a popped item back at the head of its flow and its flow at the head of
+ * its lane's rotation (retry). Keeps lane, key, bytes and enqueued_us.
+ * Ignores caps. Returns SL_OK or SL_ENOMEM.
+ */
+int sl_queue_push_head(struct sl_queue *q, struct sl_queue_item *item);
+
+/* Next item to serve, or NULL. */
+struct sl_queue_item *sl_queue_peek(const struct sl_queue *q);
+
+/* Remove and return the next item to serve (advancing the rotation), or NULL. */
+struct sl_queue_item *sl_queue_pop(struct sl_queue *q);
+
+/* Remove a queued item from anywhere (client gone, timeout). */
+void sl_queue_remove(struct sl_queue *q, struct sl_queue_item *item);
+
+static inline size_t sl_queue_depth(const struct sl_queue *q)
+{
+    return q->depth;
+}
+
+static inline size_t sl_queue_lane_depth(const struct sl_queue *q, enum sl_lane lane)
+{
+    return q->lanes[lane].depth;
+}
+
+#endif
