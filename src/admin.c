@@ -1,0 +1,2 @@
+/* admin.c - not written yet. */
+#include "sluice.h"

@@ -1,0 +1,2 @@
+/* dispatcher.c - not written yet. */
+#include "sluice.h"

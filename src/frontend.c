@@ -1,0 +1,2 @@
+/* frontend.c - not written yet. */
+#include "sluice.h"

@@ -1,0 +1,2 @@
+/* headers.c - not written yet. */
+#include "sluice.h"

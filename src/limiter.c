@@ -1,0 +1,2 @@
+/* limiter.c - not written yet. */
+#include "sluice.h"

@@ -1,0 +1,5 @@
+#include "sluice.h"
+int main(void)
+{
+    return 1;
+}

@@ -1,0 +1,2 @@
+/* proxy.c - not written yet. */
+#include "sluice.h"

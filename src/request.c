@@ -1,0 +1,2 @@
+/* request.c - not written yet. */
+#include "sluice.h"

@@ -1,0 +1,2 @@
+/* route.c - not written yet. */
+#include "sluice.h"

@@ -1,0 +1,2 @@
+/* upstream.c - not written yet. */
+#include "sluice.h"
