@@ -1,2 +1,364 @@
-/* metrics.c - not written yet. */
+/*
+ * metrics.c - outcome table, histograms and the Prometheus text writer.
+ *
+ * The writer walks a table of metric families in a fixed order; each family
+ * prints its # HELP / # TYPE header once and then its samples through one
+ * small emitter. It reads the caller's views only, keeps no state between
+ * scrapes and allocates nothing but the evbuffer's own chains. The work is
+ * linear in routes x (outcomes + lanes + buckets + status codes).
+ *
+ * Output choices: every route gets every outcome (zeros included) so that
+ * rate() sees a series from the start; the unrouted block (route="") does
+ * too, as no_route / bad_request / too_large are exactly what lands there.
+ * Upstream codes are sparse: only codes seen at least once, plus
+ * code="error" always. On SL_ENOMEM the buffer may hold a partial
+ * exposition: the caller should discard it and answer 500.
+ */
+#include "metrics.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
 #include "sluice.h"
+
+static const struct {
+    const char *name;
+    int status;
+} outcomes[SL_OUTCOME_COUNT] = {
+#define SL_OUTCOME_ROW(e, label, status) [SL_OUTCOME_##e] = {label, status},
+    SL_OUTCOMES(SL_OUTCOME_ROW)
+#undef SL_OUTCOME_ROW
+};
+
+static const double bounds[] = SL_HISTOGRAM_BOUNDS;
+_Static_assert(SL_ARRAY_LEN(bounds) == SL_HISTOGRAM_BUCKETS,
+               "SL_HISTOGRAM_BUCKETS must match SL_HISTOGRAM_BOUNDS");
+
+const char *sl_outcome_name(enum sl_outcome o)
+{
+    return (unsigned)o < SL_OUTCOME_COUNT ? outcomes[o].name : "unknown";
+}
+
+int sl_outcome_status(enum sl_outcome o)
+{
+    return (unsigned)o < SL_OUTCOME_COUNT ? outcomes[o].status : 500;
+}
+
+/* NaN is dropped: it would poison _sum forever and fits no bucket. */
+void sl_histogram_observe(struct sl_histogram *h, double seconds)
+{
+    if (isnan(seconds))
+        return;
+    for (size_t i = 0; i < SL_HISTOGRAM_BUCKETS; i++) {
+        if (seconds <= bounds[i]) {
+            h->buckets[i]++;
+            break;
+        }
+    }
+    h->count++;
+    h->sum += seconds;
+}
+
+/* An out-of-range outcome is a bug, but still counted: nothing goes uncounted. */
+void sl_route_stats_finish(struct sl_route_stats *s, enum sl_outcome o, double wait_seconds)
+{
+    if ((unsigned)o >= SL_OUTCOME_COUNT)
+        o = SL_OUTCOME_INTERNAL_ERROR;
+    s->outcomes[o]++;
+    if (wait_seconds >= 0)
+        sl_histogram_observe(&s->queue_wait, wait_seconds);
+}
+
+/* ---- number formatting ------------------------------------------------ */
+
+#define NUM_LEN 32
+
+static const char *fmt_u64(char *buf, uint64_t v)
+{
+    snprintf(buf, NUM_LEN, "%" PRIu64, v);
+    return buf;
+}
+
+/* Shortest of %.15g / %.17g that reads back exactly: "0.005", not 0.00500000000000000010. */
+static const char *fmt_double(char *buf, double v)
+{
+    if (isnan(v))
+        return "NaN";
+    if (isinf(v))
+        return v > 0 ? "+Inf" : "-Inf";
+    snprintf(buf, NUM_LEN, "%.15g", v);
+    if (strtod(buf, NULL) != v)
+        snprintf(buf, NUM_LEN, "%.17g", v);
+    return buf;
+}
+
+/* ---- sample lines ----------------------------------------------------- */
+
+/* Failure is sticky so emitters need no error plumbing; checked once at the end. */
+struct writer {
+    struct evbuffer *out;
+    const struct sl_metrics_route *routes;
+    size_t n_routes;
+    const struct sl_route_stats *unrouted;
+    const struct sl_metrics_global *g;
+    char le[SL_HISTOGRAM_BUCKETS][NUM_LEN];
+    bool failed;
+};
+
+struct label {
+    const char *key;
+    const char *value;
+};
+
+static void put(struct writer *w, const char *s, size_t len)
+{
+    if (!w->failed && len > 0 && evbuffer_add(w->out, s, len) != 0)
+        w->failed = true;
+}
+
+static void puts_(struct writer *w, const char *s)
+{
+    put(w, s, strlen(s));
+}
+
+/* Label value escaping of the text format: backslash, quote, newline. */
+static void put_escaped(struct writer *w, const char *s)
+{
+    for (;;) {
+        size_t span = strcspn(s, "\\\"\n");
+        put(w, s, span);
+        s += span;
+        if (*s == '\0')
+            return;
+        puts_(w, *s == '\n' ? "\\n" : *s == '"' ? "\\\"" : "\\\\");
+        s++;
+    }
+}
+
+static void sample(struct writer *w, const char *name, const char *suffix,
+                   const struct label *labels, size_t n, const char *value)
+{
+    puts_(w, name);
+    puts_(w, suffix);
+    for (size_t i = 0; i < n; i++) {
+        puts_(w, i == 0 ? "{" : ",");
+        puts_(w, labels[i].key);
+        puts_(w, "=\"");
+        put_escaped(w, labels[i].value);
+        puts_(w, "\"");
+    }
+    puts_(w, n > 0 ? "} " : " ");
+    puts_(w, value);
+    puts_(w, "\n");
+}
+
+static void sample_u64(struct writer *w, const char *name, const struct label *labels,
+                       size_t n, uint64_t v)
+{
+    char buf[NUM_LEN];
+
+    sample(w, name, "", labels, n, fmt_u64(buf, v));
+}
+
+/* ---- families --------------------------------------------------------- */
+
+struct family;
+typedef void (*emit_fn)(struct writer *w, const struct family *f);
+
+struct family {
+    const char *name;
+    const char *type;
+    const char *help;
+    emit_fn emit;
+    /* At most one of these is set, for the generic emitters. */
+    uint64_t (*route_value)(const struct sl_metrics_route *r);
+    double (*global_value)(const struct sl_metrics_global *g);
+    size_t hist_offset; /* of a struct sl_histogram in struct sl_route_stats */
+};
+
+static const struct sl_route_stats zero_stats;
+
+static const struct sl_route_stats *stats_of(const struct sl_metrics_route *r)
+{
+    return r->stats != NULL ? r->stats : &zero_stats;
+}
+
+static const char *name_of(const struct sl_metrics_route *r)
+{
+    return r->name != NULL ? r->name : "";
+}
+
+static void outcomes_for(struct writer *w, const struct family *f, const char *route,
+                         const struct sl_route_stats *s)
+{
+    for (size_t o = 0; o < SL_OUTCOME_COUNT; o++) {
+        struct label l[] = {{"route", route}, {"outcome", outcomes[o].name}};
+        sample_u64(w, f->name, l, 2, s->outcomes[o]);
+    }
+}
+
+static void emit_requests(struct writer *w, const struct family *f)
+{
+    for (size_t i = 0; i < w->n_routes; i++)
+        outcomes_for(w, f, name_of(&w->routes[i]), stats_of(&w->routes[i]));
+    if (w->unrouted != NULL)
+        outcomes_for(w, f, "", w->unrouted);
+}
+
+static void emit_lanes(struct writer *w, const struct family *f)
+{
+    for (size_t i = 0; i < w->n_routes; i++) {
+        for (size_t lane = 0; lane < SL_LANE_COUNT; lane++) {
+            struct label l[] = {{"route", name_of(&w->routes[i])},
+                                {"lane", sl_lane_name((enum sl_lane)lane)}};
+            sample_u64(w, f->name, l, 2, w->routes[i].lane_depth[lane]);
+        }
+    }
+}
+
+static void emit_upstream_codes(struct writer *w, const struct family *f)
+{
+    char code[NUM_LEN];
+
+    for (size_t i = 0; i < w->n_routes; i++) {
+        const struct sl_route_stats *s = stats_of(&w->routes[i]);
+        struct label l[] = {{"route", name_of(&w->routes[i])}, {"code", code}};
+
+        for (unsigned c = 0; c < SL_METRICS_MAX_STATUS; c++) {
+            if (s->upstream_codes[c] == 0)
+                continue;
+            snprintf(code, sizeof(code), "%u", c);
+            sample_u64(w, f->name, l, 2, s->upstream_codes[c]);
+        }
+        l[1].value = "error";
+        sample_u64(w, f->name, l, 2, s->upstream_errors);
+    }
+}
+
+static void histogram(struct writer *w, const char *name, const char *route,
+                      const struct sl_histogram *h)
+{
+    char num[NUM_LEN];
+    uint64_t cumulative = 0;
+    struct label l[] = {{"route", route}, {"le", NULL}};
+
+    for (size_t b = 0; b < SL_HISTOGRAM_BUCKETS; b++) {
+        cumulative += h->buckets[b];
+        l[1].value = w->le[b];
+        sample(w, name, "_bucket", l, 2, fmt_u64(num, cumulative));
+    }
+    l[1].value = "+Inf";
+    sample(w, name, "_bucket", l, 2, fmt_u64(num, h->count));
+    sample(w, name, "_sum", l, 1, fmt_double(num, h->sum));
+    sample(w, name, "_count", l, 1, fmt_u64(num, h->count));
+}
+
+static void emit_histograms(struct writer *w, const struct family *f)
+{
+    for (size_t i = 0; i < w->n_routes; i++) {
+        const char *base = (const char *)stats_of(&w->routes[i]);
+        const struct sl_histogram *h = (const void *)(base + f->hist_offset);
+
+        histogram(w, f->name, name_of(&w->routes[i]), h);
+    }
+}
+
+static void emit_route_value(struct writer *w, const struct family *f)
+{
+    for (size_t i = 0; i < w->n_routes; i++) {
+        struct label l[] = {{"route", name_of(&w->routes[i])}};
+        sample_u64(w, f->name, l, 1, f->route_value(&w->routes[i]));
+    }
+}
+
+static void emit_global_value(struct writer *w, const struct family *f)
+{
+    char buf[NUM_LEN];
+
+    sample(w, f->name, "", NULL, 0, fmt_double(buf, f->global_value(w->g)));
+}
+
+static void emit_build_info(struct writer *w, const struct family *f)
+{
+    struct label l[] = {{"version", SLUICE_VERSION}};
+    sample(w, f->name, "", l, 1, "1");
+}
+
+static uint64_t in_flight(const struct sl_metrics_route *r) { return r->in_flight; }
+static uint64_t paused(const struct sl_metrics_route *r) { return r->paused ? 1 : 0; }
+static uint64_t client_gone(const struct sl_metrics_route *r) { return stats_of(r)->client_gone; }
+static uint64_t dispatched(const struct sl_metrics_route *r) { return stats_of(r)->dispatched; }
+
+static double queue_bytes(const struct sl_metrics_global *g) { return (double)g->queue_bytes; }
+static double queue_depth(const struct sl_metrics_global *g) { return (double)g->queue_depth; }
+static double connections(const struct sl_metrics_global *g) { return (double)g->connections; }
+static double draining(const struct sl_metrics_global *g) { return g->draining ? 1 : 0; }
+static double reloads(const struct sl_metrics_global *g) { return (double)g->reloads; }
+static double start_time(const struct sl_metrics_global *g) { return g->start_time_seconds; }
+
+#define HIST(field) .emit = emit_histograms, .hist_offset = offsetof(struct sl_route_stats, field)
+#define PER_ROUTE(fn) .emit = emit_route_value, .route_value = fn
+#define GLOBAL(fn) .emit = emit_global_value, .global_value = fn
+
+/* Exposition order; changing it is harmless but makes diffs of scrapes noisy. */
+static const struct family families[] = {
+    {"sluice_requests_total", "counter", "Finished requests by route and outcome.",
+     .emit = emit_requests},
+    {"sluice_queue_depth", "gauge", "Parked requests by route and priority lane.",
+     .emit = emit_lanes},
+    {"sluice_queue_bytes", "gauge", "Bytes of parked requests, all routes.", GLOBAL(queue_bytes)},
+    {"sluice_queue_depth_total", "gauge", "Parked requests, all routes.", GLOBAL(queue_depth)},
+    {"sluice_queue_wait_seconds", "histogram", "Time requests spent parked before dispatch.",
+     HIST(queue_wait)},
+    {"sluice_upstream_requests_total", "counter",
+     "Upstream attempts by response status; code=\"error\" had no response.",
+     .emit = emit_upstream_codes},
+    {"sluice_upstream_duration_seconds", "histogram", "Duration of each upstream attempt.",
+     HIST(upstream_duration)},
+    {"sluice_in_flight", "gauge", "Requests currently at the upstream.", PER_ROUTE(in_flight)},
+    {"sluice_route_paused", "gauge", "1 while the route is paused by Retry-After.",
+     PER_ROUTE(paused)},
+    {"sluice_client_gone_total", "counter", "Clients that left while their request was parked.",
+     PER_ROUTE(client_gone)},
+    {"sluice_dispatched_total", "counter", "Rate-limit tokens taken, retries included.",
+     PER_ROUTE(dispatched)},
+    {"sluice_connections", "gauge", "Open client connections.", GLOBAL(connections)},
+    {"sluice_draining", "gauge", "1 while shutting down.", GLOBAL(draining)},
+    {"sluice_config_reloads_total", "counter", "Successful configuration reloads.",
+     GLOBAL(reloads)},
+    {"sluice_start_time_seconds", "gauge", "Start time of the process since the epoch.",
+     GLOBAL(start_time)},
+    {"sluice_build_info", "gauge", "Always 1; the version is the label.",
+     .emit = emit_build_info},
+};
+
+int sl_metrics_write(struct evbuffer *out, const struct sl_metrics_route *routes,
+                     size_t n_routes, const struct sl_route_stats *unrouted,
+                     const struct sl_metrics_global *g)
+{
+    static const struct sl_metrics_global no_global;
+    struct writer w = {
+        .out = out,
+        .routes = routes,
+        .n_routes = routes != NULL ? n_routes : 0,
+        .unrouted = unrouted,
+        .g = g != NULL ? g : &no_global,
+    };
+
+    for (size_t b = 0; b < SL_HISTOGRAM_BUCKETS; b++)
+        fmt_double(w.le[b], bounds[b]);
+    for (size_t i = 0; i < SL_ARRAY_LEN(families) && !w.failed; i++) {
+        const struct family *f = &families[i];
+
+        if (evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help,
+                                f->name, f->type) < 0)
+            w.failed = true;
+        f->emit(&w, f);
+    }
+    return w.failed ? SL_ENOMEM : SL_OK;
+}
