@@ -39,7 +39,7 @@ struct sl_upstream_request {
     const struct evkeyvalq *headers;   /* already translated (headers.h) */
     const void *body;                  /* borrowed until done/cancel; may be NULL */
     size_t body_len;
-    int64_t timeout_us;                /* connect + response */
+    int64_t timeout_us;                /* connect + response; <= 0: no limit */
 };
 
 struct sl_upstream_response {
@@ -51,7 +51,11 @@ struct sl_upstream_response {
     int64_t duration_us;               /* start to completion */
 };
 
-/* Called once per call that was not cancelled; `resp` is valid only during the call. */
+/*
+ * Called once per call that was not cancelled; `resp` is valid only during the
+ * call. It may start new calls and cancel other calls, but must not free the
+ * sl_upstream; cancelling its own call there is a no-op (it is freed after).
+ */
 typedef void (*sl_upstream_done_fn)(struct sl_upstream_response *resp, void *arg);
 
 struct sl_upstream;

@@ -1,2 +1,196 @@
-/* headers.c - not written yet. */
+/*
+ * headers.c - header translation between client and upstream.
+ *
+ * Pure functions over evhttp header lists. The order and duplicates of the
+ * fields that pass through are preserved; the fields sluice rewrites
+ * (X-Forwarded-For, Via) are joined into one field appended at the end.
+ */
+#include "headers.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <sys/queue.h>
+
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
 #include "sluice.h"
+
+#define SLUICE_VIA "1.1 sluice"
+#define SLUICE_PREFIX "X-Sluice-"
+
+/* RFC 2616 13.5.1's list, plus Proxy-Connection (RFC 9110 7.6.1). */
+static const char *const hop_fields[] = {
+    "Connection", "Keep-Alive", "TE", "Trailer", "Transfer-Encoding",
+    "Upgrade", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
+};
+
+static bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* Does the comma-separated list `list` hold the token `name` (any case)? */
+static bool list_has_token(const char *list, const char *name)
+{
+    size_t name_len = strlen(name);
+    const char *p = list;
+
+    while (*p != '\0') {
+        while (is_ows(*p) || *p == ',')
+            p++;
+        const char *start = p;
+        while (*p != '\0' && *p != ',')
+            p++;
+        const char *end = p;
+        while (end > start && is_ows(end[-1]))
+            end--;
+        if ((size_t)(end - start) == name_len && name_len > 0 &&
+            strncasecmp(start, name, name_len) == 0)
+            return true;
+    }
+    return false;
+}
+
+bool sl_headers_is_hop_by_hop(const char *name, const struct evkeyvalq *hdrs)
+{
+    for (size_t i = 0; i < SL_ARRAY_LEN(hop_fields); i++)
+        if (strcasecmp(name, hop_fields[i]) == 0)
+            return true;
+    if (hdrs == NULL)
+        return false;
+
+    const struct evkeyval *h;
+    TAILQ_FOREACH(h, hdrs, next)
+        if (strcasecmp(h->key, "Connection") == 0 && list_has_token(h->value, name))
+            return true;
+    return false;
+}
+
+static bool is_sluice_field(const char *name)
+{
+    return strncasecmp(name, SLUICE_PREFIX, strlen(SLUICE_PREFIX)) == 0;
+}
+
+/* evhttp refuses CR/LF when adding, so such a field could not be copied. */
+static bool has_crlf(const char *s)
+{
+    return strpbrk(s, "\r\n") != NULL;
+}
+
+/* Fields neither direction may pass through as they are. */
+static bool always_dropped(const struct evkeyval *h, const struct evkeyvalq *in)
+{
+    return has_crlf(h->key) || has_crlf(h->value) || is_sluice_field(h->key) ||
+           sl_headers_is_hop_by_hop(h->key, in);
+}
+
+/*
+ * Join every non-empty value of `name` in `in` with ", " and append `extra`
+ * (if not NULL). Returns a malloc'ed string, or NULL when out of memory.
+ * An empty result is "".
+ */
+static char *join_values(const struct evkeyvalq *in, const char *name, const char *extra)
+{
+    const struct evkeyval *h;
+    size_t len = extra != NULL ? strlen(extra) : 0;
+
+    TAILQ_FOREACH(h, in, next)
+        if (strcasecmp(h->key, name) == 0 && !has_crlf(h->value))
+            len += strlen(h->value) + 2;
+
+    char *out = malloc(len + 1);
+    if (out == NULL)
+        return NULL;
+    out[0] = '\0';
+
+    char *p = out;
+    TAILQ_FOREACH(h, in, next) {
+        if (strcasecmp(h->key, name) != 0 || has_crlf(h->value) || h->value[0] == '\0')
+            continue;
+        if (p != out)
+            p = stpcpy(p, ", ");
+        p = stpcpy(p, h->value);
+    }
+    if (extra != NULL) {
+        if (p != out)
+            p = stpcpy(p, ", ");
+        stpcpy(p, extra);
+    }
+    return out;
+}
+
+/* Add `name: <joined values of name>, extra` to out; nothing if all empty. */
+static int add_joined(const struct evkeyvalq *in, struct evkeyvalq *out,
+                      const char *name, const char *extra)
+{
+    char *value = join_values(in, name, extra);
+    if (value == NULL)
+        return SL_ENOMEM;
+
+    int rc = SL_OK;
+    if (value[0] != '\0' && evhttp_add_header(out, name, value) != 0)
+        rc = SL_ENOMEM;
+    free(value);
+    return rc;
+}
+
+static bool dropped_upstream_bound(const struct evkeyval *h, const struct evkeyvalq *in,
+                                   const struct sl_forward_info *fi)
+{
+    static const char *const rewritten[] = {
+        "Content-Length", "Expect", "X-Forwarded-For", "X-Forwarded-Proto", "Via",
+    };
+
+    if (always_dropped(h, in))
+        return true;
+    if (!fi->preserve_host && strcasecmp(h->key, "Host") == 0)
+        return true;
+    for (size_t i = 0; i < SL_ARRAY_LEN(rewritten); i++)
+        if (strcasecmp(h->key, rewritten[i]) == 0)
+            return true;
+    return false;
+}
+
+int sl_headers_to_upstream(const struct evkeyvalq *in, struct evkeyvalq *out,
+                           const struct sl_forward_info *fi)
+{
+    const struct evkeyval *h;
+
+    TAILQ_FOREACH(h, in, next) {
+        if (dropped_upstream_bound(h, in, fi))
+            continue;
+        if (evhttp_add_header(out, h->key, h->value) != 0)
+            return SL_ENOMEM;
+    }
+
+    int rc = add_joined(in, out, "X-Forwarded-For", fi->client_addr);
+    if (rc != SL_OK)
+        return rc;
+    if (fi->proto != NULL && evhttp_add_header(out, "X-Forwarded-Proto", fi->proto) != 0)
+        return SL_ENOMEM;
+    return add_joined(in, out, "Via", SLUICE_VIA);
+}
+
+static bool dropped_client_bound(const struct evkeyval *h, const struct evkeyvalq *in,
+                                 bool keep_length)
+{
+    if (always_dropped(h, in) || strcasecmp(h->key, "Via") == 0)
+        return true;
+    return !keep_length && strcasecmp(h->key, "Content-Length") == 0;
+}
+
+int sl_headers_from_upstream(const struct evkeyvalq *in, struct evkeyvalq *out, bool keep_length)
+{
+    const struct evkeyval *h;
+
+    TAILQ_FOREACH(h, in, next) {
+        if (dropped_client_bound(h, in, keep_length))
+            continue;
+        if (evhttp_add_header(out, h->key, h->value) != 0)
+            return SL_ENOMEM;
+    }
+    return add_joined(in, out, "Via", SLUICE_VIA);
+}

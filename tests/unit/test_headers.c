@@ -1,0 +1,278 @@
+/* test_headers.c - header translation both ways, compared field by field. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <sys/queue.h>
+
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "headers.h"
+#include "sluice.h"
+
+#define MAX_FIELDS 32
+
+/* A NULL-terminated list of name/value pairs: {"A", "1", "B", "2", NULL}. */
+static void fill(struct evkeyvalq *q, const char *const *pairs)
+{
+    TAILQ_INIT(q);
+    for (size_t i = 0; pairs[i] != NULL && i < 2 * MAX_FIELDS; i += 2)
+        assert_int_equal(evhttp_add_header(q, pairs[i], pairs[i + 1]), 0);
+}
+
+/* Exactly these fields, in this order. */
+static void expect(const struct evkeyvalq *q, const char *const *pairs)
+{
+    const struct evkeyval *h = TAILQ_FIRST(q);
+    size_t i = 0;
+
+    for (; pairs[i] != NULL && i < 2 * MAX_FIELDS; i += 2) {
+        assert_non_null(h);
+        assert_string_equal(h->key, pairs[i]);
+        assert_string_equal(h->value, pairs[i + 1]);
+        h = TAILQ_NEXT(h, next);
+    }
+    if (h != NULL)
+        fail_msg("unexpected extra field %s: %s", h->key, h->value);
+}
+
+static const struct sl_forward_info fwd = {
+    .client_addr = "10.0.0.9", .proto = "http", .preserve_host = false,
+};
+
+/* to_upstream(in) must equal want. */
+static void check_up(const char *const *in_pairs, const struct sl_forward_info *fi,
+                     const char *const *want)
+{
+    struct evkeyvalq in, out;
+
+    fill(&in, in_pairs);
+    TAILQ_INIT(&out);
+    assert_int_equal(sl_headers_to_upstream(&in, &out, fi), SL_OK);
+    expect(&out, want);
+    evhttp_clear_headers(&in);
+    evhttp_clear_headers(&out);
+}
+
+static void check_down(const char *const *in_pairs, bool keep_length, const char *const *want)
+{
+    struct evkeyvalq in, out;
+
+    fill(&in, in_pairs);
+    TAILQ_INIT(&out);
+    assert_int_equal(sl_headers_from_upstream(&in, &out, keep_length), SL_OK);
+    expect(&out, want);
+    evhttp_clear_headers(&in);
+    evhttp_clear_headers(&out);
+}
+
+static void test_hop_by_hop_fixed(void **state)
+{
+    (void)state;
+    static const char *const names[] = {
+        "Connection", "Keep-Alive", "TE", "Trailer", "Transfer-Encoding",
+        "Upgrade", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
+        "connection", "KEEP-ALIVE", "te", "transfer-encoding", "proxy-authorization",
+    };
+    for (size_t i = 0; i < SL_ARRAY_LEN(names); i++)
+        assert_true(sl_headers_is_hop_by_hop(names[i], NULL));
+    assert_false(sl_headers_is_hop_by_hop("Content-Type", NULL));
+    assert_false(sl_headers_is_hop_by_hop("TEX", NULL));
+    assert_false(sl_headers_is_hop_by_hop("Connectio", NULL));
+}
+
+static void test_hop_by_hop_connection_tokens(void **state)
+{
+    (void)state;
+    struct evkeyvalq q;
+    fill(&q, (const char *const[]){"Connection", "close,  X-Foo ,x-bar", "CONNECTION", "\tX-Baz",
+                                   "Connection", ",,", NULL});
+    assert_true(sl_headers_is_hop_by_hop("X-Foo", &q));
+    assert_true(sl_headers_is_hop_by_hop("x-foo", &q));
+    assert_true(sl_headers_is_hop_by_hop("X-Bar", &q));
+    assert_true(sl_headers_is_hop_by_hop("X-Baz", &q));
+    assert_true(sl_headers_is_hop_by_hop("close", &q));
+    assert_false(sl_headers_is_hop_by_hop("X-Fo", &q));
+    assert_false(sl_headers_is_hop_by_hop("X-Foo2", &q));
+    assert_false(sl_headers_is_hop_by_hop("", &q));
+    assert_false(sl_headers_is_hop_by_hop("Accept", &q));
+    evhttp_clear_headers(&q);
+}
+
+static void test_up_drops_every_hop_field(void **state)
+{
+    (void)state;
+    check_up((const char *const[]){
+                 "Accept", "a/b",
+                 "Connection", "keep-alive", "Keep-Alive", "timeout=5", "TE", "trailers",
+                 "Trailer", "X-T", "Transfer-Encoding", "chunked", "Upgrade", "h2c",
+                 "Proxy-Authenticate", "Basic", "Proxy-Authorization", "Basic eA==",
+                 "Proxy-Connection", "keep-alive", "X-Keep", "1", NULL},
+             &fwd,
+             (const char *const[]){"Accept", "a/b", "X-Keep", "1", "X-Forwarded-For", "10.0.0.9",
+                                   "X-Forwarded-Proto", "http", "Via", "1.1 sluice", NULL});
+}
+
+static void test_up_drops_connection_named(void **state)
+{
+    (void)state;
+    check_up((const char *const[]){"X-Foo", "1", "Connection", "close, X-Foo",
+                                   "x-bar", "2", "connection", " X-BAR ", "X-Other", "3", NULL},
+             &fwd,
+             (const char *const[]){"X-Other", "3", "X-Forwarded-For", "10.0.0.9",
+                                   "X-Forwarded-Proto", "http", "Via", "1.1 sluice", NULL});
+}
+
+static void test_up_strips_sluice_fields(void **state)
+{
+    (void)state;
+    check_up((const char *const[]){"X-Sluice-Priority", "high", "x-sluice-deadline", "5s",
+                                   "X-SLUICE-ERROR", "no", "X-Sluicer", "kept", NULL},
+             &fwd,
+             (const char *const[]){"X-Sluicer", "kept", "X-Forwarded-For", "10.0.0.9",
+                                   "X-Forwarded-Proto", "http", "Via", "1.1 sluice", NULL});
+}
+
+static void test_up_forwarded_for_appended(void **state)
+{
+    (void)state;
+    check_up((const char *const[]){"X-Forwarded-For", "1.1.1.1, 2.2.2.2",
+                                   "x-forwarded-for", "3.3.3.3", "X-Forwarded-Proto", "https",
+                                   "Via", "1.0 edge", "via", "1.1 lb", NULL},
+             &fwd,
+             (const char *const[]){"X-Forwarded-For", "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9",
+                                   "X-Forwarded-Proto", "http",
+                                   "Via", "1.0 edge, 1.1 lb, 1.1 sluice", NULL});
+}
+
+static void test_up_host_kept_or_dropped(void **state)
+{
+    (void)state;
+    const char *const in[] = {"Host", "client.example", "Accept", "*/*", NULL};
+    struct sl_forward_info keep = fwd;
+    keep.preserve_host = true;
+
+    check_up(in, &fwd,
+             (const char *const[]){"Accept", "*/*", "X-Forwarded-For", "10.0.0.9",
+                                   "X-Forwarded-Proto", "http", "Via", "1.1 sluice", NULL});
+    check_up(in, &keep,
+             (const char *const[]){"Host", "client.example", "Accept", "*/*",
+                                   "X-Forwarded-For", "10.0.0.9", "X-Forwarded-Proto", "http",
+                                   "Via", "1.1 sluice", NULL});
+}
+
+static void test_up_drops_length_and_expect(void **state)
+{
+    (void)state;
+    check_up((const char *const[]){"Content-Length", "12", "Expect", "100-continue",
+                                   "content-type", "text/plain", NULL},
+             &fwd,
+             (const char *const[]){"content-type", "text/plain", "X-Forwarded-For", "10.0.0.9",
+                                   "X-Forwarded-Proto", "http", "Via", "1.1 sluice", NULL});
+}
+
+static void test_up_order_and_duplicates(void **state)
+{
+    (void)state;
+    check_up((const char *const[]){"B", "1", "A", "2", "B", "3", "Cookie", "x=1",
+                                   "cookie", "y=2", "Empty", "", NULL},
+             &fwd,
+             (const char *const[]){"B", "1", "A", "2", "B", "3", "Cookie", "x=1", "cookie", "y=2",
+                                   "Empty", "", "X-Forwarded-For", "10.0.0.9",
+                                   "X-Forwarded-Proto", "http", "Via", "1.1 sluice", NULL});
+}
+
+/* evhttp_add_header refuses CR/LF, so plant the field by hand. */
+static void add_raw(struct evkeyvalq *q, const char *key, const char *value)
+{
+    struct evkeyval *h = calloc(1, sizeof(*h));
+    assert_non_null(h);
+    h->key = strdup(key);
+    h->value = strdup(value);
+    assert_non_null(h->key);
+    assert_non_null(h->value);
+    TAILQ_INSERT_TAIL(q, h, next);
+}
+
+static void test_crlf_value_dropped(void **state)
+{
+    (void)state;
+    struct evkeyvalq in, out;
+
+    fill(&in, (const char *const[]){"A", "1", NULL});
+    add_raw(&in, "X-Evil", "a\r\nX-Injected: 1");
+    add_raw(&in, "X-Lf", "a\nb");
+    add_raw(&in, "X-Forwarded-For", "6.6.6.6\r\nX: y");
+    add_raw(&in, "X-Bad\r\nName", "v");
+    assert_int_equal(evhttp_add_header(&in, "B", "2"), 0);
+
+    TAILQ_INIT(&out);
+    assert_int_equal(sl_headers_to_upstream(&in, &out, &fwd), SL_OK);
+    expect(&out, (const char *const[]){"A", "1", "B", "2", "X-Forwarded-For", "10.0.0.9",
+                                       "X-Forwarded-Proto", "http", "Via", "1.1 sluice", NULL});
+    evhttp_clear_headers(&out);
+
+    TAILQ_INIT(&out);
+    assert_int_equal(sl_headers_from_upstream(&in, &out, false), SL_OK);
+    expect(&out, (const char *const[]){"A", "1", "B", "2", "Via", "1.1 sluice", NULL});
+    evhttp_clear_headers(&out);
+    evhttp_clear_headers(&in);
+}
+
+static void test_up_without_client_info(void **state)
+{
+    (void)state;
+    const struct sl_forward_info none = {.client_addr = NULL, .proto = NULL};
+    check_up((const char *const[]){"A", "1", NULL}, &none,
+             (const char *const[]){"A", "1", "Via", "1.1 sluice", NULL});
+}
+
+static void test_down_drops(void **state)
+{
+    (void)state;
+    check_down((const char *const[]){"Content-Type", "application/json", "Connection", "close, X-Hop",
+                                     "X-Hop", "1", "Transfer-Encoding", "chunked",
+                                     "Keep-Alive", "timeout=5", "Content-Length", "42",
+                                     "X-Sluice-Error", "queue_full", "Set-Cookie", "a=1",
+                                     "Set-Cookie", "b=2", "Retry-After", "3", NULL},
+               false,
+               (const char *const[]){"Content-Type", "application/json", "Set-Cookie", "a=1",
+                                     "Set-Cookie", "b=2", "Retry-After", "3",
+                                     "Via", "1.1 sluice", NULL});
+}
+
+static void test_down_keep_length_and_via(void **state)
+{
+    (void)state;
+    check_down((const char *const[]){"Via", "1.1 varnish", "Content-Length", "42",
+                                     "ETag", "\"x\"", NULL},
+               true,
+               (const char *const[]){"Content-Length", "42", "ETag", "\"x\"",
+                                     "Via", "1.1 varnish, 1.1 sluice", NULL});
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hop_by_hop_fixed),
+        cmocka_unit_test(test_hop_by_hop_connection_tokens),
+        cmocka_unit_test(test_up_drops_every_hop_field),
+        cmocka_unit_test(test_up_drops_connection_named),
+        cmocka_unit_test(test_up_strips_sluice_fields),
+        cmocka_unit_test(test_up_forwarded_for_appended),
+        cmocka_unit_test(test_up_host_kept_or_dropped),
+        cmocka_unit_test(test_up_drops_length_and_expect),
+        cmocka_unit_test(test_up_order_and_duplicates),
+        cmocka_unit_test(test_crlf_value_dropped),
+        cmocka_unit_test(test_up_without_client_info),
+        cmocka_unit_test(test_down_drops),
+        cmocka_unit_test(test_down_keep_length_and_via),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

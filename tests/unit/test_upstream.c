@@ -1,0 +1,937 @@
+/*
+ * test_upstream.c - real HTTP over loopback: an evhttp server and a raw TCP
+ * server in this process, on the same event_base as the upstream module.
+ */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+
+#include "clock.h"
+#include "sluice.h"
+#include "upstream.h"
+
+#define GUARD_SECONDS 10
+#define MAX_RESULTS 64
+#define MAX_SLOW 8
+#define MAX_RAW 8
+#define BIG_LEN (1024 * 1024)
+
+/* What one done callback saw. */
+struct result {
+    int calls;
+    enum sl_upstream_error error;
+    int status;
+    char detail[256];
+    struct evkeyvalq headers;
+    struct evbuffer *body;
+    int64_t duration_us;
+};
+
+/* A /slow request the server answers from a timer, unless its client goes. */
+struct slow {
+    struct event *timer;
+    struct evhttp_request *req;
+};
+
+struct fixture {
+    struct event_base *base;
+    struct sl_upstream *up;
+    struct evhttp *http;
+    int port;
+    struct evconnlistener *raw;
+    int raw_port;
+    const char *raw_reply;          /* NULL: close without answering */
+    struct bufferevent *raw_conns[MAX_RAW];
+    struct slow slow[MAX_SLOW];
+    /* the last request the evhttp server received */
+    int received;
+    char method[16];
+    char uri[256];
+    struct evkeyvalq got_headers;
+    struct evbuffer *got_body;
+    struct result res[MAX_RESULTS];
+    bool guard_fired;
+};
+
+static struct fixture F;
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static const char *header_value(const struct evkeyvalq *q, const char *name)
+{
+    const struct evkeyval *h;
+    TAILQ_FOREACH(h, q, next)
+        if (strcasecmp(h->key, name) == 0)
+            return h->value;
+    return NULL;
+}
+
+static void copy_headers(const struct evkeyvalq *from, struct evkeyvalq *to)
+{
+    const struct evkeyval *h;
+    evhttp_clear_headers(to);
+    TAILQ_FOREACH(h, from, next)
+        assert_int_equal(evhttp_add_header(to, h->key, h->value), 0);
+}
+
+/* Exactly these fields in this order ({"A", "1", ..., NULL}). */
+static void expect_headers(const struct evkeyvalq *q, const char *const *pairs)
+{
+    const struct evkeyval *h = TAILQ_FIRST(q);
+    for (size_t i = 0; pairs[i] != NULL && i < 64; i += 2) {
+        if (h == NULL)
+            fail_msg("missing field %s", pairs[i]);
+        assert_string_equal(h->key, pairs[i]);
+        assert_string_equal(h->value, pairs[i + 1]);
+        h = TAILQ_NEXT(h, next);
+    }
+    if (h != NULL)
+        fail_msg("unexpected field %s: %s", h->key, h->value);
+}
+
+static void body_equals(struct evbuffer *b, const void *data, size_t len)
+{
+    assert_int_equal(evbuffer_get_length(b), len);
+    if (len > 0)
+        assert_memory_equal(evbuffer_pullup(b, -1), data, len);
+}
+
+static void on_done(struct sl_upstream_response *resp, void *arg)
+{
+    struct result *r = arg;
+
+    r->calls++;
+    r->error = resp->error;
+    r->status = resp->status;
+    r->duration_us = resp->duration_us;
+    snprintf(r->detail, sizeof(r->detail), "%s", resp->detail);
+    copy_headers(&resp->headers, &r->headers);
+    assert_int_equal(evbuffer_add_buffer(r->body, resp->body), 0);
+}
+
+static void on_guard(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    F.guard_fired = true;
+}
+
+/* Run the loop until cond(arg) holds; fail after GUARD_SECONDS. */
+static void run_until(bool (*cond)(void *), void *arg)
+{
+    struct event *guard = evtimer_new(F.base, on_guard, NULL);
+    struct timeval tv = {GUARD_SECONDS, 0};
+
+    assert_non_null(guard);
+    F.guard_fired = false;
+    assert_int_equal(evtimer_add(guard, &tv), 0);
+    for (long i = 0; i < 10000000 && !cond(arg) && !F.guard_fired; i++)
+        assert_true(event_base_loop(F.base, EVLOOP_ONCE) >= 0);
+    event_free(guard);
+    if (!cond(arg))
+        fail_msg("condition not reached in %d s", GUARD_SECONDS);
+}
+
+static bool result_done(void *arg)
+{
+    return ((struct result *)arg)->calls > 0;
+}
+
+static bool n_results_done(void *arg)
+{
+    int n = *(int *)arg;
+    for (int i = 0; i < n; i++)
+        if (F.res[i].calls == 0)
+            return false;
+    return true;
+}
+
+static bool n_received(void *arg)
+{
+    return F.received >= *(int *)arg;
+}
+
+static char *url(const char *target, char *buf, size_t size)
+{
+    char base[64];
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d", F.port);
+    assert_int_equal(sl_upstream_url(base, target, buf, size), SL_OK);
+    return buf;
+}
+
+/* Start one call into F.res[slot]. */
+static struct sl_upstream_call *start(int slot, const char *method, const char *target,
+                                      const struct evkeyvalq *hdrs, const void *body,
+                                      size_t len, int64_t timeout_us)
+{
+    char buf[512];
+    const struct sl_upstream_request req = {
+        .method = method, .url = url(target, buf, sizeof(buf)), .headers = hdrs,
+        .body = body, .body_len = len, .timeout_us = timeout_us,
+    };
+    struct sl_upstream_call *call = sl_upstream_start(F.up, &req, on_done, &F.res[slot]);
+    assert_non_null(call);
+    return call;
+}
+
+/* Run one call to completion and return its result. */
+static struct result *call_once(const char *method, const char *target,
+                                const struct evkeyvalq *hdrs, const void *body, size_t len)
+{
+    start(0, method, target, hdrs, body, len, 5 * SL_USEC_PER_SEC);
+    run_until(result_done, &F.res[0]);
+    assert_int_equal(F.res[0].calls, 1);
+    return &F.res[0];
+}
+
+/* ---- the evhttp server -------------------------------------------------- */
+
+static const char *method_name(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    default: return "OTHER";
+    }
+}
+
+static void record(struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+
+    F.received++;
+    snprintf(F.method, sizeof(F.method), "%s", method_name(evhttp_request_get_command(req)));
+    snprintf(F.uri, sizeof(F.uri), "%s", evhttp_request_get_uri(req));
+    copy_headers(evhttp_request_get_input_headers(req), &F.got_headers);
+    evbuffer_drain(F.got_body, evbuffer_get_length(F.got_body));
+    assert_int_equal(evbuffer_add_buffer(F.got_body, in), 0);
+}
+
+static void reply_echo(struct evhttp_request *req)
+{
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    struct evbuffer *body = evbuffer_new();
+
+    assert_non_null(body);
+    evhttp_add_header(out, "X-Echo-Method", F.method);
+    evhttp_add_header(out, "X-Multi", "a");
+    evhttp_add_header(out, "X-Multi", "b");
+    evhttp_add_header(out, "X-Empty-Resp", "");
+    assert_int_equal(evbuffer_add(body, evbuffer_pullup(F.got_body, -1),
+                                  evbuffer_get_length(F.got_body)), 0);
+    evhttp_send_reply(req, 200, "OK", body);
+    evbuffer_free(body);
+}
+
+static void reply_big(struct evhttp_request *req)
+{
+    struct evbuffer *body = evbuffer_new();
+    unsigned char *data = malloc(BIG_LEN);
+
+    assert_non_null(body);
+    assert_non_null(data);
+    for (size_t i = 0; i < BIG_LEN; i++)
+        data[i] = (unsigned char)(i * 31 + 7);
+    assert_int_equal(evbuffer_add(body, data, BIG_LEN), 0);
+    free(data);
+    evhttp_send_reply(req, 200, "OK", body);
+    evbuffer_free(body);
+}
+
+static void on_slow_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct slow *s = arg;
+    (void)fd;
+    (void)what;
+    evhttp_connection_set_closecb(evhttp_request_get_connection(s->req), NULL, NULL);
+    evhttp_send_reply(s->req, 200, "OK", NULL);
+    s->req = NULL;
+}
+
+static void on_slow_close(struct evhttp_connection *conn, void *arg)
+{
+    struct slow *s = arg;
+    (void)conn;
+    evtimer_del(s->timer);
+    s->req = NULL;
+}
+
+static void reply_slow(struct evhttp_request *req)
+{
+    struct timeval tv = {2, 0};
+
+    for (size_t i = 0; i < MAX_SLOW; i++) {
+        struct slow *s = &F.slow[i];
+        if (s->req != NULL)
+            continue;
+        s->req = req;
+        evhttp_connection_set_closecb(evhttp_request_get_connection(req), on_slow_close, s);
+        assert_int_equal(evtimer_add(s->timer, &tv), 0);
+        return;
+    }
+    fail_msg("too many slow requests");
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    const char *path = evhttp_request_get_uri(req);
+    (void)arg;
+
+    record(req);
+    if (strncmp(path, "/slow", 5) == 0) {
+        reply_slow(req);
+    } else if (strncmp(path, "/big", 4) == 0) {
+        reply_big(req);
+    } else if (strncmp(path, "/429", 4) == 0) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "7");
+        evhttp_send_reply(req, 429, "Too Many Requests", NULL);
+    } else if (strncmp(path, "/redirect", 9) == 0) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Location", "/echo");
+        evhttp_send_reply(req, 302, "Found", NULL);
+    } else {
+        reply_echo(req);
+    }
+}
+
+static int bound_port(evutil_socket_t fd)
+{
+    struct sockaddr_in sin;
+    socklen_t len = sizeof(sin);
+
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    return ntohs(sin.sin_port);
+}
+
+static void http_start(void)
+{
+    F.http = evhttp_new(F.base);
+    assert_non_null(F.http);
+    evhttp_set_allowed_methods(F.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                           EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                           EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(F.http, on_request, NULL);
+    struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(F.http, "127.0.0.1", 0);
+    assert_non_null(bs);
+    F.port = bound_port(evhttp_bound_socket_get_fd(bs));
+    for (size_t i = 0; i < MAX_SLOW; i++) {
+        F.slow[i].timer = evtimer_new(F.base, on_slow_timer, &F.slow[i]);
+        assert_non_null(F.slow[i].timer);
+    }
+}
+
+/* ---- the raw server: a canned answer to whatever comes ------------------ */
+
+static void raw_close(struct bufferevent *bev)
+{
+    for (size_t i = 0; i < MAX_RAW; i++)
+        if (F.raw_conns[i] == bev)
+            F.raw_conns[i] = NULL;
+    bufferevent_free(bev);
+}
+
+static void raw_on_written(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    raw_close(bev);
+}
+
+static void raw_on_read(struct bufferevent *bev, void *arg)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    (void)arg;
+
+    if (evbuffer_search(in, "\r\n\r\n", 4, NULL).pos < 0)
+        return;
+    if (F.raw_reply == NULL) {
+        raw_close(bev);
+        return;
+    }
+    bufferevent_setcb(bev, NULL, raw_on_written, NULL, NULL);
+    assert_int_equal(bufferevent_write(bev, F.raw_reply, strlen(F.raw_reply)), 0);
+}
+
+static void raw_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                          int salen, void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)salen;
+    (void)arg;
+    struct bufferevent *bev = bufferevent_socket_new(F.base, fd, BEV_OPT_CLOSE_ON_FREE);
+    assert_non_null(bev);
+    for (size_t i = 0; i < MAX_RAW; i++) {
+        if (F.raw_conns[i] == NULL) {
+            F.raw_conns[i] = bev;
+            bufferevent_setcb(bev, raw_on_read, NULL, NULL, NULL);
+            assert_int_equal(bufferevent_enable(bev, EV_READ), 0);
+            return;
+        }
+    }
+    fail_msg("too many raw connections");
+}
+
+static void raw_start(void)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
+
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    F.raw = evconnlistener_new_bind(F.base, raw_on_accept, NULL,
+                                    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16,
+                                    (struct sockaddr *)&sin, sizeof(sin));
+    assert_non_null(F.raw);
+    F.raw_port = bound_port(evconnlistener_get_fd(F.raw));
+}
+
+/* ---- fixture ------------------------------------------------------------ */
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(&F, 0, sizeof(F));
+    F.base = event_base_new();
+    assert_non_null(F.base);
+    TAILQ_INIT(&F.got_headers);
+    F.got_body = evbuffer_new();
+    assert_non_null(F.got_body);
+    for (size_t i = 0; i < MAX_RESULTS; i++) {
+        TAILQ_INIT(&F.res[i].headers);
+        F.res[i].body = evbuffer_new();
+        assert_non_null(F.res[i].body);
+    }
+    http_start();
+    raw_start();
+    F.up = sl_upstream_new(F.base, 8);
+    assert_non_null(F.up);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    sl_upstream_free(F.up);
+    evhttp_free(F.http);
+    for (size_t i = 0; i < MAX_SLOW; i++)
+        event_free(F.slow[i].timer);
+    for (size_t i = 0; i < MAX_RAW; i++)
+        if (F.raw_conns[i] != NULL)
+            bufferevent_free(F.raw_conns[i]);
+    evconnlistener_free(F.raw);
+    for (size_t i = 0; i < MAX_RESULTS; i++) {
+        evhttp_clear_headers(&F.res[i].headers);
+        evbuffer_free(F.res[i].body);
+    }
+    evhttp_clear_headers(&F.got_headers);
+    evbuffer_free(F.got_body);
+    event_base_free(F.base);
+    return 0;
+}
+
+/* ---- tests: URL --------------------------------------------------------- */
+
+static void test_url(void **state)
+{
+    (void)state;
+    char buf[64];
+
+    assert_int_equal(sl_upstream_url("http://h:1/base", "/p?q", buf, sizeof(buf)), SL_OK);
+    assert_string_equal(buf, "http://h:1/base/p?q");
+    assert_int_equal(sl_upstream_url("http://h:1", "/p", buf, sizeof(buf)), SL_OK);
+    assert_string_equal(buf, "http://h:1/p");
+    assert_int_equal(sl_upstream_url("http://h:1/", "/p", buf, sizeof(buf)), SL_OK);
+    assert_string_equal(buf, "http://h:1/p");
+    assert_int_equal(sl_upstream_url("https://h/base/", "/", buf, sizeof(buf)), SL_OK);
+    assert_string_equal(buf, "https://h/base/");
+    assert_int_equal(sl_upstream_url("http://h:1", "/a%2F//b?x=%20", buf, sizeof(buf)), SL_OK);
+    assert_string_equal(buf, "http://h:1/a%2F//b?x=%20");
+
+    assert_int_equal(sl_upstream_url("http://h:1", "p", buf, sizeof(buf)), SL_ERR);
+    assert_int_equal(sl_upstream_url("http://h:1", "", buf, sizeof(buf)), SL_ERR);
+    assert_int_equal(sl_upstream_url("http://h:1", "*", buf, sizeof(buf)), SL_ERR);
+    /* 12 characters + NUL: 13 fits, 12 does not */
+    assert_int_equal(sl_upstream_url("http://h:1", "/p", buf, 13), SL_OK);
+    assert_string_equal(buf, "http://h:1/p");
+    assert_int_equal(sl_upstream_url("http://h:1", "/p", buf, 12), SL_ERR);
+    assert_int_equal(sl_upstream_url("http://h:1", "/p", buf, 0), SL_ERR);
+}
+
+/* ---- tests: forwarding -------------------------------------------------- */
+
+static void test_get_forwarded_exactly(void **state)
+{
+    (void)state;
+    struct evkeyvalq h;
+    char host[32];
+
+    TAILQ_INIT(&h);
+    evhttp_add_header(&h, "Accept", "text/plain");
+    evhttp_add_header(&h, "X-Empty", "");
+    evhttp_add_header(&h, "X-Dup", "1");
+    evhttp_add_header(&h, "x-dup", "2");
+    evhttp_add_header(&h, "User-Agent", "t/1");
+    struct result *r = call_once("GET", "/echo/a%20b//c?x=1&y=%2F&z", &h, NULL, 0);
+    evhttp_clear_headers(&h);
+
+    assert_int_equal(r->error, SL_UPSTREAM_OK);
+    assert_int_equal(r->status, 200);
+    assert_string_equal(F.method, "GET");
+    assert_string_equal(F.uri, "/echo/a%20b//c?x=1&y=%2F&z");
+    snprintf(host, sizeof(host), "127.0.0.1:%d", F.port);
+    expect_headers(&F.got_headers,
+                   (const char *const[]){"Host", host, "Accept", "text/plain", "X-Empty", "",
+                                         "X-Dup", "1", "x-dup", "2", "User-Agent", "t/1", NULL});
+    body_equals(F.got_body, NULL, 0);
+}
+
+static void test_no_accept_added(void **state)
+{
+    (void)state;
+    char host[32];
+
+    struct result *r = call_once("DELETE", "/echo/x", NULL, NULL, 0);
+    assert_int_equal(r->status, 200);
+    assert_string_equal(F.method, "DELETE");
+    snprintf(host, sizeof(host), "127.0.0.1:%d", F.port);
+    expect_headers(&F.got_headers, (const char *const[]){"Host", host, NULL});
+}
+
+static void test_post_body(void **state)
+{
+    (void)state;
+    struct evkeyvalq h;
+
+    TAILQ_INIT(&h);
+    evhttp_add_header(&h, "Content-Type", "application/json");
+    struct result *r = call_once("POST", "/echo", &h, "{\"a\":1}", 7);
+    evhttp_clear_headers(&h);
+
+    assert_int_equal(r->status, 200);
+    assert_string_equal(F.method, "POST");
+    assert_string_equal(header_value(&F.got_headers, "Content-Length"), "7");
+    assert_string_equal(header_value(&F.got_headers, "Content-Type"), "application/json");
+    assert_null(header_value(&F.got_headers, "Expect"));
+    body_equals(F.got_body, "{\"a\":1}", 7);
+    body_equals(r->body, "{\"a\":1}", 7);
+}
+
+static void test_post_empty_body(void **state)
+{
+    (void)state;
+    char host[32];
+
+    struct result *r = call_once("POST", "/echo", NULL, NULL, 0);
+    assert_int_equal(r->status, 200);
+    assert_string_equal(F.method, "POST");
+    snprintf(host, sizeof(host), "127.0.0.1:%d", F.port);
+    expect_headers(&F.got_headers, (const char *const[]){"Host", host, "Content-Length", "0", NULL});
+    body_equals(F.got_body, NULL, 0);
+}
+
+static void test_put_patch_with_bodies(void **state)
+{
+    (void)state;
+    static const char *const methods[] = {"PUT", "PATCH", "OPTIONS"};
+
+    for (size_t i = 0; i < SL_ARRAY_LEN(methods); i++) {
+        F.res[i].calls = 0;
+        start((int)i, methods[i], "/echo", NULL, "xyz", 3, 5 * SL_USEC_PER_SEC);
+        run_until(result_done, &F.res[i]);
+        assert_int_equal(F.res[i].status, 200);
+        assert_string_equal(F.method, methods[i]);
+        assert_string_equal(header_value(&F.got_headers, "Content-Length"), "3");
+        assert_null(header_value(&F.got_headers, "Content-Type"));
+        body_equals(F.got_body, "xyz", 3);
+    }
+}
+
+static void test_large_request_body_no_expect(void **state)
+{
+    (void)state;
+    size_t len = BIG_LEN + 1;
+    char *data = malloc(len);
+
+    assert_non_null(data);
+    for (size_t i = 0; i < len; i++)
+        data[i] = (char)('a' + i % 26);
+    struct result *r = call_once("POST", "/echo", NULL, data, len);
+    assert_int_equal(r->status, 200);
+    assert_null(header_value(&F.got_headers, "Expect"));
+    body_equals(F.got_body, data, len);
+    body_equals(r->body, data, len);
+    free(data);
+}
+
+/* ---- tests: responses --------------------------------------------------- */
+
+static void test_response_captured(void **state)
+{
+    (void)state;
+    struct result *r = call_once("GET", "/echo", NULL, NULL, 0);
+
+    assert_int_equal(r->error, SL_UPSTREAM_OK);
+    assert_string_equal(r->detail, "");
+    assert_string_equal(header_value(&r->headers, "X-Echo-Method"), "GET");
+    assert_string_equal(header_value(&r->headers, "X-Empty-Resp"), "");
+    assert_string_equal(header_value(&r->headers, "Content-Length"), "0");
+
+    /* duplicates kept, in order */
+    const struct evkeyval *h;
+    int seen = 0;
+    TAILQ_FOREACH(h, &r->headers, next)
+        if (strcmp(h->key, "X-Multi") == 0)
+            assert_string_equal(h->value, seen++ == 0 ? "a" : "b");
+    assert_int_equal(seen, 2);
+    assert_true(r->duration_us > 0);
+}
+
+static void test_big_response(void **state)
+{
+    (void)state;
+    struct result *r = call_once("GET", "/big", NULL, NULL, 0);
+    unsigned char *want = malloc(BIG_LEN);
+
+    assert_non_null(want);
+    for (size_t i = 0; i < BIG_LEN; i++)
+        want[i] = (unsigned char)(i * 31 + 7);
+    assert_int_equal(r->status, 200);
+    body_equals(r->body, want, BIG_LEN);
+    free(want);
+}
+
+static void test_head(void **state)
+{
+    (void)state;
+    struct result *r = call_once("HEAD", "/echo", NULL, NULL, 0);
+
+    assert_int_equal(r->error, SL_UPSTREAM_OK);
+    assert_int_equal(r->status, 200);
+    assert_string_equal(F.method, "HEAD");
+    assert_string_equal(header_value(&r->headers, "X-Echo-Method"), "HEAD");
+    body_equals(r->body, NULL, 0);
+}
+
+static void test_429_and_redirect(void **state)
+{
+    (void)state;
+    struct result *r = call_once("GET", "/429", NULL, NULL, 0);
+
+    assert_int_equal(r->error, SL_UPSTREAM_OK);
+    assert_int_equal(r->status, 429);
+    assert_string_equal(header_value(&r->headers, "Retry-After"), "7");
+
+    r->calls = 0;
+    evhttp_clear_headers(&r->headers);
+    call_once("GET", "/redirect", NULL, NULL, 0);
+    assert_int_equal(r->status, 302);
+    assert_string_equal(header_value(&r->headers, "Location"), "/echo");
+    assert_int_equal(F.received, 2); /* not followed */
+}
+
+/* Raw answer: two interim responses, a folded field and a trailer. */
+static const char interim_reply[] =
+    "HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n"
+    "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+    "HTTP/1.1 201 Created\r\nX-Final: yes\r\nX-Folded: a\r\n  b\r\n"
+    "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    "2\r\nok\r\n0\r\nX-Trailer: t\r\n\r\n";
+
+static void test_interim_responses_skipped(void **state)
+{
+    (void)state;
+    char buf[64];
+    const struct sl_upstream_request req = {
+        .method = "GET", .url = buf, .timeout_us = 5 * SL_USEC_PER_SEC,
+    };
+
+    snprintf(buf, sizeof(buf), "http://127.0.0.1:%d/x", F.raw_port);
+    F.raw_reply = interim_reply;
+    assert_non_null(sl_upstream_start(F.up, &req, on_done, &F.res[0]));
+    run_until(result_done, &F.res[0]);
+
+    struct result *r = &F.res[0];
+    assert_int_equal(r->error, SL_UPSTREAM_OK);
+    assert_int_equal(r->status, 201);
+    expect_headers(&r->headers,
+                   (const char *const[]){"X-Final", "yes", "X-Folded", "a b",
+                                         "Transfer-Encoding", "chunked", "Connection", "close",
+                                         NULL});
+    body_equals(r->body, "ok", 2);
+}
+
+/* ---- tests: failures ---------------------------------------------------- */
+
+static void test_timeout(void **state)
+{
+    (void)state;
+    start(0, "GET", "/slow", NULL, NULL, 0, 200 * SL_USEC_PER_MSEC);
+    run_until(result_done, &F.res[0]);
+
+    struct result *r = &F.res[0];
+    assert_int_equal(r->calls, 1);
+    assert_int_equal(r->error, SL_UPSTREAM_TIMEOUT);
+    assert_int_equal(r->status, 0);
+    assert_true(strlen(r->detail) > 0);
+    assert_true(r->duration_us >= 190 * SL_USEC_PER_MSEC);
+    assert_true(r->duration_us < 1900 * SL_USEC_PER_MSEC);
+    assert_int_equal(F.received, 1);
+}
+
+/* A port nobody listens on: bind, read the port, close. */
+static int closed_port(void)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd >= 0);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    int port = bound_port(fd);
+    close(fd);
+    return port;
+}
+
+static void test_connect_refused(void **state)
+{
+    (void)state;
+    char buf[64];
+    const struct sl_upstream_request req = {
+        .method = "GET", .url = buf, .timeout_us = 5 * SL_USEC_PER_SEC,
+    };
+
+    snprintf(buf, sizeof(buf), "http://127.0.0.1:%d/x", closed_port());
+    assert_non_null(sl_upstream_start(F.up, &req, on_done, &F.res[0]));
+    run_until(result_done, &F.res[0]);
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_CONNECT);
+    assert_int_equal(F.res[0].status, 0);
+    assert_true(strlen(F.res[0].detail) > 0);
+}
+
+/*
+ * A listener whose accept queue is full drops new SYNs, so the connect hangs
+ * and the timeout strikes before anything was sent.
+ */
+static int full_listener(int *clients, size_t n, int *port)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd >= 0);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(fd, 0), 0);
+    *port = bound_port(fd);
+    sin.sin_port = htons((uint16_t)*port);
+    for (size_t i = 0; i < n; i++) {
+        clients[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        assert_true(clients[i] >= 0);
+        (void)connect(clients[i], (struct sockaddr *)&sin, sizeof(sin));
+    }
+    return fd;
+}
+
+static void test_connect_timeout_is_connect(void **state)
+{
+    (void)state;
+    char buf[64];
+    int clients[3], port;
+    int fd = full_listener(clients, SL_ARRAY_LEN(clients), &port);
+    const struct sl_upstream_request req = {
+        .method = "GET", .url = buf, .timeout_us = 200 * SL_USEC_PER_MSEC,
+    };
+
+    snprintf(buf, sizeof(buf), "http://127.0.0.1:%d/x", port);
+    assert_non_null(sl_upstream_start(F.up, &req, on_done, &F.res[0]));
+    run_until(result_done, &F.res[0]);
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_CONNECT);
+    assert_true(F.res[0].duration_us >= 190 * SL_USEC_PER_MSEC);
+    for (size_t i = 0; i < SL_ARRAY_LEN(clients); i++)
+        close(clients[i]);
+    close(fd);
+}
+
+static void raw_error_case(const char *reply)
+{
+    char buf[64];
+    const struct sl_upstream_request req = {
+        .method = "GET", .url = buf, .timeout_us = 5 * SL_USEC_PER_SEC,
+    };
+
+    snprintf(buf, sizeof(buf), "http://127.0.0.1:%d/x", F.raw_port);
+    F.raw_reply = reply;
+    F.res[0].calls = 0;
+    assert_non_null(sl_upstream_start(F.up, &req, on_done, &F.res[0]));
+    run_until(result_done, &F.res[0]);
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_PROTOCOL);
+    assert_int_equal(F.res[0].status, 0);
+    assert_true(strlen(F.res[0].detail) > 0);
+}
+
+static void test_protocol_errors(void **state)
+{
+    (void)state;
+    raw_error_case(NULL);                                 /* empty reply */
+    raw_error_case("SSH-2.0-OpenSSH\r\n\r\n");            /* not HTTP */
+    raw_error_case("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"); /* cut short */
+}
+
+/* ---- tests: cancel, concurrency, teardown ------------------------------- */
+
+static void test_cancel(void **state)
+{
+    (void)state;
+    struct sl_upstream_call *early = start(1, "GET", "/slow", NULL, NULL, 0, SL_USEC_PER_SEC);
+    struct sl_upstream_call *late = start(2, "GET", "/slow", NULL, NULL, 0, SL_USEC_PER_SEC);
+
+    assert_int_equal(sl_upstream_active(F.up), 2);
+    sl_upstream_cancel(early); /* before anything was sent */
+    assert_int_equal(sl_upstream_active(F.up), 1);
+    int one = 1;
+    run_until(n_received, &one);
+    sl_upstream_cancel(late); /* while the server holds the request */
+    assert_int_equal(sl_upstream_active(F.up), 0);
+
+    call_once("GET", "/echo", NULL, NULL, 0);
+    assert_int_equal(F.res[0].status, 200);
+    assert_int_equal(F.res[1].calls, 0);
+    assert_int_equal(F.res[2].calls, 0);
+    assert_int_equal(F.received, 2);
+}
+
+static void test_concurrent_50(void **state)
+{
+    (void)state;
+    int n = 50;
+    static char targets[50][32]; /* bodies are borrowed until done */
+
+    for (int i = 0; i < n; i++) {
+        snprintf(targets[i], sizeof(targets[i]), "/echo?i=%d", i);
+        start(i, "POST", targets[i], NULL, targets[i], strlen(targets[i]), 5 * SL_USEC_PER_SEC);
+    }
+    assert_int_equal(sl_upstream_active(F.up), (size_t)n);
+    run_until(n_results_done, &n);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(F.res[i].calls, 1);
+        assert_int_equal(F.res[i].status, 200);
+        body_equals(F.res[i].body, targets[i], strlen(targets[i]));
+    }
+    assert_int_equal(sl_upstream_active(F.up), 0);
+    assert_int_equal(F.received, n);
+}
+
+/* A done callback starts a new call and cancels another one. */
+static struct sl_upstream_call *victim, *self;
+
+static void on_done_chain(struct sl_upstream_response *resp, void *arg)
+{
+    on_done(resp, arg);
+    sl_upstream_cancel(self); /* a no-op: it is freed after this returns */
+    sl_upstream_cancel(victim);
+    start(3, "GET", "/echo?chained", NULL, NULL, 0, 5 * SL_USEC_PER_SEC);
+}
+
+static void test_done_may_start_and_cancel(void **state)
+{
+    (void)state;
+    char buf[64];
+    const struct sl_upstream_request req = {
+        .method = "GET", .url = url("/echo?first", buf, sizeof(buf)),
+        .timeout_us = 5 * SL_USEC_PER_SEC,
+    };
+
+    victim = start(1, "GET", "/slow", NULL, NULL, 0, 5 * SL_USEC_PER_SEC);
+    self = sl_upstream_start(F.up, &req, on_done_chain, &F.res[0]);
+    assert_non_null(self);
+    run_until(result_done, &F.res[3]);
+    assert_int_equal(F.res[0].calls, 1);
+    assert_int_equal(F.res[1].calls, 0);
+    assert_int_equal(F.res[3].status, 200);
+    assert_string_equal(F.uri, "/echo?chained");
+    assert_int_equal(sl_upstream_active(F.up), 0);
+}
+
+static void test_free_with_calls_under_way(void **state)
+{
+    (void)state;
+    int three = 3;
+
+    for (int i = 0; i < 3; i++)
+        start(i, "GET", "/slow", NULL, NULL, 0, 5 * SL_USEC_PER_SEC);
+    run_until(n_received, &three);
+    start(3, "POST", "/echo", NULL, "abc", 3, 5 * SL_USEC_PER_SEC); /* not even sent */
+    assert_int_equal(sl_upstream_active(F.up), 4);
+    sl_upstream_free(F.up);
+    F.up = NULL;
+    (void)event_base_loop(F.base, EVLOOP_NONBLOCK);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(F.res[i].calls, 0);
+}
+
+static void test_start_rejects_bad_input(void **state)
+{
+    (void)state;
+    const struct sl_upstream_request no_url = {.method = "GET", .url = NULL};
+    const struct sl_upstream_request req = {.method = "GET", .url = "http://127.0.0.1:1/"};
+
+    assert_null(sl_upstream_start(F.up, &no_url, on_done, NULL));
+    assert_null(sl_upstream_start(F.up, &req, NULL, NULL));
+    assert_null(sl_upstream_start(NULL, &req, on_done, NULL));
+    assert_int_equal(sl_upstream_active(F.up), 0);
+    sl_upstream_cancel(NULL);
+    sl_upstream_free(NULL);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_url),
+        T(test_get_forwarded_exactly),
+        T(test_no_accept_added),
+        T(test_post_body),
+        T(test_post_empty_body),
+        T(test_put_patch_with_bodies),
+        T(test_large_request_body_no_expect),
+        T(test_response_captured),
+        T(test_big_response),
+        T(test_head),
+        T(test_429_and_redirect),
+        T(test_interim_responses_skipped),
+        T(test_timeout),
+        T(test_connect_refused),
+        T(test_connect_timeout_is_connect),
+        T(test_protocol_errors),
+        T(test_cancel),
+        T(test_concurrent_50),
+        T(test_done_may_start_and_cancel),
+        T(test_free_with_calls_under_way),
+        T(test_start_rejects_bad_input),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
