@@ -62,16 +62,24 @@ int sl_limiter_init(struct sl_limiter *l, const struct sl_limit *rate, unsigned 
 
 void sl_limiter_fini(struct sl_limiter *l);
 
-/* Earliest instant >= now at which sl_limiter_take() will succeed. */
+/*
+ * Earliest instant >= now at which sl_limiter_take() will succeed: the
+ * latest of now, the schedule (tat - tolerance) and, for each full log, its
+ * oldest instant + window + guard. It is never before the last dispatch, so
+ * a clock that steps back cannot unsort the logs.
+ */
 int64_t sl_limiter_next(const struct sl_limiter *l, int64_t now);
 
 /* Record a dispatch at `now`: SL_OK, or SL_EAGAIN (nothing changed) if now < next. */
 int sl_limiter_take(struct sl_limiter *l, int64_t now);
 
 /*
- * Carry history over from `old` into freshly initialised `l` (reload): the
- * schedule and the dispatch instants that still fall in each window, so that
- * a reload never lets a burst through.
+ * Carry history over from `old` into freshly initialised `l` (reload), so
+ * that a reload never lets a burst through: the schedule (tat, started) as
+ * is, and into each new log the most recent min(n, available) dispatch
+ * instants, oldest first. Every log records every dispatch, so the source is
+ * whichever old log holds the most instants; a quota added by the reload
+ * therefore starts with real history, not empty. `old` is not changed.
  */
 void sl_limiter_inherit(struct sl_limiter *l, const struct sl_limiter *old);
 

@@ -33,7 +33,7 @@ enum sl_lane {
 /* Name of a lane ("high", "normal", "low"). */
 const char *sl_lane_name(enum sl_lane lane);
 
-/* Parse a lane name; returns 0 and sets *out, or -1. */
+/* Parse a lane name (any case); returns 0 and sets *out, or -1. */
 int sl_lane_parse(const char *s, enum sl_lane *out);
 
 struct sl_queue_flow;
@@ -65,6 +65,7 @@ struct sl_queue {
     struct sl_queue_lane lanes[SL_LANE_COUNT];
     struct sl_queue_flow **buckets;       /* fair-key hash, owned */
     size_t n_buckets;
+    size_t n_flows;                       /* flows allocated (load factor) */
     size_t depth;
     size_t bytes;
     struct sl_queue_totals *totals;       /* borrowed */
@@ -73,7 +74,11 @@ struct sl_queue {
 /* Returns SL_OK or SL_ENOMEM (then the queue holds nothing). */
 int sl_queue_init(struct sl_queue *q, struct sl_queue_totals *totals);
 
-/* Frees flows. The queue must be empty or its items abandoned by the caller. */
+/*
+ * Frees flows. The queue must be empty or its items abandoned by the caller;
+ * abandoned items are marked not queued (flow = NULL) and their count and
+ * bytes are taken off the shared totals.
+ */
 void sl_queue_fini(struct sl_queue *q);
 
 /* Would one more item of `bytes` stay within the global caps? */
@@ -82,7 +87,8 @@ bool sl_queue_fits(const struct sl_queue_totals *t, size_t bytes);
 /*
  * Park `item` at the tail of its flow. `key` may be NULL (same as "").
  * Returns SL_OK; SL_EAGAIN if over a global cap and !force (nothing
- * changed); SL_ENOMEM if a new flow could not be allocated.
+ * changed); SL_ENOMEM if a new flow could not be allocated; SL_ERR for a
+ * lane out of range. `item` must not be queued.
  */
 int sl_queue_push(struct sl_queue *q, struct sl_queue_item *item, enum sl_lane lane,
                   const char *key, size_t bytes, int64_t now, bool force);

@@ -8,7 +8,7 @@
  *
  * Ownership: the table owns its routes; a route owns its queue, limiter and
  * config copy. `timer` is created and freed by the dispatcher, which must
- * free it before sl_route_table_free().
+ * free it before sl_route_table_fini().
  */
 #ifndef SL_ROUTE_H
 #define SL_ROUTE_H

@@ -1,2 +1,280 @@
-/* queue.c - not written yet. */
+/*
+ * queue.c - priority lanes of round-robin flows of FIFO items (see queue.h).
+ *
+ * A flow is one (lane, fair key) pair. It exists only while it holds items:
+ * then it sits both in its lane's rotation and in a chained hash table that
+ * finds it by key. The table starts at 64 buckets and doubles when the load
+ * passes 1, so a lookup stays short whatever the number of keys.
+ */
+#include "queue.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
 #include "sluice.h"
+
+#define INITIAL_BUCKETS 64
+
+struct sl_queue_flow {
+    TAILQ_ENTRY(sl_queue_flow) rot;      /* in its lane's rotation */
+    TAILQ_HEAD(, sl_queue_item) items;   /* FIFO */
+    struct sl_queue_flow *next;          /* hash chain */
+    uint64_t hash;
+    enum sl_lane lane;
+    char key[];                          /* owned copy */
+};
+
+static const char *const lane_names[SL_LANE_COUNT] = {"high", "normal", "low"};
+
+const char *sl_lane_name(enum sl_lane lane)
+{
+    return (unsigned)lane < SL_LANE_COUNT ? lane_names[lane] : "unknown";
+}
+
+int sl_lane_parse(const char *s, enum sl_lane *out)
+{
+    for (unsigned i = 0; s != NULL && i < SL_LANE_COUNT; i++) {
+        if (strcasecmp(s, lane_names[i]) == 0) {
+            *out = (enum sl_lane)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* FNV-1a over the lane and the key. */
+static uint64_t flow_hash(enum sl_lane lane, const char *key)
+{
+    uint64_t h = UINT64_C(14695981039346656037) ^ (uint64_t)lane;
+
+    h *= UINT64_C(1099511628211);
+    for (const unsigned char *p = (const unsigned char *)key; *p != '\0'; p++) {
+        h ^= *p;
+        h *= UINT64_C(1099511628211);
+    }
+    return h;
+}
+
+int sl_queue_init(struct sl_queue *q, struct sl_queue_totals *totals)
+{
+    memset(q, 0, sizeof(*q));
+    q->buckets = calloc(INITIAL_BUCKETS, sizeof(*q->buckets));
+    if (q->buckets == NULL)
+        return SL_ENOMEM;
+    q->n_buckets = INITIAL_BUCKETS;
+    q->totals = totals;
+    for (int i = 0; i < SL_LANE_COUNT; i++)
+        TAILQ_INIT(&q->lanes[i].rotation);
+    return SL_OK;
+}
+
+void sl_queue_fini(struct sl_queue *q)
+{
+    for (size_t b = 0; q->buckets != NULL && b < q->n_buckets; b++) {
+        struct sl_queue_flow *f = q->buckets[b];
+
+        while (f != NULL) {
+            struct sl_queue_flow *next = f->next;
+            struct sl_queue_item *it;
+
+            TAILQ_FOREACH(it, &f->items, link)
+                it->flow = NULL;
+            free(f);
+            f = next;
+        }
+    }
+    free(q->buckets);
+    if (q->totals != NULL) {
+        q->totals->depth -= q->depth;
+        q->totals->bytes -= q->bytes;
+    }
+    memset(q, 0, sizeof(*q));
+}
+
+bool sl_queue_fits(const struct sl_queue_totals *t, size_t bytes)
+{
+    if (t->depth >= t->max_depth || t->bytes > t->max_bytes)
+        return false;
+    return bytes <= t->max_bytes - t->bytes;
+}
+
+static struct sl_queue_flow *flow_find(const struct sl_queue *q, enum sl_lane lane,
+                                       const char *key, uint64_t hash)
+{
+    struct sl_queue_flow *f = q->buckets[hash % q->n_buckets];
+
+    for (; f != NULL; f = f->next) {
+        if (f->hash == hash && f->lane == lane && strcmp(f->key, key) == 0)
+            return f;
+    }
+    return NULL;
+}
+
+/* Double the table; on allocation failure keep the old one (still correct). */
+static void table_grow(struct sl_queue *q)
+{
+    size_t n = q->n_buckets * 2;
+    struct sl_queue_flow **b = calloc(n, sizeof(*b));
+
+    if (b == NULL)
+        return;
+    for (size_t i = 0; i < q->n_buckets; i++) {
+        struct sl_queue_flow *f = q->buckets[i];
+
+        while (f != NULL) {
+            struct sl_queue_flow *next = f->next;
+
+            f->next = b[f->hash % n];
+            b[f->hash % n] = f;
+            f = next;
+        }
+    }
+    free(q->buckets);
+    q->buckets = b;
+    q->n_buckets = n;
+}
+
+/* The flow for (lane, key), created empty and unrotated if absent; NULL on ENOMEM. */
+static struct sl_queue_flow *flow_get(struct sl_queue *q, enum sl_lane lane, const char *key)
+{
+    uint64_t hash = flow_hash(lane, key);
+    struct sl_queue_flow *f = flow_find(q, lane, key, hash);
+    size_t len;
+
+    if (f != NULL)
+        return f;
+    len = strlen(key);
+    f = malloc(sizeof(*f) + len + 1);
+    if (f == NULL)
+        return NULL;
+    memcpy(f->key, key, len + 1);
+    TAILQ_INIT(&f->items);
+    f->hash = hash;
+    f->lane = lane;
+    f->next = q->buckets[hash % q->n_buckets];
+    q->buckets[hash % q->n_buckets] = f;
+    if (++q->n_flows > q->n_buckets)
+        table_grow(q);
+    return f;
+}
+
+/* Free a flow that has just become empty: out of its rotation and its chain. */
+static void flow_release(struct sl_queue *q, struct sl_queue_flow *f)
+{
+    struct sl_queue_flow **pp = &q->buckets[f->hash % q->n_buckets];
+
+    TAILQ_REMOVE(&q->lanes[f->lane].rotation, f, rot);
+    while (*pp != f)
+        pp = &(*pp)->next;
+    *pp = f->next;
+    q->n_flows--;
+    free(f);
+}
+
+static void count_in(struct sl_queue *q, const struct sl_queue_item *item)
+{
+    q->depth++;
+    q->bytes += item->bytes;
+    q->lanes[item->lane].depth++;
+    q->totals->depth++;
+    q->totals->bytes += item->bytes;
+}
+
+static void count_out(struct sl_queue *q, const struct sl_queue_item *item)
+{
+    q->depth--;
+    q->bytes -= item->bytes;
+    q->lanes[item->lane].depth--;
+    q->totals->depth--;
+    q->totals->bytes -= item->bytes;
+}
+
+int sl_queue_push(struct sl_queue *q, struct sl_queue_item *item, enum sl_lane lane,
+                  const char *key, size_t bytes, int64_t now, bool force)
+{
+    struct sl_queue_flow *f;
+
+    assert(item->flow == NULL);
+    if ((unsigned)lane >= SL_LANE_COUNT)
+        return SL_ERR;
+    if (!force && !sl_queue_fits(q->totals, bytes))
+        return SL_EAGAIN;
+    if (key == NULL)
+        key = "";
+    f = flow_get(q, lane, key);
+    if (f == NULL)
+        return SL_ENOMEM;
+    if (TAILQ_EMPTY(&f->items))
+        TAILQ_INSERT_TAIL(&q->lanes[lane].rotation, f, rot);
+    TAILQ_INSERT_TAIL(&f->items, item, link);
+    item->flow = f;
+    item->lane = lane;
+    item->key = key;
+    item->bytes = bytes;
+    item->enqueued_us = now;
+    count_in(q, item);
+    return SL_OK;
+}
+
+int sl_queue_push_head(struct sl_queue *q, struct sl_queue_item *item)
+{
+    struct sl_queue_flow *f;
+
+    assert(item->flow == NULL);
+    if ((unsigned)item->lane >= SL_LANE_COUNT)
+        return SL_ERR;
+    f = flow_get(q, item->lane, item->key != NULL ? item->key : "");
+    if (f == NULL)
+        return SL_ENOMEM;
+    if (!TAILQ_EMPTY(&f->items))
+        TAILQ_REMOVE(&q->lanes[item->lane].rotation, f, rot);
+    TAILQ_INSERT_HEAD(&q->lanes[item->lane].rotation, f, rot);
+    TAILQ_INSERT_HEAD(&f->items, item, link);
+    item->flow = f;
+    count_in(q, item);
+    return SL_OK;
+}
+
+struct sl_queue_item *sl_queue_peek(const struct sl_queue *q)
+{
+    for (int i = 0; i < SL_LANE_COUNT; i++) {
+        const struct sl_queue_flow *f = TAILQ_FIRST(&q->lanes[i].rotation);
+
+        if (f != NULL)
+            return TAILQ_FIRST(&f->items);
+    }
+    return NULL;
+}
+
+struct sl_queue_item *sl_queue_pop(struct sl_queue *q)
+{
+    struct sl_queue_item *item = sl_queue_peek(q);
+    struct sl_queue_flow *f;
+
+    if (item == NULL)
+        return NULL;
+    f = item->flow;
+    /* A flow that keeps items waits for its next turn at the tail. */
+    if (TAILQ_NEXT(item, link) != NULL) {
+        TAILQ_REMOVE(&q->lanes[f->lane].rotation, f, rot);
+        TAILQ_INSERT_TAIL(&q->lanes[f->lane].rotation, f, rot);
+    }
+    sl_queue_remove(q, item); /* frees the flow if that was its last item */
+    return item;
+}
+
+void sl_queue_remove(struct sl_queue *q, struct sl_queue_item *item)
+{
+    struct sl_queue_flow *f = item->flow;
+
+    assert(f != NULL);
+    if (f == NULL)
+        return;
+    TAILQ_REMOVE(&f->items, item, link);
+    item->flow = NULL;
+    count_out(q, item);
+    if (TAILQ_EMPTY(&f->items))
+        flow_release(q, f);
+}

@@ -1,2 +1,133 @@
-/* route.c - not written yet. */
+/*
+ * route.c - the route table: building it from a config, prefix matching.
+ *
+ * Routes are few (at most SL_CONFIG_MAX_ROUTES), so matching is a scan of
+ * by_prefix, which is ordered longest match first: the first hit is the
+ * longest matching prefix. Ties keep config order (a stable sort).
+ */
+#include "route.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
 #include "sluice.h"
+
+/* One route with its queue and limiter; SL_ERR (bad limit) or SL_ENOMEM. */
+static int route_new(const struct sl_route_config *cfg, struct sl_queue_totals *totals,
+                     struct sl_route **out)
+{
+    struct sl_route *r = calloc(1, sizeof(*r));
+    int rc;
+
+    if (r == NULL)
+        return SL_ENOMEM;
+    r->cfg = *cfg;
+    rc = sl_queue_init(&r->queue, totals);
+    if (rc != SL_OK)
+        goto fail;
+    rc = sl_limiter_init(&r->limiter, &cfg->rate, cfg->burst, cfg->quotas, cfg->n_quotas);
+    if (rc != SL_OK) {
+        sl_queue_fini(&r->queue);
+        goto fail;
+    }
+    *out = r;
+    return SL_OK;
+
+fail:
+    free(r);
+    return rc;
+}
+
+static void route_free(struct sl_route *r)
+{
+    if (r == NULL)
+        return;
+    sl_queue_fini(&r->queue);
+    sl_limiter_fini(&r->limiter);
+    free(r);
+}
+
+/* Insertion sort by match length, longest first; stable, n is small. */
+static void sort_by_prefix(struct sl_route **v, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        struct sl_route *r = v[i];
+        size_t len = strlen(r->cfg.match);
+        size_t j = i;
+
+        for (; j > 0 && strlen(v[j - 1]->cfg.match) < len; j--)
+            v[j] = v[j - 1];
+        v[j] = r;
+    }
+}
+
+static void log_route_error(const struct sl_route_config *cfg, int rc)
+{
+    char name[SL_CONFIG_NAME_LEN * 4 + 3];
+
+    sl_log_error(rc == SL_ENOMEM ? "out of memory building route" : "route limit refused",
+                 "route=%s", sl_log_quote(cfg->name, name, sizeof(name)));
+}
+
+int sl_route_table_init(struct sl_route_table *t, const struct sl_config *cfg,
+                        struct sl_queue_totals *totals)
+{
+    int rc = SL_ENOMEM;
+
+    memset(t, 0, sizeof(*t));
+    if (cfg->n_routes == 0)
+        return SL_OK;
+    t->routes = calloc(cfg->n_routes, sizeof(*t->routes));
+    t->by_prefix = calloc(cfg->n_routes, sizeof(*t->by_prefix));
+    if (t->routes == NULL || t->by_prefix == NULL)
+        goto fail;
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        rc = route_new(&cfg->routes[i], totals, &t->routes[i]);
+        if (rc != SL_OK) {
+            log_route_error(&cfg->routes[i], rc);
+            goto fail;
+        }
+        t->n = i + 1;
+    }
+    memcpy(t->by_prefix, t->routes, t->n * sizeof(*t->routes));
+    sort_by_prefix(t->by_prefix, t->n);
+    return SL_OK;
+
+fail:
+    sl_route_table_fini(t);
+    return rc;
+}
+
+void sl_route_table_fini(struct sl_route_table *t)
+{
+    for (size_t i = 0; t->routes != NULL && i < t->n; i++)
+        route_free(t->routes[i]);
+    free(t->routes);
+    free(t->by_prefix);
+    memset(t, 0, sizeof(*t));
+}
+
+struct sl_route *sl_route_match(const struct sl_route_table *t, const char *path)
+{
+    if (path == NULL)
+        return NULL;
+    for (size_t i = 0; i < t->n; i++) {
+        const char *m = t->by_prefix[i]->cfg.match;
+
+        if (strncmp(path, m, strlen(m)) == 0)
+            return t->by_prefix[i];
+    }
+    return NULL;
+}
+
+struct sl_route *sl_route_find(const struct sl_route_table *t, const char *name)
+{
+    if (name == NULL)
+        return NULL;
+    for (size_t i = 0; i < t->n; i++) {
+        if (strcmp(t->routes[i]->cfg.name, name) == 0)
+            return t->routes[i];
+    }
+    return NULL;
+}
