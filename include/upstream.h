@@ -6,7 +6,10 @@
  * The dispatcher is the only queue: curl's own connection limits stay at or
  * above the configured in-flight caps so that curl never queues behind our
  * back. Names resolve through curl's threaded resolver, never blocking the
- * loop.
+ * loop. Its events run at priority 0, the highest when the base has several
+ * (sl_proxy uses two): a dispatched request reaches the wire before the loop
+ * turns to client I/O, which keeps dispatch-to-arrival jitter small so the
+ * upstream sees the same spacing the limiter decided.
  *
  * Ownership: struct sl_upstream owns the multi handle, its timer and every
  * call under way. A call owns its easy handle, its header list and its

@@ -1,2 +1,243 @@
-/* admin.c - not written yet. */
+/*
+ * admin.c - /health, /metrics and /status on the admin listener.
+ */
+#include "admin.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+#include <jansson.h>
+
+#include "clock.h"
+#include "dispatcher.h"
+#include "frontend.h"
+#include "log.h"
+#include "proxy.h"
 #include "sluice.h"
+
+struct sl_admin {
+    struct sl_proxy *proxy;
+    struct evhttp *http;
+};
+
+static void reply(struct evhttp_request *req, int status, const char *type,
+                  struct evbuffer *body)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
+    evhttp_send_reply(req, status, NULL, body);
+}
+
+static void reply_text(struct evhttp_request *req, int status, const char *type, const char *text)
+{
+    struct evbuffer *b = evbuffer_new();
+
+    if (b == NULL) {
+        evhttp_send_error(req, 500, NULL);
+        return;
+    }
+    evbuffer_add(b, text, strlen(text));
+    reply(req, status, type, b);
+    evbuffer_free(b);
+}
+
+static void reply_json(struct evhttp_request *req, int status, json_t *j)
+{
+    char *s = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+
+    json_decref(j);
+    if (s == NULL) {
+        evhttp_send_error(req, 500, NULL);
+        return;
+    }
+    reply_text(req, status, "application/json", s);
+    free(s);
+}
+
+static void admin_health(struct sl_admin *a, struct evhttp_request *req)
+{
+    if (a->proxy->draining)
+        reply_json(req, 503, json_pack("{s:s,s:s}", "status", "draining", "reason",
+                                       "shutting down"));
+    else
+        reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static void admin_metrics(struct sl_admin *a, struct evhttp_request *req)
+{
+    struct sl_proxy *p = a->proxy;
+    struct sl_metrics_route *views = calloc(p->routes.n + 1, sizeof(*views));
+    struct sl_metrics_global g;
+    struct evbuffer *b = evbuffer_new();
+
+    if (views == NULL || b == NULL)
+        goto fail;
+    for (size_t i = 0; i < p->routes.n; i++) {
+        const struct sl_route *r = p->routes.routes[i];
+
+        views[i].name = r->cfg.name;
+        views[i].stats = &r->stats;
+        for (int l = 0; l < SL_LANE_COUNT; l++)
+            views[i].lane_depth[l] = sl_queue_lane_depth(&r->queue, (enum sl_lane)l);
+        views[i].in_flight = r->in_flight;
+        views[i].paused = r->paused_until_us > sl_clock_now();
+    }
+    memset(&g, 0, sizeof(g));
+    g.queue_depth = p->totals.depth;
+    g.queue_bytes = p->totals.bytes;
+    g.connections = sl_frontend_connections(p->frontend);
+    g.draining = p->draining;
+    g.reloads = p->reloads;
+    g.start_time_seconds = p->start_time;
+    if (sl_metrics_write(b, views, p->routes.n, &p->unrouted, &g) != SL_OK)
+        goto fail;
+    reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b);
+    evbuffer_free(b);
+    free(views);
+    return;
+fail:
+    if (b != NULL)
+        evbuffer_free(b);
+    free(views);
+    evhttp_send_error(req, 500, NULL);
+}
+
+static json_t *limit_json(const struct sl_limit *l)
+{
+    return json_pack("{s:f,s:f}", "n", l->n, "period_s", (double)l->period_us / 1e6);
+}
+
+static json_t *route_json(const struct sl_route *r, int64_t now)
+{
+    json_t *quotas = json_array();
+    json_t *outcomes = json_object();
+    json_t *depth = json_object();
+    int64_t next = sl_dispatcher_next(r);
+
+    for (size_t i = 0; i < r->cfg.n_quotas; i++)
+        json_array_append_new(quotas, limit_json(&r->cfg.quotas[i]));
+    for (int o = 0; o < SL_OUTCOME_COUNT; o++)
+        json_object_set_new(outcomes, sl_outcome_name((enum sl_outcome)o),
+                            json_integer((json_int_t)r->stats.outcomes[o]));
+    for (int l = 0; l < SL_LANE_COUNT; l++)
+        json_object_set_new(depth, sl_lane_name((enum sl_lane)l),
+                            json_integer((json_int_t)sl_queue_lane_depth(&r->queue,
+                                                                         (enum sl_lane)l)));
+    return json_pack("{s:s,s:s,s:s,s:o,s:i,s:o,s:I,s:o,s:o,s:o,s:I,s:o}", "name", r->cfg.name,
+                     "match", r->cfg.match, "upstream", r->cfg.upstream, "rate",
+                     limit_json(&r->cfg.rate), "burst", (int)r->cfg.burst, "quotas", quotas,
+                     "in_flight", (json_int_t)r->in_flight, "depth", depth,
+                     "next_dispatch_in_ms",
+                     next > 0 ? json_real((double)(next - now) / 1000.0) : json_null(),
+                     "paused_for_ms",
+                     r->paused_until_us > now ? json_real((double)(r->paused_until_us - now) / 1000.0)
+                                              : json_null(),
+                     "dispatched", (json_int_t)r->stats.dispatched, "outcomes", outcomes);
+}
+
+static void admin_status(struct sl_admin *a, struct evhttp_request *req)
+{
+    struct sl_proxy *p = a->proxy;
+    int64_t now = sl_clock_now();
+    json_t *routes = json_array();
+
+    for (size_t i = 0; i < p->routes.n; i++)
+        json_array_append_new(routes, route_json(p->routes.routes[i], now));
+    reply_json(req, 200,
+               json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:o}", "version", SLUICE_VERSION,
+                         "draining", p->draining, "queue_depth", (json_int_t)p->totals.depth,
+                         "queue_bytes", (json_int_t)p->totals.bytes, "queue_max_depth",
+                         (json_int_t)p->totals.max_depth, "connections",
+                         (json_int_t)sl_frontend_connections(p->frontend), "reloads",
+                         (json_int_t)p->reloads, "routes", routes));
+}
+
+static bool authorized(const struct sl_admin *a, struct evhttp_request *req)
+{
+    const char *token = a->proxy->cfg->admin_token;
+    const char *auth;
+
+    if (token[0] == '\0')
+        return true;
+    auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    return auth != NULL && strncmp(auth, "Bearer ", 7) == 0 && strcmp(auth + 7, token) == 0;
+}
+
+static void admin_on_request(struct evhttp_request *req, void *arg)
+{
+    struct sl_admin *a = arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+
+    if (!authorized(a, req)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
+        reply_text(req, 401, "application/json", "{\"error\":\"unauthorized\"}\n");
+    } else if (path == NULL) {
+        reply_text(req, 400, "application/json", "{\"error\":\"bad_request\"}\n");
+    } else if (strcmp(path, "/health") == 0) {
+        admin_health(a, req);
+    } else if (strcmp(path, "/metrics") == 0) {
+        admin_metrics(a, req);
+    } else if (strcmp(path, "/status") == 0) {
+        admin_status(a, req);
+    } else {
+        reply_text(req, 404, "application/json", "{\"error\":\"not_found\"}\n");
+    }
+}
+
+struct sl_admin *sl_admin_new(struct sl_proxy *p)
+{
+    struct sl_admin *a = calloc(1, sizeof(*a));
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    struct evconnlistener *lev;
+
+    if (a == NULL)
+        return NULL;
+    a->proxy = p;
+    a->http = evhttp_new(p->base);
+    if (a->http == NULL)
+        goto fail;
+    if (evutil_parse_sockaddr_port(p->cfg->admin_listen, (struct sockaddr *)&ss, &len) != 0) {
+        sl_log_error("cannot parse admin_listen", "addr=%s", p->cfg->admin_listen);
+        goto fail;
+    }
+    lev = evconnlistener_new_bind(p->base, NULL, NULL,
+                                  LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+                                      LEV_OPT_REUSEABLE,
+                                  128, (struct sockaddr *)&ss, len);
+    if (lev == NULL) {
+        sl_log_error("cannot listen", "addr=%s reason=\"%s\"", p->cfg->admin_listen,
+                     evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        goto fail;
+    }
+    if (evhttp_bind_listener(a->http, lev) == NULL) {
+        evconnlistener_free(lev);
+        goto fail;
+    }
+    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_timeout(a->http, 10);
+    evhttp_set_max_headers_size(a->http, 16384);
+    evhttp_set_max_body_size(a->http, 4096);
+    evhttp_set_gencb(a->http, admin_on_request, a);
+    sl_log_info("admin listening", "addr=%s", p->cfg->admin_listen);
+    return a;
+fail:
+    if (a->http != NULL)
+        evhttp_free(a->http);
+    free(a);
+    return NULL;
+}
+
+void sl_admin_free(struct sl_admin *a)
+{
+    if (a == NULL)
+        return;
+    evhttp_free(a->http);
+    free(a);
+}

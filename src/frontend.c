@@ -1,2 +1,801 @@
-/* frontend.c - not written yet. */
+/*
+ * frontend.c - listeners and a small HTTP/1.1 server on bufferevents.
+ *
+ * A connection moves READING -> SERVING -> WRITING -> READING (keep-alive)
+ * or is freed. While SERVING, the socket stays readable so that a hang-up is
+ * seen at once; bytes of a pipelined next request simply wait in the input
+ * buffer (a high watermark stops reading if a client floods it).
+ */
+#include "frontend.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <http_parser.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+
+#include "log.h"
 #include "sluice.h"
+
+#define FRONTEND_BACKLOG 4096
+#define FRONTEND_PIPELINE_MAX (64 * 1024)   /* buffered bytes of a next request */
+#define FRONTEND_ACCEPT_RETRY_MS 100
+#define FRONTEND_PEEK_VECS 16
+#define FRONTEND_LINGER_SEC 2
+
+enum conn_state {
+    CONN_READING,
+    CONN_SERVING,
+    CONN_WRITING,
+    CONN_LINGERING,   /* response sent, write side shut, draining input before close */
+};
+
+/* A growable string for header fields, values and the URL. */
+struct strbuf {
+    char *s;
+    size_t len, cap;
+};
+
+struct sl_conn {
+    TAILQ_ENTRY(sl_conn) link;
+    struct sl_frontend *fe;
+    struct bufferevent *bev;            /* owns the socket */
+    http_parser parser;
+    enum conn_state state;
+    struct sl_http_msg *msg;            /* being parsed, owned */
+    struct strbuf url, field, value;    /* parse scratch, owned */
+    bool in_value;                      /* last header callback was a value */
+    bool complete;                      /* msg fully parsed */
+    bool keep_alive;                    /* of the request being served */
+    bool http10;
+    bool close_after_write;
+    enum sl_outcome error;              /* parse-time refusal, or RELAYED = none */
+    const char *error_detail;
+    void *owner;
+    char peer[INET6_ADDRSTRLEN];
+};
+
+struct sl_listener {
+    struct evconnlistener *lev;
+    int port;
+};
+
+struct sl_frontend {
+    struct event_base *base;
+    const struct sl_config *cfg;
+    struct sl_frontend_callbacks cb;
+    void *arg;
+    struct sl_listener listeners[SL_CONFIG_MAX_LISTEN];
+    size_t n_listeners;
+    unsigned paused;                    /* enum sl_frontend_pause bits */
+    struct event *retry_accept;
+    TAILQ_HEAD(, sl_conn) conns;
+    size_t n_conns;
+    unsigned max_connections;
+    struct timeval client_timeout;
+    size_t max_body_size;
+};
+
+static http_parser_settings parser_settings;
+
+static void conn_free(struct sl_conn *c);
+static void conn_parse(struct sl_conn *c);
+
+/* --- small helpers ------------------------------------------------------ */
+
+static int strbuf_append(struct strbuf *b, const char *at, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        char *s;
+
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        s = realloc(b->s, cap);
+        if (s == NULL)
+            return -1;
+        b->s = s;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, at, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+    return 0;
+}
+
+static void strbuf_free(struct strbuf *b)
+{
+    free(b->s);
+    b->s = NULL;
+    b->len = b->cap = 0;
+}
+
+void sl_http_msg_free(struct sl_http_msg *msg)
+{
+    if (msg == NULL)
+        return;
+    free(msg->target);
+    evhttp_clear_headers(&msg->headers);
+    if (msg->body != NULL)
+        evbuffer_free(msg->body);
+    free(msg);
+}
+
+static struct sl_http_msg *msg_new(void)
+{
+    struct sl_http_msg *m = calloc(1, sizeof(*m));
+
+    if (m == NULL)
+        return NULL;
+    TAILQ_INIT(&m->headers);
+    m->body = evbuffer_new();
+    if (m->body == NULL) {
+        free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* Mark the message refused; parsing stops and the refusal is answered. */
+static int refuse(struct sl_conn *c, enum sl_outcome o, const char *detail)
+{
+    c->error = o;
+    c->error_detail = detail;
+    return -1;
+}
+
+/* --- http-parser callbacks ---------------------------------------------- */
+
+static int on_message_begin(http_parser *p)
+{
+    struct sl_conn *c = p->data;
+
+    c->msg = msg_new();
+    if (c->msg == NULL)
+        return refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
+    c->url.len = c->field.len = c->value.len = 0;
+    c->in_value = false;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+    struct sl_conn *c = p->data;
+
+    if (strbuf_append(&c->url, at, n) != 0)
+        return refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
+    return 0;
+}
+
+/* Store the header gathered so far (fields and values arrive in pieces). */
+static int header_commit(struct sl_conn *c)
+{
+    if (c->field.len == 0)
+        return 0;
+    if (evhttp_add_header(&c->msg->headers, c->field.s, c->value.len ? c->value.s : "") != 0)
+        return refuse(c, SL_OUTCOME_BAD_REQUEST, "invalid header value");
+    c->field.len = c->value.len = 0;
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    struct sl_conn *c = p->data;
+
+    if (c->in_value) {
+        if (header_commit(c) != 0)
+            return -1;
+        c->in_value = false;
+    }
+    if (strbuf_append(&c->field, at, n) != 0)
+        return refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    struct sl_conn *c = p->data;
+
+    c->in_value = true;
+    if (strbuf_append(&c->value, at, n) != 0)
+        return refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
+    return 0;
+}
+
+static bool method_allowed(enum http_method m)
+{
+    switch (m) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_POST:
+    case HTTP_PUT:
+    case HTTP_PATCH:
+    case HTTP_DELETE:
+    case HTTP_OPTIONS:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static bool expects_continue(const struct evkeyvalq *h)
+{
+    const char *e = evhttp_find_header(h, "Expect");
+
+    return e != NULL && strcasecmp(e, "100-continue") == 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct sl_conn *c = p->data;
+    struct sl_frontend *fe = c->fe;
+
+    if (header_commit(c) != 0)
+        return -1;
+    c->msg->header_bytes = p->nread;
+    c->msg->method = http_method_str((enum http_method)p->method);
+    c->msg->head = p->method == HTTP_HEAD;
+    if (!method_allowed((enum http_method)p->method))
+        return refuse(c, SL_OUTCOME_BAD_REQUEST, "method not supported");
+    if (c->url.len == 0 || c->url.s[0] != '/')
+        return refuse(c, SL_OUTCOME_BAD_REQUEST, "request target must be an absolute path");
+    c->msg->target = strdup(c->url.s);
+    if (c->msg->target == NULL)
+        return refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
+    if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX &&
+        p->content_length > fe->max_body_size)
+        return refuse(c, SL_OUTCOME_BODY_TOO_LARGE, "request body exceeds max_body_size");
+    if (expects_continue(&c->msg->headers) && p->http_major == 1 && p->http_minor >= 1)
+        bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    struct sl_conn *c = p->data;
+
+    if (evbuffer_get_length(c->msg->body) + n > c->fe->max_body_size)
+        return refuse(c, SL_OUTCOME_BODY_TOO_LARGE, "request body exceeds max_body_size");
+    if (evbuffer_add(c->msg->body, at, n) != 0)
+        return refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct sl_conn *c = p->data;
+
+    c->complete = true;
+    c->keep_alive = http_should_keep_alive(p) != 0;
+    c->http10 = p->http_major == 1 && p->http_minor == 0;
+    /* Stop here: a pipelined request waits until this one is answered. */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static void parser_settings_init(void)
+{
+    http_parser_settings_init(&parser_settings);
+    parser_settings.on_message_begin = on_message_begin;
+    parser_settings.on_url = on_url;
+    parser_settings.on_header_field = on_header_field;
+    parser_settings.on_header_value = on_header_value;
+    parser_settings.on_headers_complete = on_headers_complete;
+    parser_settings.on_body = on_body;
+    parser_settings.on_message_complete = on_message_complete;
+}
+
+/* --- responses ---------------------------------------------------------- */
+
+static const char *status_reason(int status)
+{
+    const char *r;
+
+    switch (status) {
+    case 431:
+        return "Request Header Fields Too Large";
+    case 499:
+        return "Client Closed Request";
+    default:
+        break;
+    }
+    r = http_status_str((enum http_status)status);
+    return strcmp(r, "<unknown>") == 0 ? "Unknown" : r;
+}
+
+static bool status_has_body(int status)
+{
+    return !(status < 200 || status == 204 || status == 304);
+}
+
+static void add_date(struct evbuffer *out)
+{
+    char date[64];
+    time_t now = time(NULL);
+    struct tm tm;
+
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    evbuffer_add_printf(out, "Date: %s\r\n", date);
+}
+
+void sl_conn_respond(struct sl_conn *c, int status, const struct evkeyvalq *headers,
+                     struct evbuffer *body, bool keep_length, bool close)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    const struct evkeyval *h;
+    bool has_length = false, has_date = false;
+    size_t body_len = body != NULL ? evbuffer_get_length(body) : 0;
+    bool head = c->msg != NULL ? c->msg->head : false;
+    int rc = 0;
+
+    c->close_after_write = close || !c->keep_alive;
+    c->owner = NULL;
+    rc |= evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, status_reason(status)) < 0;
+    if (headers != NULL) {
+        TAILQ_FOREACH(h, headers, next) {
+            if (strcasecmp(h->key, "Content-Length") == 0) {
+                if (!keep_length)
+                    continue;
+                has_length = true;
+            }
+            if (strcasecmp(h->key, "Date") == 0)
+                has_date = true;
+            rc |= evbuffer_add_printf(out, "%s: %s\r\n", h->key, h->value) < 0;
+        }
+    }
+    if (!has_date)
+        add_date(out);
+    if (!has_length && status_has_body(status) && !(head && keep_length))
+        rc |= evbuffer_add_printf(out, "Content-Length: %zu\r\n", body_len) < 0;
+    if (c->close_after_write)
+        rc |= evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (c->http10)
+        rc |= evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    rc |= evbuffer_add(out, "\r\n", 2);
+    if (body != NULL) {
+        if (!head && status_has_body(status))
+            rc |= evbuffer_add_buffer(out, body);
+        else
+            evbuffer_drain(body, body_len);
+    }
+    sl_http_msg_free(c->msg);
+    c->msg = NULL;
+    if (rc != 0) {
+        conn_free(c);
+        return;
+    }
+    c->state = CONN_WRITING;
+    /* The write callback fires once the output is flushed. */
+    bufferevent_enable(c->bev, EV_WRITE);
+}
+
+/* --- connection life ---------------------------------------------------- */
+
+static void conn_reset_parser(struct sl_conn *c)
+{
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    c->complete = false;
+    c->error = SL_OUTCOME_RELAYED;
+    c->error_detail = NULL;
+}
+
+static void conn_set_reading(struct sl_conn *c)
+{
+    struct sl_frontend *fe = c->fe;
+
+    c->state = CONN_READING;
+    bufferevent_set_timeouts(c->bev, &fe->client_timeout, &fe->client_timeout);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+    bufferevent_enable(c->bev, EV_READ);
+}
+
+static void frontend_check_idle(struct sl_frontend *fe)
+{
+    if (fe->n_conns == 0 && fe->cb.idle != NULL)
+        fe->cb.idle(fe->arg);
+}
+
+static void conn_free(struct sl_conn *c)
+{
+    struct sl_frontend *fe = c->fe;
+
+    TAILQ_REMOVE(&fe->conns, c, link);
+    fe->n_conns--;
+    bufferevent_free(c->bev);
+    sl_http_msg_free(c->msg);
+    strbuf_free(&c->url);
+    strbuf_free(&c->field);
+    strbuf_free(&c->value);
+    free(c);
+    if (fe->n_conns < fe->max_connections)
+        sl_frontend_resume(fe, SL_PAUSE_CONNECTIONS);
+    frontend_check_idle(fe);
+}
+
+/* Answer a request the frontend refused; the connection closes after it. */
+static void conn_refuse(struct sl_conn *c, enum sl_outcome o, const char *detail)
+{
+    struct sl_frontend *fe = c->fe;
+
+    /* The callback answers through sl_conn_respond(..., close = true). */
+    c->state = CONN_SERVING;
+    c->keep_alive = false;
+    if (c->msg == NULL)
+        c->msg = msg_new();
+    fe->cb.refused(c, o, detail, fe->arg);
+}
+
+/* Hand a complete request to the owner; reading continues only to see hang-ups. */
+static void conn_serve(struct sl_conn *c)
+{
+    struct sl_frontend *fe = c->fe;
+    struct sl_http_msg *msg = c->msg;
+
+    c->state = CONN_SERVING;
+    /* Waiting for a parked request is not idleness: no read timeout now. */
+    bufferevent_set_timeouts(c->bev, NULL, &fe->client_timeout);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, FRONTEND_PIPELINE_MAX);
+    c->msg = NULL;
+    fe->cb.request(c, msg, fe->arg);
+}
+
+static enum sl_outcome parse_error_outcome(enum http_errno e)
+{
+    return e == HPE_HEADER_OVERFLOW ? SL_OUTCOME_HEADERS_TOO_LARGE : SL_OUTCOME_BAD_REQUEST;
+}
+
+/* Feed buffered input to the parser until one request is complete. */
+static void conn_parse(struct sl_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+
+    while (c->state == CONN_READING && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec vec[FRONTEND_PEEK_VECS];
+        int n = evbuffer_peek(in, -1, NULL, vec, FRONTEND_PEEK_VECS);
+        size_t used = 0;
+        enum http_errno err = HPE_OK;
+
+        if (n > FRONTEND_PEEK_VECS)
+            n = FRONTEND_PEEK_VECS;
+        for (int i = 0; i < n && err == HPE_OK && !c->complete; i++) {
+            size_t k = http_parser_execute(&c->parser, &parser_settings, vec[i].iov_base,
+                                           vec[i].iov_len);
+            used += k;
+            err = HTTP_PARSER_ERRNO(&c->parser);
+        }
+        evbuffer_drain(in, used);
+        if (c->error != SL_OUTCOME_RELAYED) {
+            conn_refuse(c, c->error, c->error_detail);
+            return;
+        }
+        if (err != HPE_OK && err != HPE_PAUSED) {
+            conn_refuse(c, parse_error_outcome(err), http_errno_description(err));
+            return;
+        }
+        if (c->complete) {
+            http_parser_pause(&c->parser, 0);
+            conn_serve(c);
+            return;
+        }
+    }
+}
+
+static void conn_on_read(struct bufferevent *bev, void *arg)
+{
+    struct sl_conn *c = arg;
+
+    if (c->state == CONN_LINGERING)
+        evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+    else if (c->state == CONN_READING)
+        conn_parse(c);
+}
+
+/*
+ * Closing right after the response would reset the connection if the client
+ * is still sending (a refused body), and the reset can destroy the response
+ * before the client reads it. Shut our side, then read and discard until the
+ * client closes or a short timeout, like nginx's lingering close.
+ */
+static void conn_linger(struct sl_conn *c)
+{
+    struct timeval tv = {FRONTEND_LINGER_SEC, 0};
+
+    if (shutdown(bufferevent_getfd(c->bev), SHUT_WR) != 0) {
+        conn_free(c);
+        return;
+    }
+    c->state = CONN_LINGERING;
+    evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_enable(c->bev, EV_READ);
+    bufferevent_disable(c->bev, EV_WRITE);
+}
+
+static void conn_on_write(struct bufferevent *bev, void *arg)
+{
+    struct sl_conn *c = arg;
+
+    (void)bev;
+    if (c->state != CONN_WRITING)
+        return;
+    if (c->close_after_write) {
+        conn_linger(c);
+        return;
+    }
+    conn_reset_parser(c);
+    conn_set_reading(c);
+    conn_parse(c);
+}
+
+static void conn_on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct sl_conn *c = arg;
+    struct sl_frontend *fe = c->fe;
+
+    (void)bev;
+    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)))
+        return;
+    if (c->state == CONN_SERVING && c->owner != NULL)
+        fe->cb.gone(c, c->owner, fe->arg);
+    conn_free(c);
+}
+
+static void set_nodelay(evutil_socket_t fd)
+{
+    int one = 1;
+
+    /* Failure only costs latency; nothing to undo. */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void peer_string(const struct sockaddr *sa, char *buf, size_t size)
+{
+    const void *addr = sa->sa_family == AF_INET6
+                           ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+                           : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+
+    if (inet_ntop(sa->sa_family, addr, buf, (socklen_t)size) == NULL)
+        snprintf(buf, size, "unknown");
+}
+
+static void frontend_on_accept(struct evconnlistener *lev, evutil_socket_t fd,
+                               struct sockaddr *sa, int socklen, void *arg)
+{
+    struct sl_frontend *fe = arg;
+    struct sl_conn *c;
+
+    (void)lev;
+    (void)socklen;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    c->bev = bufferevent_socket_new(fe->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        evutil_closesocket(fd);
+        free(c);
+        return;
+    }
+    c->fe = fe;
+    set_nodelay(fd);
+    peer_string(sa, c->peer, sizeof(c->peer));
+    TAILQ_INSERT_TAIL(&fe->conns, c, link);
+    fe->n_conns++;
+    bufferevent_setcb(c->bev, conn_on_read, conn_on_write, conn_on_event, c);
+    conn_reset_parser(c);
+    conn_set_reading(c);
+    if (fe->n_conns >= fe->max_connections)
+        sl_frontend_pause(fe, SL_PAUSE_CONNECTIONS);
+}
+
+static void frontend_on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    struct sl_frontend *fe = arg;
+    struct timeval tv = {0, FRONTEND_ACCEPT_RETRY_MS * 1000};
+    int err = EVUTIL_SOCKET_ERROR();
+
+    (void)lev;
+    sl_log_warn("accept failed", "error=%d reason=\"%s\"", err,
+                evutil_socket_error_to_string(err));
+    /* EMFILE and friends would spin: stop accepting for a moment. */
+    sl_frontend_pause(fe, SL_PAUSE_ERROR);
+    evtimer_add(fe->retry_accept, &tv);
+}
+
+static void frontend_on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sl_frontend_resume(arg, SL_PAUSE_ERROR);
+}
+
+/* --- public API --------------------------------------------------------- */
+
+struct sl_frontend *sl_frontend_new(struct event_base *base, const struct sl_config *cfg,
+                                    const struct sl_frontend_callbacks *cb, void *arg)
+{
+    struct sl_frontend *fe = calloc(1, sizeof(*fe));
+
+    if (fe == NULL)
+        return NULL;
+    fe->retry_accept = evtimer_new(base, frontend_on_retry, fe);
+    if (fe->retry_accept == NULL) {
+        free(fe);
+        return NULL;
+    }
+    if (parser_settings.on_url == NULL)
+        parser_settings_init();
+    fe->base = base;
+    fe->cb = *cb;
+    fe->arg = arg;
+    TAILQ_INIT(&fe->conns);
+    sl_frontend_configure(fe, cfg);
+    return fe;
+}
+
+void sl_frontend_configure(struct sl_frontend *fe, const struct sl_config *cfg)
+{
+    fe->cfg = cfg;
+    fe->max_connections = cfg->max_connections;
+    fe->max_body_size = cfg->max_body_size;
+    fe->client_timeout.tv_sec = (time_t)(cfg->client_timeout_us / 1000000);
+    fe->client_timeout.tv_usec = (suseconds_t)(cfg->client_timeout_us % 1000000);
+    /* http-parser's cap is process-wide; there is one frontend. */
+    http_parser_set_max_header_size((uint32_t)cfg->max_header_size);
+    if (fe->n_conns < fe->max_connections)
+        sl_frontend_resume(fe, SL_PAUSE_CONNECTIONS);
+    else
+        sl_frontend_pause(fe, SL_PAUSE_CONNECTIONS);
+}
+
+static int listener_port(struct evconnlistener *lev)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    if (getsockname(evconnlistener_get_fd(lev), (struct sockaddr *)&ss, &len) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+int sl_frontend_listen(struct sl_frontend *fe)
+{
+    for (size_t i = 0; i < fe->cfg->n_listen; i++) {
+        const char *addr = fe->cfg->listen[i];
+        struct sockaddr_storage ss;
+        int len = sizeof(ss);
+        struct evconnlistener *lev;
+
+        if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &len) != 0) {
+            sl_log_error("cannot parse listen address", "addr=%s", addr);
+            return SL_ERR;
+        }
+        lev = evconnlistener_new_bind(fe->base, frontend_on_accept, fe,
+                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+                                          LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT,
+                                      FRONTEND_BACKLOG, (struct sockaddr *)&ss, len);
+        if (lev == NULL) {
+            int err = EVUTIL_SOCKET_ERROR();
+
+            sl_log_error("cannot listen", "addr=%s reason=\"%s\"", addr,
+                         evutil_socket_error_to_string(err));
+            return SL_ERR;
+        }
+        evconnlistener_set_error_cb(lev, frontend_on_accept_error);
+        if (fe->paused != 0)
+            evconnlistener_disable(lev);
+        fe->listeners[fe->n_listeners].lev = lev;
+        fe->listeners[fe->n_listeners].port = listener_port(lev);
+        fe->n_listeners++;
+        sl_log_info("listening", "addr=%s port=%d", addr, listener_port(lev));
+    }
+    return SL_OK;
+}
+
+static void frontend_apply_pause(struct sl_frontend *fe)
+{
+    for (size_t i = 0; i < fe->n_listeners; i++) {
+        if (fe->listeners[i].lev == NULL)
+            continue;
+        if (fe->paused != 0)
+            evconnlistener_disable(fe->listeners[i].lev);
+        else
+            evconnlistener_enable(fe->listeners[i].lev);
+    }
+}
+
+void sl_frontend_pause(struct sl_frontend *fe, enum sl_frontend_pause why)
+{
+    unsigned before = fe->paused;
+
+    fe->paused |= (unsigned)why;
+    if (before == 0 && fe->paused != 0) {
+        sl_log_debug("accept paused", "reason=%u", fe->paused);
+        frontend_apply_pause(fe);
+    }
+}
+
+void sl_frontend_resume(struct sl_frontend *fe, enum sl_frontend_pause why)
+{
+    unsigned before = fe->paused;
+
+    fe->paused &= ~(unsigned)why;
+    if (before != 0 && fe->paused == 0) {
+        sl_log_debug("accept resumed", NULL);
+        frontend_apply_pause(fe);
+    }
+}
+
+void sl_frontend_close_listeners(struct sl_frontend *fe)
+{
+    for (size_t i = 0; i < fe->n_listeners; i++) {
+        if (fe->listeners[i].lev != NULL)
+            evconnlistener_free(fe->listeners[i].lev);
+        fe->listeners[i].lev = NULL;
+    }
+}
+
+void sl_frontend_close_idle(struct sl_frontend *fe)
+{
+    struct sl_conn *c, *next;
+
+    for (c = TAILQ_FIRST(&fe->conns); c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        /* A half-read request is dropped like nginx does on shutdown. */
+        if (c->state == CONN_READING || c->state == CONN_LINGERING)
+            conn_free(c);
+        else if (c->state == CONN_WRITING)
+            c->close_after_write = true;
+    }
+}
+
+size_t sl_frontend_connections(const struct sl_frontend *fe)
+{
+    return fe->n_conns;
+}
+
+int sl_frontend_port(const struct sl_frontend *fe, size_t i)
+{
+    return i < fe->n_listeners ? fe->listeners[i].port : -1;
+}
+
+void sl_frontend_free(struct sl_frontend *fe)
+{
+    if (fe == NULL)
+        return;
+    sl_frontend_close_listeners(fe);
+    fe->cb.idle = NULL;
+    while (!TAILQ_EMPTY(&fe->conns))
+        conn_free(TAILQ_FIRST(&fe->conns));
+    event_free(fe->retry_accept);
+    free(fe);
+}
+
+void sl_conn_set_owner(struct sl_conn *c, void *owner)
+{
+    c->owner = owner;
+}
+
+const char *sl_conn_peer(const struct sl_conn *c)
+{
+    return c->peer;
+}

@@ -1,2 +1,511 @@
-/* request.c - not written yet. */
+/*
+ * request.c - intake, dispatch and the single exit of a client request.
+ *
+ * Every accepted request ends in sl_request_finish(): relayed upstream
+ * response, or sluice's own JSON error with X-Sluice-Error. That one exit is
+ * what makes "nothing dropped, every outcome counted" checkable.
+ */
+#include "request.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "clock.h"
+#include "config.h"
+#include "dispatcher.h"
+#include "frontend.h"
+#include "headers.h"
+#include "log.h"
+#include "proxy.h"
+#include "route.h"
 #include "sluice.h"
+#include "upstream.h"
+
+#define RESERVED_PREFIX "/_sluice/"
+
+/* --- responses sluice makes itself -------------------------------------- */
+
+static void json_escape(struct evbuffer *out, const char *s)
+{
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+
+        if (c == '"' || c == '\\')
+            evbuffer_add_printf(out, "\\%c", c);
+        else if (c < 0x20)
+            evbuffer_add_printf(out, "\\u%04x", c);
+        else
+            evbuffer_add(out, s, 1);
+    }
+}
+
+static void add_timing_headers(struct evkeyvalq *h, const struct sl_request *r)
+{
+    char v[32];
+    int64_t end = r->dispatched_us != 0 ? r->dispatched_us : sl_clock_now();
+
+    snprintf(v, sizeof(v), "%.1f", (double)(end - r->arrived_us) / 1000.0);
+    evhttp_add_header(h, "X-Sluice-Queue-Time", v);
+    snprintf(v, sizeof(v), "%u", r->attempts);
+    evhttp_add_header(h, "X-Sluice-Attempts", v);
+}
+
+/* Seconds until the route's queue drains enough for one more request. */
+static unsigned retry_after_seconds(const struct sl_route *route)
+{
+    double per_sec;
+    double secs;
+
+    if (route == NULL)
+        return 1;
+    per_sec = route->cfg.rate.n * 1e6 / (double)route->cfg.rate.period_us;
+    secs = per_sec > 0 ? ceil((double)sl_queue_depth(&route->queue) / per_sec) : 1;
+    return secs < 1 ? 1 : secs > 86400 ? 86400 : (unsigned)secs;
+}
+
+/* Write sluice's own error response for `o` on conn. `r` adds timing headers. */
+static void respond_error(struct sl_conn *conn, const struct sl_request *r,
+                          const struct sl_route *route, enum sl_outcome o, const char *detail,
+                          bool close)
+{
+    struct evkeyvalq h;
+    struct evbuffer *body = evbuffer_new();
+    const char *code = sl_outcome_name(o);
+    char v[32];
+
+    TAILQ_INIT(&h);
+    evhttp_add_header(&h, "Content-Type", "application/json");
+    evhttp_add_header(&h, "X-Sluice-Error", code);
+    if (o == SL_OUTCOME_QUEUE_FULL) {
+        snprintf(v, sizeof(v), "%u", retry_after_seconds(route));
+        evhttp_add_header(&h, "Retry-After", v);
+    }
+    if (r != NULL)
+        add_timing_headers(&h, r);
+    if (body != NULL) {
+        evbuffer_add_printf(body, "{\"error\":\"%s\",\"detail\":\"", code);
+        json_escape(body, detail != NULL ? detail : "");
+        evbuffer_add(body, "\"}\n", 3);
+    }
+    sl_conn_respond(conn, sl_outcome_status(o), &h, body, false, close);
+    evhttp_clear_headers(&h);
+    if (body != NULL)
+        evbuffer_free(body);
+}
+
+static void access_log(const struct sl_proxy *p, const char *route, const char *method,
+                       const char *target, int status, enum sl_outcome o, double queue_ms,
+                       double upstream_ms, unsigned attempts, const char *client)
+{
+    char qpath[512], qroute[96];
+    char path[400];
+    size_t n;
+
+    if (!p->cfg->access_log || sl_log_get_level() < SL_LOG_INFO)
+        return;
+    /* The query string may carry credentials: log the path only. */
+    n = target != NULL ? strcspn(target, "?") : 0;
+    if (n >= sizeof(path))
+        n = sizeof(path) - 1;
+    memcpy(path, target != NULL ? target : "", n);
+    path[n] = '\0';
+    sl_log(SL_LOG_INFO, "request",
+           "route=%s method=%s path=%s status=%d outcome=%s queue_ms=%.1f upstream_ms=%.1f "
+           "attempts=%u client=%s",
+           sl_log_quote(route, qroute, sizeof(qroute)), method != NULL ? method : "-",
+           sl_log_quote(path, qpath, sizeof(qpath)), status, sl_outcome_name(o), queue_ms,
+           upstream_ms, attempts, client != NULL ? client : "-");
+}
+
+void sl_request_refuse(struct sl_proxy *p, struct sl_conn *conn, struct sl_route_stats *stats,
+                       enum sl_outcome o, const char *detail, bool close)
+{
+    sl_route_stats_finish(stats, o, -1);
+    access_log(p, "", NULL, NULL, sl_outcome_status(o), o, 0, 0, 0, sl_conn_peer(conn));
+    respond_error(conn, NULL, NULL, o, detail, close);
+}
+
+/* --- the single exit ---------------------------------------------------- */
+
+static void relay(struct sl_request *r, struct sl_upstream_response *resp)
+{
+    struct evkeyvalq h;
+    bool keep_length = r->msg->head || resp->status == 304;
+
+    TAILQ_INIT(&h);
+    if (sl_headers_from_upstream(&resp->headers, &h, keep_length) != SL_OK) {
+        evhttp_clear_headers(&h);
+        respond_error(r->conn, r, r->route, SL_OUTCOME_INTERNAL_ERROR, "out of memory", true);
+        return;
+    }
+    add_timing_headers(&h, r);
+    sl_conn_respond(r->conn, resp->status, &h, resp->body, keep_length, false);
+    evhttp_clear_headers(&h);
+}
+
+static void request_free(struct sl_request *r)
+{
+    struct sl_proxy *p = r->proxy;
+
+    TAILQ_REMOVE(&p->requests, r, link);
+    p->n_requests--;
+    if (r->deadline != NULL)
+        event_free(r->deadline);
+    evhttp_clear_headers(&r->up_headers);
+    sl_http_msg_free(r->msg);
+    free(r);
+}
+
+/* Leave the queue or the in-flight set; returns 1 if a dispatch slot was freed. */
+static int request_detach(struct sl_request *r)
+{
+    if (r->state == SL_REQ_PARKED) {
+        sl_queue_remove(&r->route->queue, &r->item);
+        sl_proxy_queue_changed(r->proxy);
+    } else if (r->state == SL_REQ_IN_FLIGHT) {
+        if (r->call != NULL)
+            sl_upstream_cancel(r->call);
+        r->call = NULL;
+        r->route->in_flight--;
+        return 1;
+    }
+    return 0;
+}
+
+void sl_request_finish(struct sl_request *r, enum sl_outcome o,
+                       struct sl_upstream_response *resp, const char *detail)
+{
+    struct sl_proxy *p = r->proxy;
+    struct sl_route *route = r->route;
+    int64_t end = r->dispatched_us != 0 ? r->dispatched_us : sl_clock_now();
+    double wait = (double)(end - r->arrived_us) / 1e6;
+    int status = o == SL_OUTCOME_RELAYED && resp != NULL ? resp->status : sl_outcome_status(o);
+    int freed_slot = request_detach(r);
+
+    r->state = SL_REQ_NEW;
+    sl_route_stats_finish(&route->stats, o, wait);
+    access_log(p, route->cfg.name, r->msg->method, r->msg->target, status, o, wait * 1000.0,
+               (double)r->upstream_us / 1000.0, r->attempts,
+               r->conn != NULL ? sl_conn_peer(r->conn) : "-");
+    if (r->conn != NULL) {
+        if (o == SL_OUTCOME_RELAYED && resp != NULL)
+            relay(r, resp);
+        else
+            respond_error(r->conn, r, route, o, detail, o == SL_OUTCOME_DRAINING);
+    }
+    request_free(r);
+    if (freed_slot)
+        sl_dispatcher_kick(route);
+    sl_proxy_check_drained(p);
+}
+
+/* --- intake ------------------------------------------------------------- */
+
+/* Dot segments would let a path match one route and reach another upstream path. */
+static bool has_dot_segment(const char *path, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        size_t seg;
+
+        if (path[i] != '/')
+            continue;
+        seg = i + 1;
+        if (seg < len && path[seg] == '.') {
+            size_t end = seg + 1;
+
+            if (end < len && path[end] == '.')
+                end++;
+            if (end == len || path[end] == '/')
+                return true;
+        }
+    }
+    return false;
+}
+
+static void request_on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_request *r = arg;
+
+    (void)fd;
+    (void)what;
+    if (r->state == SL_REQ_PARKED)
+        sl_request_finish(r, SL_OUTCOME_QUEUE_TIMEOUT, NULL,
+                          "the request was not dispatched before its deadline");
+}
+
+/* Lane and deadline from the request's own headers; detail set on error. */
+static int read_controls(const struct sl_proxy *p, const struct sl_http_msg *msg,
+                         enum sl_lane *lane, int64_t *deadline_us, const char **detail)
+{
+    const char *v = evhttp_find_header(&msg->headers, "X-Sluice-Priority");
+    int64_t limit = p->cfg->queue_timeout_us;
+
+    *lane = SL_LANE_NORMAL;
+    if (v != NULL && sl_lane_parse(v, lane) != 0) {
+        *detail = "X-Sluice-Priority must be high, normal or low";
+        return SL_ERR;
+    }
+    *deadline_us = limit;
+    v = evhttp_find_header(&msg->headers, "X-Sluice-Deadline");
+    if (v != NULL) {
+        int64_t d;
+
+        if (sl_config_parse_duration(v, &d) != 0 || d <= 0) {
+            *detail = "X-Sluice-Deadline must be a positive duration such as 5s or 250ms";
+            return SL_ERR;
+        }
+        *deadline_us = limit == 0 || d < limit ? d : limit;
+    }
+    return SL_OK;
+}
+
+static struct sl_request *request_new(struct sl_proxy *p, struct sl_conn *conn,
+                                      struct sl_http_msg *msg, struct sl_route *route)
+{
+    struct sl_request *r = calloc(1, sizeof(*r));
+    struct sl_forward_info fi;
+
+    if (r == NULL)
+        return NULL;
+    TAILQ_INIT(&r->up_headers);
+    fi.client_addr = sl_conn_peer(conn);
+    fi.proto = "http";
+    fi.preserve_host = route->cfg.preserve_host;
+    if (sl_headers_to_upstream(&msg->headers, &r->up_headers, &fi) != SL_OK) {
+        evhttp_clear_headers(&r->up_headers);
+        free(r);
+        return NULL;
+    }
+    r->deadline = evtimer_new(p->base, request_on_deadline, r);
+    if (r->deadline == NULL) {
+        evhttp_clear_headers(&r->up_headers);
+        free(r);
+        return NULL;
+    }
+    r->proxy = p;
+    r->route = route;
+    r->conn = conn;
+    r->msg = msg;
+    r->arrived_us = sl_clock_now();
+    TAILQ_INSERT_TAIL(&p->requests, r, link);
+    p->n_requests++;
+    return r;
+}
+
+/* Find the route, or answer the request and return NULL. */
+static struct sl_route *intake_route(struct sl_proxy *p, struct sl_conn *conn,
+                                     const struct sl_http_msg *msg)
+{
+    const char *target = msg->target;
+    size_t len = strcspn(target, "?#");
+    char path[SL_CONFIG_PATH_LEN + 1];
+    struct sl_route *route;
+
+    if (strncmp(target, RESERVED_PREFIX, strlen(RESERVED_PREFIX)) == 0) {
+        sl_request_refuse(p, conn, &p->unrouted, SL_OUTCOME_NO_ROUTE,
+                          "no such endpoint under the reserved prefix /_sluice/", false);
+        return NULL;
+    }
+    if (has_dot_segment(target, len)) {
+        sl_request_refuse(p, conn, &p->unrouted, SL_OUTCOME_BAD_REQUEST,
+                          "dot segments are not allowed in the path", false);
+        return NULL;
+    }
+    /* Routes match prefixes of at most SL_CONFIG_PATH_LEN - 1 bytes. */
+    if (len > SL_CONFIG_PATH_LEN)
+        len = SL_CONFIG_PATH_LEN;
+    memcpy(path, target, len);
+    path[len] = '\0';
+    route = sl_route_match(&p->routes, path);
+    if (route == NULL)
+        sl_request_refuse(p, conn, &p->unrouted, SL_OUTCOME_NO_ROUTE,
+                          "no route matches the path", false);
+    return route;
+}
+
+/* The value of the route's fair_key header (borrowed from msg), or NULL. */
+static const char *fair_key(const struct sl_request *r)
+{
+    const char *name = r->route->cfg.fair_key;
+
+    return name[0] != '\0' ? evhttp_find_header(&r->msg->headers, name) : NULL;
+}
+
+/* Park r in its route's queue: SL_OK, SL_EAGAIN (full, reject mode) or SL_ENOMEM. */
+static int intake_park(struct sl_request *r, enum sl_lane lane, size_t bytes)
+{
+    struct sl_proxy *p = r->proxy;
+    bool fits = sl_queue_fits(&p->totals, bytes);
+    int rc;
+
+    if (!fits && p->cfg->overflow == SL_OVERFLOW_REJECT)
+        return SL_EAGAIN;
+    /* Backpressure: park anyway (at most one per open connection) and stop accepting. */
+    rc = sl_queue_push(&r->route->queue, &r->item, lane, fair_key(r), bytes, r->arrived_us, true);
+    if (rc != SL_OK)
+        return rc;
+    r->state = SL_REQ_PARKED;
+    if (!fits || !sl_queue_fits(&p->totals, 0))
+        sl_frontend_pause(p->frontend, SL_PAUSE_QUEUE);
+    return SL_OK;
+}
+
+static void arm_deadline(struct sl_request *r)
+{
+    int64_t left = r->deadline_us - sl_clock_now();
+    struct timeval tv;
+
+    if (r->deadline_us == 0)
+        return;
+    if (left < 0)
+        left = 0;
+    tv.tv_sec = (time_t)(left / SL_USEC_PER_SEC);
+    tv.tv_usec = (suseconds_t)(left % SL_USEC_PER_SEC);
+    evtimer_add(r->deadline, &tv);
+}
+
+void sl_request_intake(struct sl_proxy *p, struct sl_conn *conn, struct sl_http_msg *msg)
+{
+    struct sl_route *route;
+    struct sl_request *r;
+    const char *detail = NULL;
+    enum sl_lane lane;
+    int64_t timeout_us;
+    int rc;
+
+    if (p->draining) {
+        sl_request_refuse(p, conn, &p->unrouted, SL_OUTCOME_DRAINING,
+                          "sluice is shutting down", true);
+        sl_http_msg_free(msg);
+        return;
+    }
+    route = intake_route(p, conn, msg);
+    if (route == NULL) {
+        sl_http_msg_free(msg);
+        return;
+    }
+    if (read_controls(p, msg, &lane, &timeout_us, &detail) != SL_OK) {
+        sl_request_refuse(p, conn, &route->stats, SL_OUTCOME_BAD_REQUEST, detail, false);
+        sl_http_msg_free(msg);
+        return;
+    }
+    r = request_new(p, conn, msg, route);
+    if (r == NULL) {
+        sl_request_refuse(p, conn, &route->stats, SL_OUTCOME_INTERNAL_ERROR, "out of memory",
+                          true);
+        sl_http_msg_free(msg);
+        return;
+    }
+    r->deadline_us = timeout_us > 0 ? r->arrived_us + timeout_us : 0;
+    rc = intake_park(r, lane, msg->header_bytes + evbuffer_get_length(msg->body));
+    if (rc != SL_OK) {
+        sl_request_finish(r, rc == SL_EAGAIN ? SL_OUTCOME_QUEUE_FULL : SL_OUTCOME_INTERNAL_ERROR,
+                          NULL,
+                          rc == SL_EAGAIN ? "the queue is full" : "out of memory");
+        return;
+    }
+    sl_conn_set_owner(conn, r);
+    arm_deadline(r);
+    sl_dispatcher_kick(route);
+}
+
+void sl_request_client_gone(struct sl_request *r)
+{
+    r->conn = NULL;
+    r->client_gone = true;
+    r->route->stats.client_gone++;
+    /* Parked: leave without a token. In flight: the token is spent; let it land. */
+    if (r->state == SL_REQ_PARKED)
+        sl_request_finish(r, SL_OUTCOME_CLIENT_GONE, NULL, "the client closed the connection");
+}
+
+/* --- upstream ----------------------------------------------------------- */
+
+static void count_upstream(struct sl_route *route, const struct sl_upstream_response *resp)
+{
+    sl_histogram_observe(&route->stats.upstream_duration, (double)resp->duration_us / 1e6);
+    if (resp->error == SL_UPSTREAM_OK && resp->status > 0 &&
+        resp->status < SL_METRICS_MAX_STATUS)
+        route->stats.upstream_codes[resp->status]++;
+    else
+        route->stats.upstream_errors++;
+}
+
+/* Connect failures sent nothing: always safe to try again, at the limit. */
+static bool should_retry(const struct sl_request *r, const struct sl_upstream_response *resp)
+{
+    return resp->error == SL_UPSTREAM_CONNECT && r->attempts <= r->route->cfg.retries &&
+           r->conn != NULL && !r->proxy->drain_expired;
+}
+
+static void requeue(struct sl_request *r)
+{
+    struct sl_route *route = r->route;
+
+    route->in_flight--;
+    r->state = SL_REQ_NEW;
+    if (sl_queue_push_head(&route->queue, &r->item) != SL_OK) {
+        sl_request_finish(r, SL_OUTCOME_INTERNAL_ERROR, NULL, "out of memory");
+        return;
+    }
+    r->state = SL_REQ_PARKED;
+    arm_deadline(r);
+    sl_dispatcher_kick(route);
+}
+
+static void request_on_upstream(struct sl_upstream_response *resp, void *arg)
+{
+    struct sl_request *r = arg;
+
+    r->call = NULL;
+    r->upstream_us += resp->duration_us;
+    count_upstream(r->route, resp);
+    if (should_retry(r, resp)) {
+        sl_log_debug("retrying after connect failure", "route=%s attempt=%u", r->route->cfg.name,
+                     r->attempts);
+        requeue(r);
+        return;
+    }
+    if (r->conn == NULL)
+        sl_request_finish(r, SL_OUTCOME_CLIENT_GONE, NULL, "the client closed the connection");
+    else if (resp->error == SL_UPSTREAM_OK)
+        sl_request_finish(r, SL_OUTCOME_RELAYED, resp, NULL);
+    else if (resp->error == SL_UPSTREAM_TIMEOUT)
+        sl_request_finish(r, SL_OUTCOME_UPSTREAM_TIMEOUT, NULL,
+                          "the upstream did not answer in time");
+    else
+        sl_request_finish(r, SL_OUTCOME_UPSTREAM_UNREACHABLE, NULL, resp->detail);
+}
+
+void sl_request_dispatch(struct sl_request *r, int64_t now)
+{
+    struct sl_route *route = r->route;
+    struct sl_upstream_request ur;
+    char url[SL_CONFIG_URL_LEN + 8192];
+
+    r->state = SL_REQ_IN_FLIGHT;
+    route->in_flight++;
+    r->attempts++;
+    r->dispatched_us = now;
+    evtimer_del(r->deadline);
+    sl_proxy_queue_changed(r->proxy);
+    if (sl_upstream_url(route->cfg.upstream, r->msg->target, url, sizeof(url)) != SL_OK) {
+        sl_request_finish(r, SL_OUTCOME_BAD_REQUEST, NULL, "request target too long");
+        return;
+    }
+    ur.method = r->msg->method;
+    ur.url = url;
+    ur.headers = &r->up_headers;
+    ur.body_len = evbuffer_get_length(r->msg->body);
+    ur.body = ur.body_len > 0 ? evbuffer_pullup(r->msg->body, -1) : NULL;
+    ur.timeout_us = route->cfg.timeout_us;
+    r->call = sl_upstream_start(r->proxy->upstream, &ur, request_on_upstream, r);
+    if (r->call == NULL)
+        sl_request_finish(r, SL_OUTCOME_INTERNAL_ERROR, NULL, "could not start the upstream call");
+}

@@ -139,7 +139,8 @@ static int sock_watch(struct sl_upstream *u, struct upstream_sock *s, int what)
     if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
         flags |= EV_WRITE;
     (void)event_del(s->ev);
-    if (event_assign(s->ev, u->base, s->fd, flags, upstream_on_socket, u) != 0)
+    if (event_assign(s->ev, u->base, s->fd, flags, upstream_on_socket, u) != 0 ||
+        event_priority_set(s->ev, 0) != 0)
         return -1;
     return event_add(s->ev, NULL);
 }
@@ -228,7 +229,7 @@ struct sl_upstream *sl_upstream_new(struct event_base *base, unsigned max_connec
     TAILQ_INIT(&u->calls);
     TAILQ_INIT(&u->socks);
     u->timer = evtimer_new(base, upstream_on_timer, u);
-    if (u->timer == NULL)
+    if (u->timer == NULL || event_priority_set(u->timer, 0) != 0)
         goto fail;
     u->multi = curl_multi_init();
     if (u->multi == NULL || multi_setup(u, max_connections) != SL_OK)
