@@ -351,7 +351,8 @@ static int intake_park(struct sl_request *r, enum sl_lane lane, size_t bytes)
     if (rc != SL_OK)
         return rc;
     r->state = SL_REQ_PARKED;
-    if (!fits || !sl_queue_fits(&p->totals, 0))
+    /* Reject mode keeps accepting: the client gets its 503 now, not after a wait. */
+    if (p->cfg->overflow == SL_OVERFLOW_BACKPRESSURE && !sl_queue_fits(&p->totals, 0))
         sl_frontend_pause(p->frontend, SL_PAUSE_QUEUE);
     return SL_OK;
 }

@@ -1,0 +1,232 @@
+"""Integration test harness: the real sluice binary, the mock upstream and the
+burst client on loopback ports, all bounded in time.
+
+Binaries come from the environment (set by CTest): SLUICE_BIN, MOCK_BIN,
+BURST_BIN. Every process started here is stopped in tearDown; sluice must exit
+0 on SIGTERM and must not print a sanitizer report.
+"""
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+SLUICE_BIN = os.environ.get("SLUICE_BIN", "build/sluice")
+MOCK_BIN = os.environ.get("MOCK_BIN", "build/tests/tools/mock_upstream")
+BURST_BIN = os.environ.get("BURST_BIN", "build/tests/tools/burst")
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def free_port():
+    """A port that was free a moment ago (bind to 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=10.0, interval=0.02, what="condition"):
+    """Poll predicate until true, bounded by timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def read_arrivals(path):
+    """Mock log lines: (mono_us, seq, method, status, path)."""
+    out = []
+    if not os.path.exists(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split(" ", 4)
+            if len(parts) < 5:
+                continue
+            out.append((int(parts[0]), parts[1], parts[2], int(parts[3]), parts[4]))
+    return out
+
+
+def max_in_window(times_us, window_us):
+    """Largest number of instants in any half-open window [t, t + window)."""
+    times = sorted(times_us)
+    best, j = 0, 0
+    for i in range(len(times)):
+        while times[i] - times[j] >= window_us:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+class Proc:
+    """A started process with its output captured to files."""
+
+    def __init__(self, name, argv, workdir, env=None):
+        self.name = name
+        self.out_path = os.path.join(workdir, name + ".out")
+        self.err_path = os.path.join(workdir, name + ".err")
+        self.out = open(self.out_path, "wb")
+        self.err = open(self.err_path, "wb")
+        self.p = subprocess.Popen(argv, stdout=self.out, stderr=self.err, env=env)
+
+    def stderr_text(self):
+        if not self.err.closed:
+            self.err.flush()
+        with open(self.err_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self, sig=signal.SIGTERM, timeout=15.0):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(timeout=5)
+                raise AssertionError("%s did not stop within %.0fs" % (self.name, timeout))
+        self.out.close()
+        self.err.close()
+        return self.p.returncode
+
+
+class SluiceTestCase(unittest.TestCase):
+    """Starts processes on demand and always stops them."""
+
+    def setUp(self):
+        self.workdir = tempfile.mkdtemp(prefix="sluice-it-")
+        self.procs = []
+        self.sluice = None
+
+    def tearDown(self):
+        problems = []
+        for proc in reversed(self.procs):
+            try:
+                rc = proc.stop()
+            except AssertionError as e:
+                problems.append(str(e))
+                continue
+            text = proc.stderr_text()
+            if any(m in text for m in SANITIZER_MARKERS):
+                problems.append("%s reported a sanitizer error:\n%s" % (proc.name, text[-4000:]))
+            if proc is self.sluice and rc != 0 and not getattr(self, "expect_sluice_rc", None):
+                problems.append("sluice exited %s:\n%s" % (rc, text[-2000:]))
+        if problems:
+            keep = self.workdir
+            self.fail("\n".join(problems) + "\n(artifacts in %s)" % keep)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # --- processes -------------------------------------------------------
+
+    def start_mock(self, *args, name="mock"):
+        port = free_port()
+        log = os.path.join(self.workdir, name + ".log")
+        argv = [MOCK_BIN, "--listen", "127.0.0.1:%d" % port, "--log", log,
+                "--max-seconds", "300"] + list(args)
+        proc = Proc(name, argv, self.workdir)
+        self.procs.append(proc)
+        wait_for(lambda: port_open(port), what="mock upstream on %d" % port)
+        proc.port = port
+        proc.log = log
+        return proc
+
+    def write_config(self, text, name="sluice.conf"):
+        path = os.path.join(self.workdir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def start_sluice(self, routes, server="", queue="", name="sluice"):
+        """routes: the [route ...] sections as text. Returns the Proc with .port/.admin."""
+        port, admin = free_port(), free_port()
+        text = ("[server]\nlisten = 127.0.0.1:%d\nadmin_listen = 127.0.0.1:%d\n%s\n"
+                "[queue]\n%s\n%s\n" % (port, admin, server, queue, routes))
+        path = self.write_config(text, name + ".conf")
+        proc = Proc(name, [SLUICE_BIN, "-c", path], self.workdir)
+        self.procs.append(proc)
+        self.sluice = proc
+        wait_for(lambda: proc.p.poll() is not None or (port_open(port) and port_open(admin)),
+                 what="sluice listening")
+        self.assertIsNone(proc.p.poll(), "sluice exited early:\n" + proc.stderr_text())
+        proc.port, proc.admin, proc.config = port, admin, path
+        return proc
+
+    def burst(self, url, n, c, *args, timeout=120):
+        """Run the burst client; returns (summary dict, list of result rows)."""
+        results = os.path.join(self.workdir, "burst-%d.txt" % time.monotonic_ns())
+        argv = [BURST_BIN, "--url", url, "-n", str(n), "-c", str(c), "--json",
+                "--results", results, "--max-seconds", str(timeout)] + list(args)
+        cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 30)
+        self.assertEqual(cp.returncode, 0, "burst failed: %s" % cp.stderr)
+        summary = json.loads(cp.stdout.strip().splitlines()[-1])
+        rows = []
+        with open(results) as f:
+            for line in f:
+                p = line.split()
+                rows.append({"index": int(p[0]), "status": p[1], "latency_ms": float(p[2]),
+                             "error": p[3], "retry_after": p[4], "queue_time": p[5],
+                             "attempts": p[6]})
+        return summary, rows
+
+    # --- HTTP helpers ----------------------------------------------------
+
+    def request(self, port, method="GET", path="/", body=None, headers=None, timeout=30):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+        finally:
+            conn.close()
+
+    def admin_get(self, path):
+        return self.request(self.sluice.admin, "GET", path)
+
+    def metrics(self):
+        status, _, body = self.admin_get("/metrics")
+        self.assertEqual(status, 200)
+        return body.decode()
+
+    def metric_value(self, text, name, **labels):
+        """Value of one series, or None."""
+        want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+        for line in text.splitlines():
+            if line.startswith("#"):
+                continue
+            m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line)
+            if not m or m.group(1) != name:
+                continue
+            got = ",".join(sorted(x for x in re.findall(r'[a-z_]+="[^"]*"', m.group(2) or "")))
+            if got == want:
+                return float(m.group(3))
+        return None
+
+    def assert_sluice_error(self, status, headers, body, want_status, code):
+        self.assertEqual(status, want_status, body)
+        self.assertEqual(headers.get("x-sluice-error"), code)
+        doc = json.loads(body)
+        self.assertEqual(doc["error"], code)
+        self.assertTrue(doc["detail"])
+
+
+def route(name="default", match="/", upstream_port=None, rate="50/s", extra=""):
+    return ("[route %s]\nmatch = %s\nupstream = http://127.0.0.1:%d\nrate = %s\n%s\n"
+            % (name, match, upstream_port, rate, extra))
