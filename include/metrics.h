@@ -50,6 +50,24 @@ const char *sl_outcome_name(enum sl_outcome o);
 /* HTTP status sluice answers with for an outcome it generates (0 for RELAYED). */
 int sl_outcome_status(enum sl_outcome o);
 
+/* X(ENUM, "label") - why an upstream attempt was repeated. */
+#define SL_RETRY_REASONS(X)   \
+    X(CONNECT, "connect")     \
+    X(TIMEOUT, "timeout")     \
+    X(STATUS_429, "429")      \
+    X(STATUS_502, "502")      \
+    X(STATUS_503, "503")      \
+    X(STATUS_504, "504")
+
+enum sl_retry_reason {
+#define SL_RETRY_REASON_ENUM(e, label) SL_RETRY_##e,
+    SL_RETRY_REASONS(SL_RETRY_REASON_ENUM)
+#undef SL_RETRY_REASON_ENUM
+    SL_RETRY_REASON_COUNT
+};
+
+const char *sl_retry_reason_name(enum sl_retry_reason r);
+
 /* Upper bounds in seconds; the writer adds +Inf. */
 #define SL_HISTOGRAM_BOUNDS \
     {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
@@ -72,12 +90,15 @@ struct sl_route_stats {
     uint64_t upstream_errors;                       /* no status: connect, timeout */
     uint64_t client_gone;
     uint64_t dispatched;                            /* tokens taken */
-    struct sl_histogram queue_wait;                 /* seconds parked */
+    uint64_t retries[SL_RETRY_REASON_COUNT];        /* attempts repeated, by reason */
+    uint64_t pauses;                                /* route paused by the upstream */
+    struct sl_histogram queue_wait[SL_LANE_COUNT];  /* seconds parked, by lane */
     struct sl_histogram upstream_duration;          /* seconds per attempt */
 };
 
-/* Count one finished request (outcome, and its queue wait when >= 0). */
-void sl_route_stats_finish(struct sl_route_stats *s, enum sl_outcome o, double wait_seconds);
+/* Count one finished request (outcome, and its queue wait in `lane` when >= 0). */
+void sl_route_stats_finish(struct sl_route_stats *s, enum sl_outcome o, enum sl_lane lane,
+                           double wait_seconds);
 
 /* What the writer needs of a route. */
 struct sl_metrics_route {

@@ -24,6 +24,7 @@
 #include "metrics.h"
 #include "queue.h"
 
+struct evbuffer;
 struct event;
 struct sl_conn;
 struct sl_http_msg;
@@ -55,6 +56,11 @@ struct sl_request {
     int64_t upstream_us;                /* time spent in upstream calls */
     unsigned attempts;
     bool client_gone;
+    /* The last upstream answer of a request parked again for a retry (429,
+     * 503...): what the client gets if its deadline passes first. Owned. */
+    int last_status;                    /* 0 = none */
+    struct evkeyvalq last_headers;
+    struct evbuffer *last_body;
 };
 
 /* Admit a parsed request from `conn` (frontend callback). */
@@ -62,6 +68,12 @@ void sl_request_intake(struct sl_proxy *p, struct sl_conn *conn, struct sl_http_
 
 /* The client of `r` hung up (frontend callback). */
 void sl_request_client_gone(struct sl_request *r);
+
+/*
+ * The deadline of a parked request passed: it leaves without a token, with
+ * the last upstream response if it had one (a retried 429), else 504.
+ */
+void sl_request_expire(struct sl_request *r);
 
 /* Send a popped request to its upstream (dispatcher). */
 void sl_request_dispatch(struct sl_request *r, int64_t now);

@@ -49,8 +49,7 @@ static int expire_head(struct sl_request *req, int64_t now)
 {
     if (req->deadline_us == 0 || now < req->deadline_us)
         return 0;
-    sl_request_finish(req, SL_OUTCOME_QUEUE_TIMEOUT, NULL,
-                      "the request was not dispatched before its deadline");
+    sl_request_expire(req);
     return 1;
 }
 

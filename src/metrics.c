@@ -64,14 +64,28 @@ void sl_histogram_observe(struct sl_histogram *h, double seconds)
     h->sum += seconds;
 }
 
+static const char *const retry_reasons[SL_RETRY_REASON_COUNT] = {
+#define SL_RETRY_REASON_ROW(e, label) [SL_RETRY_##e] = label,
+    SL_RETRY_REASONS(SL_RETRY_REASON_ROW)
+#undef SL_RETRY_REASON_ROW
+};
+
+const char *sl_retry_reason_name(enum sl_retry_reason r)
+{
+    return (unsigned)r < SL_RETRY_REASON_COUNT ? retry_reasons[r] : "unknown";
+}
+
 /* An out-of-range outcome is a bug, but still counted: nothing goes uncounted. */
-void sl_route_stats_finish(struct sl_route_stats *s, enum sl_outcome o, double wait_seconds)
+void sl_route_stats_finish(struct sl_route_stats *s, enum sl_outcome o, enum sl_lane lane,
+                           double wait_seconds)
 {
     if ((unsigned)o >= SL_OUTCOME_COUNT)
         o = SL_OUTCOME_INTERNAL_ERROR;
+    if ((unsigned)lane >= SL_LANE_COUNT)
+        lane = SL_LANE_NORMAL;
     s->outcomes[o]++;
     if (wait_seconds >= 0)
-        sl_histogram_observe(&s->queue_wait, wait_seconds);
+        sl_histogram_observe(&s->queue_wait[lane], wait_seconds);
 }
 
 /* ---- number formatting ------------------------------------------------ */
@@ -240,22 +254,23 @@ static void emit_upstream_codes(struct writer *w, const struct family *f)
     }
 }
 
-static void histogram(struct writer *w, const char *name, const char *route,
+/* `l` holds the series' labels and one spare slot for "le"; n excludes it. */
+static void histogram(struct writer *w, const char *name, struct label *l, size_t n,
                       const struct sl_histogram *h)
 {
     char num[NUM_LEN];
     uint64_t cumulative = 0;
-    struct label l[] = {{"route", route}, {"le", NULL}};
 
+    l[n].key = "le";
     for (size_t b = 0; b < SL_HISTOGRAM_BUCKETS; b++) {
         cumulative += h->buckets[b];
-        l[1].value = w->le[b];
-        sample(w, name, "_bucket", l, 2, fmt_u64(num, cumulative));
+        l[n].value = w->le[b];
+        sample(w, name, "_bucket", l, n + 1, fmt_u64(num, cumulative));
     }
-    l[1].value = "+Inf";
-    sample(w, name, "_bucket", l, 2, fmt_u64(num, h->count));
-    sample(w, name, "_sum", l, 1, fmt_double(num, h->sum));
-    sample(w, name, "_count", l, 1, fmt_u64(num, h->count));
+    l[n].value = "+Inf";
+    sample(w, name, "_bucket", l, n + 1, fmt_u64(num, h->count));
+    sample(w, name, "_sum", l, n, fmt_double(num, h->sum));
+    sample(w, name, "_count", l, n, fmt_u64(num, h->count));
 }
 
 static void emit_histograms(struct writer *w, const struct family *f)
@@ -263,8 +278,32 @@ static void emit_histograms(struct writer *w, const struct family *f)
     for (size_t i = 0; i < w->n_routes; i++) {
         const char *base = (const char *)stats_of(&w->routes[i]);
         const struct sl_histogram *h = (const void *)(base + f->hist_offset);
+        struct label l[2] = {{"route", name_of(&w->routes[i])}, {NULL, NULL}};
 
-        histogram(w, f->name, name_of(&w->routes[i]), h);
+        histogram(w, f->name, l, 1, h);
+    }
+}
+
+static void emit_lane_histograms(struct writer *w, const struct family *f)
+{
+    for (size_t i = 0; i < w->n_routes; i++) {
+        for (size_t lane = 0; lane < SL_LANE_COUNT; lane++) {
+            struct label l[3] = {{"route", name_of(&w->routes[i])},
+                                 {"lane", sl_lane_name((enum sl_lane)lane)}, {NULL, NULL}};
+
+            histogram(w, f->name, l, 2, &stats_of(&w->routes[i])->queue_wait[lane]);
+        }
+    }
+}
+
+static void emit_retries(struct writer *w, const struct family *f)
+{
+    for (size_t i = 0; i < w->n_routes; i++) {
+        for (size_t r = 0; r < SL_RETRY_REASON_COUNT; r++) {
+            struct label l[] = {{"route", name_of(&w->routes[i])}, {"reason", retry_reasons[r]}};
+
+            sample_u64(w, f->name, l, 2, stats_of(&w->routes[i])->retries[r]);
+        }
     }
 }
 
@@ -293,6 +332,7 @@ static uint64_t in_flight(const struct sl_metrics_route *r) { return r->in_fligh
 static uint64_t paused(const struct sl_metrics_route *r) { return r->paused ? 1 : 0; }
 static uint64_t client_gone(const struct sl_metrics_route *r) { return stats_of(r)->client_gone; }
 static uint64_t dispatched(const struct sl_metrics_route *r) { return stats_of(r)->dispatched; }
+static uint64_t pauses(const struct sl_metrics_route *r) { return stats_of(r)->pauses; }
 
 static double queue_bytes(const struct sl_metrics_global *g) { return (double)g->queue_bytes; }
 static double queue_depth(const struct sl_metrics_global *g) { return (double)g->queue_depth; }
@@ -313,16 +353,22 @@ static const struct family families[] = {
      .emit = emit_lanes},
     {"sluice_queue_bytes", "gauge", "Bytes of parked requests, all routes.", GLOBAL(queue_bytes)},
     {"sluice_queue_depth_total", "gauge", "Parked requests, all routes.", GLOBAL(queue_depth)},
-    {"sluice_queue_wait_seconds", "histogram", "Time requests spent parked before dispatch.",
-     HIST(queue_wait)},
+    {"sluice_queue_wait_seconds", "histogram",
+     "Time requests spent parked before dispatch, by route and lane.",
+     .emit = emit_lane_histograms},
     {"sluice_upstream_requests_total", "counter",
      "Upstream attempts by response status; code=\"error\" had no response.",
      .emit = emit_upstream_codes},
     {"sluice_upstream_duration_seconds", "histogram", "Duration of each upstream attempt.",
      HIST(upstream_duration)},
     {"sluice_in_flight", "gauge", "Requests currently at the upstream.", PER_ROUTE(in_flight)},
-    {"sluice_route_paused", "gauge", "1 while the route is paused by Retry-After.",
+    {"sluice_route_paused", "gauge",
+     "1 while the route is paused by Retry-After, rate-limit headers or backoff.",
      PER_ROUTE(paused)},
+    {"sluice_route_pauses_total", "counter", "Times the upstream paused the route.",
+     PER_ROUTE(pauses)},
+    {"sluice_retries_total", "counter", "Upstream attempts repeated, by reason.",
+     .emit = emit_retries},
     {"sluice_client_gone_total", "counter", "Clients that left while their request was parked.",
      PER_ROUTE(client_gone)},
     {"sluice_dispatched_total", "counter", "Rate-limit tokens taken, retries included.",

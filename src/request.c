@@ -8,6 +8,7 @@
 #include "request.h"
 
 #include <math.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "headers.h"
 #include "log.h"
 #include "proxy.h"
+#include "retry.h"
 #include "route.h"
 #include "sluice.h"
 #include "upstream.h"
@@ -126,27 +128,48 @@ static void access_log(const struct sl_proxy *p, const char *route, const char *
 void sl_request_refuse(struct sl_proxy *p, struct sl_conn *conn, struct sl_route_stats *stats,
                        enum sl_outcome o, const char *detail, bool close)
 {
-    sl_route_stats_finish(stats, o, -1);
+    sl_route_stats_finish(stats, o, SL_LANE_NORMAL, -1);
     access_log(p, "", NULL, NULL, sl_outcome_status(o), o, 0, 0, 0, sl_conn_peer(conn));
     respond_error(conn, NULL, NULL, o, detail, close);
 }
 
 /* --- the single exit ---------------------------------------------------- */
 
-static void relay(struct sl_request *r, struct sl_upstream_response *resp)
+static void relay(struct sl_request *r, int status, const struct evkeyvalq *headers,
+                  struct evbuffer *body)
 {
     struct evkeyvalq h;
-    bool keep_length = r->msg->head || resp->status == 304;
+    bool keep_length = r->msg->head || status == 304;
 
     TAILQ_INIT(&h);
-    if (sl_headers_from_upstream(&resp->headers, &h, keep_length) != SL_OK) {
+    if (sl_headers_from_upstream(headers, &h, keep_length) != SL_OK) {
         evhttp_clear_headers(&h);
         respond_error(r->conn, r, r->route, SL_OUTCOME_INTERNAL_ERROR, "out of memory", true);
         return;
     }
     add_timing_headers(&h, r);
-    sl_conn_respond(r->conn, resp->status, &h, resp->body, keep_length, false);
+    sl_conn_respond(r->conn, status, &h, body, keep_length, false);
     evhttp_clear_headers(&h);
+}
+
+/* Keep an upstream answer for the client in case the retry cannot happen in time. */
+static int keep_last(struct sl_request *r, struct sl_upstream_response *resp)
+{
+    const struct evkeyval *h;
+
+    evhttp_clear_headers(&r->last_headers);
+    r->last_status = 0;
+    if (r->last_body == NULL && (r->last_body = evbuffer_new()) == NULL)
+        return SL_ENOMEM;
+    evbuffer_drain(r->last_body, evbuffer_get_length(r->last_body));
+    TAILQ_FOREACH(h, &resp->headers, next) {
+        if (evhttp_add_header(&r->last_headers, h->key, h->value) != 0)
+            return SL_ENOMEM;
+    }
+    if (evbuffer_add_buffer(r->last_body, resp->body) != 0)
+        return SL_ENOMEM;
+    r->last_status = resp->status;
+    return SL_OK;
 }
 
 static void request_free(struct sl_request *r)
@@ -158,6 +181,9 @@ static void request_free(struct sl_request *r)
     if (r->deadline != NULL)
         event_free(r->deadline);
     evhttp_clear_headers(&r->up_headers);
+    evhttp_clear_headers(&r->last_headers);
+    if (r->last_body != NULL)
+        evbuffer_free(r->last_body);
     sl_http_msg_free(r->msg);
     free(r);
 }
@@ -185,17 +211,21 @@ void sl_request_finish(struct sl_request *r, enum sl_outcome o,
     struct sl_route *route = r->route;
     int64_t end = r->dispatched_us != 0 ? r->dispatched_us : sl_clock_now();
     double wait = (double)(end - r->arrived_us) / 1e6;
-    int status = o == SL_OUTCOME_RELAYED && resp != NULL ? resp->status : sl_outcome_status(o);
+    int status = o != SL_OUTCOME_RELAYED ? sl_outcome_status(o)
+                 : resp != NULL         ? resp->status
+                                        : r->last_status;
     int freed_slot = request_detach(r);
 
     r->state = SL_REQ_NEW;
-    sl_route_stats_finish(&route->stats, o, wait);
+    sl_route_stats_finish(&route->stats, o, r->item.lane, wait);
     access_log(p, route->cfg.name, r->msg->method, r->msg->target, status, o, wait * 1000.0,
                (double)r->upstream_us / 1000.0, r->attempts,
                r->conn != NULL ? sl_conn_peer(r->conn) : "-");
     if (r->conn != NULL) {
         if (o == SL_OUTCOME_RELAYED && resp != NULL)
-            relay(r, resp);
+            relay(r, resp->status, &resp->headers, resp->body);
+        else if (o == SL_OUTCOME_RELAYED && r->last_status != 0)
+            relay(r, r->last_status, &r->last_headers, r->last_body);
         else
             respond_error(r->conn, r, route, o, detail, o == SL_OUTCOME_DRAINING);
     }
@@ -228,6 +258,15 @@ static bool has_dot_segment(const char *path, size_t len)
     return false;
 }
 
+void sl_request_expire(struct sl_request *r)
+{
+    if (r->last_status != 0)
+        sl_request_finish(r, SL_OUTCOME_RELAYED, NULL, NULL);
+    else
+        sl_request_finish(r, SL_OUTCOME_QUEUE_TIMEOUT, NULL,
+                          "the request was not dispatched before its deadline");
+}
+
 static void request_on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     struct sl_request *r = arg;
@@ -235,8 +274,7 @@ static void request_on_deadline(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (r->state == SL_REQ_PARKED)
-        sl_request_finish(r, SL_OUTCOME_QUEUE_TIMEOUT, NULL,
-                          "the request was not dispatched before its deadline");
+        sl_request_expire(r);
 }
 
 /* Lane and deadline from the request's own headers; detail set on error. */
@@ -274,6 +312,8 @@ static struct sl_request *request_new(struct sl_proxy *p, struct sl_conn *conn,
     if (r == NULL)
         return NULL;
     TAILQ_INIT(&r->up_headers);
+    TAILQ_INIT(&r->last_headers);
+    r->item.lane = SL_LANE_NORMAL;
     fi.client_addr = sl_conn_peer(conn);
     fi.proto = "http";
     fi.preserve_host = route->cfg.preserve_host;
@@ -438,11 +478,93 @@ static void count_upstream(struct sl_route *route, const struct sl_upstream_resp
         route->stats.upstream_errors++;
 }
 
-/* Connect failures sent nothing: always safe to try again, at the limit. */
-static bool should_retry(const struct sl_request *r, const struct sl_upstream_response *resp)
+/* Backoff between attempts after failures the upstream did not time for us. */
+#define BACKOFF_BASE_US (100 * SL_USEC_PER_MSEC)
+#define BACKOFF_CAP_US (10 * SL_USEC_PER_SEC)
+/* 429 without Retry-After: the upstream's window is usually a second or more. */
+#define BACKOFF_429_BASE_US SL_USEC_PER_SEC
+#define BACKOFF_429_CAP_US (60 * SL_USEC_PER_SEC)
+/* 429s are retried until the deadline; with no deadline, this many attempts. */
+#define MAX_ATTEMPTS 100
+
+static uint64_t jitter_state;
+
+static uint64_t *jitter(void)
 {
-    return resp->error == SL_UPSTREAM_CONNECT && r->attempts <= r->route->cfg.retries &&
-           r->conn != NULL && !r->proxy->drain_expired;
+    if (jitter_state == 0)
+        jitter_state = (uint64_t)sl_clock_wall() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15u;
+    return &jitter_state;
+}
+
+/* Hold every request of the route until now + pause (a later pause wins). */
+static void pause_route(struct sl_route *route, int64_t now, int64_t pause_us)
+{
+    int64_t until = now + pause_us;
+
+    if (pause_us <= 0 || until <= route->paused_until_us)
+        return;
+    route->paused_until_us = until;
+    route->stats.pauses++;
+    sl_log_info("route paused", "route=%s pause_ms=%lld", route->cfg.name,
+                (long long)(pause_us / 1000));
+}
+
+/* What the upstream says about its own budget pauses the route before it has to 429. */
+static void heed_upstream(struct sl_route *route, const struct sl_upstream_response *resp,
+                          int64_t now)
+{
+    int64_t pause = 0;
+
+    if (resp->error != SL_UPSTREAM_OK || !route->cfg.honor_retry_after)
+        return;
+    if (resp->status == 429 || resp->status == 503) {
+        const char *ra = evhttp_find_header(&resp->headers, "Retry-After");
+
+        if (ra != NULL && sl_retry_after_parse(ra, sl_clock_wall(), &pause) == 0)
+            pause_route(route, now, pause);
+    }
+    if (sl_retry_ratelimit_exhausted(&resp->headers, sl_clock_wall(), &pause) == 1)
+        pause_route(route, now, pause);
+}
+
+/*
+ * Should this answer be retried, and after how long? Returns 1 and sets
+ * *reason and *wait_us, or 0 to give the client this answer.
+ */
+static int retry_plan(const struct sl_request *r, const struct sl_upstream_response *resp,
+                      enum sl_retry_reason *reason, int64_t *wait_us)
+{
+    const struct sl_route_config *cfg = &r->route->cfg;
+    bool idem = sl_retry_idempotent(r->msg->method, &r->msg->headers);
+    bool budget = r->attempts <= cfg->retries;
+    const char *ra;
+
+    if (resp->error == SL_UPSTREAM_OK && resp->status == 429 && cfg->honor_retry_after) {
+        *reason = SL_RETRY_STATUS_429;
+        ra = evhttp_find_header(&resp->headers, "Retry-After");
+        if (ra == NULL || sl_retry_after_parse(ra, sl_clock_wall(), wait_us) != 0)
+            *wait_us = sl_retry_backoff(r->attempts, BACKOFF_429_BASE_US, BACKOFF_429_CAP_US,
+                                        jitter());
+        return r->attempts < MAX_ATTEMPTS;
+    }
+    if (resp->error == SL_UPSTREAM_CONNECT && budget) {
+        *reason = SL_RETRY_CONNECT;
+    } else if (resp->error == SL_UPSTREAM_TIMEOUT && budget && idem) {
+        *reason = SL_RETRY_TIMEOUT;
+    } else if (resp->error == SL_UPSTREAM_OK && budget && idem &&
+               sl_retry_status_retryable(resp->status)) {
+        *reason = resp->status == 502   ? SL_RETRY_STATUS_502
+                  : resp->status == 503 ? SL_RETRY_STATUS_503
+                                        : SL_RETRY_STATUS_504;
+        ra = evhttp_find_header(&resp->headers, "Retry-After");
+        if (resp->status == 503 && ra != NULL && cfg->honor_retry_after &&
+            sl_retry_after_parse(ra, sl_clock_wall(), wait_us) == 0)
+            return 1;
+    } else {
+        return 0;
+    }
+    *wait_us = sl_retry_backoff(r->attempts, BACKOFF_BASE_US, BACKOFF_CAP_US, jitter());
+    return 1;
 }
 
 static void requeue(struct sl_request *r)
@@ -460,19 +582,38 @@ static void requeue(struct sl_request *r)
     sl_dispatcher_kick(route);
 }
 
+/* Park the request again at the head of its lane, behind a route pause. */
+static int try_retry(struct sl_request *r, struct sl_upstream_response *resp, int64_t now)
+{
+    enum sl_retry_reason reason;
+    int64_t wait_us = 0;
+
+    if (r->conn == NULL || r->proxy->drain_expired || !retry_plan(r, resp, &reason, &wait_us))
+        return 0;
+    /* A retry that cannot happen before the deadline is no retry: answer now. */
+    if (r->deadline_us != 0 && now + wait_us >= r->deadline_us)
+        return 0;
+    if (resp->error == SL_UPSTREAM_OK && keep_last(r, resp) != SL_OK)
+        return 0;
+    r->route->stats.retries[reason]++;
+    pause_route(r->route, now, wait_us);
+    sl_log_debug("retrying", "route=%s attempt=%u reason=%s wait_ms=%lld", r->route->cfg.name,
+                 r->attempts, sl_retry_reason_name(reason), (long long)(wait_us / 1000));
+    requeue(r);
+    return 1;
+}
+
 static void request_on_upstream(struct sl_upstream_response *resp, void *arg)
 {
     struct sl_request *r = arg;
+    int64_t now = sl_clock_now();
 
     r->call = NULL;
     r->upstream_us += resp->duration_us;
     count_upstream(r->route, resp);
-    if (should_retry(r, resp)) {
-        sl_log_debug("retrying after connect failure", "route=%s attempt=%u", r->route->cfg.name,
-                     r->attempts);
-        requeue(r);
+    heed_upstream(r->route, resp, now);
+    if (try_retry(r, resp, now))
         return;
-    }
     if (r->conn == NULL)
         sl_request_finish(r, SL_OUTCOME_CLIENT_GONE, NULL, "the client closed the connection");
     else if (resp->error == SL_UPSTREAM_OK)

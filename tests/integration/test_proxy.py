@@ -113,7 +113,7 @@ class ProxyTest(SluiceTestCase):
                        "sluice_route_paused", "sluice_client_gone_total"):
             self.assertIn("# TYPE %s " % family, text)
         self.assertEqual(self.metric_value(text, "sluice_queue_wait_seconds_count",
-                                           route="default"), 1)
+                                           route="default", lane="normal"), 1)
         status, _, body = self.admin_get("/status")
         doc = json.loads(body)
         self.assertEqual(status, 200)

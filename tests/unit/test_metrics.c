@@ -336,18 +336,20 @@ static void test_route_stats_finish(void **state)
     struct sl_route_stats s;
     memset(&s, 0, sizeof(s));
 
-    sl_route_stats_finish(&s, SL_OUTCOME_RELAYED, 0.02);
-    sl_route_stats_finish(&s, SL_OUTCOME_RELAYED, 0);
-    sl_route_stats_finish(&s, SL_OUTCOME_BAD_REQUEST, -1);     /* never parked */
-    sl_route_stats_finish(&s, (enum sl_outcome)99, -1);        /* bug: still counted */
+    sl_route_stats_finish(&s, SL_OUTCOME_RELAYED, SL_LANE_NORMAL, 0.02);
+    sl_route_stats_finish(&s, SL_OUTCOME_RELAYED, SL_LANE_HIGH, 0);
+    sl_route_stats_finish(&s, SL_OUTCOME_BAD_REQUEST, SL_LANE_NORMAL, -1);     /* never parked */
+    sl_route_stats_finish(&s, (enum sl_outcome)99, (enum sl_lane)7, -1);        /* bug: still counted */
 
     assert_int_equal(s.outcomes[SL_OUTCOME_RELAYED], 2);
     assert_int_equal(s.outcomes[SL_OUTCOME_BAD_REQUEST], 1);
     assert_int_equal(s.outcomes[SL_OUTCOME_INTERNAL_ERROR], 1);
-    assert_int_equal(s.queue_wait.count, 2);
-    assert_int_equal(s.queue_wait.buckets[0], 1);
-    assert_int_equal(s.queue_wait.buckets[3], 1); /* 0.02 <= 0.025 */
-    assert_float_equal(s.queue_wait.sum, 0.02, 1e-12);
+    assert_int_equal(s.queue_wait[SL_LANE_NORMAL].count, 1);
+    assert_int_equal(s.queue_wait[SL_LANE_HIGH].count, 1);
+    assert_int_equal(s.queue_wait[SL_LANE_LOW].count, 0);
+    assert_int_equal(s.queue_wait[SL_LANE_HIGH].buckets[0], 1);
+    assert_int_equal(s.queue_wait[SL_LANE_NORMAL].buckets[3], 1); /* 0.02 <= 0.025 */
+    assert_float_equal(s.queue_wait[SL_LANE_NORMAL].sum, 0.02, 1e-12);
     assert_int_equal(s.upstream_duration.count, 0);
 }
 
@@ -357,7 +359,8 @@ static const char *const family_order[] = {
     "sluice_requests_total", "sluice_queue_depth", "sluice_queue_bytes",
     "sluice_queue_depth_total", "sluice_queue_wait_seconds",
     "sluice_upstream_requests_total", "sluice_upstream_duration_seconds",
-    "sluice_in_flight", "sluice_route_paused", "sluice_client_gone_total",
+    "sluice_in_flight", "sluice_route_paused", "sluice_route_pauses_total",
+    "sluice_retries_total", "sluice_client_gone_total",
     "sluice_dispatched_total", "sluice_connections", "sluice_draining",
     "sluice_config_reloads_total", "sluice_start_time_seconds", "sluice_build_info",
 };
@@ -400,15 +403,17 @@ static void test_two_routes(void **state)
     memset(&unrouted, 0, sizeof(unrouted));
 
     for (int i = 0; i < 7; i++)
-        sl_route_stats_finish(&api, SL_OUTCOME_RELAYED, -1);
-    sl_route_stats_finish(&slow, SL_OUTCOME_QUEUE_TIMEOUT, 30);
+        sl_route_stats_finish(&api, SL_OUTCOME_RELAYED, SL_LANE_NORMAL, -1);
+    sl_route_stats_finish(&slow, SL_OUTCOME_QUEUE_TIMEOUT, SL_LANE_NORMAL, 30);
     for (int i = 0; i < 3; i++)
-        sl_route_stats_finish(&unrouted, SL_OUTCOME_NO_ROUTE, -1);
-    sl_histogram_observe(&api.queue_wait, 0.003);
-    sl_histogram_observe(&api.queue_wait, 0.005);
-    sl_histogram_observe(&api.queue_wait, 0.25);
-    sl_histogram_observe(&api.queue_wait, 400);
+        sl_route_stats_finish(&unrouted, SL_OUTCOME_NO_ROUTE, SL_LANE_NORMAL, -1);
+    sl_histogram_observe(&api.queue_wait[SL_LANE_NORMAL], 0.003);
+    sl_histogram_observe(&api.queue_wait[SL_LANE_NORMAL], 0.005);
+    sl_histogram_observe(&api.queue_wait[SL_LANE_NORMAL], 0.25);
+    sl_histogram_observe(&api.queue_wait[SL_LANE_NORMAL], 400);
     sl_histogram_observe(&api.upstream_duration, 0.125);
+    api.retries[SL_RETRY_STATUS_429] = 3;
+    api.pauses = 2;
     api.upstream_codes[200] = 5;
     api.upstream_codes[429] = 1;
     api.upstream_errors = 2;
@@ -439,25 +444,31 @@ static void test_two_routes(void **state)
     expect_line(lines, n, "sluice_queue_depth{route=\"api\",lane=\"normal\"} 2");
     expect_line(lines, n, "sluice_queue_depth{route=\"slow\",lane=\"low\"} 3");
     expect_line(lines, n, "sluice_queue_bytes 4096");
+    assert_int_equal(count_prefix(lines, n, "sluice_retries_total{"), 2 * SL_RETRY_REASON_COUNT);
+    expect_line(lines, n, "sluice_retries_total{route=\"api\",reason=\"429\"} 3");
+    expect_line(lines, n, "sluice_retries_total{route=\"api\",reason=\"connect\"} 0");
+    expect_line(lines, n, "sluice_route_pauses_total{route=\"api\"} 2");
+    /* Each lane is its own series; an idle lane is all zeros. */
+    expect_line(lines, n, "sluice_queue_wait_seconds_count{route=\"api\",lane=\"high\"} 0");
     expect_line(lines, n, "sluice_queue_depth_total 6");
 
     /* Cumulative buckets: 0.003, 0.005 | 0.25 | 400 above the last bound. */
-    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"api\",le=\"0.001\"} 0");
-    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"api\",le=\"0.005\"} 2");
-    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"api\",le=\"0.1\"} 2");
-    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"api\",le=\"0.25\"} 3");
-    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"api\",le=\"1\"} 3");
-    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"api\",le=\"2.5\"} 3");
-    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"api\",le=\"300\"} 3");
-    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"api\",le=\"+Inf\"} 4");
-    expect_line(lines, n, "sluice_queue_wait_seconds_sum{route=\"api\"} 400.258");
-    expect_line(lines, n, "sluice_queue_wait_seconds_count{route=\"api\"} 4");
-    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"slow\",le=\"10\"} 0");
-    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"slow\",le=\"30\"} 1");
-    expect_line(lines, n, "sluice_queue_wait_seconds_count{route=\"slow\"} 1");
-    assert_int_equal(count_prefix(lines, n, "sluice_queue_wait_seconds_bucket{route=\"api\""),
+    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"api\",lane=\"normal\",le=\"0.001\"} 0");
+    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"api\",lane=\"normal\",le=\"0.005\"} 2");
+    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"api\",lane=\"normal\",le=\"0.1\"} 2");
+    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"api\",lane=\"normal\",le=\"0.25\"} 3");
+    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"api\",lane=\"normal\",le=\"1\"} 3");
+    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"api\",lane=\"normal\",le=\"2.5\"} 3");
+    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"api\",lane=\"normal\",le=\"300\"} 3");
+    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"api\",lane=\"normal\",le=\"+Inf\"} 4");
+    expect_line(lines, n, "sluice_queue_wait_seconds_sum{route=\"api\",lane=\"normal\"} 400.258");
+    expect_line(lines, n, "sluice_queue_wait_seconds_count{route=\"api\",lane=\"normal\"} 4");
+    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"slow\",lane=\"normal\",le=\"10\"} 0");
+    expect_line(lines, n, "sluice_queue_wait_seconds_bucket{route=\"slow\",lane=\"normal\",le=\"30\"} 1");
+    expect_line(lines, n, "sluice_queue_wait_seconds_count{route=\"slow\",lane=\"normal\"} 1");
+    assert_int_equal(count_prefix(lines, n, "sluice_queue_wait_seconds_bucket{route=\"api\",lane=\"normal\""),
                      SL_HISTOGRAM_BUCKETS + 1);
-    assert_int_equal(check_histograms(lines, n, "sluice_queue_wait_seconds"), 2);
+    assert_int_equal(check_histograms(lines, n, "sluice_queue_wait_seconds"), 2 * SL_LANE_COUNT);
     assert_int_equal(check_histograms(lines, n, "sluice_upstream_duration_seconds"), 2);
     expect_line(lines, n,
                 "sluice_upstream_duration_seconds_bucket{route=\"api\",le=\"0.25\"} 1");
