@@ -32,6 +32,8 @@ struct sl_proxy {
     struct event_base *base;
     struct sl_config *cfg;              /* owned */
     struct sl_route_table routes;
+    struct sl_route **retired;          /* removed by a reload, calls still under way; owned */
+    size_t n_retired;
     struct sl_route_stats unrouted;     /* requests that matched no route */
     struct sl_queue_totals totals;
     struct sl_frontend *frontend;
@@ -41,6 +43,7 @@ struct sl_proxy {
     size_t n_requests;
     struct event *signals[4];
     struct event *drain_timer;          /* drain_timeout, then the exit check */
+    struct event *watchdog;             /* systemd WATCHDOG=1, when asked for */
     bool draining;
     bool drain_expired;
     uint64_t reloads;

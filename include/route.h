@@ -51,6 +51,12 @@ int sl_route_table_init(struct sl_route_table *t, const struct sl_config *cfg,
 
 void sl_route_table_fini(struct sl_route_table *t);
 
+/* Forget the routes without freeing them: the caller now owns each one. */
+void sl_route_table_release(struct sl_route_table *t);
+
+/* Free one route taken out of a table (NULL is fine). */
+void sl_route_free(struct sl_route *r);
+
 /* The route whose match is the longest prefix of `path`, or NULL. */
 struct sl_route *sl_route_match(const struct sl_route_table *t, const char *path);
 

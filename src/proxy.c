@@ -4,6 +4,7 @@
 #include "proxy.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,7 @@
 #include "dispatcher.h"
 #include "frontend.h"
 #include "log.h"
+#include "reload.h"
 #include "request.h"
 #include "sluice.h"
 #include "upstream.h"
@@ -32,6 +34,49 @@ static void notify(const char *state)
     (void)sd_notify(0, state);
 #else
     (void)state;
+#endif
+}
+
+/* STATUS= for `systemctl status`: what happened last and what is parked. */
+static void notify_status(const struct sl_proxy *p, const char *what)
+{
+    char s[256];
+
+    snprintf(s, sizeof(s), "STATUS=%s; %zu routes, %zu parked, %zu requests live", what,
+             p->routes.n, p->totals.depth, p->n_requests);
+    notify(s);
+}
+
+/* WATCHDOG=1 at half the interval systemd asked for (WatchdogSec=). */
+static void proxy_on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    notify("WATCHDOG=1");
+}
+
+static int proxy_watchdog(struct sl_proxy *p)
+{
+#ifdef SLUICE_HAVE_SYSTEMD
+    uint64_t usec = 0;
+    struct timeval tv;
+
+    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+        return SL_OK;
+    p->watchdog = event_new(p->base, -1, EV_PERSIST, proxy_on_watchdog, p);
+    if (p->watchdog == NULL)
+        return SL_ERR;
+    /* Highest priority: a busy loop must not starve the keep-alive. */
+    (void)event_priority_set(p->watchdog, 0);
+    tv.tv_sec = (time_t)(usec / 2 / 1000000);
+    tv.tv_usec = (suseconds_t)(usec / 2 % 1000000);
+    sl_log_info("systemd watchdog enabled", "interval_ms=%llu", (unsigned long long)(usec / 1000));
+    return event_add(p->watchdog, &tv) == 0 ? SL_OK : SL_ERR;
+#else
+    (void)p;
+    (void)proxy_on_watchdog;
+    return SL_OK;
 #endif
 }
 
@@ -125,6 +170,7 @@ void sl_proxy_stop(struct sl_proxy *p, bool now)
     if (!p->draining) {
         p->draining = true;
         notify("STOPPING=1");
+        notify_status(p, "draining");
         sl_log_info("draining", "parked=%zu drain_timeout_ms=%lld", p->totals.depth,
                     (long long)(p->cfg->drain_timeout_us / 1000));
         sl_frontend_close_listeners(p->frontend);
@@ -155,8 +201,13 @@ static void proxy_on_signal(evutil_socket_t sig, short what, void *arg)
 
 int sl_proxy_reload(struct sl_proxy *p)
 {
-    sl_log_warn("reload is not supported yet; restart to apply changes", "file=%s", p->cfg->path);
-    return SL_ERR;
+    int rc;
+
+    notify("RELOADING=1\nSTATUS=reloading");
+    rc = sl_reload(p);
+    notify_status(p, rc == SL_OK ? "reloaded" : "reload refused, old config in force");
+    notify("READY=1");
+    return rc;
 }
 
 void sl_proxy_queue_changed(struct sl_proxy *p)
@@ -251,7 +302,10 @@ int sl_proxy_run(struct sl_proxy *p)
         if (p->admin == NULL)
             return 2;
     }
+    if (proxy_watchdog(p) != SL_OK)
+        return 2;
     notify("READY=1");
+    notify_status(p, "listening");
     sl_log_info("started", "version=%s routes=%zu", SLUICE_VERSION, p->routes.n);
     if (event_base_dispatch(p->base) < 0)
         return 2;
@@ -271,6 +325,9 @@ void sl_proxy_free(struct sl_proxy *p)
     for (size_t i = 0; i < p->routes.n; i++)
         sl_dispatcher_detach(p->routes.routes[i]);
     sl_route_table_fini(&p->routes);
+    sl_reload_reap(p, 1);
+    if (p->watchdog != NULL)
+        event_free(p->watchdog);
     sl_upstream_free(p->upstream);
     for (size_t i = 0; i < SL_ARRAY_LEN(p->signals); i++)
         if (p->signals[i] != NULL)

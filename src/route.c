@@ -39,7 +39,7 @@ fail:
     return rc;
 }
 
-static void route_free(struct sl_route *r)
+void sl_route_free(struct sl_route *r)
 {
     if (r == NULL)
         return;
@@ -99,10 +99,17 @@ fail:
     return rc;
 }
 
+void sl_route_table_release(struct sl_route_table *t)
+{
+    free(t->routes);
+    free(t->by_prefix);
+    memset(t, 0, sizeof(*t));
+}
+
 void sl_route_table_fini(struct sl_route_table *t)
 {
     for (size_t i = 0; t->routes != NULL && i < t->n; i++)
-        route_free(t->routes[i]);
+        sl_route_free(t->routes[i]);
     free(t->routes);
     free(t->by_prefix);
     memset(t, 0, sizeof(*t));

@@ -153,13 +153,17 @@ class SluiceTestCase(unittest.TestCase):
             f.write(text)
         return path
 
-    def start_sluice(self, routes, server="", queue="", name="sluice"):
+    def sluice_config(self, routes, server="", queue="", port=None, admin=None):
+        return ("[server]\nlisten = 127.0.0.1:%d\nadmin_listen = 127.0.0.1:%d\n%s\n"
+                "[queue]\n%s\n%s\n" % (port, admin, server, queue, routes))
+
+    def start_sluice(self, routes, server="", queue="", name="sluice", env=None):
         """routes: the [route ...] sections as text. Returns the Proc with .port/.admin."""
         port, admin = free_port(), free_port()
-        text = ("[server]\nlisten = 127.0.0.1:%d\nadmin_listen = 127.0.0.1:%d\n%s\n"
-                "[queue]\n%s\n%s\n" % (port, admin, server, queue, routes))
+        text = self.sluice_config(routes, server, queue, port, admin)
         path = self.write_config(text, name + ".conf")
-        proc = Proc(name, [SLUICE_BIN, "-c", path], self.workdir)
+        full_env = dict(os.environ, **env) if env else None
+        proc = Proc(name, [SLUICE_BIN, "-c", path], self.workdir, env=full_env)
         self.procs.append(proc)
         self.sluice = proc
         wait_for(lambda: proc.p.poll() is not None or (port_open(port) and port_open(admin)),
