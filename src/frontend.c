@@ -187,6 +187,8 @@ static int header_commit(struct sl_conn *c)
         return 0;
     if (evhttp_add_header(&c->msg->headers, c->field.s, c->value.len ? c->value.s : "") != 0)
         return refuse(c, SL_OUTCOME_BAD_REQUEST, "invalid header value");
+    /* "Name: value\r\n": what the queue's byte cap accounts for. */
+    c->msg->header_bytes += c->field.len + c->value.len + 4;
     c->field.len = c->value.len = 0;
     return 0;
 }
@@ -245,7 +247,8 @@ static int on_headers_complete(http_parser *p)
 
     if (header_commit(c) != 0)
         return -1;
-    c->msg->header_bytes = p->nread;
+    /* Request line: method, target, " HTTP/1.1\r\n". */
+    c->msg->header_bytes += strlen(http_method_str((enum http_method)p->method)) + c->url.len + 12;
     c->msg->method = http_method_str((enum http_method)p->method);
     c->msg->head = p->method == HTTP_HEAD;
     if (!method_allowed((enum http_method)p->method))

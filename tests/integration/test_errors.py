@@ -150,6 +150,16 @@ class ErrorTest(SluiceTestCase):
         wait_for(lambda: self.metric_value(self.metrics(), "sluice_requests_total",
                                            route="default", outcome="queue_full") == 6)
 
+    def test_queue_byte_cap(self):
+        s = self.start_sluice(route(upstream_port=self.mock.port, rate="1/s"),
+                              queue="max_bytes = 2k\noverflow = reject")
+        summary, rows = self.burst("http://127.0.0.1:%d/bytes" % s.port, 10, 10, "-m", "POST",
+                                   "-d", "x" * 600, "--interval-us", "2000", "--timeout", "2")
+        # One dispatched at once; ~660 bytes each (body + headers): three fit in 2k.
+        full = [r for r in rows if r["status"] == "503"]
+        self.assertEqual(len(full), 6, summary)
+        self.assertTrue(all(r["error"] == "queue_full" for r in full))
+
     def test_backpressure_loses_nothing(self):
         s = self.start_sluice(route(upstream_port=self.mock.port, rate="40/s", extra="burst = 5"),
                               queue="max_depth = 10\noverflow = backpressure")

@@ -309,26 +309,29 @@ static void parse_args(int argc, char **argv, struct options *o)
         die_usage("--abandon-from and --abandon-after-ms go together", "");
 }
 
-/* Each connection is a descriptor: C up to 20000 needs more than 1024. */
-static void raise_nofile(int64_t need)
+/* Each connection is a descriptor: C up to 20000 needs more than 1024.
+ * Returns how many connections the descriptor limit leaves room for. */
+#define FD_RESERVE 32
+static int64_t raise_nofile(int64_t conns)
 {
+    int64_t need = conns + FD_RESERVE;
     struct rlimit rl;
 
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return;
+        return conns;
     if (rl.rlim_max != RLIM_INFINITY && (int64_t)rl.rlim_max < need) {
         struct rlimit more = { (rlim_t)need, (rlim_t)need };
 
-        /* only privileged processes may raise the hard limit */
+        /* only a privileged process may raise the hard limit */
         if (setrlimit(RLIMIT_NOFILE, &more) == 0)
-            return;
+            return conns;
     }
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-        (int64_t)rl.rlim_cur < need)
-        fprintf(stderr, "burst: warning: only %llu file descriptors for %" PRId64
-                " connections\n", (unsigned long long)rl.rlim_cur, need);
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+        (int64_t)rl.rlim_cur >= need)
+        return conns;
+    return (int64_t)rl.rlim_cur - FD_RESERVE;
 }
 
 /* ---- requests --------------------------------------------------------- */
@@ -436,9 +439,10 @@ static struct evhttp_request *new_request(struct burst *b, struct slot *s)
     if (req == NULL)
         return NULL;
     hs = evhttp_request_get_output_headers(req);
-    bad |= evhttp_add_header(hs, "Host", o->host_header);
     for (int i = 0; i < o->nheaders; i++)
         bad |= evhttp_add_header(hs, o->hname[i], o->hvalue[i]);
+    if (evhttp_find_header(hs, "Host") == NULL)
+        bad |= evhttp_add_header(hs, "Host", o->host_header);
     if (o->seq) {
         snprintf(num, sizeof num, "%" PRId64, s->idx);
         bad |= evhttp_add_header(hs, "X-Seq", num);
@@ -560,11 +564,12 @@ static void burst_free(struct burst *b)
         event_base_free(b->base);
 }
 
-static int burst_init(struct burst *b, const struct options *o)
+/* max_conns: what the descriptor limit allows (see raise_nofile). */
+static int burst_init(struct burst *b, const struct options *o, int64_t max_conns)
 {
     memset(b, 0, sizeof *b);
     b->o = o;
-    b->nslots = (size_t)(o->c < o->n ? o->c : o->n);
+    b->nslots = (size_t)max_conns;
     if ((b->base = new_base()) == NULL ||
         (b->pace = evtimer_new(b->base, on_pace, b)) == NULL ||
         (b->slots = calloc(b->nslots, sizeof *b->slots)) == NULL ||
@@ -764,12 +769,22 @@ int main(int argc, char **argv)
 {
     struct options o;
     struct burst b;
+    int64_t conns, max_conns;
     int rc = 1;
 
     parse_args(argc, argv, &o);
     signal(SIGPIPE, SIG_IGN);
-    raise_nofile((o.c < o.n ? o.c : o.n) + 64);
-    if (burst_init(&b, &o) != 0)
+    conns = o.c < o.n ? o.c : o.n;
+    if ((max_conns = raise_nofile(conns)) < conns) {
+        /* a slot without a descriptor would fail every request it takes */
+        fprintf(stderr, "burst: warning: file descriptor limit allows only %"
+                PRId64 " of %" PRId64 " connections\n", max_conns, conns);
+        if (max_conns < 1) {
+            options_free(&o);
+            return 1;
+        }
+    }
+    if (burst_init(&b, &o, max_conns < conns ? max_conns : conns) != 0)
         fprintf(stderr, "burst: out of memory\n");
     else if (run(&b) == 0 && report(&b) == 0)
         rc = 0;

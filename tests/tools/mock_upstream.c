@@ -111,6 +111,9 @@ struct mock {
     uint64_t arrivals;
     uint64_t by_status[NSTATUS];
     struct held_list held;
+    struct evconnlistener *listener;
+    struct event *resume;       /* re-enables accepting after a pause */
+    int64_t accept_warned_at;
 };
 
 enum kind { K_HANG, K_ERROR, K_ECHO };
@@ -262,12 +265,22 @@ static void parse_args(int argc, char **argv, struct options *o)
         die_usage("--listen is required", "");
 }
 
-/* Thousands of concurrent connections need more than the default 1024 fds. */
+/* Thousands of concurrent connections need more than the default 1024 fds:
+ * ask for WANT_NOFILE (granted only if privileged), else soft = hard. */
+#define WANT_NOFILE 65536
 static void raise_nofile(void)
 {
     struct rlimit rl;
 
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < WANT_NOFILE) {
+        struct rlimit more = { WANT_NOFILE, WANT_NOFILE };
+
+        if (setrlimit(RLIMIT_NOFILE, &more) == 0)
+            return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
             perror("mock_upstream: setrlimit");
@@ -300,10 +313,11 @@ static int window_admit(struct window *w, int64_t t, int64_t *wait_us)
 }
 
 /* Records an admitted arrival and updates the largest count seen in any
- * window (t - P, t]. Returns -1 if memory ran out. */
+ * window (t - P, t]. Compacts only when half the array is stale, so each
+ * entry is moved O(1) times. Returns -1 if memory ran out. */
 static int history_add(struct history *h, int64_t t, int64_t period)
 {
-    if (h->len == h->cap && h->lo > 0) {
+    if (h->len == h->cap && h->lo > 0 && h->lo >= h->len / 2) {
         memmove(h->t, h->t + h->lo, (h->len - h->lo) * sizeof *h->t);
         h->len -= h->lo;
         h->lo = 0;
@@ -946,11 +960,43 @@ static int split_listen(const char *spec, char *host, size_t hostlen, int *port)
     return 0;
 }
 
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct mock *m = arg;
+
+    (void)fd;
+    (void)what;
+    evconnlistener_enable(m->listener);
+}
+
+/* The listener's user pointer belongs to evhttp, so its error callback
+ * finds the mock here. */
+static struct mock *listening_mock;
+
+/* Out of descriptors: libevent would retry accept() at once, forever, on
+ * the still-readable socket. Pause accepting for a moment instead. */
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    static const struct timeval pause = { 0, 100000 };
+    struct mock *m = listening_mock;
+    int err = EVUTIL_SOCKET_ERROR();
+    int64_t t = now_us();
+
+    (void)arg;
+    if (t - m->accept_warned_at >= US_PER_S) {
+        fprintf(stderr, "mock_upstream: accept: %s (pausing accepts)\n",
+                evutil_socket_error_to_string(err));
+        m->accept_warned_at = t;
+    }
+    evconnlistener_disable(l);
+    evtimer_add(m->resume, &pause);
+}
+
 /* Binds our own listener (evhttp's backlog of 128 is too small for bursts
  * of thousands of connections); returns the bound port or -1. */
 static int bind_listener(struct mock *m, const char *host, int port)
 {
-    struct evutil_addrinfo hints, *ai = NULL;
+    struct evutil_addrinfo hints, *ai = NULL, *pick;
     struct evconnlistener *l;
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
@@ -965,10 +1011,15 @@ static int bind_listener(struct mock *m, const char *host, int port)
         fprintf(stderr, "mock_upstream: cannot resolve %s\n", host);
         return -1;
     }
+    /* burst and the tests reach "localhost" as 127.0.0.1: prefer IPv4 */
+    for (pick = ai; pick != NULL && pick->ai_family != AF_INET; pick = pick->ai_next)
+        continue;
+    if (pick == NULL)
+        pick = ai;
     l = evconnlistener_new_bind(m->base, NULL, NULL,
                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
                                 LEV_OPT_CLOSE_ON_EXEC, LISTEN_BACKLOG,
-                                ai->ai_addr, (int)ai->ai_addrlen);
+                                pick->ai_addr, (int)pick->ai_addrlen);
     evutil_freeaddrinfo(ai);
     if (l == NULL) {
         fprintf(stderr, "mock_upstream: cannot listen on %s:%d: %s\n", host, port,
@@ -979,6 +1030,9 @@ static int bind_listener(struct mock *m, const char *host, int port)
         evconnlistener_free(l);
         return -1;
     }
+    m->listener = l;
+    listening_mock = m;
+    evconnlistener_set_error_cb(l, on_accept_error);
     if (getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&ss, &sl) != 0)
         return -1;
     return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
@@ -1049,7 +1103,8 @@ static int mock_init(struct mock *m, const struct options *o)
                 strerror(errno));
         return -1;
     }
-    if ((m->base = new_base()) == NULL || (m->http = evhttp_new(m->base)) == NULL)
+    if ((m->base = new_base()) == NULL || (m->http = evhttp_new(m->base)) == NULL ||
+        (m->resume = evtimer_new(m->base, on_resume, m)) == NULL)
         return -1;
     evhttp_set_allowed_methods(m->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
         EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH |
@@ -1069,6 +1124,8 @@ static void mock_free(struct mock *m)
             evhttp_request_free(h->req);
         held_free(h);
     }
+    if (m->resume != NULL)
+        event_free(m->resume);
     if (m->http != NULL)
         evhttp_free(m->http);
     if (m->base != NULL)
