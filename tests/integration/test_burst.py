@@ -14,7 +14,7 @@ class BurstTest(SluiceTestCase):
         mock = self.start_mock("--rate", "50/s")
         s = self.start_sluice(route(upstream_port=mock.port, rate="50/s"))
         summary, rows = self.burst("http://127.0.0.1:%d/items" % s.port, 500, 500,
-                                   "--seq", "--interval-us", "400")
+                                   "--seq", "--interval-us", "1000")
         self.assertEqual(summary["status"], {"200": 500}, summary)
         self.assertEqual(summary["timeout"] + summary["error"], 0)
 
