@@ -45,4 +45,12 @@ int sl_headers_to_upstream(const struct evkeyvalq *in, struct evkeyvalq *out,
  */
 int sl_headers_from_upstream(const struct evkeyvalq *in, struct evkeyvalq *out, bool keep_length);
 
+/*
+ * The same translation in place: drops from `h` what sl_headers_from_upstream
+ * would not copy and appends the joined Via. Saves a copy of every field on
+ * the hot path. Returns SL_OK, or SL_ENOMEM (then dropped fields may be gone
+ * but Via was not added).
+ */
+int sl_headers_filter_from_upstream(struct evkeyvalq *h, bool keep_length);
+
 #endif

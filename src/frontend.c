@@ -240,6 +240,17 @@ static bool expects_continue(const struct evkeyvalq *h)
     return e != NULL && strcasecmp(e, "100-continue") == 0;
 }
 
+/* The client waits for this before sending its body. */
+static void send_continue(struct sl_conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+
+    if (evbuffer_add(out, "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0)
+        return;
+    if (evbuffer_write(out, bufferevent_getfd(c->bev)) < 0 || evbuffer_get_length(out) > 0)
+        bufferevent_enable(c->bev, EV_WRITE);
+}
+
 static int on_headers_complete(http_parser *p)
 {
     struct sl_conn *c = p->data;
@@ -262,7 +273,7 @@ static int on_headers_complete(http_parser *p)
         p->content_length > fe->max_body_size)
         return refuse(c, SL_OUTCOME_BODY_TOO_LARGE, "request body exceeds max_body_size");
     if (expects_continue(&c->msg->headers) && p->http_major == 1 && p->http_minor >= 1)
-        bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        send_continue(c);
     return 0;
 }
 
@@ -324,51 +335,110 @@ static bool status_has_body(int status)
     return !(status < 200 || status == 204 || status == 304);
 }
 
-static void add_date(struct evbuffer *out)
+/* The Date header value, formatted once per second. */
+static const char *http_date(void)
 {
-    char date[64];
+    static char date[40];
+    static time_t cached = -1;
     time_t now = time(NULL);
     struct tm tm;
 
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    evbuffer_add_printf(out, "Date: %s\r\n", date);
+    if (now != cached) {
+        gmtime_r(&now, &tm);
+        strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        cached = now;
+    }
+    return date;
 }
+
+/* Response head assembled in one buffer: one evbuffer_add instead of one per field. */
+struct head {
+    struct evbuffer *out;
+    char buf[4096];
+    size_t len;
+    int rc;
+};
+
+static void head_flush(struct head *h)
+{
+    if (h->len > 0 && evbuffer_add(h->out, h->buf, h->len) != 0)
+        h->rc = -1;
+    h->len = 0;
+}
+
+static void head_put(struct head *h, const char *s, size_t n)
+{
+    if (h->len + n > sizeof(h->buf))
+        head_flush(h);
+    if (n > sizeof(h->buf)) {
+        if (evbuffer_add(h->out, s, n) != 0)
+            h->rc = -1;
+        return;
+    }
+    memcpy(h->buf + h->len, s, n);
+    h->len += n;
+}
+
+static void head_field(struct head *h, const char *name, const char *value)
+{
+    head_put(h, name, strlen(name));
+    head_put(h, ": ", 2);
+    head_put(h, value, strlen(value));
+    head_put(h, "\r\n", 2);
+}
+
+/* Status line and fields; returns 0, or -1 if the output could not grow. */
+static int write_head(struct sl_conn *c, int status, const struct evkeyvalq *headers,
+                      size_t body_len, bool keep_length, bool head)
+{
+    struct head h = {.out = bufferevent_get_output(c->bev)};
+    const struct evkeyval *f;
+    bool has_length = false, has_date = false;
+    char line[64];
+
+    head_put(&h, line, (size_t)snprintf(line, sizeof(line), "HTTP/1.1 %d ", status));
+    head_put(&h, status_reason(status), strlen(status_reason(status)));
+    head_put(&h, "\r\n", 2);
+    if (headers != NULL) {
+        TAILQ_FOREACH(f, headers, next) {
+            if (strcasecmp(f->key, "Content-Length") == 0) {
+                if (!keep_length)
+                    continue;
+                has_length = true;
+            } else if (!has_date && strcasecmp(f->key, "Date") == 0) {
+                has_date = true;
+            }
+            head_field(&h, f->key, f->value);
+        }
+    }
+    if (!has_date)
+        head_field(&h, "Date", http_date());
+    if (!has_length && status_has_body(status) && !(head && keep_length)) {
+        snprintf(line, sizeof(line), "%zu", body_len);
+        head_field(&h, "Content-Length", line);
+    }
+    if (c->close_after_write)
+        head_field(&h, "Connection", "close");
+    else if (c->http10)
+        head_field(&h, "Connection", "keep-alive");
+    head_put(&h, "\r\n", 2);
+    head_flush(&h);
+    return h.rc;
+}
+
+static void conn_write_done(struct sl_conn *c);
 
 void sl_conn_respond(struct sl_conn *c, int status, const struct evkeyvalq *headers,
                      struct evbuffer *body, bool keep_length, bool close)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    const struct evkeyval *h;
-    bool has_length = false, has_date = false;
     size_t body_len = body != NULL ? evbuffer_get_length(body) : 0;
     bool head = c->msg != NULL ? c->msg->head : false;
-    int rc = 0;
+    int rc;
 
     c->close_after_write = close || !c->keep_alive;
     c->owner = NULL;
-    rc |= evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, status_reason(status)) < 0;
-    if (headers != NULL) {
-        TAILQ_FOREACH(h, headers, next) {
-            if (strcasecmp(h->key, "Content-Length") == 0) {
-                if (!keep_length)
-                    continue;
-                has_length = true;
-            }
-            if (strcasecmp(h->key, "Date") == 0)
-                has_date = true;
-            rc |= evbuffer_add_printf(out, "%s: %s\r\n", h->key, h->value) < 0;
-        }
-    }
-    if (!has_date)
-        add_date(out);
-    if (!has_length && status_has_body(status) && !(head && keep_length))
-        rc |= evbuffer_add_printf(out, "Content-Length: %zu\r\n", body_len) < 0;
-    if (c->close_after_write)
-        rc |= evbuffer_add(out, "Connection: close\r\n", 19);
-    else if (c->http10)
-        rc |= evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    rc |= evbuffer_add(out, "\r\n", 2);
+    rc = write_head(c, status, headers, body_len, keep_length, head);
     if (body != NULL) {
         if (!head && status_has_body(status))
             rc |= evbuffer_add_buffer(out, body);
@@ -382,7 +452,17 @@ void sl_conn_respond(struct sl_conn *c, int status, const struct evkeyvalq *head
         return;
     }
     c->state = CONN_WRITING;
-    /* The write callback fires once the output is flushed. */
+    /*
+     * Write now: most responses fit the socket buffer, which saves arming and
+     * disarming EV_WRITE (two epoll_ctl calls) and a loop turn. Finishing at
+     * once would re-enter the parser on pipelined input, so that case (and a
+     * partial write) waits for the write callback instead.
+     */
+    if (evbuffer_write(out, bufferevent_getfd(c->bev)) >= 0 && evbuffer_get_length(out) == 0 &&
+        evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+        conn_write_done(c);
+        return;
+    }
     bufferevent_enable(c->bev, EV_WRITE);
 }
 
@@ -530,13 +610,11 @@ static void conn_linger(struct sl_conn *c)
     bufferevent_disable(c->bev, EV_WRITE);
 }
 
-static void conn_on_write(struct bufferevent *bev, void *arg)
+/* The response is out: close, or read the next request on this connection. */
+static void conn_write_done(struct sl_conn *c)
 {
-    struct sl_conn *c = arg;
-
-    (void)bev;
-    if (c->state != CONN_WRITING)
-        return;
+    /* Armed again only for a response the socket cannot take at once. */
+    bufferevent_disable(c->bev, EV_WRITE);
     if (c->close_after_write) {
         conn_linger(c);
         return;
@@ -544,6 +622,15 @@ static void conn_on_write(struct bufferevent *bev, void *arg)
     conn_reset_parser(c);
     conn_set_reading(c);
     conn_parse(c);
+}
+
+static void conn_on_write(struct bufferevent *bev, void *arg)
+{
+    struct sl_conn *c = arg;
+
+    (void)bev;
+    if (c->state == CONN_WRITING)
+        conn_write_done(c);
 }
 
 static void conn_on_event(struct bufferevent *bev, short what, void *arg)
@@ -602,6 +689,8 @@ static void frontend_on_accept(struct evconnlistener *lev, evutil_socket_t fd,
     TAILQ_INSERT_TAIL(&fe->conns, c, link);
     fe->n_conns++;
     bufferevent_setcb(c->bev, conn_on_read, conn_on_write, conn_on_event, c);
+    /* Responses are written directly; EV_WRITE only when the socket is full. */
+    bufferevent_disable(c->bev, EV_WRITE);
     conn_reset_parser(c);
     conn_set_reading(c);
     if (fe->n_conns >= fe->max_connections)

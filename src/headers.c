@@ -81,10 +81,19 @@ static bool has_crlf(const char *s)
 }
 
 /* Fields neither direction may pass through as they are. */
-static bool always_dropped(const struct evkeyval *h, const struct evkeyvalq *in)
+static bool has_connection(const struct evkeyvalq *in)
+{
+    return evhttp_find_header(in, "Connection") != NULL;
+}
+
+/*
+ * `conn` is whether `in` has a Connection field at all: looked up once per
+ * message, so that the common message without one costs no scan per field.
+ */
+static bool always_dropped(const struct evkeyval *h, const struct evkeyvalq *in, bool conn)
 {
     return has_crlf(h->key) || has_crlf(h->value) || is_sluice_field(h->key) ||
-           sl_headers_is_hop_by_hop(h->key, in);
+           sl_headers_is_hop_by_hop(h->key, conn ? in : NULL);
 }
 
 /*
@@ -138,13 +147,13 @@ static int add_joined(const struct evkeyvalq *in, struct evkeyvalq *out,
 }
 
 static bool dropped_upstream_bound(const struct evkeyval *h, const struct evkeyvalq *in,
-                                   const struct sl_forward_info *fi)
+                                   bool conn, const struct sl_forward_info *fi)
 {
     static const char *const rewritten[] = {
         "Content-Length", "Expect", "X-Forwarded-For", "X-Forwarded-Proto", "Via",
     };
 
-    if (always_dropped(h, in))
+    if (always_dropped(h, in, conn))
         return true;
     if (!fi->preserve_host && strcasecmp(h->key, "Host") == 0)
         return true;
@@ -158,9 +167,10 @@ int sl_headers_to_upstream(const struct evkeyvalq *in, struct evkeyvalq *out,
                            const struct sl_forward_info *fi)
 {
     const struct evkeyval *h;
+    bool conn = has_connection(in);
 
     TAILQ_FOREACH(h, in, next) {
-        if (dropped_upstream_bound(h, in, fi))
+        if (dropped_upstream_bound(h, in, conn, fi))
             continue;
         if (evhttp_add_header(out, h->key, h->value) != 0)
             return SL_ENOMEM;
@@ -175,9 +185,9 @@ int sl_headers_to_upstream(const struct evkeyvalq *in, struct evkeyvalq *out,
 }
 
 static bool dropped_client_bound(const struct evkeyval *h, const struct evkeyvalq *in,
-                                 bool keep_length)
+                                 bool conn, bool keep_length)
 {
-    if (always_dropped(h, in) || strcasecmp(h->key, "Via") == 0)
+    if (always_dropped(h, in, conn) || strcasecmp(h->key, "Via") == 0)
         return true;
     return !keep_length && strcasecmp(h->key, "Content-Length") == 0;
 }
@@ -185,12 +195,52 @@ static bool dropped_client_bound(const struct evkeyval *h, const struct evkeyval
 int sl_headers_from_upstream(const struct evkeyvalq *in, struct evkeyvalq *out, bool keep_length)
 {
     const struct evkeyval *h;
+    bool conn = has_connection(in);
 
     TAILQ_FOREACH(h, in, next) {
-        if (dropped_client_bound(h, in, keep_length))
+        if (dropped_client_bound(h, in, conn, keep_length))
             continue;
         if (evhttp_add_header(out, h->key, h->value) != 0)
             return SL_ENOMEM;
     }
     return add_joined(in, out, "Via", SLUICE_VIA);
+}
+
+int sl_headers_filter_from_upstream(struct evkeyvalq *h, bool keep_length)
+{
+    bool conn = has_connection(h);
+    struct evkeyval *f, *next;
+    size_t n = 0, i = 0;
+    bool *drop;
+    char *via;
+    int rc = SL_OK;
+
+    TAILQ_FOREACH(f, h, next)
+        n++;
+    drop = malloc(n + 1);
+    via = join_values(h, "Via", SLUICE_VIA);
+    if (drop == NULL || via == NULL) {
+        free(drop);
+        free(via);
+        return SL_ENOMEM;
+    }
+    /* Decide on the whole list first: removing Connection would hide what it names. */
+    TAILQ_FOREACH(f, h, next)
+        drop[i++] = dropped_client_bound(f, h, conn, keep_length);
+    i = 0;
+    for (f = TAILQ_FIRST(h); f != NULL; f = next) {
+        next = TAILQ_NEXT(f, next);
+        if (!drop[i++])
+            continue;
+        /* libevent allocates fields with malloc (we never replace its allocator). */
+        TAILQ_REMOVE(h, f, next);
+        free(f->key);
+        free(f->value);
+        free(f);
+    }
+    if (evhttp_add_header(h, "Via", via) != 0)
+        rc = SL_ENOMEM;
+    free(drop);
+    free(via);
+    return rc;
 }

@@ -135,21 +135,18 @@ void sl_request_refuse(struct sl_proxy *p, struct sl_conn *conn, struct sl_route
 
 /* --- the single exit ---------------------------------------------------- */
 
-static void relay(struct sl_request *r, int status, const struct evkeyvalq *headers,
+/* `headers` are translated in place: they are the upstream answer's, used once. */
+static void relay(struct sl_request *r, int status, struct evkeyvalq *headers,
                   struct evbuffer *body)
 {
-    struct evkeyvalq h;
     bool keep_length = r->msg->head || status == 304;
 
-    TAILQ_INIT(&h);
-    if (sl_headers_from_upstream(headers, &h, keep_length) != SL_OK) {
-        evhttp_clear_headers(&h);
+    if (sl_headers_filter_from_upstream(headers, keep_length) != SL_OK) {
         respond_error(r->conn, r, r->route, SL_OUTCOME_INTERNAL_ERROR, "out of memory", true);
         return;
     }
-    add_timing_headers(&h, r);
-    sl_conn_respond(r->conn, status, &h, body, keep_length, false);
-    evhttp_clear_headers(&h);
+    add_timing_headers(headers, r);
+    sl_conn_respond(r->conn, status, headers, body, keep_length, false);
 }
 
 /* Keep an upstream answer for the client in case the retry cannot happen in time. */
