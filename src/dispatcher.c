@@ -24,13 +24,10 @@ static int kick_again;
 
 static void arm(struct sl_route *r, int64_t at, int64_t now)
 {
-    struct timeval tv;
-    int64_t d = at > now ? at - now : 0;
+    struct timeval tv = sl_clock_timeval(at - now);
 
     if (r->timer_at_us == at && evtimer_pending(r->timer, NULL))
         return;
-    tv.tv_sec = (time_t)(d / SL_USEC_PER_SEC);
-    tv.tv_usec = (suseconds_t)(d % SL_USEC_PER_SEC);
     /* evtimer_add re-schedules a pending timer; it fails only on bad input. */
     if (evtimer_add(r->timer, &tv) == 0)
         r->timer_at_us = at;

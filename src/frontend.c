@@ -27,6 +27,7 @@
 #include <event2/listener.h>
 #include <event2/util.h>
 
+#include "clock.h"
 #include "log.h"
 #include "sluice.h"
 
@@ -747,8 +748,7 @@ void sl_frontend_configure(struct sl_frontend *fe, const struct sl_config *cfg)
     fe->cfg = cfg;
     fe->max_connections = cfg->max_connections;
     fe->max_body_size = cfg->max_body_size;
-    fe->client_timeout.tv_sec = (time_t)(cfg->client_timeout_us / 1000000);
-    fe->client_timeout.tv_usec = (suseconds_t)(cfg->client_timeout_us % 1000000);
+    fe->client_timeout = sl_clock_timeval(cfg->client_timeout_us);
     /* http-parser's cap is process-wide; there is one frontend. */
     http_parser_set_max_header_size((uint32_t)cfg->max_header_size);
     if (fe->n_conns < fe->max_connections)

@@ -69,8 +69,7 @@ static int proxy_watchdog(struct sl_proxy *p)
         return SL_ERR;
     /* Highest priority: a busy loop must not starve the keep-alive. */
     (void)event_priority_set(p->watchdog, 0);
-    tv.tv_sec = (time_t)(usec / 2 / 1000000);
-    tv.tv_usec = (suseconds_t)(usec / 2 % 1000000);
+    tv = sl_clock_timeval((int64_t)(usec / 2));
     sl_log_info("systemd watchdog enabled", "interval_ms=%llu", (unsigned long long)(usec / 1000));
     return event_add(p->watchdog, &tv) == 0 ? SL_OK : SL_ERR;
 #else
@@ -174,8 +173,7 @@ void sl_proxy_stop(struct sl_proxy *p, bool now)
         sl_log_info("draining", "parked=%zu drain_timeout_ms=%lld", p->totals.depth,
                     (long long)(p->cfg->drain_timeout_us / 1000));
         sl_frontend_close_listeners(p->frontend);
-        tv.tv_sec = (time_t)(p->cfg->drain_timeout_us / SL_USEC_PER_SEC);
-        tv.tv_usec = (suseconds_t)(p->cfg->drain_timeout_us % SL_USEC_PER_SEC);
+        tv = sl_clock_timeval(p->cfg->drain_timeout_us);
         evtimer_add(p->drain_timer, &tv);
     }
     if (now) {

@@ -396,15 +396,10 @@ static int intake_park(struct sl_request *r, enum sl_lane lane, size_t bytes)
 
 static void arm_deadline(struct sl_request *r)
 {
-    int64_t left = r->deadline_us - sl_clock_now();
-    struct timeval tv;
+    struct timeval tv = sl_clock_timeval(r->deadline_us - sl_clock_now());
 
     if (r->deadline_us == 0)
         return;
-    if (left < 0)
-        left = 0;
-    tv.tv_sec = (time_t)(left / SL_USEC_PER_SEC);
-    tv.tv_usec = (suseconds_t)(left % SL_USEC_PER_SEC);
     evtimer_add(r->deadline, &tv);
 }
 
