@@ -20,13 +20,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/util.h>
+
+#include "toolutil.h"
 
 #define MAX_HEADERS 64
 #define MAX_N 1000000
@@ -93,14 +94,6 @@ struct burst {
     int64_t t0, t_end;
 };
 
-static int64_t now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * US_PER_S + ts.tv_nsec / 1000;
-}
-
 static struct timeval us_to_tv(int64_t us)
 {
     struct timeval tv;
@@ -123,37 +116,17 @@ static void usage(FILE *out)
         "         [--results FILE] [--json] [--max-seconds S]\n");
 }
 
-static void die_usage(const char *what, const char *arg)
+static _Noreturn void die_usage(const char *what, const char *arg)
 {
-    fprintf(stderr, "burst: %s: \"%s\"\n", what, arg ? arg : "");
-    usage(stderr);
-    exit(2);
-}
-
-static int parse_int(const char *s, int64_t min, int64_t max, int64_t *out)
-{
-    char *end;
-    long long v;
-
-    if (s == NULL || *s == '\0')
-        return -1;
-    errno = 0;
-    v = strtoll(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < min || v > max)
-        return -1;
-    *out = v;
-    return 0;
+    tool_die_usage("burst", usage, what, arg);
 }
 
 /* Seconds (fractions allowed) to microseconds. */
-static int parse_seconds(const char *s, int64_t *out_us)
+static int parse_seconds_us(const char *s, int64_t *out_us)
 {
-    char *end;
     double v;
 
-    errno = 0;
-    v = strtod(s, &end);
-    if (errno != 0 || end == s || *end != '\0' || !(v > 0) || v > 1e7)
+    if (tool_parse_seconds(s, &v) != 0)
         return -1;
     *out_us = (int64_t)(v * 1e6);
     return *out_us > 0 ? 0 : -1;
@@ -244,23 +217,23 @@ static int parse_option(int c, const char *arg, struct options *o)
 
     switch (c) {
     case 'u': return parse_url(arg, o);
-    case 'n': return parse_int(arg, 1, MAX_N, &o->n);
-    case 'c': return parse_int(arg, 1, MAX_C, &o->c);
+    case 'n': return tool_parse_int(arg, 1, MAX_N, &o->n);
+    case 'c': return tool_parse_int(arg, 1, MAX_C, &o->c);
     case 'm': return parse_method(arg, &o->method);
     case 'H': return parse_header(arg, o);
     case 'd': o->body = arg; return 0;
     case 's': o->seq = 1; return 0;
     case 'j': o->json = 1; return 0;
-    case 'i': return parse_int(arg, 0, 3600 * US_PER_S, &o->interval_us);
-    case 't': return parse_seconds(arg, &o->timeout_us);
-    case 'a': return parse_int(arg, 0, MAX_N, &o->abandon_from);
+    case 'i': return tool_parse_int(arg, 0, 3600 * US_PER_S, &o->interval_us);
+    case 't': return parse_seconds_us(arg, &o->timeout_us);
+    case 'a': return tool_parse_int(arg, 0, MAX_N, &o->abandon_from);
     case 'A':
-        if (parse_int(arg, 1, 86400000, &v) != 0)
+        if (tool_parse_int(arg, 1, 86400000, &v) != 0)
             return -1;
         o->abandon_after_us = v * 1000;
         return 0;
     case 'r': o->results = arg; return 0;
-    case 'x': return parse_seconds(arg, &o->max_us);
+    case 'x': return parse_seconds_us(arg, &o->max_us);
     }
     return -1;
 }
@@ -314,24 +287,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 #define FD_RESERVE 32
 static int64_t raise_nofile(int64_t conns)
 {
-    int64_t need = conns + FD_RESERVE;
-    struct rlimit rl;
-
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return conns;
-    if (rl.rlim_max != RLIM_INFINITY && (int64_t)rl.rlim_max < need) {
-        struct rlimit more = { (rlim_t)need, (rlim_t)need };
-
-        /* only a privileged process may raise the hard limit */
-        if (setrlimit(RLIMIT_NOFILE, &more) == 0)
-            return conns;
-    }
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
-        (int64_t)rl.rlim_cur >= need)
-        return conns;
-    return (int64_t)rl.rlim_cur - FD_RESERVE;
+    return tool_raise_nofile(conns + FD_RESERVE) - FD_RESERVE;
 }
 
 /* ---- requests --------------------------------------------------------- */
@@ -346,7 +302,7 @@ static void kick(struct burst *b)
 static void finish(struct slot *s, int code)
 {
     struct burst *b = s->b;
-    int64_t t = now_us();
+    int64_t t = tool_now_us();
 
     b->out[s->idx].code = code;
     b->out[s->idx].lat_us = t - s->start;
@@ -472,7 +428,7 @@ static void start_one(struct burst *b, struct slot *s, int64_t idx)
     struct evhttp_request *req;
 
     s->idx = idx;
-    s->start = now_us();
+    s->start = tool_now_us();
     evtimer_add(s->timer, &tv);
     if (slot_connect(b, s) != 0 || (req = new_request(b, s)) == NULL) {
         finish(s, R_ERROR);
@@ -490,7 +446,7 @@ static void pump(struct burst *b)
     const struct options *o = b->o;
 
     for (int64_t guard = 0; guard <= o->n && b->next < o->n && b->nidle > 0; guard++) {
-        int64_t t = now_us();
+        int64_t t = tool_now_us();
 
         if (o->interval_us > 0 && t < b->next_start_at) {
             struct timeval tv = us_to_tv(b->next_start_at - t);
@@ -525,25 +481,11 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     }
     for (; b->next < b->o->n; b->next++)
         b->out[b->next].code = R_TIMEOUT;
-    b->t_end = now_us();
+    b->t_end = tool_now_us();
     event_base_loopbreak(b->base);
 }
 
 /* ---- setup ------------------------------------------------------------ */
-
-static struct event_base *new_base(void)
-{
-    struct event_config *cfg = event_config_new();
-    struct event_base *base;
-
-    if (cfg == NULL)
-        return NULL;
-    /* --interval-us and latencies are microseconds: no ms rounding */
-    event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
-    base = event_base_new_with_config(cfg);
-    event_config_free(cfg);
-    return base;
-}
 
 static void burst_free(struct burst *b)
 {
@@ -570,7 +512,7 @@ static int burst_init(struct burst *b, const struct options *o, int64_t max_conn
     memset(b, 0, sizeof *b);
     b->o = o;
     b->nslots = (size_t)max_conns;
-    if ((b->base = new_base()) == NULL ||
+    if ((b->base = tool_new_base()) == NULL ||
         (b->pace = evtimer_new(b->base, on_pace, b)) == NULL ||
         (b->slots = calloc(b->nslots, sizeof *b->slots)) == NULL ||
         (b->idle = calloc(b->nslots, sizeof *b->idle)) == NULL ||
@@ -751,12 +693,12 @@ static int run(struct burst *b)
     if (!ev[0] || !ev[1] || !ev[2] || event_add(ev[0], &limit) ||
         event_add(ev[1], NULL) || event_add(ev[2], NULL))
         goto out;
-    b->t0 = now_us();
+    b->t0 = tool_now_us();
     pump(b);
     if (b->done < b->o->n && event_base_dispatch(b->base) < 0)
         goto out;
     if (b->t_end == 0)
-        b->t_end = now_us();
+        b->t_end = tool_now_us();
     rc = 0;
 out:
     for (int i = 0; i < 3; i++)

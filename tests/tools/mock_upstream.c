@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -34,6 +33,8 @@
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <event2/util.h>
+
+#include "toolutil.h"
 
 #define MAX_BODY_SIZE ((int64_t)64 << 20)
 #define MAX_RATE_N 10000000
@@ -133,14 +134,6 @@ static const char pattern_alphabet[] =
 /* The body pattern, a whole number of periods so that chunks stay aligned. */
 static char pattern[PATTERN_PERIOD * 1024];
 
-static int64_t now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * US_PER_S + ts.tv_nsec / 1000;
-}
-
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -150,40 +143,9 @@ static void usage(FILE *out)
         "         [--hang-first K] [--log FILE] [--max-seconds S]\n");
 }
 
-static void die_usage(const char *what, const char *arg)
+static _Noreturn void die_usage(const char *what, const char *arg)
 {
-    fprintf(stderr, "mock_upstream: %s: \"%s\"\n", what, arg ? arg : "");
-    usage(stderr);
-    exit(2);
-}
-
-/* Strict decimal integer in [min, max]; 0 on success. */
-static int parse_int(const char *s, int64_t min, int64_t max, int64_t *out)
-{
-    char *end;
-    long long v;
-
-    if (s == NULL || *s == '\0')
-        return -1;
-    errno = 0;
-    v = strtoll(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < min || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_seconds(const char *s, double *out)
-{
-    char *end;
-    double v;
-
-    errno = 0;
-    v = strtod(s, &end);
-    if (errno != 0 || end == s || *end != '\0' || !(v > 0) || v > 1e7)
-        return -1;
-    *out = v;
-    return 0;
+    tool_die_usage("mock_upstream", usage, what, arg);
 }
 
 /* "N/P" with P one of s m h d. */
@@ -200,7 +162,7 @@ static int parse_rate(const char *s, int64_t *n, int64_t *period_us)
         return -1;
     memcpy(num, s, len);
     num[len] = '\0';
-    if (parse_int(num, 1, MAX_RATE_N, n) != 0)
+    if (tool_parse_int(num, 1, MAX_RATE_N, n) != 0)
         return -1;
     if (slash[1] == '\0' || slash[2] != '\0' || (u = strchr(units, slash[1])) == NULL)
         return -1;
@@ -245,14 +207,14 @@ static void parse_args(int argc, char **argv, struct options *o)
         case O_PORT_FILE: o->port_file = optarg; break;
         case O_LOG: o->log_path = optarg; break;
         case O_RATE: bad = parse_rate(optarg, &o->rate_n, &o->rate_period_us); break;
-        case O_LATENCY: bad = parse_int(optarg, 0, 3600000, &o->latency_ms); break;
-        case O_FAIL_FIRST: bad = parse_int(optarg, 0, INT64_MAX, &o->fail_first); break;
-        case O_FAIL_STATUS: bad = parse_int(optarg, 200, 599, &o->fail_status); break;
-        case O_RETRY_AFTER: bad = parse_int(optarg, 0, 86400 * 365, &o->retry_after); break;
-        case O_BUDGET: bad = parse_int(optarg, 1, INT32_MAX, &o->budget); break;
-        case O_BUDGET_WINDOW: bad = parse_int(optarg, 1, 86400, &o->budget_window_s); break;
-        case O_HANG_FIRST: bad = parse_int(optarg, 0, INT64_MAX, &o->hang_first); break;
-        case O_MAX_SECONDS: bad = parse_seconds(optarg, &o->max_seconds); break;
+        case O_LATENCY: bad = tool_parse_int(optarg, 0, 3600000, &o->latency_ms); break;
+        case O_FAIL_FIRST: bad = tool_parse_int(optarg, 0, INT64_MAX, &o->fail_first); break;
+        case O_FAIL_STATUS: bad = tool_parse_int(optarg, 200, 599, &o->fail_status); break;
+        case O_RETRY_AFTER: bad = tool_parse_int(optarg, 0, 86400 * 365, &o->retry_after); break;
+        case O_BUDGET: bad = tool_parse_int(optarg, 1, INT32_MAX, &o->budget); break;
+        case O_BUDGET_WINDOW: bad = tool_parse_int(optarg, 1, 86400, &o->budget_window_s); break;
+        case O_HANG_FIRST: bad = tool_parse_int(optarg, 0, INT64_MAX, &o->hang_first); break;
+        case O_MAX_SECONDS: bad = tool_parse_seconds(optarg, &o->max_seconds); break;
         case O_HELP: usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
@@ -270,21 +232,8 @@ static void parse_args(int argc, char **argv, struct options *o)
 #define WANT_NOFILE 65536
 static void raise_nofile(void)
 {
-    struct rlimit rl;
-
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return;
-    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < WANT_NOFILE) {
-        struct rlimit more = { WANT_NOFILE, WANT_NOFILE };
-
-        if (setrlimit(RLIMIT_NOFILE, &more) == 0)
-            return;
-    }
-    if (rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-            perror("mock_upstream: setrlimit");
-    }
+    if (tool_raise_nofile(WANT_NOFILE) < WANT_NOFILE && errno != 0)
+        perror("mock_upstream: setrlimit");
 }
 
 /* ---- windows ---------------------------------------------------------- */
@@ -360,7 +309,7 @@ static int64_t budget_reset_s(const struct budget *b, int64_t t)
 
 static void counters_reset(struct mock *m)
 {
-    int64_t t = now_us();
+    int64_t t = tool_now_us();
 
     m->arrivals = 0;
     memset(m->by_status, 0, sizeof m->by_status);
@@ -621,11 +570,11 @@ static void verdict_echo(struct verdict *v, struct evkeyvalq *hs)
     int64_t code = 200;
 
     v->kind = K_ECHO;
-    if (st != NULL && parse_int(st, 200, 599, &code) != 0) {
+    if (st != NULL && tool_parse_int(st, 200, 599, &code) != 0) {
         verdict_error(v, 400, "bad X-Mock-Status", -1);
         return;
     }
-    if (sz != NULL && parse_int(sz, 0, MAX_BODY_SIZE, &v->body_size) != 0) {
+    if (sz != NULL && tool_parse_int(sz, 0, MAX_BODY_SIZE, &v->body_size) != 0) {
         verdict_error(v, 400, "bad X-Mock-Body-Size", -1);
         return;
     }
@@ -778,7 +727,7 @@ static int build_body(struct evhttp_request *req, const struct verdict *v,
 
 static void on_arrival(struct mock *m, struct evhttp_request *req)
 {
-    int64_t t = now_us();
+    int64_t t = tool_now_us();
     uint64_t n = ++m->arrivals;
     struct evbuffer *body = NULL;
     struct verdict v;
@@ -845,15 +794,15 @@ static void send_config(struct mock *m, struct evhttp_request *req)
 static int config_param(struct behaviour *c, const char *key, const char *val)
 {
     if (strcmp(key, "latency") == 0)
-        return parse_int(val, 0, 3600000, &c->latency_ms);
+        return tool_parse_int(val, 0, 3600000, &c->latency_ms);
     if (strcmp(key, "fail_next") == 0)
-        return parse_int(val, 0, INT64_MAX, &c->fail_next);
+        return tool_parse_int(val, 0, INT64_MAX, &c->fail_next);
     if (strcmp(key, "fail_status") == 0)
-        return parse_int(val, 200, 599, &c->fail_status);
+        return tool_parse_int(val, 200, 599, &c->fail_status);
     if (strcmp(key, "retry_after") == 0)
-        return parse_int(val, -1, 86400 * 365, &c->retry_after);
+        return tool_parse_int(val, -1, 86400 * 365, &c->retry_after);
     if (strcmp(key, "hang_next") == 0)
-        return parse_int(val, 0, INT64_MAX, &c->hang_next);
+        return tool_parse_int(val, 0, INT64_MAX, &c->hang_next);
     return -1;
 }
 
@@ -945,7 +894,7 @@ static int split_listen(const char *spec, char *host, size_t hostlen, int *port)
     size_t len;
     int64_t p;
 
-    if (colon == NULL || parse_int(colon + 1, 0, 65535, &p) != 0)
+    if (colon == NULL || tool_parse_int(colon + 1, 0, 65535, &p) != 0)
         return -1;
     len = (size_t)(colon - spec);
     if (len >= 2 && h[0] == '[' && h[len - 1] == ']') {
@@ -980,7 +929,7 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     static const struct timeval pause = { 0, 100000 };
     struct mock *m = listening_mock;
     int err = EVUTIL_SOCKET_ERROR();
-    int64_t t = now_us();
+    int64_t t = tool_now_us();
 
     (void)arg;
     if (t - m->accept_warned_at >= US_PER_S) {
@@ -1066,20 +1015,6 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(arg);
 }
 
-static struct event_base *new_base(void)
-{
-    struct event_config *cfg = event_config_new();
-    struct event_base *base;
-
-    if (cfg == NULL)
-        return NULL;
-    /* --latency and the windows are in microseconds: no ms rounding */
-    event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
-    base = event_base_new_with_config(cfg);
-    event_config_free(cfg);
-    return base;
-}
-
 static int mock_init(struct mock *m, const struct options *o)
 {
     memset(m, 0, sizeof *m);
@@ -1092,7 +1027,7 @@ static int mock_init(struct mock *m, const struct options *o)
     m->win.period = o->rate_period_us;
     m->bud.limit = o->budget;
     m->bud.window_us = o->budget_window_s * US_PER_S;
-    m->bud.epoch = now_us();
+    m->bud.epoch = tool_now_us();
     if (o->rate_n > 0) {
         if ((m->win.t = calloc((size_t)o->rate_n, sizeof *m->win.t)) == NULL)
             return -1;
@@ -1103,7 +1038,7 @@ static int mock_init(struct mock *m, const struct options *o)
                 strerror(errno));
         return -1;
     }
-    if ((m->base = new_base()) == NULL || (m->http = evhttp_new(m->base)) == NULL ||
+    if ((m->base = tool_new_base()) == NULL || (m->http = evhttp_new(m->base)) == NULL ||
         (m->resume = evtimer_new(m->base, on_resume, m)) == NULL)
         return -1;
     evhttp_set_allowed_methods(m->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
