@@ -8,6 +8,7 @@ packages=(
   libevent-dev libcurl4-openssl-dev libinih-dev libjansson-dev libhttp-parser-dev
   libsystemd-dev libcmocka-dev
   python3 ca-certificates
+  dpkg-dev file systemd groff-base
   "$@"
 )
 
