@@ -1,0 +1,832 @@
+#!/usr/bin/env python3
+"""bench.py - sluice against nginx limit_req, same machine, same run.
+
+Each scenario runs against sluice, nginx (limit_req in delay mode, burst as
+the queue) with worker_processes 1 and with auto, and, where it means
+something, a direct connection to the upstream; all on 127.0.0.1. Prints one
+table per scenario, writes bench/results/results.json, PNG plots of upstream
+arrivals for the burst scenarios, and (full runs) bench/RESULTS.md.
+
+Usage: bench/bench.py [--quick] [--build DIR] [--keep] [SCENARIO...]
+Started by bench/run.sh, which installs the tools and builds sluice first.
+Standard library only; every process started here is stopped at the end.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import analyze as A  # noqa: E402
+from procs import (Procs, children, established, free_port, nginx_argv,  # noqa: E402
+                   nginx_conf, parse_wrk, port_open, rss_kb, wait_for)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+PROXIES = ["sluice", "nginx-1", "nginx-auto"]
+COLUMNS = PROXIES + ["direct"]
+TITLES = {"sluice": "sluice", "nginx-1": "nginx (1 worker)",
+          "nginx-auto": "nginx (auto)", "direct": "direct"}
+SCENARIOS = ["burst", "overload", "overhead", "parking", "retry", "abandon",
+             "redis", "cpu"]
+
+
+class Bench:
+    """One benchmark run: tools, processes, and what was measured."""
+
+    def __init__(self, opts):
+        self.o = opts
+        self.quick = opts.quick
+        build = opts.build
+        self.sluice_bin = os.path.join(build, "sluice")
+        self.mock_bin = os.path.join(build, "tests", "tools", "mock_upstream")
+        self.burst_bin = os.path.join(build, "tests", "tools", "burst")
+        self.workdir = tempfile.mkdtemp(prefix="sluice-bench-")
+        self.procs = Procs(self.workdir)
+        self.out = os.path.join(BENCH, "results")
+        self.results = {}
+        self.checks = []
+        self.text = []
+        self.stub = True
+
+    # ---- output ------------------------------------------------------------
+
+    def say(self, line=""):
+        print(line, flush=True)
+        self.text.append(line)
+
+    def progress(self, msg):
+        print("  .. " + msg, file=sys.stderr, flush=True)
+
+    def table(self, title, rows, data, goals, columns=COLUMNS, notes=()):
+        """rows: (label, key, format); data: {column: {key: value}}; notes
+        are printed under the table."""
+        head = ["metric"] + [TITLES[c] for c in columns] + ["target"]
+        body = []
+        for label, key, fmt in rows:
+            cells = [label]
+            for c in columns:
+                v = data.get(c, {}).get(key)
+                cells.append("-" if v is None else fmt(v))
+            cells.append(goals.get(key, ""))
+            body.append(cells)
+        widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
+        self.say()
+        self.say(title)
+        for r in [head] + body:
+            self.say("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        for note in notes:
+            self.say("  note: " + note)
+
+    def check(self, scenario, what, ok, measured):
+        self.checks.append({"scenario": scenario, "target": what, "ok": bool(ok),
+                            "measured": measured})
+
+    # ---- processes -----------------------------------------------------------
+
+    def mock(self, name, *args):
+        port = free_port()
+        log = os.path.join(self.workdir, name + ".log")
+        p = self.procs.start(name, [self.mock_bin, "--listen", "127.0.0.1:%d" % port,
+                                    "--log", log, "--max-seconds", "900"] + list(args))
+        wait_for(lambda: port_open(port) or not p.alive(), 10, name)
+        if not p.alive():
+            raise RuntimeError("%s exited: %s" % (name, p.stderr_tail()))
+        p.port, p.log = port, log
+        return p
+
+    def sluice(self, name, upstream, rate, burst=1, server="", queue="", route="",
+               valgrind=None, start_timeout=15):
+        port, admin = free_port(), free_port()
+        conf = os.path.join(self.workdir, name + ".conf")
+        with open(conf, "w") as f:
+            f.write("[server]\nlisten = 127.0.0.1:%d\nadmin_listen = 127.0.0.1:%d\n"
+                    "access_log = off\nlog_level = warn\ndrain_timeout = 0\n%s\n"
+                    "[queue]\n%s\n"
+                    "[route bench]\nmatch = /\nupstream = http://127.0.0.1:%d\n"
+                    "rate = %s\nburst = %d\n%s\n"
+                    % (port, admin, server, queue, upstream, rate, burst, route))
+        p = self.procs.start(name, (valgrind or []) + [self.sluice_bin, "-c", conf])
+        wait_for(lambda: not p.alive() or (port_open(port) and port_open(admin)),
+                 start_timeout, name)
+        if not p.alive():
+            raise RuntimeError("%s exited: %s" % (name, p.stderr_tail()))
+        p.port, p.admin, p.pids = port, admin, lambda: [p.pid]
+        return p
+
+    def nginx(self, name, workers, http_body, port, nofile=8192, connections=4096,
+              master=True, valgrind=None, start_timeout=15):
+        tmp = os.path.join(self.workdir, name)
+        os.makedirs(tmp, exist_ok=True)
+        conf = os.path.join(tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(nginx_conf(tmp, workers, http_body, nofile, connections, master))
+        p = self.procs.start(name, nginx_argv(tmp, conf, valgrind))
+        wait_for(lambda: not p.alive() or port_open(port), start_timeout, name)
+        if not p.alive():
+            raise RuntimeError("%s exited: %s %s" % (name, p.stderr_tail(),
+                                                    _read(os.path.join(tmp, "error.log"))))
+        p.port = port
+        p.pids = (lambda: children(p.pid)) if master else (lambda: [p.pid])
+        return p
+
+    def nginx_proxy(self, name, workers, upstream, rate_rps, queue, **kw):
+        """nginx limit_req in delay mode: `burst` is the queue, no nodelay."""
+        port = free_port()
+        stub = "  location = /_stub { stub_status; }\n" if self.stub else ""
+        body = (
+            "  limit_req_zone $server_name zone=z:10m rate=%dr/s;\n"
+            "  limit_req_log_level notice;\n"
+            "  upstream up { server 127.0.0.1:%d; keepalive 256; "
+            "keepalive_requests 1000000; }\n"
+            "  server {\n"
+            "    listen 127.0.0.1:%d backlog=4096;\n"
+            "    server_name sluicebench;\n"
+            "    location / {\n"
+            "      limit_req zone=z burst=%d;\n"
+            "      proxy_pass http://up;\n"
+            "      proxy_http_version 1.1;\n"
+            "      proxy_set_header Connection \"\";\n"
+            "      proxy_read_timeout 300s;\n"
+            "    }\n%s"
+            "  }\n" % (rate_rps, upstream, port, queue, stub))
+        return self.nginx(name, workers, body, port, **kw)
+
+    def static_upstream(self, name="static"):
+        """A second nginx that answers 200 "ok" to everything."""
+        port = free_port()
+        body = ("  server {\n    listen 127.0.0.1:%d backlog=4096;\n"
+                "    location / { return 200 \"ok\"; }\n  }\n" % port)
+        return self.nginx(name, 1, body, port)
+
+    def target(self, kind, name, upstream, rate_rps, queue, sluice_server="",
+               sluice_queue="", sluice_route="", sluice_burst=1, **kw):
+        """Starts one column's proxy; returns (proc or None, base url)."""
+        if kind == "direct":
+            return None, "http://127.0.0.1:%d" % upstream
+        if kind == "sluice":
+            p = self.sluice(name, upstream, "%d/s" % rate_rps, sluice_burst, sluice_server,
+                            sluice_queue, sluice_route)
+        else:
+            p = self.nginx_proxy(name, 1 if kind == "nginx-1" else "auto", upstream,
+                                 rate_rps, queue, **kw)
+        return p, "http://127.0.0.1:%d" % p.port
+
+    def stop_mock(self, mock):
+        """A mock that died mid-run invalidates the column: say so."""
+        alive = mock.alive()
+        self.stop(mock)
+        if not alive:
+            raise RuntimeError("%s exited early (status %s): %s"
+                               % (mock.name, mock.p.returncode, mock.stderr_tail(500)))
+
+    def stop(self, *procs):
+        for p in procs:
+            if p is not None:
+                self.procs.stop(p)
+
+    def burst_args(self, url, n, c, args, max_seconds, results):
+        return [self.burst_bin, "--url", url, "-n", str(n), "-c", str(c), "--json",
+                "--results", results, "--max-seconds", str(max_seconds)] + list(args)
+
+    def burst(self, name, url, n, c, *args, max_seconds=120):
+        """Runs the burst client; returns (summary, [(index, outcome, ms)])."""
+        results = os.path.join(self.workdir, name + ".results")
+        cp = subprocess.run(self.burst_args(url, n, c, args, max_seconds, results),
+                            capture_output=True, text=True, timeout=max_seconds + 60)
+        if cp.returncode != 0:
+            raise RuntimeError("burst %s failed: %s" % (name, cp.stderr[-2000:]))
+        return json.loads(cp.stdout.strip().splitlines()[-1]), A.read_results(results)
+
+    def wrk(self, url, seconds, threads=2, conns=64):
+        argv = ["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % seconds,
+                "--latency", url]
+        cp = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+        if cp.returncode != 0:
+            raise RuntimeError("wrk failed: %s" % cp.stderr[-2000:])
+        return parse_wrk(cp.stdout)
+
+    # ---- scenarios -------------------------------------------------------------
+
+    def run(self, names):
+        fns = {"burst": self.sc_burst, "overload": self.sc_overload,
+               "overhead": self.sc_overhead, "parking": self.sc_parking,
+               "retry": self.sc_retry, "abandon": self.sc_abandon,
+               "redis": self.sc_redis, "cpu": self.sc_cpu}
+        for name in names:
+            t0 = time.monotonic()
+            self.progress("scenario %s" % name)
+            try:
+                fns[name]()
+            except Exception as e:  # one broken scenario must not hide the rest
+                self.say("\n%s: FAILED: %s" % (name, e))
+                self.results.setdefault(name, {})["error"] = str(e)
+                self.check(name, "scenario ran", False, str(e))
+            finally:
+                self.procs.stop_all()
+            self.progress("scenario %s took %.0f s" % (name, time.monotonic() - t0))
+
+    def flow(self, kind, tag, rate, n, interval_us, queue, mock_args, burst_args=(),
+             **kw):
+        """One column of a queued-flow scenario: mock upstream, proxy, burst.
+        Returns (arrivals, summary, results)."""
+        mock = self.mock("%s-mock-%s" % (tag, kind), *mock_args)
+        proxy = None
+        try:
+            proxy, url = self.target(kind, "%s-%s" % (tag, kind), mock.port, rate,
+                                     queue, **kw)
+            summary, results = self.burst(
+                "%s-burst-%s" % (tag, kind), url + "/items", n, n, "--seq",
+                "--interval-us", str(interval_us), "--timeout", "300",
+                *burst_args, max_seconds=400)
+        finally:
+            self.stop(proxy)
+            self.stop_mock(mock)
+        return A.read_arrivals(mock.log), summary, results
+
+    def flow_metrics(self, arrivals, results, rate, n, proxied, early=None):
+        times = [a[0] for a in arrivals]
+        early = n if early is None else early
+        outcomes = A.client_outcomes(results)
+        ok_lat = [r[2] for r in results if r[1] == "200"]
+        achieved = A.rate_over(times)
+        return {
+            "sent": n,
+            "delivered": outcomes.get("200", 0),
+            "errors": n - outcomes.get("200", 0),
+            "rejected_503": outcomes.get("503", 0),
+            "passed_429": outcomes.get("429", 0),
+            "other_errors": n - sum(outcomes.get(k, 0) for k in ("200", "429", "503")),
+            "outcomes": outcomes,
+            "upstream_arrivals": len(arrivals),
+            "upstream_429": sum(1 for a in arrivals if a[2] == 429),
+            "max_1s": A.max_in_window(times, 1_000_000),
+            "violations": A.window_violations(times, rate, 1_000_000),
+            "achieved_rps": achieved,
+            "utilization_pct": (100.0 * achieved / rate) if achieved and proxied else None,
+            "inversions": A.inversions([a[1] for a in arrivals if a[1] is not None]),
+            "inversions_early": A.inversions([a[1] for a in arrivals
+                                              if a[1] is not None and a[1] < early]),
+            "p50_ms": A.percentile(ok_lat, 0.50),
+            "p99_ms": A.percentile(ok_lat, 0.99),
+            "span_s": (max(times) - min(times)) / 1e6 if times else None,
+        }
+
+    def sc_burst(self):
+        n, rate = (200 if self.quick else 500), 50
+        data, series = {}, {}
+        for kind in COLUMNS:
+            self.progress("burst: %s" % kind)
+            arr, _s, res = self.flow(kind, "burst", rate, n, 200, 100000,
+                                     ["--rate", "%d/s" % rate])
+            data[kind] = self.flow_metrics(arr, res, rate, n, kind != "direct")
+            series[kind] = [a[0] for a in arr]
+        self.results["burst"] = {"requests": n, "limit": "%d/s" % rate,
+                                 "nginx_queue": 100000, "targets": data}
+        goals = {"violations": "0", "utilization_pct": ">= 99.5",
+                 "inversions": "0", "errors": "0"}
+        self.table("1. Burst: %d requests at once (200 us apart), limit %d/s, burst 1; "
+                   "upstream 429s beyond %d/s" % (n, rate, rate),
+                   FLOW_ROWS, data, goals, notes=FLOW_NOTES)
+        self.plot("burst", series, rate, "Burst: %d requests at once, limit %d/s" % (n, rate))
+        s = data["sluice"]
+        self.check("burst", "window violations 0", s["violations"] == 0, s["violations"])
+        self.check("burst", "utilization >= 99.5%", (s["utilization_pct"] or 0) >= 99.5,
+                   _f1(s["utilization_pct"]))
+        self.check("burst", "delivered all %d" % n, s["delivered"] == n, s["delivered"])
+        self.check("burst", "FIFO inversions 0", s["inversions"] == 0, s["inversions"])
+
+    def sc_overload(self):
+        secs = 2 if self.quick else 5
+        offered, rate, queue = 400, 100, 1000
+        n, data, series = offered * secs, {}, {}
+        for kind in COLUMNS:
+            self.progress("overload: %s" % kind)
+            arr, _s, res = self.flow(kind, "overload", rate, n, 1_000_000 // offered,
+                                     queue, ["--rate", "%d/s" % rate],
+                                     sluice_queue="max_depth = %d\noverflow = backpressure"
+                                     % queue)
+            data[kind] = self.flow_metrics(arr, res, rate, n, kind != "direct", queue)
+            series[kind] = [a[0] for a in arr]
+        self.results["overload"] = {"offered_rps": offered, "seconds": secs, "limit":
+                                    "%d/s" % rate, "queue": queue, "targets": data}
+        goals = {"rejected_503": "0 (backpressure)", "violations": "0",
+                 "utilization_pct": ">= 99.5"}
+        self.table("2. Overload: %d req/s offered for %d s into %d/s; queue %d "
+                   "(sluice max_depth, backpressure; nginx burst)" % (offered, secs, rate, queue),
+                   FLOW_ROWS + [("FIFO inversions, first %d sent" % queue, "inversions_early",
+                                 _d)], data, goals, notes=FLOW_NOTES + [
+                       "nginx answers 503 past its burst; sluice (backpressure) stops "
+                       "accepting while its queue is full, so later clients wait in the "
+                       "kernel (accept queue, SYN retries) and can reach it out of send "
+                       "order; inversions are counted in send order"])
+        self.plot("overload", series, rate, "Overload: %d/s offered for %d s into %d/s"
+                  % (offered, secs, rate))
+        s = data["sluice"]
+        self.check("overload", "dropped beyond queue 0", s["errors"] == 0,
+                   "%d not delivered (%s)" % (s["errors"], s["outcomes"]))
+        self.check("overload", "window violations 0", s["violations"] == 0, s["violations"])
+        self.check("overload", "utilization >= 99.5%", (s["utilization_pct"] or 0) >= 99.5,
+                   _f1(s["utilization_pct"]))
+
+    def sc_overhead(self):
+        secs = 2 if self.quick else 5
+        static = self.static_upstream()
+        data = {}
+        for kind in COLUMNS:
+            self.progress("overhead: %s" % kind)
+            proxy, url = self.target(kind, "overhead-" + kind, static.port, 1000000,
+                                     1000000, sluice_burst=1000000,
+                                     sluice_route="max_in_flight = 1024",
+                                     sluice_server="max_connections = 10000")
+            try:
+                self.wrk(url + "/", 1)  # warm: connections, caches, keepalive pools
+                data[kind] = self.wrk(url + "/", secs)
+            finally:
+                self.stop(proxy)
+        self.stop(static)
+        direct, ng = data["direct"], data["nginx-1"]
+        for d in data.values():
+            d["x_direct"] = _ratio(d["rps"], direct["rps"])
+            d["x_nginx1"] = _ratio(d["rps"], ng["rps"])
+            if d["p99_ms"] is not None and direct["p99_ms"] is not None:
+                d["p99_added_ms"] = d["p99_ms"] - direct["p99_ms"]
+        self.results["overhead"] = {"wrk": "-t2 -c64 -d%ds --latency" % secs,
+                                    "limit": "1000000/s (nginx: limit_req 1000000r/s)",
+                                    "targets": data}
+        rows = [("requests/s", "rps", _f0), ("x direct", "x_direct", _f2),
+                ("x nginx (1 worker)", "x_nginx1", _f2), ("latency p50 ms", "p50_ms", _f2),
+                ("latency p99 ms", "p99_ms", _f2), ("p99 added ms", "p99_added_ms", _f2),
+                ("socket errors", "errors", _d), ("non-2xx", "non2xx", _d)]
+        notes = ["upstream: nginx, 1 worker, return 200 \"ok\"; sluice: rate 1000000/s, "
+                 "burst 1000000, max_in_flight 1024; nginx: limit_req rate=1000000r/s "
+                 "burst=1000000 (delay mode), keepalive upstream"]
+        goals = {"x_nginx1": ">= 1.00", "p99_added_ms": "<= nginx (1 worker)"}
+        self.table("3. Overhead: wrk -t2 -c64 -d%ds, limit effectively unlimited, static "
+                   "nginx upstream (1 worker)" % secs, rows, data, goals, notes=notes)
+        s = data["sluice"]
+        self.check("overhead", "req/s >= 1.0x nginx (1 worker)", (s["x_nginx1"] or 0) >= 1.0,
+                   "%s req/s = %sx nginx" % (_f0(s["rps"]), _f2(s["x_nginx1"] or 0)))
+        if "p99_added_ms" in s and "p99_added_ms" in ng:
+            self.check("overhead", "p99 added <= nginx (1 worker)",
+                       s["p99_added_ms"] <= ng["p99_added_ms"],
+                       "%.2f ms vs nginx %.2f ms" % (s["p99_added_ms"], ng["p99_added_ms"]))
+
+    def sc_parking(self):
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        sizes = [1000] if self.quick else [5000, 20000]
+        self.results["parking"] = {"limit": "1/s", "nofile_hard": hard, "runs": {}}
+        for want in sizes:
+            n = min(want, hard - 300) if hard != resource.RLIM_INFINITY else want
+            data = {}
+            for kind in PROXIES:
+                self.progress("parking %d: %s" % (n, kind))
+                data[kind] = self.park(kind, n)
+            self.results["parking"]["runs"][str(n)] = {"requested": want, "targets": data}
+            note = "" if n == want else " (asked %d; RLIMIT_NOFILE hard limit %d)" % (want, hard)
+            rows = [("clients parked", "parked", _d), ("RSS before KB", "rss_before_kb", _d),
+                    ("RSS parked KB", "rss_after_kb", _d),
+                    ("KB per parked request", "kb_per_parked", _f2)]
+            self.table("4. Parking: %d clients parked at 1/s%s" % (n, note), rows, data,
+                       {"kb_per_parked": "<= 4 (nginx ~9.8)"}, PROXIES, notes=[
+                           "RSS of sluice / of all nginx workers once every connection is "
+                           "established and RSS stops moving, minus RSS before; kernel socket "
+                           "buffers are in neither"])
+            s = data["sluice"]
+            self.check("parking", "<= 4 KB per parked request (%d)" % n,
+                       s["kb_per_parked"] is not None and s["kb_per_parked"] <= 4.0,
+                       _f2(s["kb_per_parked"]) + " KB")
+
+    def park(self, kind, n):
+        """Parks n clients behind a 1/s limit and reads the proxy's RSS."""
+        mock = self.mock("park%d-mock-%s" % (n, kind))
+        proxy = client = None
+        try:
+            proxy, url = self.target(
+                kind, "park%d-%s" % (n, kind), mock.port, 1, n + 1000,
+                sluice_server="max_connections = %d\nclient_timeout = 600s" % (n + 1000),
+                # nginx drains connections once fewer than 1/16 of them are free
+                sluice_queue="timeout = 600s", connections=n * 16 // 15 + 1000,
+                nofile=min(2 * n + 2000, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+            self.burst("park%d-warm-%s" % (n, kind), url + "/warm", 1, 1, max_seconds=30)
+            time.sleep(1.1)  # the 1/s token the warm-up took is back
+            before = sum(rss_kb(p) for p in proxy.pids())
+            results = os.path.join(self.workdir, "park%d-%s.results" % (n, kind))
+            client = self.procs.start("park%d-burst-%s" % (n, kind), self.burst_args(
+                url + "/items", n, n, ["--timeout", "600"], 900, results))
+            t0 = time.monotonic()
+            wait_for(lambda: established(proxy.port) >= n, 120, "%d connections" % n,
+                     interval=0.25)
+            # the limit lets one request a second through while we wait
+            wait_for(lambda: (self.parked(kind, proxy) or 0) >= n - 2 - (time.monotonic() - t0),
+                     120, "%d parked requests" % n, interval=0.5)
+            after = self.settled_rss(proxy)
+            parked = self.parked(kind, proxy)
+            return {"parked": parked, "connections": established(proxy.port),
+                    "rss_before_kb": before, "rss_after_kb": after,
+                    "kb_per_parked": (after - before) / parked if parked else None}
+        finally:
+            self.stop(client, proxy, mock)
+
+    def settled_rss(self, proxy, limit_s=30):
+        """RSS once it stops moving (two readings 0.5 s apart within 0.5%)."""
+        last = sum(rss_kb(p) for p in proxy.pids())
+        for _ in range(int(limit_s / 0.5)):
+            time.sleep(0.5)
+            now = sum(rss_kb(p) for p in proxy.pids())
+            if abs(now - last) <= 0.005 * max(now, 1):
+                return now
+            last = now
+        return last
+
+    def parked(self, kind, proxy):
+        """Requests waiting in the proxy, by its own account."""
+        if kind == "sluice":
+            text = _http_get("http://127.0.0.1:%d/metrics" % proxy.admin)
+            for line in text.splitlines():
+                if line.startswith("sluice_queue_depth_total "):
+                    return int(float(line.split()[1]))
+            return None
+        text = _http_get("http://127.0.0.1:%d/_stub" % proxy.port)
+        for line in text.splitlines():
+            if line.startswith("Reading:"):
+                return int(line.split()[3]) - 1  # Writing, minus this request
+        return None
+
+    def sc_retry(self):
+        n, rate, fails, pause = (50, 50, 5, 2) if self.quick else (100, 50, 20, 2)
+        data = {}
+        for kind in COLUMNS:
+            self.progress("retry: %s" % kind)
+            arr, _s, res = self.flow(kind, "retry", rate, n, 200, 100000,
+                                     ["--fail-first", str(fails), "--fail-status", "429",
+                                      "--retry-after", str(pause)])
+            d = self.flow_metrics(arr, res, rate, n, kind != "direct")
+            d["during_pause"] = A.arrivals_during_pause(arr, pause * 1_000_000)
+            data[kind] = d
+        self.results["retry"] = {"requests": n, "limit": "%d/s" % rate, "upstream":
+                                 "first %d answered 429 Retry-After: %d" % (fails, pause),
+                                 "targets": data}
+        rows = [("delivered (200)", "delivered", _d),
+                ("429 passed to clients", "passed_429", _d),
+                ("other errors", "other_errors", _d),
+                ("upstream arrivals", "upstream_arrivals", _d),
+                ("upstream 429s", "upstream_429", _d),
+                ("arrivals during announced pause", "during_pause", _d),
+                ("completion s", "span_s", _f2), ("latency p99 ms", "p99_ms", _f0)]
+        self.table("5. Upstream 429s: %d requests at %d/s; the upstream answers its first %d "
+                   "with 429 Retry-After: %d" % (n, rate, fails, pause), rows, data,
+                   {"passed_429": "0 (nginx %d of %d)" % (fails, n), "during_pause": "0"},
+                   notes=["arrivals during announced pause: upstream arrivals less than "
+                          "Retry-After seconds after a 429 that announced it"])
+        s = data["sluice"]
+        self.check("retry", "429s passed to clients 0", s["passed_429"] == 0,
+                   "%d of %d" % (s["passed_429"], n))
+        self.check("retry", "arrivals during announced pause 0", s["during_pause"] == 0,
+                   s["during_pause"])
+
+    def sc_abandon(self):
+        n, rate, gone_after_ms = 100, 50, 1000
+        data = {}
+        for kind in PROXIES:
+            self.progress("abandon: %s" % kind)
+            data[kind] = self.abandon_run(kind, n, rate, gone_after_ms)
+        self.results["abandon"] = {
+            "clients": n, "limit": "%d/s" % rate,
+            "abandon": "two clients started together, %d requests each, 2 ms apart: "
+                       "/keep waits, /gone hangs up %d ms after sending"
+                       % (n // 2, gone_after_ms), "targets": data}
+        rows = [("delivered (200)", "delivered", _d),
+                ("clients that hung up", "abandoned", _d),
+                ("upstream arrivals", "upstream_arrivals", _d),
+                ("  for clients already gone", "to_gone", _d),
+                ("idle slots (tokens wasted)", "idle_slots", _d),
+                ("completion s", "completion_s", _f2), ("ideal s", "ideal_s", _f2)]
+        self.table("6. Abandon: %d clients at %d/s, half of them (interleaved) hang up "
+                   "after %d ms" % (n, rate, gone_after_ms), rows, data,
+                   {"idle_slots": "0 (nginx 39 of 50)", "completion_s": "= ideal"}, PROXIES,
+                   notes=["idle slots: dispatch slots at the limit between the first upstream "
+                          "arrival and the last delivered one, minus requests delivered; a "
+                          "token spent on a gone client and a slot held for one and left "
+                          "empty both count"])
+        s = data["sluice"]
+        self.check("abandon", "idle slots from abandoned clients 0", s["idle_slots"] <= 0,
+                   "%d (completion %.2f s, ideal %.2f s)"
+                   % (s["idle_slots"], s["completion_s"] or 0, s["ideal_s"]))
+
+    def abandon_run(self, kind, n, rate, gone_after_ms):
+        """Two burst clients, interleaved 1 ms apart: one waits, one hangs up."""
+        mock = self.mock("abandon-mock-%s" % kind)
+        proxy = keep = gone = None
+        try:
+            proxy, url = self.target(kind, "abandon-%s" % kind, mock.port, rate, 100000)
+            common = ["--seq", "--interval-us", "2000", "--timeout", "120"]
+            keep, keep_res = self.burst_start("abandon-keep-%s" % kind, url + "/keep",
+                                              n // 2, common)
+            time.sleep(0.001)
+            gone, gone_res = self.burst_start(
+                "abandon-gone-%s" % kind, url + "/gone", n // 2,
+                common + ["--abandon-from", "0", "--abandon-after-ms", str(gone_after_ms)])
+            for p in (keep, gone):
+                wait_for(lambda p=p: not p.alive(), 200, p.name, interval=0.1)
+                if p.p.returncode != 0:
+                    raise RuntimeError("%s failed: %s" % (p.name, p.stderr_tail()))
+            outcome = {("/keep", i): o for i, o, _ms in A.read_results(keep_res)}
+            outcome.update({("/gone", i): o for i, o, _ms in A.read_results(gone_res)})
+        finally:
+            self.stop(keep, gone, proxy)
+            self.stop_mock(mock)
+        return abandon_metrics(A.read_arrivals(mock.log), outcome, rate)
+
+    def burst_start(self, name, url, n, args, max_seconds=300):
+        """The burst client in the background; returns (proc, results path)."""
+        results = os.path.join(self.workdir, name + ".results")
+        return self.procs.start(name, self.burst_args(url, n, n, args, max_seconds,
+                                                      results)), results
+
+    def sc_redis(self):
+        self.say()
+        self.say("7. With Redis: not available (Redis support has not landed)")
+        self.results["redis"] = {"available": False,
+                                 "reason": "Redis support has not landed"}
+
+    def sc_cpu(self):
+        lo, hi = (100, 600) if self.quick else (200, 2200)
+        static = self.static_upstream("cpu-static")
+        data = {}
+        for kind in ("sluice", "nginx-1"):
+            self.progress("cpu: %s under callgrind" % kind)
+            ir = {m: self.callgrind(kind, static.port, m) for m in (lo, hi)}
+            data[kind] = {"ir_low": ir[lo], "ir_high": ir[hi],
+                          "ir_per_request": (ir[hi] - ir[lo]) / (hi - lo)}
+        self.stop(static)
+        data["nginx-1"]["note"] = "master_process off (one process)"
+        ratio = _ratio(data["sluice"]["ir_per_request"], data["nginx-1"]["ir_per_request"])
+        data["sluice"]["x_nginx1"] = ratio
+        self.results["cpu"] = {"method": "valgrind --tool=callgrind, Ir(%d) - Ir(%d) "
+                               "requests, divided by %d" % (hi, lo, hi - lo),
+                               "client": "burst -c 8 keep-alive", "targets": data}
+        rows = [("instructions / request", "ir_per_request", _f0),
+                ("x nginx (1 worker)", "x_nginx1", _f2),
+                ("Ir, %d requests" % lo, "ir_low", _d), ("Ir, %d requests" % hi, "ir_high", _d)]
+        self.table("8. CPU cost: instructions per proxied request (callgrind; %d - %d "
+                   "requests over 8 keep-alive connections, static upstream)" % (hi, lo),
+                   rows, data, {"ir_per_request": "<= nginx"}, ["sluice", "nginx-1"],
+                   notes=["user-space instructions of the proxy process only (callgrind "
+                          "Ir); nginx with master_process off"])
+        self.check("cpu", "instructions per request <= nginx", (ratio or 99) <= 1.0,
+                   "%s vs nginx %s (%sx)" % (_f0(data["sluice"]["ir_per_request"]),
+                                             _f0(data["nginx-1"]["ir_per_request"]),
+                                             _f2(ratio or 0)))
+
+    def callgrind(self, kind, upstream, n):
+        """Total instructions of one proxy process serving n requests."""
+        out = os.path.join(self.workdir, "callgrind-%s-%d.out" % (kind, n))
+        vg = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out]
+        name = "cpu-%s-%d" % (kind, n)
+        if kind == "sluice":
+            p = self.sluice(name, upstream, "1000000/s", 1000000, route="max_in_flight = 64",
+                            valgrind=vg, start_timeout=120)
+        else:
+            p = self.nginx_proxy(name, 1, upstream, 1000000, 1000000, master=False,
+                                 valgrind=vg, start_timeout=120)
+        try:
+            summary, _res = self.burst(name + "-burst", "http://127.0.0.1:%d/" % p.port,
+                                       n, 8, max_seconds=600)
+            if summary["status"].get("200") != n:
+                raise RuntimeError("%s: not all %d answered 200: %s" % (name, n, summary))
+        finally:
+            rc = self.procs.stop(p, timeout=120)
+        if rc not in (0,):
+            raise RuntimeError("%s exited %s under callgrind: %s" % (name, rc, p.stderr_tail()))
+        return _callgrind_total(out)
+
+    # ---- plots -------------------------------------------------------------------
+
+    def plot(self, name, series, rate, title):
+        """Cumulative upstream arrivals over time, one line per column; below,
+        how far each line runs ahead of (+) or behind (-) the limit."""
+        if shutil.which("gnuplot") is None:
+            self.say("  (no gnuplot: %s.png not drawn)" % name)
+            return
+        top, low = [], []
+        for kind in COLUMNS:
+            times = series.get(kind) or []
+            if not times:
+                continue
+            path = os.path.join(self.out, "%s-%s.dat" % (name, kind))
+            with open(path, "w") as f:
+                for t, c in A.cumulative(times, min(times)):
+                    f.write("%.6f %d %.3f\n" % (t, c, c - 1 - rate * t))
+            top.append("'%s' using 1:2 with steps lw 2 title '%s'" % (path, TITLES[kind]))
+            low.append("'%s' using 1:3 with steps lw 2 notitle" % path)
+        top.append("1 + %d*x with lines dt 2 lc rgb 'black' title 'limit %d/s'" % (rate, rate))
+        low.append("0 with lines dt 2 lc rgb 'black' notitle")
+        png = os.path.join(self.out, name + ".png")
+        script = "\n".join([
+            "set terminal pngcairo size 1000,800",
+            "set output '%s'" % png,
+            "set multiplot layout 2,1 title '%s'" % title,
+            "set key left top", "set grid", "set xrange [0:*]",
+            "set ylabel 'upstream arrivals (cumulative)'", "set yrange [0:*]",
+            "plot " + ", \\\n  ".join(top),
+            "set xlabel 'seconds since the first upstream arrival'",
+            "set ylabel 'arrivals ahead of the limit'", "set yrange [-10<*:*<5]",
+            "plot " + ", \\\n  ".join(low),
+            "unset multiplot", ""])
+        cp = subprocess.run(["gnuplot"], input=script, capture_output=True, text=True,
+                            timeout=60)
+        if cp.returncode != 0:
+            self.say("  (gnuplot failed: %s)" % cp.stderr.strip()[-300:])
+        else:
+            self.say("  plot: %s" % os.path.relpath(png, ROOT))
+
+    # ---- report --------------------------------------------------------------------
+
+    def machine(self):
+        def cmd(argv):
+            try:
+                cp = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+                return (cp.stdout + cp.stderr).strip().splitlines()[0]
+            except (OSError, IndexError, subprocess.TimeoutExpired):
+                return None
+        model = None
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
+                "nginx": cmd(["nginx", "-v"]),
+                "wrk": (cmd(["wrk", "-v"]) or "").split(" Copyright")[0],
+                "valgrind": cmd(["valgrind", "--version"]),
+                "sluice": cmd([self.sluice_bin, "-V"]),
+                "memory_mb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20}
+
+    def report(self, names, started):
+        missed = [c for c in self.checks if not c["ok"]]
+        self.say()
+        self.say("Targets sluice misses: %s" % ("none" if not missed else len(missed)))
+        for c in missed:
+            self.say("  - %s: %s (measured: %s)" % (c["scenario"], c["target"], c["measured"]))
+        doc = {"date": started, "quick": self.quick, "scenarios": names,
+               "machine": self.machine(), "results": self.results, "checks": self.checks,
+               "seconds": round(time.monotonic() - self.t0, 1)}
+        with open(os.path.join(self.out, "results.json"), "w") as f:
+            json.dump(doc, f, indent=2, sort_keys=True)
+        self.say("\nwrote %s" % os.path.relpath(os.path.join(self.out, "results.json"), ROOT))
+        if not self.quick and names == SCENARIOS:
+            self.write_summary(doc)
+        return 0 if not any(c["target"] == "scenario ran" for c in missed) else 1
+
+    def write_summary(self, doc):
+        m = doc["machine"]
+        lines = ["# sluice vs nginx limit_req: latest full run", "",
+                 "Written by `bench/run.sh` on %s (%s s)." % (doc["date"], doc["seconds"]), "",
+                 "Machine: %s CPUs, %s, %s MB, Linux %s; %s; %s; %s." % (
+                     m["nproc"], m["cpu"], m["memory_mb"], m["kernel"], m["nginx"],
+                     m["wrk"], m["sluice"]), "", "```"]
+        lines += self.text
+        lines += ["```", ""]
+        with open(os.path.join(BENCH, "RESULTS.md"), "w") as f:
+            f.write("\n".join(lines))
+        self.say("wrote bench/RESULTS.md")
+
+
+FLOW_ROWS = [
+    ("delivered (200)", "delivered", lambda v: "%d" % v),
+    ("not delivered", "errors", lambda v: "%d" % v),
+    ("  rejected 503", "rejected_503", lambda v: "%d" % v),
+    ("  429 passed through", "passed_429", lambda v: "%d" % v),
+    ("  other (timeouts, 5xx)", "other_errors", lambda v: "%d" % v),
+    ("upstream arrivals", "upstream_arrivals", lambda v: "%d" % v),
+    ("  answered 429 by upstream", "upstream_429", lambda v: "%d" % v),
+    ("max arrivals in any 1 s", "max_1s", lambda v: "%d" % v),
+    ("window violations", "violations", lambda v: "%d" % v),
+    ("achieved rate /s", "achieved_rps", lambda v: "%.2f" % v),
+    ("utilization %", "utilization_pct", lambda v: "%.2f" % v),
+    ("FIFO inversions", "inversions", lambda v: "%d" % v),
+    ("latency p50 ms (200s)", "p50_ms", lambda v: "%.0f" % v),
+    ("latency p99 ms (200s)", "p99_ms", lambda v: "%.0f" % v),
+    ("upstream span s", "span_s", lambda v: "%.2f" % v),
+]
+
+
+def abandon_metrics(arrivals, outcome, rate):
+    """outcome: {(path, index): "200" | "abandoned" | ...}.
+    Idle slots: dispatch slots at the limit between the first upstream arrival
+    and the last one a client received, minus the requests clients received -
+    a slot spent on a client already gone, or held for one and left empty,
+    both count. Ideal completion: (delivered - 1) / rate."""
+    got = [a[0] for a in arrivals if outcome.get((a[3], a[1])) == "200"]
+    delivered = sum(1 for o in outcome.values() if o == "200")
+    t0 = min(a[0] for a in arrivals) if arrivals else 0
+    span = (max(got) - t0) / 1e6 if got else None
+    return {"delivered": delivered,
+            "abandoned": sum(1 for o in outcome.values() if o == "abandoned"),
+            "upstream_arrivals": len(arrivals),
+            "to_gone": sum(1 for a in arrivals if outcome.get((a[3], a[1])) == "abandoned"),
+            "idle_slots": (int(round(span * rate)) + 1 - delivered) if got else None,
+            "completion_s": span, "ideal_s": max(delivered - 1, 0) / rate}
+
+
+FLOW_NOTES = [
+    "window violations: upstream arrivals (any status) that made some 1 s window hold "
+    "more than the limit, on the upstream's clock; the mock answers 429 only past its "
+    "own count of admitted requests, so it rejects fewer",
+]
+
+
+def _read(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-2000:]
+    except OSError:
+        return ""
+
+
+def _http_get(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read().decode("utf-8", "replace")
+
+
+def _callgrind_total(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("totals:") or line.startswith("summary:"):
+                return int(line.split()[1])
+    raise RuntimeError("no totals in %s" % path)
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def _d(v):
+    return "%d" % v
+
+
+def _f0(v):
+    return "%.0f" % v
+
+
+def _f1(v):
+    return "-" if v is None else "%.1f" % v
+
+
+def _f2(v):
+    return "-" if v is None else "%.2f" % v
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                    help="one or more of: " + " ".join(SCENARIOS) + " (default: all)")
+    ap.add_argument("--quick", action="store_true", help="smaller, shorter runs")
+    ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"),
+                    help="build directory with sluice and the test tools")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    opts = ap.parse_args(argv)
+    names = opts.scenarios or list(SCENARIOS)
+    bad = [n for n in names if n not in SCENARIOS]
+    if bad:
+        ap.error("unknown scenario %s; choose from %s" % (", ".join(bad), " ".join(SCENARIOS)))
+    names = [n for n in SCENARIOS if n in names]
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
+    b = Bench(opts)
+    b.t0 = time.monotonic()
+    os.makedirs(b.out, exist_ok=True)
+    b.stub = "stub_status" in subprocess.run(["nginx", "-V"], capture_output=True,
+                                             text=True).stderr
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+        b.say("sluice vs nginx limit_req on %s (%d CPUs)%s" % (
+            b.machine()["cpu"], os.cpu_count(), ", quick mode" if opts.quick else ""))
+        b.run(names)
+        rc = b.report(names, started)
+    except KeyboardInterrupt:
+        rc = 130
+    finally:
+        b.procs.stop_all()
+        if opts.keep:
+            print("work directory kept: %s" % b.workdir, file=sys.stderr)
+        else:
+            shutil.rmtree(b.workdir, ignore_errors=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
