@@ -1,7 +1,9 @@
 /*
- * upstream.h - HTTP calls to upstreams through one libcurl multi handle driven
- * by the event loop (the hiperfifo pattern: socket callback + one timer,
- * curl_multi_socket_action, then curl_multi_info_read).
+ * upstream.h - HTTP calls to upstreams: http:// URLs through our own lean
+ * HTTP/1.1 client (h1client.h, pooled keep-alive connections), the rest
+ * (https://) through one libcurl multi handle driven by the event loop (the
+ * hiperfifo pattern: socket callback + one timer, curl_multi_socket_action,
+ * then curl_multi_info_read). Both paths keep the contract below.
  *
  * The dispatcher is the only queue: curl's own connection limits stay at or
  * above the configured in-flight caps so that curl never queues behind our
@@ -20,6 +22,7 @@
 #ifndef SL_UPSTREAM_H
 #define SL_UPSTREAM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,7 +50,7 @@ struct sl_upstream_request {
 
 struct sl_upstream_response {
     enum sl_upstream_error error;
-    char detail[256];                  /* curl's message when error != OK */
+    char detail[256];                  /* a short human message when error != OK */
     int status;                        /* final status (1xx skipped); 0 on error */
     struct evkeyvalq headers;          /* final response's fields as received */
     struct evbuffer *body;             /* the callback may drain it */
@@ -66,8 +69,8 @@ struct sl_upstream_call;
 
 /*
  * Create the multi handle on `base`. `max_connections` sizes curl's
- * connection cache (keep it >= the sum of the routes' max_in_flight).
- * Returns NULL on failure.
+ * connection cache and caps the native client's idle keep-alive connections
+ * (keep it >= the sum of the routes' max_in_flight). Returns NULL on failure.
  */
 struct sl_upstream *sl_upstream_new(struct event_base *base, unsigned max_connections);
 
@@ -87,6 +90,12 @@ void sl_upstream_cancel(struct sl_upstream_call *call);
 
 /* Calls under way. */
 size_t sl_upstream_active(const struct sl_upstream *u);
+
+/*
+ * Send later http:// calls through the native client (true, the default) or
+ * through libcurl like https:// (false): for tests and comparisons.
+ */
+void sl_upstream_set_native_http(struct sl_upstream *u, bool on);
 
 /*
  * Build the upstream URL: the route's upstream base ("http://h:p/base") joined

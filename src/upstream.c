@@ -1,5 +1,7 @@
 /*
- * upstream.c - HTTP calls through one libcurl multi handle on the event loop.
+ * upstream.c - HTTP calls: http:// through our own HTTP/1.1 client
+ * (h1client.c), everything else through one libcurl multi handle on the
+ * event loop.
  *
  * The hiperfifo pattern: curl tells us which sockets to watch (socket
  * callback, one libevent event per socket stored with curl_multi_assign) and
@@ -23,6 +25,7 @@
 #include <event2/event.h>
 
 #include "clock.h"
+#include "h1client.h"
 #include "log.h"
 #include "sluice.h"
 
@@ -37,7 +40,9 @@ struct upstream_sock {
     struct event *ev;
 };
 
+/* A curl call. h1client calls are handed out as they are: see enum sl_call_path. */
 struct sl_upstream_call {
+    enum sl_call_path path;  /* SL_CALL_CURL; must stay first */
     TAILQ_ENTRY(sl_upstream_call) link;
     struct sl_upstream *u;
     CURL *easy;
@@ -60,6 +65,8 @@ struct sl_upstream {
     size_t active;
     CURL *spare[SPARE_MAX];
     size_t nspare;
+    struct sl_h1client *h1;
+    bool native_http;        /* http:// goes to h1 (the default) */
 };
 
 static bool curl_ready;
@@ -234,6 +241,11 @@ struct sl_upstream *sl_upstream_new(struct event_base *base, unsigned max_connec
     u->multi = curl_multi_init();
     if (u->multi == NULL || multi_setup(u, max_connections) != SL_OK)
         goto fail;
+    /* The same number caps the idle keep-alive connections of the native client. */
+    u->h1 = sl_h1client_new(base, max_connections);
+    if (u->h1 == NULL)
+        goto fail;
+    u->native_http = true;
     return u;
 
 fail:
@@ -479,6 +491,12 @@ static int set_request(struct sl_upstream_call *call, const struct sl_upstream_r
     return rc == CURLE_OK ? SL_OK : SL_ERR;
 }
 
+/* Both kinds of call begin with the tag (a pointer to a struct points to its first member). */
+static enum sl_call_path call_path(const struct sl_upstream_call *call)
+{
+    return *(const enum sl_call_path *)(const void *)call;
+}
+
 struct sl_upstream_call *sl_upstream_start(struct sl_upstream *u,
                                            const struct sl_upstream_request *req,
                                            sl_upstream_done_fn done, void *arg)
@@ -486,9 +504,14 @@ struct sl_upstream_call *sl_upstream_start(struct sl_upstream *u,
     if (u == NULL || req == NULL || req->method == NULL || req->url == NULL || done == NULL)
         return NULL;
 
+    /* Plain http:// takes the lean native client (issue 5); TLS stays with curl. */
+    if (u->native_http && sl_h1client_handles(req->url))
+        return (struct sl_upstream_call *)(void *)sl_h1client_start(u->h1, req, done, arg);
+
     struct sl_upstream_call *call = calloc(1, sizeof(*call));
     if (call == NULL)
         return NULL;
+    call->path = SL_CALL_CURL;
     call->u = u;
     call->done = done;
     call->arg = arg;
@@ -522,6 +545,10 @@ static void unlink_call(struct sl_upstream_call *call)
 
 void sl_upstream_cancel(struct sl_upstream_call *call)
 {
+    if (call != NULL && call_path(call) == SL_CALL_H1) {
+        sl_h1client_cancel((struct sl_h1call *)(void *)call);
+        return;
+    }
     if (call == NULL || call->finishing)
         return;
     unlink_call(call);
@@ -616,6 +643,7 @@ void sl_upstream_free(struct sl_upstream *u)
         return;
     while ((call = TAILQ_FIRST(&u->calls)) != NULL)
         sl_upstream_cancel(call);
+    sl_h1client_free(u->h1);
     while (u->nspare > 0)
         curl_easy_cleanup(u->spare[--u->nspare]);
     curl_multi_cleanup(u->multi);
@@ -629,7 +657,13 @@ void sl_upstream_free(struct sl_upstream *u)
 
 size_t sl_upstream_active(const struct sl_upstream *u)
 {
-    return u != NULL ? u->active : 0;
+    return u != NULL ? u->active + sl_h1client_active(u->h1) : 0;
+}
+
+void sl_upstream_set_native_http(struct sl_upstream *u, bool on)
+{
+    if (u != NULL)
+        u->native_http = on;
 }
 
 int sl_upstream_url(const char *base, const char *target, char *buf, size_t size)

@@ -1,11 +1,16 @@
 /*
  * test_upstream.c - real HTTP over loopback: an evhttp server and a raw TCP
  * server in this process, on the same event_base as the upstream module.
+ *
+ * Every case that talks to a server runs twice: http:// through the native
+ * HTTP/1.1 client (the default), then through libcurl, the path https://
+ * takes, so both keep the same contract.
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -429,6 +434,13 @@ static int setup(void **state)
     raw_start();
     F.up = sl_upstream_new(F.base, 8);
     assert_non_null(F.up);
+    return 0;
+}
+
+static int setup_curl(void **state)
+{
+    setup(state);
+    sl_upstream_set_native_http(F.up, false);
     return 0;
 }
 
@@ -892,6 +904,31 @@ static void test_free_with_calls_under_way(void **state)
         assert_int_equal(F.res[i].calls, 0);
 }
 
+/* https:// never takes the native path: curl's own wording proves who failed. */
+static void test_https_goes_to_curl(void **state)
+{
+    (void)state;
+    char buf[64], want[32];
+    int port = closed_port();
+    const struct sl_upstream_request req = {
+        .method = "GET", .url = buf, .timeout_us = 5 * SL_USEC_PER_SEC,
+    };
+
+    snprintf(buf, sizeof(buf), "https://127.0.0.1:%d/x", port);
+    assert_non_null(sl_upstream_start(F.up, &req, on_done, &F.res[0]));
+    run_until(result_done, &F.res[0]);
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_CONNECT);
+    snprintf(want, sizeof(want), "127.0.0.1 port %d", port);
+    assert_non_null(strstr(F.res[0].detail, want));
+
+    snprintf(buf, sizeof(buf), "http://127.0.0.1:%d/x", port);
+    assert_non_null(sl_upstream_start(F.up, &req, on_done, &F.res[1]));
+    run_until(result_done, &F.res[1]);
+    assert_int_equal(F.res[1].error, SL_UPSTREAM_CONNECT);
+    snprintf(want, sizeof(want), "127.0.0.1:%d: ", port);
+    assert_non_null(strstr(F.res[1].detail, want));
+}
+
 static void test_start_rejects_bad_input(void **state)
 {
     (void)state;
@@ -906,10 +943,15 @@ static void test_start_rejects_bad_input(void **state)
     sl_upstream_free(NULL);
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+/* Each case on the native client, then on libcurl. */
+#define T(fn)                                                         \
+    cmocka_unit_test_setup_teardown(fn, setup, teardown),             \
+    {#fn " (curl)", fn, setup_curl, teardown, NULL}
 
 int main(void)
 {
+    /* A write to a peer that already closed must fail, not kill the test. */
+    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url),
         T(test_get_forwarded_exactly),
@@ -932,6 +974,7 @@ int main(void)
         T(test_done_may_start_and_cancel),
         T(test_free_with_calls_under_way),
         T(test_start_rejects_bad_input),
+        cmocka_unit_test_setup_teardown(test_https_goes_to_curl, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,1142 @@
+/*
+ * h1client.c - HTTP/1.1 calls to http:// upstreams over pooled bufferevents.
+ *
+ * A call serializes its request head once, at start (a few memcpy's, no
+ * printf per field), takes the most recently used idle connection of its
+ * origin or opens one, writes the head plus the borrowed body, and feeds the
+ * answer to http-parser. A complete keep-alive answer puts the connection
+ * back in the pool before the done callback runs, so a call started from the
+ * callback can reuse it.
+ *
+ * Every completion comes from an event callback (read, event, or the call's
+ * timer), so done never runs inside sl_h1client_start(): a failure found
+ * while a connection is being opened is parked in the call and reported from
+ * a 0-timeout timer.
+ */
+#include "h1client.h"
+
+#include <errno.h>
+#include <http_parser.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/util.h>
+
+#include "clock.h"
+#include "sluice.h"
+
+#define H1_HOST_MAX 256                  /* a DNS name has at most 253 */
+#define H1_ORIGIN_MAX (H1_HOST_MAX + 8)  /* "[host]:65535" */
+#define H1_HEADERS_MAX (64 * 1024)       /* status line and fields of an answer */
+#define H1_HEADER_SLICE 1024             /* see feed() */
+#define H1_IDLE_MAX_US (60 * SL_USEC_PER_SEC)
+#define H1_ORIGINS_MAX 64
+#define H1_PEEK_VECS 16
+#define H1_DEFAULT_PORT 80
+#define H1_SCRATCH_KEEP 4096             /* parse scratch an idle connection keeps */
+
+/* A growable NUL-terminated string (header field and value scratch). */
+struct strbuf {
+    char *s;
+    size_t len, cap;
+};
+
+TAILQ_HEAD(h1_conn_list, h1_conn);
+
+/* The idle connections to one "host:port", most recently used first. */
+struct h1_origin {
+    TAILQ_ENTRY(h1_origin) link;
+    struct h1_conn_list idle;
+    char key[H1_ORIGIN_MAX];
+};
+
+/* One TCP connection: idle in the pool, or serving exactly one call. */
+struct h1_conn {
+    TAILQ_ENTRY(h1_conn) olink;         /* origin->idle, while idle */
+    TAILQ_ENTRY(h1_conn) glink;         /* client->idle, while idle */
+    struct sl_h1client *c;
+    struct h1_origin *origin;           /* non-NULL while idle */
+    struct sl_h1call *call;             /* non-NULL while serving */
+    struct bufferevent *bev;            /* owns the socket */
+    http_parser parser;
+    struct strbuf field, value;         /* the header being parsed */
+    bool in_value;                      /* last header callback was a value */
+    bool value_open;                    /* ...and it ended at its slice's end */
+    bool fold_ws;                       /* after a fold: skip whitespace still */
+    const char *slice_start, *slice_end; /* what the parser is being fed */
+    bool connected;
+    bool reused;                        /* taken from the pool: the keep-alive race applies */
+    int64_t idle_since;
+};
+
+struct sl_h1call {
+    enum sl_call_path path;             /* SL_CALL_H1; must stay first (h1client.h) */
+    TAILQ_ENTRY(sl_h1call) link;
+    struct sl_h1client *c;
+    struct h1_conn *conn;               /* NULL only when a failure is deferred */
+    struct event *timer;                /* timeout, or the deferred failure */
+    sl_upstream_done_fn done;
+    void *arg;
+    int64_t started_us;
+    int64_t timeout_us;
+    const void *body;                   /* borrowed until done/cancel */
+    size_t body_len;
+    int port;
+    bool is_head;                       /* HEAD: the answer has no body */
+    bool opening;                       /* inside call_connect(): failures are deferred */
+    bool deferred;                      /* resp holds a failure for the timer to report */
+    bool retried;                       /* the keep-alive race retry was used */
+    bool got_bytes;                     /* any byte of an answer on this connection */
+    bool headers_done;                  /* the final answer's header block was parsed */
+    bool until_close;                   /* ...and its body ends when the connection does */
+    bool complete, keep_alive;
+    bool finishing;                     /* its callback runs: cancel is a no-op */
+    const char *why;                    /* reason a parser callback refused */
+    size_t header_bytes;
+    char host[H1_HOST_MAX];             /* for DNS, without brackets */
+    char origin[H1_ORIGIN_MAX];         /* pool key and Host value */
+    struct sl_upstream_response resp;
+    size_t head_len;
+    char head[];                        /* "METHOD /path HTTP/1.1\r\n...\r\n\r\n" */
+};
+
+struct sl_h1client {
+    struct event_base *base;
+    struct evdns_base *dns;             /* created at the first name to resolve */
+    unsigned max_idle;
+    size_t n_idle;
+    struct h1_conn_list idle;           /* every idle connection, most recent first */
+    TAILQ_HEAD(, h1_origin) origins;
+    size_t n_origins;
+    TAILQ_HEAD(, sl_h1call) calls;
+    size_t active;
+    int64_t common_us;                  /* the last timeout turned into a common one */
+    const struct timeval *common_tv;
+};
+
+static void conn_free(struct h1_conn *conn);
+static void fail(struct sl_h1call *call, enum sl_upstream_error e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static int strbuf_append(struct strbuf *b, const char *at, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap > 0 ? b->cap : 64;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *s = realloc(b->s, cap);
+        if (s == NULL)
+            return SL_ENOMEM;
+        b->s = s;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, at, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+    return SL_OK;
+}
+
+/* An idle connection keeps small scratch only, however large an answer was. */
+static void strbuf_shrink(struct strbuf *b)
+{
+    if (b->cap <= H1_SCRATCH_KEEP)
+        return;
+    free(b->s);
+    b->s = NULL;
+    b->len = b->cap = 0;
+}
+
+static bool is_ws(char ch)
+{
+    return ch == ' ' || ch == '\t';
+}
+
+static void trim_value_end(struct strbuf *v)
+{
+    while (v->len > 0 && is_ws(v->s[v->len - 1]))
+        v->s[--v->len] = '\0';
+}
+
+/* ---- URLs --------------------------------------------------------------- */
+
+/* The parts of an http:// URL this client needs; pointers into the URL. */
+struct h1_url {
+    const char *host;                   /* without brackets */
+    size_t host_len;
+    bool v6;
+    int port;
+    const char *path;                   /* "/...", "?..." or empty; no fragment */
+    size_t path_len;
+};
+
+static bool parse_port(const char *s, size_t n, int *port)
+{
+    long v = 0;
+
+    if (n == 0 || n > 5)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < 1 || v > 65535)
+        return false;
+    *port = (int)v;
+    return true;
+}
+
+/* "host[:port]" or "[v6][:port]"; userinfo and zone ids are left to curl. */
+static bool parse_authority(const char *a, size_t n, struct h1_url *u)
+{
+    const char *port = NULL;
+
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)a[i] <= ' ' || a[i] == 0x7f || a[i] == '@' || a[i] == '%')
+            return false;
+    if (n > 0 && a[0] == '[') {
+        const char *close = memchr(a, ']', n);
+        if (close == NULL || (close + 1 < a + n && close[1] != ':'))
+            return false;
+        u->host = a + 1;
+        u->host_len = (size_t)(close - u->host);
+        u->v6 = true;
+        port = close + 1 < a + n ? close + 2 : NULL;
+    } else {
+        const char *colon = memchr(a, ':', n);
+        u->host = a;
+        u->host_len = colon != NULL ? (size_t)(colon - a) : n;
+        u->v6 = false;
+        port = colon != NULL ? colon + 1 : NULL;
+    }
+    if (u->host_len == 0 || u->host_len >= H1_HOST_MAX)
+        return false;
+    u->port = H1_DEFAULT_PORT;
+    return port == NULL || parse_port(port, (size_t)(a + n - port), &u->port);
+}
+
+static bool parse_url(const char *url, struct h1_url *u)
+{
+    if (url == NULL || strncasecmp(url, "http://", 7) != 0)
+        return false;
+    const char *a = url + 7;
+    size_t n = strcspn(a, "/?#");
+    if (!parse_authority(a, n, u))
+        return false;
+    u->path = a + n;
+    u->path_len = strcspn(u->path, "#"); /* a fragment is never sent */
+    return true;
+}
+
+bool sl_h1client_handles(const char *url)
+{
+    struct h1_url u;
+    return parse_url(url, &u);
+}
+
+/* ---- the request head --------------------------------------------------- */
+
+/* Appends to `p`, or only counts when `p` is NULL: one routine sizes and writes. */
+struct writer {
+    char *p;
+    size_t len;
+};
+
+static void put(struct writer *w, const char *s, size_t n)
+{
+    if (w->p != NULL)
+        memcpy(w->p + w->len, s, n);
+    w->len += n;
+}
+
+static void put_str(struct writer *w, const char *s)
+{
+    put(w, s, strlen(s));
+}
+
+/*
+ * The upstream sees exactly the translated fields, in order, plus Host when
+ * they carry none (preserve_host off) and the framing of our body. No
+ * Connection (1.1 is persistent), no Expect, no Accept, no User-Agent.
+ */
+static void write_head(struct writer *w, const struct sl_upstream_request *req,
+                       const struct h1_url *u, const char *host, size_t host_len,
+                       const char *length)
+{
+    const struct evkeyval *h;
+
+    put_str(w, req->method);
+    put(w, " ", 1);
+    if (u->path_len == 0 || u->path[0] != '/')
+        put(w, "/", 1);
+    put(w, u->path, u->path_len);
+    put(w, " HTTP/1.1\r\n", 11);
+    if (host != NULL) {
+        put(w, "Host: ", 6);
+        put(w, host, host_len);
+        put(w, "\r\n", 2);
+    }
+    if (req->headers != NULL) {
+        TAILQ_FOREACH(h, req->headers, next) {
+            put_str(w, h->key);
+            put(w, ":", 1);
+            if (h->value[0] != '\0') {
+                put(w, " ", 1);
+                put_str(w, h->value);
+            }
+            put(w, "\r\n", 2);
+        }
+    }
+    if (length != NULL) {
+        put(w, "Content-Length: ", 16);
+        put_str(w, length);
+        put(w, "\r\n", 2);
+    }
+    put(w, "\r\n", 2);
+}
+
+static bool has_host(const struct evkeyvalq *hdrs)
+{
+    const struct evkeyval *h;
+
+    if (hdrs == NULL)
+        return false;
+    TAILQ_FOREACH(h, hdrs, next)
+        if (strcasecmp(h->key, "Host") == 0)
+            return true;
+    return false;
+}
+
+/* Like curl: POST, PUT and PATCH always state their length, even 0. */
+static bool needs_length(const char *method, size_t body_len)
+{
+    return body_len > 0 || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+           strcmp(method, "PATCH") == 0;
+}
+
+/* ---- calls: construction and the single exit ---------------------------- */
+
+static void call_free(struct sl_h1call *call)
+{
+    if (call->timer != NULL)
+        event_free(call->timer);
+    evhttp_clear_headers(&call->resp.headers);
+    if (call->resp.body != NULL)
+        evbuffer_free(call->resp.body);
+    free(call);
+}
+
+static void call_on_timer(evutil_socket_t fd, short what, void *arg);
+
+/*
+ * "[v6]:port" or "host:port" into buf (the pool key); returns the length of
+ * the Host value, which is the same without a default ":80".
+ */
+static size_t format_origin(const struct h1_url *u, char *buf, size_t size)
+{
+    int n = snprintf(buf, size, "%s%.*s%s:%d", u->v6 ? "[" : "", (int)u->host_len, u->host,
+                     u->v6 ? "]" : "", u->port);
+    size_t len = n > 0 && (size_t)n < size ? (size_t)n : 0;
+
+    if (u->port == H1_DEFAULT_PORT && len > 0)
+        len = (size_t)(strrchr(buf, ':') - buf);
+    return len;
+}
+
+/* One allocation holds the call and its serialized head. */
+static struct sl_h1call *call_new(struct sl_h1client *c, const struct sl_upstream_request *req,
+                                  const struct h1_url *u)
+{
+    char origin[H1_ORIGIN_MAX], length[24];
+    size_t host_len = format_origin(u, origin, sizeof(origin));
+    const char *host = has_host(req->headers) ? NULL : origin;
+    const char *len = NULL;
+    struct writer w = {NULL, 0};
+    size_t body_len = req->body != NULL ? req->body_len : 0;
+
+    if (needs_length(req->method, body_len)) {
+        snprintf(length, sizeof(length), "%zu", body_len);
+        len = length;
+    }
+    write_head(&w, req, u, host, host_len, len);
+
+    struct sl_h1call *call = calloc(1, sizeof(*call) + w.len);
+    if (call == NULL)
+        return NULL;
+    call->path = SL_CALL_H1;
+    call->c = c;
+    w = (struct writer){call->head, 0};
+    write_head(&w, req, u, host, host_len, len);
+    call->head_len = w.len;
+    memcpy(call->origin, origin, sizeof(origin));
+    memcpy(call->host, u->host, u->host_len);
+    call->host[u->host_len] = '\0';
+    call->port = u->port;
+    call->body = req->body;
+    call->body_len = body_len;
+    call->timeout_us = req->timeout_us;
+    call->is_head = strcmp(req->method, "HEAD") == 0;
+    TAILQ_INIT(&call->resp.headers);
+    call->resp.body = evbuffer_new();
+    call->timer = evtimer_new(c->base, call_on_timer, call);
+    if (call->resp.body == NULL || call->timer == NULL || event_priority_set(call->timer, 0) != 0) {
+        call_free(call);
+        return NULL;
+    }
+    return call;
+}
+
+/* The one way a call that was not cancelled ends: its callback, then free. */
+static void call_end(struct sl_h1call *call)
+{
+    struct sl_h1client *c = call->c;
+
+    TAILQ_REMOVE(&c->calls, call, link);
+    c->active--;
+    call->resp.duration_us = sl_clock_now() - call->started_us;
+    call->finishing = true;
+    call->done(&call->resp, call->arg);
+    call_free(call);
+}
+
+/* Record a failure (any partial answer is dropped, as the curl path does). */
+static void set_error(struct sl_h1call *call, enum sl_upstream_error e, const char *fmt,
+                      va_list ap)
+{
+    call->resp.error = e;
+    call->resp.status = 0;
+    vsnprintf(call->resp.detail, sizeof(call->resp.detail), fmt, ap);
+    evhttp_clear_headers(&call->resp.headers);
+    evbuffer_drain(call->resp.body, evbuffer_get_length(call->resp.body));
+}
+
+/* Fail the call now, or from its timer when inside call_connect(). */
+static void fail(struct sl_h1call *call, enum sl_upstream_error e, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    set_error(call, e, fmt, ap);
+    va_end(ap);
+    if (call->opening) {
+        call->deferred = true;
+        return;
+    }
+    if (call->conn != NULL) {
+        conn_free(call->conn);
+        call->conn = NULL;
+    }
+    call_end(call);
+}
+
+static int arm_now(struct sl_h1call *call)
+{
+    const struct timeval zero = {0, 0};
+    return evtimer_add(call->timer, &zero) == 0 ? SL_OK : SL_ERR;
+}
+
+/* Many calls share a route's timeout: a common timeout queue makes them O(1). */
+static int arm_timeout(struct sl_h1call *call)
+{
+    struct sl_h1client *c = call->c;
+    struct timeval tv = {
+        .tv_sec = (time_t)(call->timeout_us / SL_USEC_PER_SEC),
+        .tv_usec = (suseconds_t)(call->timeout_us % SL_USEC_PER_SEC),
+    };
+
+    if (call->timeout_us <= 0)
+        return SL_OK;
+    if (c->common_tv == NULL || c->common_us != call->timeout_us) {
+        c->common_tv = event_base_init_common_timeout(c->base, &tv);
+        c->common_us = call->timeout_us;
+    }
+    return evtimer_add(call->timer, c->common_tv != NULL ? c->common_tv : &tv) == 0 ? SL_OK
+                                                                                     : SL_ERR;
+}
+
+/* ---- the pool ----------------------------------------------------------- */
+
+static struct h1_origin *origin_find(struct sl_h1client *c, const char *key)
+{
+    struct h1_origin *o;
+
+    TAILQ_FOREACH(o, &c->origins, link)
+        if (strcmp(o->key, key) == 0)
+            return o;
+    return NULL;
+}
+
+/* Origins outlive their connections (no churn); prune empty ones past a cap. */
+static void origins_prune(struct sl_h1client *c)
+{
+    struct h1_origin *o, *next;
+
+    for (o = TAILQ_FIRST(&c->origins); o != NULL; o = next) {
+        next = TAILQ_NEXT(o, link);
+        if (TAILQ_EMPTY(&o->idle)) {
+            TAILQ_REMOVE(&c->origins, o, link);
+            c->n_origins--;
+            free(o);
+        }
+    }
+}
+
+static struct h1_origin *origin_get(struct sl_h1client *c, const char *key)
+{
+    struct h1_origin *o = origin_find(c, key);
+
+    if (o != NULL)
+        return o;
+    if (c->n_origins >= H1_ORIGINS_MAX)
+        origins_prune(c);
+    o = calloc(1, sizeof(*o));
+    if (o == NULL)
+        return NULL;
+    TAILQ_INIT(&o->idle);
+    snprintf(o->key, sizeof(o->key), "%s", key);
+    TAILQ_INSERT_HEAD(&c->origins, o, link);
+    c->n_origins++;
+    return o;
+}
+
+static void pool_unlink(struct h1_conn *conn)
+{
+    struct sl_h1client *c = conn->c;
+
+    TAILQ_REMOVE(&conn->origin->idle, conn, olink);
+    TAILQ_REMOVE(&c->idle, conn, glink);
+    c->n_idle--;
+    conn->origin = NULL;
+}
+
+/* An idle connection that speaks or closes is of no further use. */
+static void conn_on_idle_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    conn_free(arg);
+}
+
+static void conn_on_idle_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    (void)what;
+    conn_free(arg);
+}
+
+/* Keep a connection whose answer was complete; the least recently used goes at the cap. */
+static void pool_put(struct sl_h1client *c, struct h1_conn *conn, const char *key, int64_t now)
+{
+    struct h1_origin *o = c->max_idle > 0 ? origin_get(c, key) : NULL;
+
+    if (o == NULL) {
+        conn_free(conn);
+        return;
+    }
+    if (c->n_idle >= c->max_idle)
+        conn_free(TAILQ_LAST(&c->idle, h1_conn_list));
+    conn->call = NULL;
+    conn->origin = o;
+    conn->idle_since = now;
+    strbuf_shrink(&conn->field);
+    strbuf_shrink(&conn->value);
+    TAILQ_INSERT_HEAD(&o->idle, conn, olink);
+    TAILQ_INSERT_HEAD(&c->idle, conn, glink);
+    c->n_idle++;
+    bufferevent_setcb(conn->bev, conn_on_idle_read, NULL, conn_on_idle_event, conn);
+    (void)bufferevent_disable(conn->bev, EV_WRITE);
+}
+
+/* The freshest idle connection to `key`; stale ones are closed on the way. */
+static struct h1_conn *pool_take(struct sl_h1client *c, const char *key, int64_t now)
+{
+    struct h1_origin *o = origin_find(c, key);
+    struct h1_conn *conn;
+
+    while (o != NULL && (conn = TAILQ_FIRST(&o->idle)) != NULL) {
+        pool_unlink(conn);
+        if (now - conn->idle_since < H1_IDLE_MAX_US) {
+            conn->reused = true;
+            return conn;
+        }
+        conn_free(conn);
+    }
+    return NULL;
+}
+
+/* ---- parsing the answer ------------------------------------------------- */
+
+static int refuse(struct sl_h1call *call, const char *why)
+{
+    call->why = why;
+    return -1;
+}
+
+static int count_header_bytes(struct sl_h1call *call, size_t n)
+{
+    call->header_bytes += n;
+    return call->header_bytes <= H1_HEADERS_MAX ? 0 : refuse(call, "response headers exceed 64 KiB");
+}
+
+static int on_message_begin(http_parser *p)
+{
+    struct h1_conn *conn = p->data;
+
+    /* A 1xx answer's fields say nothing about the final one. */
+    evhttp_clear_headers(&conn->call->resp.headers);
+    conn->field.len = conn->value.len = 0;
+    conn->in_value = conn->fold_ws = false;
+    return 0;
+}
+
+static int on_status(http_parser *p, const char *at, size_t n)
+{
+    struct h1_conn *conn = p->data;
+
+    (void)at;
+    return count_header_bytes(conn->call, n);
+}
+
+/* Store the field gathered so far (names and values arrive in pieces). */
+static int header_commit(struct h1_conn *conn)
+{
+    struct sl_h1call *call = conn->call;
+
+    if (conn->field.len == 0)
+        return 0;
+    trim_value_end(&conn->value);
+    conn->fold_ws = false;
+    if (evhttp_add_header(&call->resp.headers, conn->field.s,
+                          conn->value.len > 0 ? conn->value.s : "") != 0)
+        return refuse(call, "invalid response header (or out of memory)");
+    conn->field.len = conn->value.len = 0;
+    return count_header_bytes(call, 4);
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    struct h1_conn *conn = p->data;
+    struct sl_h1call *call = conn->call;
+
+    if (call->headers_done)
+        return 0; /* trailers are not relayed */
+    if (count_header_bytes(call, n) != 0)
+        return -1;
+    if (conn->in_value) {
+        if (header_commit(conn) != 0)
+            return -1;
+        conn->in_value = false;
+    }
+    return strbuf_append(&conn->field, at, n) == SL_OK ? 0 : refuse(call, "out of memory");
+}
+
+/*
+ * A value arrives in several pieces when a read split it (the piece before
+ * ended at its slice's end, this one starts a slice) or when it was folded
+ * over lines (obs-fold, RFC 9112 5.2): a fold joins with one space, however
+ * the whitespace around it is split between reads.
+ */
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    struct h1_conn *conn = p->data;
+    struct sl_h1call *call = conn->call;
+    const char *end = at + n;
+
+    if (call->headers_done)
+        return 0;
+    if (count_header_bytes(call, n) != 0)
+        return -1;
+    if (conn->in_value && !(conn->value_open && at == conn->slice_start)) {
+        trim_value_end(&conn->value);
+        if (strbuf_append(&conn->value, " ", 1) != SL_OK)
+            return refuse(call, "out of memory");
+        conn->fold_ws = true;
+    }
+    if (conn->fold_ws) {
+        while (at < end && is_ws(*at))
+            at++;
+        conn->fold_ws = at == end;
+    }
+    conn->in_value = true;
+    conn->value_open = end == conn->slice_end;
+    return strbuf_append(&conn->value, at, (size_t)(end - at)) == SL_OK ? 0
+                                                                       : refuse(call, "out of memory");
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct h1_conn *conn = p->data;
+    struct sl_h1call *call = conn->call;
+    int status = (int)p->status_code;
+
+    if (header_commit(conn) != 0)
+        return -1;
+    conn->in_value = false;
+    if (status < 100 || status == 101)
+        return refuse(call, status == 101 ? "unexpected 101 Switching Protocols" : "invalid status");
+    if (status < 200)
+        return 0; /* interim: its message ends here, the final one follows */
+    call->headers_done = true;
+    call->resp.status = status;
+    /* HEAD, 204 and 304 answers have no body whatever their framing says. */
+    if (call->is_head || status == 204 || status == 304)
+        return 1;
+    call->until_close = !(p->flags & F_CHUNKED) && p->content_length == ULLONG_MAX;
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    struct h1_conn *conn = p->data;
+    struct sl_h1call *call = conn->call;
+
+    return evbuffer_add(call->resp.body, at, n) == 0 ? 0 : refuse(call, "out of memory");
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct h1_conn *conn = p->data;
+    struct sl_h1call *call = conn->call;
+
+    if (!call->headers_done)
+        return 0; /* the end of a 1xx answer */
+    call->complete = true;
+    call->keep_alive = http_should_keep_alive(p) != 0;
+    /* Whatever follows belongs to no call: stop here. */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings h1_settings = {
+    .on_message_begin = on_message_begin,
+    .on_status = on_status,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/*
+ * http-parser's header size limit is one global, and the frontend sets it
+ * for client requests (max_header_size, 1 KiB at the least). Answers have
+ * their own limit (H1_HEADERS_MAX, counted in the callbacks), so until the
+ * header block is done the parser gets slices no longer than the smallest
+ * global and its running count is reset before each one. Returns the bytes
+ * consumed; stops at an error or at the end of the answer.
+ */
+static size_t feed(struct h1_conn *conn, const char *data, size_t len)
+{
+    struct sl_h1call *call = conn->call;
+    size_t done = 0;
+
+    while (done < len && !call->complete) {
+        size_t n = len - done;
+        if (!call->headers_done && n > H1_HEADER_SLICE)
+            n = H1_HEADER_SLICE;
+        conn->slice_start = data + done;
+        conn->slice_end = data + done + n;
+        conn->parser.nread = 0;
+        size_t k = http_parser_execute(&conn->parser, &h1_settings, data + done, n);
+        done += k;
+        if (HTTP_PARSER_ERRNO(&conn->parser) != HPE_OK || k < n)
+            break;
+    }
+    return done;
+}
+
+/* Parse what arrived. Returns SL_OK (the answer may be complete) or SL_ERR. */
+static int conn_parse(struct h1_conn *conn)
+{
+    struct evbuffer *in = bufferevent_get_input(conn->bev);
+    struct sl_h1call *call = conn->call;
+
+    while (!call->complete && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec vec[H1_PEEK_VECS];
+        int n = evbuffer_peek(in, -1, NULL, vec, H1_PEEK_VECS);
+        size_t used = 0;
+        enum http_errno err = HPE_OK;
+
+        if (n > H1_PEEK_VECS)
+            n = H1_PEEK_VECS;
+        for (int i = 0; i < n && err == HPE_OK && !call->complete; i++) {
+            used += feed(conn, vec[i].iov_base, vec[i].iov_len);
+            err = HTTP_PARSER_ERRNO(&conn->parser);
+        }
+        evbuffer_drain(in, used);
+        if (err != HPE_OK && !(err == HPE_PAUSED && call->complete)) {
+            if (call->why == NULL)
+                call->why = http_errno_description(err);
+            return SL_ERR;
+        }
+        if (used == 0) {
+            call->why = "the parser made no progress";
+            return SL_ERR;
+        }
+    }
+    return SL_OK;
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static void conn_free(struct h1_conn *conn)
+{
+    if (conn->origin != NULL)
+        pool_unlink(conn);
+    if (conn->bev != NULL)
+        bufferevent_free(conn->bev);
+    free(conn->field.s);
+    free(conn->value.s);
+    free(conn);
+}
+
+/* The answer is complete: keep the connection if both directions are clean. */
+static void call_succeed(struct sl_h1call *call)
+{
+    struct h1_conn *conn = call->conn;
+    bool clean = call->keep_alive && evbuffer_get_length(bufferevent_get_input(conn->bev)) == 0 &&
+                 evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0;
+
+    call->conn = NULL;
+    conn->call = NULL;
+    if (clean)
+        pool_put(call->c, conn, call->origin, sl_clock_now());
+    else
+        conn_free(conn);
+    call->resp.error = SL_UPSTREAM_OK;
+    call_end(call);
+}
+
+static void conn_on_read(struct bufferevent *bev, void *arg)
+{
+    struct h1_conn *conn = arg;
+    struct sl_h1call *call = conn->call;
+
+    (void)bev;
+    call->got_bytes = true;
+    if (conn_parse(conn) != SL_OK)
+        fail(call, SL_UPSTREAM_PROTOCOL, "Invalid HTTP response: %s", call->why);
+    else if (call->complete)
+        call_succeed(call);
+}
+
+/* A body delimited by the close is complete at EOF. Returns true if it was. */
+static bool finish_at_eof(struct h1_conn *conn)
+{
+    struct sl_h1call *call = conn->call;
+
+    if (!call->until_close)
+        return false;
+    (void)http_parser_execute(&conn->parser, &h1_settings, NULL, 0);
+    if (!call->complete)
+        return false;
+    call_succeed(call);
+    return true;
+}
+
+static void conn_connected(struct h1_conn *conn)
+{
+    int one = 1;
+
+    conn->connected = true;
+    /* The head and a body tail must not wait for an ACK (Nagle). */
+    (void)setsockopt(bufferevent_getfd(conn->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void connect_failed(struct sl_h1call *call, struct h1_conn *conn, int err)
+{
+    int dns = bufferevent_socket_get_dns_error(conn->bev);
+
+    if (dns != 0)
+        fail(call, SL_UPSTREAM_CONNECT, "Could not resolve host: %s (%s)", call->host,
+             evutil_gai_strerror(dns));
+    else
+        fail(call, SL_UPSTREAM_CONNECT, "Failed to connect to %s: %s", call->origin,
+             err != 0 ? evutil_socket_error_to_string(err) : "connection failed");
+}
+
+static int call_connect(struct sl_h1call *call);
+
+/*
+ * The keep-alive race: the upstream closed an idle connection just as we
+ * sent on it, and nothing was answered. Send once more on a fresh connection;
+ * sluice never sees it (it is not an attempt).
+ */
+static void call_retry(struct sl_h1call *call)
+{
+    conn_free(call->conn);
+    call->conn = NULL;
+    call->retried = true;
+    if (call_connect(call) != SL_OK)
+        fail(call, SL_UPSTREAM_CONNECT, "out of memory opening a connection");
+    else if (call->deferred && arm_now(call) != SL_OK)
+        call_end(call);
+}
+
+static void conn_on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct h1_conn *conn = arg;
+    struct sl_h1call *call = conn->call;
+    int err = EVUTIL_SOCKET_ERROR();
+
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {
+        conn_connected(conn);
+        return;
+    }
+    if (!conn->connected) {
+        connect_failed(call, conn, err);
+        return;
+    }
+    if ((what & BEV_EVENT_EOF) && finish_at_eof(conn))
+        return;
+    if (!call->got_bytes && conn->reused && !call->retried) {
+        call_retry(call);
+        return;
+    }
+    if (what & BEV_EVENT_ERROR)
+        fail(call, SL_UPSTREAM_PROTOCOL, "Connection error: %s",
+             err != 0 ? evutil_socket_error_to_string(err) : "reset");
+    else if (!call->got_bytes)
+        fail(call, SL_UPSTREAM_PROTOCOL, "Empty reply from server");
+    else
+        fail(call, SL_UPSTREAM_PROTOCOL, "Connection closed before the response was complete");
+}
+
+/*
+ * Bind a connection to a call and send the request. On a live connection
+ * the head goes out with one writev right here: no write event to add and
+ * remove per request; the write event only carries what did not fit.
+ */
+static int conn_attach(struct h1_conn *conn, struct sl_h1call *call)
+{
+    struct evbuffer *out = bufferevent_get_output(conn->bev);
+    int rc = 0;
+
+    conn->call = call;
+    call->conn = conn;
+    call->got_bytes = false;
+    http_parser_init(&conn->parser, HTTP_RESPONSE);
+    conn->parser.data = conn;
+    conn->field.len = conn->value.len = 0;
+    conn->in_value = conn->fold_ws = false;
+    bufferevent_setcb(conn->bev, conn_on_read, NULL, conn_on_event, conn);
+    rc |= evbuffer_add(out, call->head, call->head_len);
+    if (call->body_len > 0)
+        rc |= evbuffer_add_reference(out, call->body, call->body_len, NULL, NULL);
+    if (rc != 0)
+        return SL_ENOMEM;
+    if (conn->connected)
+        (void)evbuffer_write(out, bufferevent_getfd(conn->bev)); /* errors show up as events */
+    if (evbuffer_get_length(out) > 0)
+        rc |= bufferevent_enable(conn->bev, EV_WRITE);
+    rc |= bufferevent_enable(conn->bev, EV_READ);
+    return rc == 0 ? SL_OK : SL_ERR;
+}
+
+/* An IP literal needs no lookup: fill `ss` and return true. */
+static bool literal_addr(const struct sl_h1call *call, struct sockaddr_storage *ss, int *len)
+{
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+    memset(ss, 0, sizeof(*ss));
+    if (evutil_inet_pton(AF_INET, call->host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)call->port);
+        *len = (int)sizeof(*sin);
+        return true;
+    }
+    if (evutil_inet_pton(AF_INET6, call->host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)call->port);
+        *len = (int)sizeof(*sin6);
+        return true;
+    }
+    return false;
+}
+
+/* evdns reads resolv.conf and /etc/hosts, so "localhost" works without a query. */
+static struct evdns_base *dns_get(struct sl_h1client *c)
+{
+    if (c->dns == NULL)
+        c->dns = evdns_base_new(c->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                             EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    return c->dns;
+}
+
+/* Failures, even those libevent reports synchronously, end up in fail(). */
+static void conn_connect(struct h1_conn *conn, struct sl_h1call *call)
+{
+    struct sockaddr_storage ss;
+    int len = 0;
+    int rc;
+
+    if (literal_addr(call, &ss, &len)) {
+        rc = bufferevent_socket_connect(conn->bev, (struct sockaddr *)&ss, len);
+    } else {
+        struct evdns_base *dns = dns_get(call->c);
+        if (dns == NULL) {
+            fail(call, SL_UPSTREAM_CONNECT, "Could not resolve host: %s (no resolver)", call->host);
+            return;
+        }
+        rc = bufferevent_socket_connect_hostname(conn->bev, dns, AF_UNSPEC, call->host, call->port);
+    }
+    if (rc != 0 && !call->deferred)
+        fail(call, SL_UPSTREAM_CONNECT, "Failed to connect to %s: %s", call->origin,
+             evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+/*
+ * Open a fresh connection for the call. A connect failure is parked for the
+ * timer (call->deferred, no connection); SL_ENOMEM if nothing could be set up.
+ */
+static int call_connect(struct sl_h1call *call)
+{
+    struct h1_conn *conn = calloc(1, sizeof(*conn));
+
+    if (conn == NULL)
+        return SL_ENOMEM;
+    conn->c = call->c;
+    conn->bev = bufferevent_socket_new(call->c->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (conn->bev == NULL || bufferevent_priority_set(conn->bev, 0) != 0 ||
+        conn_attach(conn, call) != SL_OK) {
+        conn_free(conn);
+        call->conn = NULL;
+        return SL_ENOMEM;
+    }
+    /* libevent may call conn_on_event from inside the connect calls. */
+    call->opening = true;
+    conn_connect(conn, call);
+    call->opening = false;
+    if (call->deferred) {
+        conn_free(conn);
+        call->conn = NULL;
+    }
+    return SL_OK;
+}
+
+/* ---- public API --------------------------------------------------------- */
+
+struct sl_h1client *sl_h1client_new(struct event_base *base, unsigned max_idle)
+{
+    if (base == NULL)
+        return NULL;
+
+    struct sl_h1client *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->base = base;
+    c->max_idle = max_idle;
+    TAILQ_INIT(&c->idle);
+    TAILQ_INIT(&c->origins);
+    TAILQ_INIT(&c->calls);
+    return c;
+}
+
+struct sl_h1call *sl_h1client_start(struct sl_h1client *c, const struct sl_upstream_request *req,
+                                    sl_upstream_done_fn done, void *arg)
+{
+    struct h1_url u;
+
+    if (c == NULL || req == NULL || req->method == NULL || done == NULL ||
+        !parse_url(req->url, &u))
+        return NULL;
+    struct sl_h1call *call = call_new(c, req, &u);
+    if (call == NULL)
+        return NULL;
+    call->done = done;
+    call->arg = arg;
+    call->started_us = sl_clock_now();
+
+    struct h1_conn *conn = pool_take(c, call->origin, call->started_us);
+    int rc = conn != NULL ? conn_attach(conn, call) : call_connect(call);
+    if (rc != SL_OK) {
+        if (call->conn != NULL)
+            conn_free(call->conn);
+        call_free(call);
+        return NULL;
+    }
+    TAILQ_INSERT_TAIL(&c->calls, call, link);
+    c->active++;
+    if ((call->deferred ? arm_now(call) : arm_timeout(call)) != SL_OK) {
+        sl_h1client_cancel(call);
+        return NULL;
+    }
+    return call;
+}
+
+void sl_h1client_cancel(struct sl_h1call *call)
+{
+    if (call == NULL || call->finishing)
+        return;
+    /* A half-used connection cannot carry another request. */
+    if (call->conn != NULL)
+        conn_free(call->conn);
+    TAILQ_REMOVE(&call->c->calls, call, link);
+    call->c->active--;
+    call_free(call);
+}
+
+static void call_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_h1call *call = arg;
+    long long ms = (long long)(call->timeout_us / SL_USEC_PER_MSEC);
+
+    (void)fd;
+    (void)what;
+    if (call->deferred)
+        call_end(call);
+    else if (call->conn == NULL || !call->conn->connected)
+        fail(call, SL_UPSTREAM_CONNECT, "Connection timed out after %lld milliseconds", ms);
+    else
+        fail(call, SL_UPSTREAM_TIMEOUT,
+             "Operation timed out after %lld milliseconds with %zu bytes received", ms,
+             evbuffer_get_length(call->resp.body));
+}
+
+void sl_h1client_free(struct sl_h1client *c)
+{
+    struct sl_h1call *call;
+    struct h1_conn *conn;
+    struct h1_origin *o;
+
+    if (c == NULL)
+        return;
+    while ((call = TAILQ_FIRST(&c->calls)) != NULL)
+        sl_h1client_cancel(call);
+    while ((conn = TAILQ_FIRST(&c->idle)) != NULL)
+        conn_free(conn);
+    while ((o = TAILQ_FIRST(&c->origins)) != NULL) {
+        TAILQ_REMOVE(&c->origins, o, link);
+        free(o);
+    }
+    if (c->dns != NULL)
+        evdns_base_free(c->dns, 0);
+    free(c);
+}
+
+size_t sl_h1client_active(const struct sl_h1client *c)
+{
+    return c != NULL ? c->active : 0;
+}
+
+size_t sl_h1client_idle(const struct sl_h1client *c)
+{
+    return c != NULL ? c->n_idle : 0;
+}

@@ -1,0 +1,876 @@
+/*
+ * test_h1client.c - the native HTTP/1.1 client against a scripted TCP server
+ * in this process (same event_base): connection reuse, the keep-alive race,
+ * body framings, the idle pool and its cap, header limits, exact request
+ * bytes. The shared upstream contract is tested in test_upstream.c.
+ */
+#include <arpa/inet.h>
+#include <http_parser.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+
+#include "clock.h"
+#include "h1client.h"
+#include "sluice.h"
+
+#define GUARD_SECONDS 10
+#define MAX_RESULTS 8
+#define MAX_CONNS 16
+#define BIG_BODY (16 * 1024 * 1024)
+
+/* What one done callback saw. */
+struct result {
+    int calls;
+    enum sl_upstream_error error;
+    int status;
+    char detail[256];
+    struct evkeyvalq headers;
+    struct evbuffer *body;
+};
+
+/* How the server treats each complete request. */
+enum srv_mode {
+    SRV_REPLY,         /* answer with F.reply, keep the connection */
+    SRV_REPLY_CLOSE,   /* answer, then close */
+    SRV_HANGUP,        /* close without answering */
+    SRV_STALL,         /* never answer */
+    SRV_TRICKLE,       /* answer one byte per loop turn */
+    SRV_EARLY,         /* answer as soon as the head is in, never read the body */
+};
+
+struct fixture {
+    struct event_base *base;
+    struct sl_h1client *h1;
+    struct evconnlistener *lev;
+    int port;
+    struct bufferevent *conns[MAX_CONNS];
+    int accepted;
+    int client_closed;                 /* connections the client closed */
+    int requests;
+    enum srv_mode mode;
+    const char *reply;
+    struct evbuffer *last_request;     /* raw bytes, body included */
+    struct event *trickle;
+    struct bufferevent *trickle_bev;
+    size_t trickle_pos;
+    struct result res[MAX_RESULTS];
+    bool in_start;
+    bool guard_fired;
+};
+
+static struct fixture F;
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static const char *header_value(const struct evkeyvalq *q, const char *name)
+{
+    const struct evkeyval *h;
+    TAILQ_FOREACH(h, q, next)
+        if (strcasecmp(h->key, name) == 0)
+            return h->value;
+    return NULL;
+}
+
+/* Exactly these fields in this order ({"A", "1", ..., NULL}). */
+static void expect_headers(const struct evkeyvalq *q, const char *const *pairs)
+{
+    const struct evkeyval *h = TAILQ_FIRST(q);
+    for (size_t i = 0; pairs[i] != NULL && i < 64; i += 2) {
+        if (h == NULL)
+            fail_msg("missing field %s", pairs[i]);
+        assert_string_equal(h->key, pairs[i]);
+        assert_string_equal(h->value, pairs[i + 1]);
+        h = TAILQ_NEXT(h, next);
+    }
+    if (h != NULL)
+        fail_msg("unexpected field %s: %s", h->key, h->value);
+}
+
+static void body_equals(struct evbuffer *b, const void *data, size_t len)
+{
+    assert_int_equal(evbuffer_get_length(b), len);
+    if (len > 0)
+        assert_memory_equal(evbuffer_pullup(b, -1), data, len);
+}
+
+static void on_done(struct sl_upstream_response *resp, void *arg)
+{
+    struct result *r = arg;
+    const struct evkeyval *h;
+
+    if (F.in_start)
+        fail_msg("done called from inside sl_h1client_start");
+    r->calls++;
+    r->error = resp->error;
+    r->status = resp->status;
+    snprintf(r->detail, sizeof(r->detail), "%s", resp->detail);
+    evhttp_clear_headers(&r->headers);
+    TAILQ_FOREACH(h, &resp->headers, next)
+        assert_int_equal(evhttp_add_header(&r->headers, h->key, h->value), 0);
+    evbuffer_drain(r->body, evbuffer_get_length(r->body));
+    assert_int_equal(evbuffer_add_buffer(r->body, resp->body), 0);
+}
+
+static void on_guard(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    F.guard_fired = true;
+}
+
+/* Run the loop until cond(arg) holds; fail after GUARD_SECONDS. */
+static void run_until(bool (*cond)(void *), void *arg)
+{
+    struct event *guard = evtimer_new(F.base, on_guard, NULL);
+    struct timeval tv = {GUARD_SECONDS, 0};
+
+    assert_non_null(guard);
+    F.guard_fired = false;
+    assert_int_equal(evtimer_add(guard, &tv), 0);
+    for (long i = 0; i < 10000000 && !cond(arg) && !F.guard_fired; i++)
+        assert_true(event_base_loop(F.base, EVLOOP_ONCE) >= 0);
+    event_free(guard);
+    if (!cond(arg))
+        fail_msg("condition not reached in %d s", GUARD_SECONDS);
+}
+
+static bool result_done(void *arg)
+{
+    return ((struct result *)arg)->calls > 0;
+}
+
+static bool all_done(void *arg)
+{
+    int n = *(int *)arg;
+    for (int i = 0; i < n; i++)
+        if (F.res[i].calls == 0)
+            return false;
+    return true;
+}
+
+static bool client_closed_n(void *arg)
+{
+    return F.client_closed >= *(int *)arg;
+}
+
+static bool requests_n(void *arg)
+{
+    return F.requests >= *(int *)arg;
+}
+
+static bool pool_empty(void *arg)
+{
+    (void)arg;
+    return sl_h1client_idle(F.h1) == 0;
+}
+
+static void reset_result(struct result *r)
+{
+    r->calls = 0;
+    r->error = SL_UPSTREAM_OK;
+    r->status = 0;
+    r->detail[0] = '\0';
+    evhttp_clear_headers(&r->headers);
+    evbuffer_drain(r->body, evbuffer_get_length(r->body));
+}
+
+/* Start a call into F.res[slot]; done must not run before this returns. */
+static void start_url(int slot, const char *method, const char *url,
+                      const struct evkeyvalq *hdrs, const void *body, size_t len,
+                      int64_t timeout_us)
+{
+    const struct sl_upstream_request req = {
+        .method = method, .url = url, .headers = hdrs,
+        .body = body, .body_len = len, .timeout_us = timeout_us,
+    };
+
+    reset_result(&F.res[slot]);
+    F.in_start = true;
+    struct sl_h1call *call = sl_h1client_start(F.h1, &req, on_done, &F.res[slot]);
+    F.in_start = false;
+    assert_non_null(call);
+}
+
+static void start(int slot, const char *method, const char *target)
+{
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", F.port, target);
+    start_url(slot, method, url, NULL, NULL, 0, 5 * SL_USEC_PER_SEC);
+}
+
+/* One call to completion; returns its result. */
+static struct result *call_once(const char *method, const char *target)
+{
+    start(0, method, target);
+    run_until(result_done, &F.res[0]);
+    assert_int_equal(F.res[0].calls, 1);
+    return &F.res[0];
+}
+
+static void expect_ok(const struct result *r, int status, const char *body)
+{
+    assert_int_equal(r->calls, 1);
+    if (r->error != SL_UPSTREAM_OK)
+        fail_msg("error %d: %s", r->error, r->detail);
+    assert_int_equal(r->status, status);
+    body_equals(r->body, body, strlen(body));
+}
+
+/* ---- the scripted server ------------------------------------------------ */
+
+static int conn_slot(struct bufferevent *bev)
+{
+    for (int i = 0; i < MAX_CONNS; i++)
+        if (F.conns[i] == bev)
+            return i;
+    return -1;
+}
+
+static void srv_close(struct bufferevent *bev)
+{
+    int i = conn_slot(bev);
+    if (i >= 0)
+        F.conns[i] = NULL;
+    if (F.trickle_bev == bev) {
+        evtimer_del(F.trickle);
+        F.trickle_bev = NULL;
+    }
+    bufferevent_free(bev);
+}
+
+/* The server hangs up on every connection, as an idle timeout would. */
+static void srv_close_all(void)
+{
+    for (int i = 0; i < MAX_CONNS; i++)
+        if (F.conns[i] != NULL)
+            srv_close(F.conns[i]);
+}
+
+/* Bytes of the first complete request in `in` (head + Content-Length), or 0. */
+static size_t request_length(struct evbuffer *in)
+{
+    struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+    if (end.pos < 0)
+        return 0;
+    size_t head = (size_t)end.pos + 4;
+    char *text = (char *)evbuffer_pullup(in, (ev_ssize_t)head);
+    size_t body = 0;
+    for (size_t i = 0; i + 16 < head; i++)
+        if (strncasecmp(text + i, "\r\nContent-Length:", 17) == 0)
+            body = strtoul(text + i + 17, NULL, 10);
+    return evbuffer_get_length(in) >= head + body ? head + body : 0;
+}
+
+static void srv_on_written_close(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    srv_close(bev);
+}
+
+static void srv_on_trickle(evutil_socket_t fd, short what, void *arg)
+{
+    const struct timeval zero = {0, 0};
+    (void)fd;
+    (void)what;
+    (void)arg;
+    if (F.trickle_bev == NULL || F.reply[F.trickle_pos] == '\0')
+        return;
+    assert_int_equal(send(bufferevent_getfd(F.trickle_bev), F.reply + F.trickle_pos++, 1, 0), 1);
+    assert_int_equal(evtimer_add(F.trickle, &zero), 0);
+}
+
+static void srv_answer(struct bufferevent *bev)
+{
+    const struct timeval zero = {0, 0};
+
+    switch (F.mode) {
+    case SRV_REPLY:
+        assert_int_equal(bufferevent_write(bev, F.reply, strlen(F.reply)), 0);
+        break;
+    case SRV_REPLY_CLOSE:
+        bufferevent_setcb(bev, NULL, srv_on_written_close, NULL, NULL);
+        assert_int_equal(bufferevent_write(bev, F.reply, strlen(F.reply)), 0);
+        break;
+    case SRV_HANGUP:
+        srv_close(bev);
+        break;
+    case SRV_TRICKLE:
+        F.trickle_bev = bev;
+        F.trickle_pos = 0;
+        assert_int_equal(evtimer_add(F.trickle, &zero), 0);
+        break;
+    default:
+        break;
+    }
+}
+
+static void srv_on_read(struct bufferevent *bev, void *arg)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    (void)arg;
+
+    if (F.mode == SRV_EARLY) {
+        if (evbuffer_search(in, "\r\n\r\n", 4, NULL).pos < 0)
+            return;
+        F.requests++;
+        assert_int_equal(bufferevent_disable(bev, EV_READ), 0);
+        assert_int_equal(bufferevent_write(bev, F.reply, strlen(F.reply)), 0);
+        return;
+    }
+    for (int i = 0; i < 16; i++) {
+        size_t n = request_length(in);
+        if (n == 0)
+            return;
+        F.requests++;
+        evbuffer_drain(F.last_request, evbuffer_get_length(F.last_request));
+        assert_int_equal(evbuffer_remove_buffer(in, F.last_request, n), (int)n);
+        srv_answer(bev);
+        if (conn_slot(bev) < 0 || F.mode == SRV_REPLY_CLOSE)
+            return; /* closed, or closing */
+    }
+}
+
+static void srv_on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)arg;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        F.client_closed++;
+        srv_close(bev);
+    }
+}
+
+static void srv_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                          int salen, void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)salen;
+    (void)arg;
+    struct bufferevent *bev = bufferevent_socket_new(F.base, fd, BEV_OPT_CLOSE_ON_FREE);
+    int i = conn_slot(NULL);
+
+    assert_non_null(bev);
+    if (i < 0)
+        fail_msg("too many server connections");
+    F.conns[i] = bev;
+    F.accepted++;
+    bufferevent_setcb(bev, srv_on_read, NULL, srv_on_event, NULL);
+    assert_int_equal(bufferevent_enable(bev, EV_READ), 0);
+}
+
+static int bound_port(evutil_socket_t fd)
+{
+    struct sockaddr_in sin;
+    socklen_t len = sizeof(sin);
+
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    return ntohs(sin.sin_port);
+}
+
+static void srv_start(void)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
+
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    F.lev = evconnlistener_new_bind(F.base, srv_on_accept, NULL,
+                                    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 64,
+                                    (struct sockaddr *)&sin, sizeof(sin));
+    assert_non_null(F.lev);
+    F.port = bound_port(evconnlistener_get_fd(F.lev));
+    F.trickle = evtimer_new(F.base, srv_on_trickle, NULL);
+    assert_non_null(F.trickle);
+}
+
+/* ---- fixture ------------------------------------------------------------ */
+
+static const char ok_reply[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(&F, 0, sizeof(F));
+    F.base = event_base_new();
+    assert_non_null(F.base);
+    F.last_request = evbuffer_new();
+    assert_non_null(F.last_request);
+    for (size_t i = 0; i < MAX_RESULTS; i++) {
+        TAILQ_INIT(&F.res[i].headers);
+        F.res[i].body = evbuffer_new();
+        assert_non_null(F.res[i].body);
+    }
+    srv_start();
+    F.mode = SRV_REPLY;
+    F.reply = ok_reply;
+    F.h1 = sl_h1client_new(F.base, 8);
+    assert_non_null(F.h1);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    sl_h1client_free(F.h1);
+    srv_close_all();
+    event_free(F.trickle);
+    evconnlistener_free(F.lev);
+    for (size_t i = 0; i < MAX_RESULTS; i++) {
+        evhttp_clear_headers(&F.res[i].headers);
+        evbuffer_free(F.res[i].body);
+    }
+    evbuffer_free(F.last_request);
+    event_base_free(F.base);
+    return 0;
+}
+
+/* ---- tests: URLs and request bytes -------------------------------------- */
+
+static void test_handles(void **state)
+{
+    (void)state;
+    assert_true(sl_h1client_handles("http://h:1/p"));
+    assert_true(sl_h1client_handles("HTTP://h"));
+    assert_true(sl_h1client_handles("http://h?q"));
+    assert_true(sl_h1client_handles("http://[::1]:8080/x"));
+    assert_true(sl_h1client_handles("http://h:65535/"));
+
+    assert_false(sl_h1client_handles(NULL));
+    assert_false(sl_h1client_handles("https://h/"));
+    assert_false(sl_h1client_handles("ftp://h/"));
+    assert_false(sl_h1client_handles("http://u:p@h/"));
+    assert_false(sl_h1client_handles("http:///p"));
+    assert_false(sl_h1client_handles("http://h:0/"));
+    assert_false(sl_h1client_handles("http://h:65536/"));
+    assert_false(sl_h1client_handles("http://h:/"));
+    assert_false(sl_h1client_handles("http://h:8x/"));
+    assert_false(sl_h1client_handles("http://[::1/"));
+    assert_false(sl_h1client_handles("http://[::1]x/"));
+    assert_false(sl_h1client_handles("http://[fe80::1%25eth0]/"));
+    assert_false(sl_h1client_handles("http://h h/"));
+}
+
+static void expect_request(const char *want)
+{
+    size_t len = evbuffer_get_length(F.last_request);
+    char *got = (char *)evbuffer_pullup(F.last_request, -1);
+
+    if (len != strlen(want) || memcmp(got, want, len) != 0)
+        fail_msg("request was:\n%.*s\nwanted:\n%s", (int)len, got, want);
+}
+
+static void test_request_bytes(void **state)
+{
+    (void)state;
+    char url[128], want[512];
+    struct evkeyvalq h;
+
+    TAILQ_INIT(&h);
+    evhttp_add_header(&h, "X-A", "1");
+    evhttp_add_header(&h, "X-Empty", "");
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/base/p%%20q?x=%%2F&y#frag", F.port);
+    start_url(0, "POST", url, &h, "abc", 3, 5 * SL_USEC_PER_SEC);
+    run_until(result_done, &F.res[0]);
+    expect_ok(&F.res[0], 200, "ok");
+    snprintf(want, sizeof(want),
+             "POST /base/p%%20q?x=%%2F&y HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-A: 1\r\n"
+             "X-Empty:\r\nContent-Length: 3\r\n\r\nabc", F.port);
+    expect_request(want);
+
+    /* preserve_host: the client's Host is the only one; an empty path is "/" */
+    evhttp_clear_headers(&h);
+    evhttp_add_header(&h, "Host", "client.example");
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d?q=1", F.port);
+    start_url(0, "GET", url, &h, NULL, 0, 5 * SL_USEC_PER_SEC);
+    run_until(result_done, &F.res[0]);
+    expect_ok(&F.res[0], 200, "ok");
+    expect_request("GET /?q=1 HTTP/1.1\r\nHost: client.example\r\n\r\n");
+    evhttp_clear_headers(&h);
+
+    /* PUT without a body still states its length; DELETE does not */
+    start(0, "PUT", "/r");
+    run_until(result_done, &F.res[0]);
+    snprintf(want, sizeof(want), "PUT /r HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: 0\r\n\r\n",
+             F.port);
+    expect_request(want);
+    start(0, "DELETE", "/r");
+    run_until(result_done, &F.res[0]);
+    snprintf(want, sizeof(want), "DELETE /r HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", F.port);
+    expect_request(want);
+    assert_int_equal(F.accepted, 1);
+}
+
+/* ---- tests: the pool ---------------------------------------------------- */
+
+static void test_sequential_calls_share_one_connection(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 5; i++) {
+        expect_ok(call_once("GET", "/seq"), 200, "ok");
+        assert_int_equal(sl_h1client_idle(F.h1), 1);
+    }
+    assert_int_equal(F.accepted, 1);
+    assert_int_equal(F.requests, 5);
+    assert_int_equal(sl_h1client_active(F.h1), 0);
+}
+
+/* The server closes an idle connection just as the next request goes out. */
+static void test_keepalive_race_retried_transparently(void **state)
+{
+    (void)state;
+    expect_ok(call_once("GET", "/first"), 200, "ok");
+    srv_close_all(); /* FIN on its way; the client's loop has not seen it */
+    assert_int_equal(sl_h1client_idle(F.h1), 1);
+
+    expect_ok(call_once("GET", "/second"), 200, "ok");
+    assert_int_equal(F.accepted, 2);
+    assert_int_equal(F.requests, 2);
+    assert_int_equal(sl_h1client_idle(F.h1), 1);
+}
+
+static void test_keepalive_race_retried_only_once(void **state)
+{
+    (void)state;
+    expect_ok(call_once("GET", "/first"), 200, "ok");
+    srv_close_all();
+    F.mode = SRV_HANGUP; /* the fresh connection fails too */
+
+    struct result *r = call_once("GET", "/second");
+    assert_int_equal(r->error, SL_UPSTREAM_PROTOCOL);
+    assert_int_equal(r->status, 0);
+    assert_string_equal(r->detail, "Empty reply from server");
+    assert_int_equal(F.accepted, 2);
+    assert_int_equal(F.requests, 2);
+    assert_int_equal(sl_h1client_idle(F.h1), 0);
+}
+
+static void test_idle_close_noticed(void **state)
+{
+    (void)state;
+    expect_ok(call_once("GET", "/first"), 200, "ok");
+    srv_close_all();
+    run_until(pool_empty, NULL);
+
+    expect_ok(call_once("GET", "/second"), 200, "ok");
+    assert_int_equal(F.accepted, 2);
+}
+
+static void test_pool_cap(void **state)
+{
+    (void)state;
+    int four = 4, two = 2;
+
+    sl_h1client_free(F.h1);
+    F.h1 = sl_h1client_new(F.base, 2);
+    assert_non_null(F.h1);
+    for (int i = 0; i < 4; i++)
+        start(i, "GET", "/cap");
+    assert_int_equal(sl_h1client_active(F.h1), 4);
+    run_until(all_done, &four);
+    for (int i = 0; i < 4; i++)
+        expect_ok(&F.res[i], 200, "ok");
+    assert_int_equal(F.accepted, 4);
+    assert_int_equal(sl_h1client_idle(F.h1), 2);
+    run_until(client_closed_n, &two); /* the two over the cap were closed */
+
+    for (int i = 0; i < 4; i++)
+        start(i, "GET", "/cap");
+    run_until(all_done, &four);
+    assert_int_equal(F.accepted, 6); /* two reused, two new */
+    assert_int_equal(sl_h1client_idle(F.h1), 2);
+}
+
+static void test_no_pool_keeps_nothing(void **state)
+{
+    (void)state;
+    int one = 1;
+
+    sl_h1client_free(F.h1);
+    F.h1 = sl_h1client_new(F.base, 0);
+    assert_non_null(F.h1);
+    expect_ok(call_once("GET", "/a"), 200, "ok");
+    assert_int_equal(sl_h1client_idle(F.h1), 0);
+    run_until(client_closed_n, &one);
+}
+
+/* ---- tests: framings ---------------------------------------------------- */
+
+static void test_chunked(void **state)
+{
+    (void)state;
+    F.reply = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+              "5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n";
+    struct result *r = call_once("GET", "/chunked");
+    expect_ok(r, 200, "hello world");
+    expect_headers(&r->headers, (const char *const[]){"Transfer-Encoding", "chunked", NULL});
+
+    F.reply = ok_reply;
+    expect_ok(call_once("GET", "/after"), 200, "ok");
+    assert_int_equal(F.accepted, 1);
+}
+
+static void test_read_until_close(void **state)
+{
+    (void)state;
+    F.mode = SRV_REPLY_CLOSE;
+    F.reply = "HTTP/1.1 200 OK\r\nX-A: b\r\n\r\nuntil the end";
+    struct result *r = call_once("GET", "/eof");
+    expect_ok(r, 200, "until the end");
+    expect_headers(&r->headers, (const char *const[]){"X-A", "b", NULL});
+    assert_int_equal(sl_h1client_idle(F.h1), 0);
+}
+
+static void test_connection_close_not_pooled(void **state)
+{
+    (void)state;
+    int one = 1, two = 2;
+
+    F.reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+    expect_ok(call_once("GET", "/a"), 200, "ok");
+    assert_int_equal(sl_h1client_idle(F.h1), 0);
+    run_until(client_closed_n, &one); /* the client closed, not the server */
+
+    /* HTTP/1.0 without keep-alive: the same */
+    F.reply = "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    expect_ok(call_once("GET", "/b"), 200, "ok");
+    assert_int_equal(sl_h1client_idle(F.h1), 0);
+    run_until(client_closed_n, &two);
+
+    /* HTTP/1.0 that asks for keep-alive is kept */
+    F.reply = "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok";
+    expect_ok(call_once("GET", "/c"), 200, "ok");
+    assert_int_equal(sl_h1client_idle(F.h1), 1);
+    assert_int_equal(F.accepted, 3);
+}
+
+/* HEAD, 204 and 304 have no body even when their fields announce one. */
+static void test_bodiless_answers_keep_framing(void **state)
+{
+    (void)state;
+    F.reply = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
+    struct result *r = call_once("HEAD", "/h");
+    expect_ok(r, 200, "");
+    assert_string_equal(header_value(&r->headers, "Content-Length"), "5");
+
+    F.reply = "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n";
+    expect_ok(call_once("GET", "/304"), 304, "");
+    F.reply = "HTTP/1.1 204 No Content\r\n\r\n";
+    expect_ok(call_once("DELETE", "/204"), 204, "");
+    F.reply = ok_reply;
+    expect_ok(call_once("GET", "/after"), 200, "ok");
+    assert_int_equal(F.accepted, 1);
+}
+
+/* Every field and chunk split across reads, one byte at a time. */
+static void test_trickled_answer(void **state)
+{
+    (void)state;
+    F.mode = SRV_TRICKLE;
+    F.reply = "HTTP/1.1 200 OK\r\nX-Folded: a\r\n  b\r\nX-Empty:\r\nX-Sp: v  \r\n"
+              "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    struct result *r = call_once("GET", "/slowly");
+    expect_ok(r, 200, "abc");
+    expect_headers(&r->headers,
+                   (const char *const[]){"X-Folded", "a b", "X-Empty", "", "X-Sp", "v",
+                                         "Transfer-Encoding", "chunked", NULL});
+    assert_int_equal(sl_h1client_idle(F.h1), 1);
+}
+
+/* The upstream answered before taking the whole body: never reuse that. */
+static void test_early_answer_not_pooled(void **state)
+{
+    (void)state;
+    char *big = calloc(1, BIG_BODY);
+    char url[64];
+
+    assert_non_null(big);
+    F.mode = SRV_EARLY;
+    F.reply = "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n";
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/upload", F.port);
+    start_url(0, "POST", url, NULL, big, BIG_BODY, 5 * SL_USEC_PER_SEC);
+    run_until(result_done, &F.res[0]);
+    expect_ok(&F.res[0], 413, "");
+    assert_int_equal(sl_h1client_idle(F.h1), 0);
+    free(big);
+}
+
+/* ---- tests: limits and failures ----------------------------------------- */
+
+static char big_reply[128 * 1024];
+
+/* An answer with n fields "X-Big-i" of `len` bytes each. */
+static const char *reply_with_fields(int n, size_t len)
+{
+    size_t pos = (size_t)snprintf(big_reply, sizeof(big_reply), "HTTP/1.1 200 OK\r\n");
+
+    for (int i = 0; i < n; i++) {
+        pos += (size_t)snprintf(big_reply + pos, sizeof(big_reply) - pos, "X-Big-%d: ", i);
+        assert_true(pos + len + 64 < sizeof(big_reply));
+        memset(big_reply + pos, 'a' + i % 26, len);
+        pos += len;
+        pos += (size_t)snprintf(big_reply + pos, sizeof(big_reply) - pos, "\r\n");
+    }
+    snprintf(big_reply + pos, sizeof(big_reply) - pos, "Content-Length: 2\r\n\r\nok");
+    return big_reply;
+}
+
+static void test_header_cap(void **state)
+{
+    (void)state;
+    F.reply = reply_with_fields(70, 1000); /* ~70 KiB */
+    struct result *r = call_once("GET", "/huge");
+    assert_int_equal(r->error, SL_UPSTREAM_PROTOCOL);
+    assert_int_equal(r->status, 0);
+    assert_non_null(strstr(r->detail, "64 KiB"));
+    assert_int_equal(sl_h1client_idle(F.h1), 0);
+}
+
+/*
+ * The frontend sets http-parser's global header limit for client requests
+ * (as low as 1 KiB); answers keep their own 64 KiB limit.
+ */
+static void test_header_limit_independent_of_frontend(void **state)
+{
+    (void)state;
+    char name[16], want[1001];
+
+    http_parser_set_max_header_size(1024);
+    F.reply = reply_with_fields(20, 1000);
+    struct result *r = call_once("GET", "/large");
+    http_parser_set_max_header_size(HTTP_MAX_HEADER_SIZE);
+    expect_ok(r, 200, "ok");
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof(name), "X-Big-%d", i);
+        memset(want, 'a' + i % 26, 1000);
+        want[1000] = '\0';
+        assert_non_null(header_value(&r->headers, name));
+        assert_string_equal(header_value(&r->headers, name), want);
+    }
+}
+
+static void test_localhost_resolves(void **state)
+{
+    (void)state;
+    char url[64];
+
+    snprintf(url, sizeof(url), "http://localhost:%d/named", F.port);
+    start_url(0, "GET", url, NULL, NULL, 0, 5 * SL_USEC_PER_SEC);
+    run_until(result_done, &F.res[0]);
+    expect_ok(&F.res[0], 200, "ok");
+    assert_int_equal(F.requests, 1);
+    char want[64];
+    snprintf(want, sizeof(want), "Host: localhost:%d\r\n", F.port);
+    assert_true(evbuffer_search(F.last_request, want, strlen(want), NULL).pos > 0);
+}
+
+/* A connect that fails at once is still reported from the loop. */
+static void test_immediate_connect_failure_deferred(void **state)
+{
+    (void)state;
+    start_url(0, "GET", "http://255.255.255.255:80/", NULL, NULL, 0, 5 * SL_USEC_PER_SEC);
+    assert_int_equal(F.res[0].calls, 0);
+    run_until(result_done, &F.res[0]);
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_CONNECT);
+    assert_true(strlen(F.res[0].detail) > 0);
+    assert_int_equal(sl_h1client_active(F.h1), 0);
+}
+
+static void test_timeout_on_reused_connection(void **state)
+{
+    (void)state;
+    char url[64];
+
+    expect_ok(call_once("GET", "/first"), 200, "ok");
+    F.mode = SRV_STALL;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/stall", F.port);
+    start_url(0, "GET", url, NULL, NULL, 0, 100 * SL_USEC_PER_MSEC);
+    run_until(result_done, &F.res[0]);
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_TIMEOUT);
+    assert_int_equal(F.accepted, 1);
+    assert_int_equal(sl_h1client_idle(F.h1), 0);
+}
+
+static void test_cancel_closes_connection(void **state)
+{
+    (void)state;
+    int one = 1;
+    char url[64];
+    const struct sl_upstream_request req = {.method = "GET", .url = url};
+
+    F.mode = SRV_STALL;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/stall", F.port);
+    struct sl_h1call *call = sl_h1client_start(F.h1, &req, on_done, &F.res[0]);
+    assert_non_null(call);
+    run_until(requests_n, &one);
+    sl_h1client_cancel(call);
+    assert_int_equal(sl_h1client_active(F.h1), 0);
+    run_until(client_closed_n, &one);
+    assert_int_equal(F.res[0].calls, 0);
+    assert_int_equal(sl_h1client_idle(F.h1), 0);
+}
+
+static void test_start_rejects_bad_input(void **state)
+{
+    (void)state;
+    const struct sl_upstream_request https = {.method = "GET", .url = "https://127.0.0.1:1/"};
+    const struct sl_upstream_request ok = {.method = "GET", .url = "http://127.0.0.1:1/"};
+
+    assert_null(sl_h1client_start(F.h1, &https, on_done, NULL));
+    assert_null(sl_h1client_start(F.h1, &ok, NULL, NULL));
+    assert_null(sl_h1client_start(NULL, &ok, on_done, NULL));
+    assert_int_equal(sl_h1client_active(F.h1), 0);
+    sl_h1client_cancel(NULL);
+    sl_h1client_free(NULL);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+    /* A write to a peer that already closed must fail, not kill the test. */
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_handles),
+        T(test_request_bytes),
+        T(test_sequential_calls_share_one_connection),
+        T(test_keepalive_race_retried_transparently),
+        T(test_keepalive_race_retried_only_once),
+        T(test_idle_close_noticed),
+        T(test_pool_cap),
+        T(test_no_pool_keeps_nothing),
+        T(test_chunked),
+        T(test_read_until_close),
+        T(test_connection_close_not_pooled),
+        T(test_bodiless_answers_keep_framing),
+        T(test_trickled_answer),
+        T(test_early_answer_not_pooled),
+        T(test_header_cap),
+        T(test_header_limit_independent_of_frontend),
+        T(test_localhost_resolves),
+        T(test_immediate_connect_failure_deferred),
+        T(test_timeout_on_reused_connection),
+        T(test_cancel_closes_connection),
+        T(test_start_rejects_bad_input),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
