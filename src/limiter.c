@@ -19,7 +19,7 @@
 #define MAX_WINDOW_US (INT64_MAX / 4)
 /* Lateness absorbed by the schedule is min(T / 4, 5 ms). */
 #define CATCHUP_MAX_US INT64_C(5000)
-#define GUARD_MAX_US INT64_C(2000)
+#define GUARD_MAX_US INT64_C(3000)
 
 static int is_whole(double x)
 {
@@ -54,7 +54,7 @@ static int log_init(struct sl_limiter_log *lg, const struct sl_limit *limit)
     memset(lg, 0, sizeof(*lg));
     if (sl_limiter_normalize(limit, &lg->n, &lg->window_us) != 0)
         return SL_ERR;
-    lg->guard_us = lg->window_us / 500;
+    lg->guard_us = lg->window_us / 300;
     if (lg->guard_us > GUARD_MAX_US)
         lg->guard_us = GUARD_MAX_US;
     lg->ring = malloc((size_t)lg->n * sizeof(*lg->ring));

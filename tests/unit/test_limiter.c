@@ -19,6 +19,8 @@
 #include "limiter.h"
 #include "sluice.h"
 
+/* The guard for windows of 1 s and more (min(window/300, 3 ms)). */
+#define GUARD INT64_C(3000)
 #define SEC INT64_C(1000000)
 #define MIN (60 * SEC)
 #define DAY (86400 * SEC)
@@ -210,8 +212,8 @@ static void test_burst(void **state)
         assert_int_equal(sl_limiter_take(&l, i * T - 1), SL_EAGAIN);
         assert_int_equal(sl_limiter_take(&l, i * T), SL_OK);
     }
-    /* ...which then waits for the oldest to be window + guard (2 ms) old. */
-    assert_int_equal(sl_limiter_next(&l, 5 * T), SEC + 2000);
+    /* ...which then waits for the oldest to be window + guard (3 ms) old. */
+    assert_int_equal(sl_limiter_next(&l, 5 * T), SEC + GUARD);
     sl_limiter_fini(&l);
 
     assert_int_equal(sl_limiter_init(&l, &r50, 1, NULL, 0), SL_OK);
@@ -271,13 +273,13 @@ static void test_next_is_exact(void **state)
     struct sl_limiter l;
 
     (void)state;
-    /* The log decides: 5 at 0, then nothing until 1 s + 2 ms. */
+    /* The log decides: 5 at 0, then nothing until 1 s + 3 ms. */
     assert_int_equal(sl_limiter_init(&l, &r5, 5, NULL, 0), SL_OK);
     for (int i = 0; i < 5; i++)
         assert_int_equal(sl_limiter_take(&l, 0), SL_OK);
-    assert_int_equal(sl_limiter_next(&l, 0), SEC + 2000);
-    assert_int_equal(sl_limiter_take(&l, SEC + 1999), SL_EAGAIN);
-    assert_int_equal(sl_limiter_take(&l, SEC + 2000), SL_OK);
+    assert_int_equal(sl_limiter_next(&l, 0), SEC + GUARD);
+    assert_int_equal(sl_limiter_take(&l, SEC + GUARD - 1), SL_EAGAIN);
+    assert_int_equal(sl_limiter_take(&l, SEC + GUARD), SL_OK);
     sl_limiter_fini(&l);
 
     /* Random walks over every case: next - 1 fails and changes nothing. */
@@ -374,22 +376,22 @@ static void test_init_refuses(void **state)
     assert_int_equal(l.n_logs, 2);
     assert_int_equal(l.logs[1].n, 100);
     assert_int_equal(l.logs[1].window_us, MIN);
-    assert_int_equal(l.logs[1].guard_us, 2000);
-    assert_int_equal(l.logs[0].guard_us, 2000);
+    assert_int_equal(l.logs[1].guard_us, GUARD);
+    assert_int_equal(l.logs[0].guard_us, GUARD);
     sl_limiter_fini(&l);
 }
 
 static void test_small_window_guard(void **state)
 {
-    const struct sl_limit lim = {2, 100000}; /* 2 per 100 ms: guard 200 us */
+    const struct sl_limit lim = {2, 100000}; /* 2 per 100 ms: guard 333 us */
     struct sl_limiter l;
 
     (void)state;
     assert_int_equal(sl_limiter_init(&l, &lim, 2, NULL, 0), SL_OK);
-    assert_int_equal(l.logs[0].guard_us, 200);
+    assert_int_equal(l.logs[0].guard_us, 333);
     assert_int_equal(sl_limiter_take(&l, 0), SL_OK);
     assert_int_equal(sl_limiter_take(&l, 10), SL_OK);
-    assert_int_equal(sl_limiter_next(&l, 10), 100200);
+    assert_int_equal(sl_limiter_next(&l, 10), 100333);
     sl_limiter_fini(&l);
 }
 
@@ -408,7 +410,7 @@ static void test_inherit_keeps_window(void **state)
     assert_int_equal(sl_limiter_init(&l, &r10, 10, NULL, 0), SL_OK);
     sl_limiter_inherit(&l, &old);
     assert_int_equal(sl_limiter_take(&l, SEC / 2), SL_EAGAIN);
-    assert_int_equal(sl_limiter_next(&l, SEC / 2), SEC + 2000);
+    assert_int_equal(sl_limiter_next(&l, SEC / 2), SEC + GUARD);
     sl_limiter_fini(&l);
 
     /* A quota added by the reload starts with the real history. */
@@ -416,8 +418,8 @@ static void test_inherit_keeps_window(void **state)
     sl_limiter_inherit(&l, &old);
     assert_int_equal(l.logs[1].count, 10);
     for (int i = 0; i < 5; i++)
-        assert_int_equal(sl_limiter_take(&l, SEC + 2000), SL_OK);
-    assert_int_equal(sl_limiter_next(&l, SEC + 2000), MIN + 2000);
+        assert_int_equal(sl_limiter_take(&l, SEC + GUARD), SL_OK);
+    assert_int_equal(sl_limiter_next(&l, SEC + GUARD), MIN + GUARD);
     sl_limiter_fini(&l);
     sl_limiter_fini(&old);
 
@@ -430,9 +432,9 @@ static void test_inherit_keeps_window(void **state)
     assert_int_equal(l.logs[0].count, 10);
     for (uint32_t j = 0; j < 10; j++)
         assert_int_equal(l.logs[0].ring[(l.logs[0].head + j) % 10], 100 + 10 * j);
-    assert_int_equal(sl_limiter_next(&l, 200), SEC + 2000 + 100);
-    assert_int_equal(sl_limiter_take(&l, SEC + 2100), SL_OK);
-    assert_int_equal(sl_limiter_next(&l, SEC + 2100), SEC + 2000 + 110);
+    assert_int_equal(sl_limiter_next(&l, 200), SEC + GUARD + 100);
+    assert_int_equal(sl_limiter_take(&l, SEC + GUARD + 100), SL_OK);
+    assert_int_equal(sl_limiter_next(&l, SEC + GUARD + 100), SEC + GUARD + 110);
     sl_limiter_fini(&l);
     sl_limiter_fini(&old);
 
