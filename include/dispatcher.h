@@ -12,6 +12,7 @@
 #ifndef SL_DISPATCHER_H
 #define SL_DISPATCHER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct event_base;
@@ -25,6 +26,12 @@ void sl_dispatcher_detach(struct sl_route *r);
 
 /* Dispatch what the route may dispatch now; arm its timer for the rest. */
 void sl_dispatcher_kick(struct sl_route *r);
+
+/*
+ * Would the head of the route's queue be dispatched at `now`? The same test
+ * sl_dispatcher_kick() applies (in-flight cap, pause, limiter).
+ */
+bool sl_dispatcher_ready(const struct sl_route *r, int64_t now);
 
 /* When the route will next dispatch (0 = not scheduled), for /status. */
 int64_t sl_dispatcher_next(const struct sl_route *r);

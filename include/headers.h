@@ -37,6 +37,17 @@ bool sl_headers_is_hop_by_hop(const char *name, const struct evkeyvalq *hdrs);
 int sl_headers_to_upstream(const struct evkeyvalq *in, struct evkeyvalq *out,
                            const struct sl_forward_info *fi);
 
+/* Called once per field by sl_headers_each_to_upstream(); non-SL_OK stops the walk. */
+typedef int (*sl_header_fn)(const char *name, const char *value, void *arg);
+
+/*
+ * The same translation without building a list: `fn` sees each field
+ * sl_headers_to_upstream() would add, in the same order, so a serializer can
+ * write them straight out. Returns SL_OK, SL_ENOMEM or fn's first error.
+ */
+int sl_headers_each_to_upstream(const struct evkeyvalq *in, const struct sl_forward_info *fi,
+                                sl_header_fn fn, void *arg);
+
 /*
  * Upstream response headers -> client response headers. Besides the
  * hop-by-hop and X-Sluice-* fields, drops Content-Length unless keep_length

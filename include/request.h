@@ -8,8 +8,8 @@
  * log line and frees the request.
  *
  * Ownership: the proxy's request list holds every live request; a request
- * owns its parsed message, its translated upstream headers, its timer and
- * its upstream call. It borrows its connection (NULL once the client has
+ * owns its parsed message, its timer and its upstream call; its headers are
+ * translated for the upstream only while they are written. It borrows its connection (NULL once the client has
  * gone) and its route.
  */
 #ifndef SL_REQUEST_H
@@ -46,8 +46,7 @@ struct sl_request {
     struct sl_route *route;
     struct sl_conn *conn;               /* NULL once the client hung up */
     struct sl_http_msg *msg;            /* owned */
-    struct evkeyvalq up_headers;        /* translated for the upstream, owned */
-    struct event *deadline;             /* queue timeout while PARKED, owned */
+    struct event *deadline;             /* queue timeout while PARKED; in this allocation */
     struct sl_upstream_call *call;      /* while IN_FLIGHT, owned */
     enum sl_request_state state;
     int64_t arrived_us;
@@ -56,6 +55,7 @@ struct sl_request {
     int64_t upstream_us;                /* time spent in upstream calls */
     unsigned attempts;
     bool client_gone;
+    char client[46];                    /* the client's address, kept for logs and XFF */
     /* The last upstream answer of a request parked again for a retry (429,
      * 503...): what the client gets if its deadline passes first. Owned. */
     int last_status;                    /* 0 = none */

@@ -29,6 +29,8 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "headers.h"
+
 struct event_base;
 struct evbuffer;
 
@@ -46,6 +48,10 @@ struct sl_upstream_request {
     const void *body;                  /* borrowed until done/cancel; may be NULL */
     size_t body_len;
     int64_t timeout_us;                /* connect + response; <= 0: no limit */
+    /* Non-NULL: `headers` are the client's, translated while they are
+     * written (sl_headers_each_to_upstream: no copy per request); NULL:
+     * `headers` are sent as given. Borrowed during sl_upstream_start(). */
+    const struct sl_forward_info *forward;
 };
 
 struct sl_upstream_response {

@@ -50,6 +50,12 @@ static int expire_head(struct sl_request *req, int64_t now)
     return 1;
 }
 
+bool sl_dispatcher_ready(const struct sl_route *r, int64_t now)
+{
+    return r->in_flight < r->cfg.max_in_flight && r->paused_until_us <= now &&
+           sl_limiter_next(&r->limiter, now) <= now;
+}
+
 /* One pass: returns 1 if it stopped only because of the batch bound. */
 static int dispatch_pass(struct sl_route *r)
 {

@@ -270,6 +270,20 @@ static void put_str(struct writer *w, const char *s)
     put(w, s, strlen(s));
 }
 
+static int put_field(const char *name, const char *value, void *arg)
+{
+    struct writer *w = arg;
+
+    put_str(w, name);
+    put(w, ":", 1);
+    if (value[0] != '\0') {
+        put(w, " ", 1);
+        put_str(w, value);
+    }
+    put(w, "\r\n", 2);
+    return SL_OK;
+}
+
 /*
  * The upstream sees exactly the translated fields, in order, plus Host when
  * they carry none (preserve_host off) and the framing of our body. No
@@ -292,16 +306,12 @@ static void write_head(struct writer *w, const struct sl_upstream_request *req,
         put(w, host, host_len);
         put(w, "\r\n", 2);
     }
-    if (req->headers != NULL) {
-        TAILQ_FOREACH(h, req->headers, next) {
-            put_str(w, h->key);
-            put(w, ":", 1);
-            if (h->value[0] != '\0') {
-                put(w, " ", 1);
-                put_str(w, h->value);
-            }
-            put(w, "\r\n", 2);
-        }
+    if (req->headers != NULL && req->forward != NULL) {
+        /* A visitor cannot fail here: put() only measures or copies. */
+        (void)sl_headers_each_to_upstream(req->headers, req->forward, put_field, w);
+    } else if (req->headers != NULL) {
+        TAILQ_FOREACH(h, req->headers, next)
+            (void)put_field(h->key, h->value, w);
     }
     if (length != NULL) {
         put(w, "Content-Length: ", 16);
@@ -365,7 +375,10 @@ static struct sl_h1call *call_new(struct sl_h1client *c, const struct sl_upstrea
 {
     char origin[H1_ORIGIN_MAX], length[24];
     size_t host_len = format_origin(u, origin, sizeof(origin));
-    const char *host = has_host(req->headers) ? NULL : origin;
+    /* Translation drops the client's Host unless preserve_host keeps it. */
+    bool keeps_host = has_host(req->headers) &&
+                      (req->forward == NULL || req->forward->preserve_host);
+    const char *host = keeps_host ? NULL : origin;
     const char *len = NULL;
     struct writer w = {NULL, 0};
     size_t body_len = req->body != NULL ? req->body_len : 0;

@@ -22,10 +22,29 @@
 #define SLUICE_PREFIX "X-Sluice-"
 
 /* RFC 2616 13.5.1's list, plus Proxy-Connection (RFC 9110 7.6.1). */
-static const char *const hop_fields[] = {
-    "Connection", "Keep-Alive", "TE", "Trailer", "Transfer-Encoding",
-    "Upgrade", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
+/* A field name with its length: lists are matched length first, so most
+ * comparisons end before any strcasecmp (this runs for every field twice
+ * per proxied request). */
+struct name {
+    const char *s;
+    size_t len;
 };
+
+#define NAME(lit) {lit, sizeof(lit) - 1}
+
+static const struct name hop_fields[] = {
+    NAME("Connection"), NAME("Keep-Alive"), NAME("TE"), NAME("Trailer"),
+    NAME("Transfer-Encoding"), NAME("Upgrade"), NAME("Proxy-Authenticate"),
+    NAME("Proxy-Authorization"), NAME("Proxy-Connection"),
+};
+
+static bool name_in(const char *name, size_t len, const struct name *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (list[i].len == len && strcasecmp(name, list[i].s) == 0)
+            return true;
+    return false;
+}
 
 static bool is_ows(char c)
 {
@@ -56,9 +75,8 @@ static bool list_has_token(const char *list, const char *name)
 
 bool sl_headers_is_hop_by_hop(const char *name, const struct evkeyvalq *hdrs)
 {
-    for (size_t i = 0; i < SL_ARRAY_LEN(hop_fields); i++)
-        if (strcasecmp(name, hop_fields[i]) == 0)
-            return true;
+    if (name_in(name, strlen(name), hop_fields, SL_ARRAY_LEN(hop_fields)))
+        return true;
     if (hdrs == NULL)
         return false;
 
@@ -149,39 +167,65 @@ static int add_joined(const struct evkeyvalq *in, struct evkeyvalq *out,
 static bool dropped_upstream_bound(const struct evkeyval *h, const struct evkeyvalq *in,
                                    bool conn, const struct sl_forward_info *fi)
 {
-    static const char *const rewritten[] = {
-        "Content-Length", "Expect", "X-Forwarded-For", "X-Forwarded-Proto", "Via",
+    static const struct name rewritten[] = {
+        NAME("Content-Length"), NAME("Expect"), NAME("X-Forwarded-For"),
+        NAME("X-Forwarded-Proto"), NAME("Via"),
     };
+    static const struct name host = NAME("Host");
 
     if (always_dropped(h, in, conn))
         return true;
-    if (!fi->preserve_host && strcasecmp(h->key, "Host") == 0)
+    if (!fi->preserve_host && name_in(h->key, strlen(h->key), &host, 1))
         return true;
-    for (size_t i = 0; i < SL_ARRAY_LEN(rewritten); i++)
-        if (strcasecmp(h->key, rewritten[i]) == 0)
-            return true;
-    return false;
+    return name_in(h->key, strlen(h->key), rewritten, SL_ARRAY_LEN(rewritten));
+}
+
+/* Emit `name: <joined values of name>, extra`; allocates only when the message has some. */
+static int emit_joined(const struct evkeyvalq *in, const char *name, const char *extra,
+                       sl_header_fn fn, void *arg)
+{
+    char *value;
+    int rc;
+
+    if (evhttp_find_header(in, name) == NULL)
+        return extra != NULL && extra[0] != '\0' ? fn(name, extra, arg) : SL_OK;
+    value = join_values(in, name, extra);
+    if (value == NULL)
+        return SL_ENOMEM;
+    rc = value[0] != '\0' ? fn(name, value, arg) : SL_OK;
+    free(value);
+    return rc;
+}
+
+int sl_headers_each_to_upstream(const struct evkeyvalq *in, const struct sl_forward_info *fi,
+                                sl_header_fn fn, void *arg)
+{
+    const struct evkeyval *h;
+    bool conn = has_connection(in);
+    int rc;
+
+    TAILQ_FOREACH(h, in, next) {
+        if (dropped_upstream_bound(h, in, conn, fi))
+            continue;
+        if ((rc = fn(h->key, h->value, arg)) != SL_OK)
+            return rc;
+    }
+    if ((rc = emit_joined(in, "X-Forwarded-For", fi->client_addr, fn, arg)) != SL_OK)
+        return rc;
+    if (fi->proto != NULL && (rc = fn("X-Forwarded-Proto", fi->proto, arg)) != SL_OK)
+        return rc;
+    return emit_joined(in, "Via", SLUICE_VIA, fn, arg);
+}
+
+static int add_to_list(const char *name, const char *value, void *arg)
+{
+    return evhttp_add_header(arg, name, value) == 0 ? SL_OK : SL_ENOMEM;
 }
 
 int sl_headers_to_upstream(const struct evkeyvalq *in, struct evkeyvalq *out,
                            const struct sl_forward_info *fi)
 {
-    const struct evkeyval *h;
-    bool conn = has_connection(in);
-
-    TAILQ_FOREACH(h, in, next) {
-        if (dropped_upstream_bound(h, in, conn, fi))
-            continue;
-        if (evhttp_add_header(out, h->key, h->value) != 0)
-            return SL_ENOMEM;
-    }
-
-    int rc = add_joined(in, out, "X-Forwarded-For", fi->client_addr);
-    if (rc != SL_OK)
-        return rc;
-    if (fi->proto != NULL && evhttp_add_header(out, "X-Forwarded-Proto", fi->proto) != 0)
-        return SL_ENOMEM;
-    return add_joined(in, out, "Via", SLUICE_VIA);
+    return sl_headers_each_to_upstream(in, fi, add_to_list, out);
 }
 
 static bool dropped_client_bound(const struct evkeyval *h, const struct evkeyvalq *in,

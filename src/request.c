@@ -47,15 +47,30 @@ static void json_escape(struct evbuffer *out, const char *s)
     }
 }
 
+/* Decimal digits of v into buf (no printf: this runs for every response). */
+static char *format_u64(char *end, uint64_t v)
+{
+    *--end = '\0';
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return end;
+}
+
 static void add_timing_headers(struct evkeyvalq *h, const struct sl_request *r)
 {
-    char v[32];
+    char buf[32], *v;
     int64_t end = r->dispatched_us != 0 ? r->dispatched_us : sl_clock_now();
+    uint64_t tenths = end > r->arrived_us ? (uint64_t)(end - r->arrived_us + 50) / 100 : 0;
 
-    snprintf(v, sizeof(v), "%.1f", (double)(end - r->arrived_us) / 1000.0);
-    evhttp_add_header(h, "X-Sluice-Queue-Time", v);
-    snprintf(v, sizeof(v), "%u", r->attempts);
-    evhttp_add_header(h, "X-Sluice-Attempts", v);
+    /* Milliseconds with one decimal: "12.5". */
+    v = format_u64(buf + sizeof(buf) - 2, tenths / 10);
+    buf[sizeof(buf) - 3] = '.';
+    buf[sizeof(buf) - 2] = (char)('0' + tenths % 10);
+    buf[sizeof(buf) - 1] = '\0';
+    (void)evhttp_add_header(h, "X-Sluice-Queue-Time", v);
+    (void)evhttp_add_header(h, "X-Sluice-Attempts", format_u64(buf + sizeof(buf), r->attempts));
 }
 
 /* Seconds until the route's queue drains enough for one more request. */
@@ -175,9 +190,7 @@ static void request_free(struct sl_request *r)
 
     TAILQ_REMOVE(&p->requests, r, link);
     p->n_requests--;
-    if (r->deadline != NULL)
-        event_free(r->deadline);
-    evhttp_clear_headers(&r->up_headers);
+    event_del(r->deadline);
     evhttp_clear_headers(&r->last_headers);
     if (r->last_body != NULL)
         evbuffer_free(r->last_body);
@@ -217,7 +230,7 @@ void sl_request_finish(struct sl_request *r, enum sl_outcome o,
     sl_route_stats_finish(&route->stats, o, r->item.lane, wait);
     access_log(p, route->cfg.name, r->msg->method, r->msg->target, status, o, wait * 1000.0,
                (double)r->upstream_us / 1000.0, r->attempts,
-               r->conn != NULL ? sl_conn_peer(r->conn) : "-");
+               r->client);
     if (r->conn != NULL) {
         if (o == SL_OUTCOME_RELAYED && resp != NULL)
             relay(r, resp->status, &resp->headers, resp->body);
@@ -303,28 +316,19 @@ static int read_controls(const struct sl_proxy *p, const struct sl_http_msg *msg
 static struct sl_request *request_new(struct sl_proxy *p, struct sl_conn *conn,
                                       struct sl_http_msg *msg, struct sl_route *route)
 {
-    struct sl_request *r = calloc(1, sizeof(*r));
-    struct sl_forward_info fi;
+    /* The deadline timer lives in the same allocation (event_assign). */
+    struct sl_request *r = calloc(1, sizeof(*r) + event_get_struct_event_size());
 
     if (r == NULL)
         return NULL;
-    TAILQ_INIT(&r->up_headers);
+    r->deadline = (struct event *)(r + 1);
+    if (event_assign(r->deadline, p->base, -1, 0, request_on_deadline, r) != 0) {
+        free(r);
+        return NULL;
+    }
     TAILQ_INIT(&r->last_headers);
     r->item.lane = SL_LANE_NORMAL;
-    fi.client_addr = sl_conn_peer(conn);
-    fi.proto = "http";
-    fi.preserve_host = route->cfg.preserve_host;
-    if (sl_headers_to_upstream(&msg->headers, &r->up_headers, &fi) != SL_OK) {
-        evhttp_clear_headers(&r->up_headers);
-        free(r);
-        return NULL;
-    }
-    r->deadline = evtimer_new(p->base, request_on_deadline, r);
-    if (r->deadline == NULL) {
-        evhttp_clear_headers(&r->up_headers);
-        free(r);
-        return NULL;
-    }
+    snprintf(r->client, sizeof(r->client), "%s", sl_conn_peer(conn));
     r->proxy = p;
     r->route = route;
     r->conn = conn;
@@ -410,6 +414,7 @@ void sl_request_intake(struct sl_proxy *p, struct sl_conn *conn, struct sl_http_
     const char *detail = NULL;
     enum sl_lane lane;
     int64_t timeout_us;
+    bool at_once;
     int rc;
 
     if (p->draining) {
@@ -436,6 +441,8 @@ void sl_request_intake(struct sl_proxy *p, struct sl_conn *conn, struct sl_http_
         return;
     }
     r->deadline_us = timeout_us > 0 ? r->arrived_us + timeout_us : 0;
+    /* Alone in its queue and the route is ready: the kick below dispatches it. */
+    at_once = sl_queue_depth(&route->queue) == 0 && sl_dispatcher_ready(route, r->arrived_us);
     rc = intake_park(r, lane, msg->header_bytes + evbuffer_get_length(msg->body));
     if (rc != SL_OK) {
         sl_request_finish(r, rc == SL_EAGAIN ? SL_OUTCOME_QUEUE_FULL : SL_OUTCOME_INTERNAL_ERROR,
@@ -444,7 +451,9 @@ void sl_request_intake(struct sl_proxy *p, struct sl_conn *conn, struct sl_http_
         return;
     }
     sl_conn_set_owner(conn, r);
-    arm_deadline(r);
+    /* A request dispatched at once needs no timer (saves a heap insert and removal). */
+    if (!at_once)
+        arm_deadline(r);
     sl_dispatcher_kick(route);
 }
 
@@ -621,6 +630,7 @@ void sl_request_dispatch(struct sl_request *r, int64_t now)
 {
     struct sl_route *route = r->route;
     struct sl_upstream_request ur;
+    struct sl_forward_info fwd;
     char url[SL_CONFIG_URL_LEN + 8192];
 
     r->state = SL_REQ_IN_FLIGHT;
@@ -635,7 +645,11 @@ void sl_request_dispatch(struct sl_request *r, int64_t now)
     }
     ur.method = r->msg->method;
     ur.url = url;
-    ur.headers = &r->up_headers;
+    fwd.client_addr = r->client;
+    fwd.proto = "http";
+    fwd.preserve_host = route->cfg.preserve_host;
+    ur.headers = &r->msg->headers;
+    ur.forward = &fwd;
     ur.body_len = evbuffer_get_length(r->msg->body);
     ur.body = ur.body_len > 0 ? evbuffer_pullup(r->msg->body, -1) : NULL;
     ur.timeout_us = route->cfg.timeout_us;

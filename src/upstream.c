@@ -414,11 +414,20 @@ static int slist_add_field(struct curl_slist **list, const char *name, const cha
  * The client's fields exactly; "Name:" removes a field curl would add on its
  * own (Accept, Content-Type for bodies, Expect: 100-continue).
  */
-static int build_headers(const struct evkeyvalq *in, bool with_body, struct curl_slist **list)
+static int slist_visit(const char *name, const char *value, void *arg)
+{
+    return slist_add_field(arg, name, value);
+}
+
+static int build_headers(const struct evkeyvalq *in, const struct sl_forward_info *fwd,
+                         bool with_body, struct curl_slist **list)
 {
     const struct evkeyval *h;
 
-    if (in != NULL) {
+    if (in != NULL && fwd != NULL) {
+        if (sl_headers_each_to_upstream(in, fwd, slist_visit, list) != SL_OK)
+            return SL_ENOMEM;
+    } else if (in != NULL) {
         TAILQ_FOREACH(h, in, next)
             if (slist_add_field(list, h->key, h->value) != SL_OK)
                 return SL_ENOMEM;
@@ -485,7 +494,7 @@ static int set_request(struct sl_upstream_call *call, const struct sl_upstream_r
         rc |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
         rc |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body != NULL ? req->body : "");
     }
-    if (build_headers(req->headers, with_body, &call->hdrs) != SL_OK)
+    if (build_headers(req->headers, req->forward, with_body, &call->hdrs) != SL_OK)
         return SL_ENOMEM;
     rc |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, call->hdrs);
     return rc == CURLE_OK ? SL_OK : SL_ERR;
