@@ -397,7 +397,12 @@ static int write_head(struct sl_conn *c, int status, const struct evkeyvalq *hea
     bool has_length = false, has_date = false;
     char line[64];
 
-    head_put(&h, line, (size_t)snprintf(line, sizeof(line), "HTTP/1.1 %d ", status));
+    /* Statuses are three digits (the parsers guarantee it for relayed ones). */
+    memcpy(line, "HTTP/1.1 000 ", 13);
+    line[9] = (char)('0' + status / 100 % 10);
+    line[10] = (char)('0' + status / 10 % 10);
+    line[11] = (char)('0' + status % 10);
+    head_put(&h, line, 13);
     head_put(&h, status_reason(status), strlen(status_reason(status)));
     head_put(&h, "\r\n", 2);
     if (headers != NULL) {
@@ -480,11 +485,7 @@ static void conn_reset_parser(struct sl_conn *c)
 
 static void conn_set_reading(struct sl_conn *c)
 {
-    struct sl_frontend *fe = c->fe;
-
     c->state = CONN_READING;
-    bufferevent_set_timeouts(c->bev, &fe->client_timeout, &fe->client_timeout);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
     bufferevent_enable(c->bev, EV_READ);
 }
 
@@ -531,9 +532,6 @@ static void conn_serve(struct sl_conn *c)
     struct sl_http_msg *msg = c->msg;
 
     c->state = CONN_SERVING;
-    /* Waiting for a parked request is not idleness: no read timeout now. */
-    bufferevent_set_timeouts(c->bev, NULL, &fe->client_timeout);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, FRONTEND_PIPELINE_MAX);
     c->msg = NULL;
     fe->cb.request(c, msg, fe->arg);
 }
@@ -639,9 +637,17 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
     struct sl_conn *c = arg;
     struct sl_frontend *fe = c->fe;
 
-    (void)bev;
     if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)))
         return;
+    /*
+     * Waiting for a parked request is not idleness: a read timeout while
+     * serving only re-arms reading (kept on to see hang-ups). Timeouts are
+     * set once per connection, as re-setting them costs event_add calls.
+     */
+    if (c->state == CONN_SERVING && what == (BEV_EVENT_TIMEOUT | BEV_EVENT_READING)) {
+        bufferevent_enable(bev, EV_READ);
+        return;
+    }
     if (c->state == CONN_SERVING && c->owner != NULL)
         fe->cb.gone(c, c->owner, fe->arg);
     conn_free(c);
@@ -692,6 +698,9 @@ static void frontend_on_accept(struct evconnlistener *lev, evutil_socket_t fd,
     bufferevent_setcb(c->bev, conn_on_read, conn_on_write, conn_on_event, c);
     /* Responses are written directly; EV_WRITE only when the socket is full. */
     bufferevent_disable(c->bev, EV_WRITE);
+    bufferevent_set_timeouts(c->bev, &fe->client_timeout, &fe->client_timeout);
+    /* Input is drained as it is parsed: only pipelined bytes can pile up. */
+    bufferevent_setwatermark(c->bev, EV_READ, 0, FRONTEND_PIPELINE_MAX);
     conn_reset_parser(c);
     conn_set_reading(c);
     if (fe->n_conns >= fe->max_connections)

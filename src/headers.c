@@ -81,8 +81,9 @@ bool sl_headers_is_hop_by_hop(const char *name, const struct evkeyvalq *hdrs)
         return false;
 
     const struct evkeyval *h;
+    static const struct name connection = NAME("Connection");
     TAILQ_FOREACH(h, hdrs, next)
-        if (strcasecmp(h->key, "Connection") == 0 && list_has_token(h->value, name))
+        if (name_in(h->key, strlen(h->key), &connection, 1) && list_has_token(h->value, name))
             return true;
     return false;
 }
@@ -262,7 +263,9 @@ int sl_headers_filter_from_upstream(struct evkeyvalq *h, bool keep_length)
     TAILQ_FOREACH(f, h, next)
         n++;
     drop = malloc(n + 1);
-    via = join_values(h, "Via", SLUICE_VIA);
+    /* Most answers carry no Via: then ours is the value, no join needed. */
+    via = evhttp_find_header(h, "Via") != NULL ? join_values(h, "Via", SLUICE_VIA)
+                                               : strdup(SLUICE_VIA);
     if (drop == NULL || via == NULL) {
         free(drop);
         free(via);

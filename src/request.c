@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -328,7 +329,8 @@ static struct sl_request *request_new(struct sl_proxy *p, struct sl_conn *conn,
     }
     TAILQ_INIT(&r->last_headers);
     r->item.lane = SL_LANE_NORMAL;
-    snprintf(r->client, sizeof(r->client), "%s", sl_conn_peer(conn));
+    /* Addresses are at most INET6_ADDRSTRLEN (46) with the NUL. */
+    strncpy(r->client, sl_conn_peer(conn), sizeof(r->client) - 1);
     r->proxy = p;
     r->route = route;
     r->conn = conn;
@@ -510,6 +512,22 @@ static void pause_route(struct sl_route *route, int64_t now, int64_t pause_us)
                 (long long)(pause_us / 1000));
 }
 
+/* Any RateLimit* or X-RateLimit* field? A cheap test before the full parse. */
+static bool has_ratelimit_fields(const struct evkeyvalq *headers)
+{
+    const struct evkeyval *h;
+
+    TAILQ_FOREACH(h, headers, next) {
+        const char *k = h->key;
+
+        if ((k[0] == 'x' || k[0] == 'X') && k[1] == '-')
+            k += 2;
+        if (strncasecmp(k, "RateLimit", 9) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* What the upstream says about its own budget pauses the route before it has to 429. */
 static void heed_upstream(struct sl_route *route, const struct sl_upstream_response *resp,
                           int64_t now)
@@ -524,7 +542,8 @@ static void heed_upstream(struct sl_route *route, const struct sl_upstream_respo
         if (ra != NULL && sl_retry_after_parse(ra, sl_clock_wall(), &pause) == 0)
             pause_route(route, now, pause);
     }
-    if (sl_retry_ratelimit_exhausted(&resp->headers, sl_clock_wall(), &pause) == 1)
+    if (has_ratelimit_fields(&resp->headers) &&
+        sl_retry_ratelimit_exhausted(&resp->headers, sl_clock_wall(), &pause) == 1)
         pause_route(route, now, pause);
 }
 

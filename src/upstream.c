@@ -687,12 +687,13 @@ int sl_upstream_url(const char *base, const char *target, char *buf, size_t size
     /* "http://h/base/" + "/p" must not give "//p". */
     while (len > (size_t)(authority - base) && base[len - 1] == '/')
         len--;
-    if (len > INT_MAX)
-        return SL_ERR;
-    int n = snprintf(buf, size, "%.*s%s", (int)len, base, target);
-    if (n < 0 || (size_t)n >= size) {
+    size_t tlen = strlen(target);
+
+    if (len + tlen >= size) {
         buf[0] = '\0';
         return SL_ERR;
     }
+    memcpy(buf, base, len);
+    memcpy(buf + len, target, tlen + 1);
     return SL_OK;
 }
