@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import unittest
@@ -99,6 +100,48 @@ class ProxyTest(SluiceTestCase):
             conn.close()
         self.assertEqual(self.metric_value(self.metrics(), "sluice_requests_total",
                                            route="default", outcome="relayed"), 20)
+
+    def test_connection_cap_pauses_accepting(self):
+        mock = self.start_mock()
+        s = self.start_sluice(route(upstream_port=mock.port, rate="1000/s"),
+                              server="max_connections = 3")
+        idle = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(3)]
+        try:
+            wait_for(lambda: self.metric_value(self.metrics(), "sluice_connections") == 3,
+                     what="3 connections accepted")
+            # The fourth completes in the kernel's backlog but is not served.
+            extra = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+            extra.sendall(b"GET /late HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            extra.settimeout(0.5)
+            with self.assertRaises(socket.timeout):
+                extra.recv(100)
+            self.assertEqual(self.metric_value(self.metrics(), "sluice_connections"), 3)
+            idle.pop().close()
+            extra.settimeout(5)
+            self.assertTrue(extra.recv(100).startswith(b"HTTP/1.1 200 "))
+            extra.close()
+        finally:
+            for c in idle:
+                c.close()
+
+    def test_client_timeout_closes_idle_connections_only(self):
+        mock = self.start_mock()
+        s = self.start_sluice(route(upstream_port=mock.port, rate="1/s"),
+                              server="client_timeout = 300ms")
+        silent = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        partial = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        partial.sendall(b"GET /half HTTP/1.1\r\nHost: x\r\n")
+        t0 = time.monotonic()
+        self.assertEqual(silent.recv(100), b"")
+        self.assertEqual(partial.recv(100), b"")
+        self.assertLess(time.monotonic() - t0, 2.0)
+        silent.close()
+        partial.close()
+        # A request parked longer than client_timeout is waiting, not idle.
+        self.assertEqual(self.request(s.port, "GET", "/first")[0], 200)
+        t0 = time.monotonic()
+        self.assertEqual(self.request(s.port, "GET", "/second")[0], 200)
+        self.assertGreater(time.monotonic() - t0, 0.5)
 
     def test_admin_endpoints(self):
         mock = self.start_mock()
