@@ -17,6 +17,19 @@
 
 struct evkeyvalq;
 
+/*
+ * Append a field in ONE allocation (entry, name and value together), where
+ * evhttp_add_header makes three: sluice's parsers store every header this
+ * way. Refuses a value with CR or LF (SL_ERR), like evhttp. A list holding
+ * such entries must be emptied with sl_headers_clear(), never with
+ * evhttp_clear_headers(); sl_headers_clear() frees evhttp's entries too.
+ * Returns SL_OK, SL_ERR or SL_ENOMEM.
+ */
+int sl_headers_add(struct evkeyvalq *q, const char *name, const char *value);
+
+/* Free every field of q (either kind of entry) and leave it empty. */
+void sl_headers_clear(struct evkeyvalq *q);
+
 /* What the upstream request needs to know about the client side. */
 struct sl_forward_info {
     const char *client_addr; /* peer address, appended to X-Forwarded-For */

@@ -74,6 +74,15 @@ int64_t sl_limiter_next(const struct sl_limiter *l, int64_t now);
 int sl_limiter_take(struct sl_limiter *l, int64_t now);
 
 /*
+ * A dispatch taken at `taken` actually left at `sent` (a new upstream
+ * connection had to be opened first): record the later instant, so that the
+ * connect time does not eat into the guard. Only ever makes the limiter
+ * stricter; a `taken` no longer in the logs (rolled out, or a reload in
+ * between) is ignored.
+ */
+void sl_limiter_sent(struct sl_limiter *l, int64_t taken, int64_t sent);
+
+/*
  * Carry history over from `old` into freshly initialised `l` (reload), so
  * that a reload never lets a burst through: the schedule (tat, started) as
  * is, and into each new log the most recent min(n, available) dispatch

@@ -51,7 +51,8 @@ struct sl_request {
     enum sl_request_state state;
     int64_t arrived_us;
     int64_t deadline_us;                /* 0 = none */
-    int64_t dispatched_us;              /* last dispatch */
+    int64_t dispatched_us;              /* last dispatch (the limiter's take) */
+    int64_t sent_us;                    /* when that dispatch reached the socket */
     int64_t upstream_us;                /* time spent in upstream calls */
     unsigned attempts;
     bool client_gone;

@@ -41,6 +41,15 @@ enum sl_upstream_error {
     SL_UPSTREAM_PROTOCOL,    /* the upstream sent something that is not HTTP, or reset */
 };
 
+/*
+ * Optional: the request head has just been handed to the kernel (with the
+ * done callback's arg). For a new connection that is after the connect, so
+ * the caller can date its dispatch by when the request really left. May run
+ * inside sl_upstream_start(), and again after a transparent keep-alive
+ * retry. Only the http:// client reports it.
+ */
+typedef void (*sl_upstream_sent_fn)(void *arg);
+
 struct sl_upstream_request {
     const char *method;                /* "GET", "POST", ... */
     const char *url;                   /* absolute URL */
@@ -52,6 +61,7 @@ struct sl_upstream_request {
      * written (sl_headers_each_to_upstream: no copy per request); NULL:
      * `headers` are sent as given. Borrowed during sl_upstream_start(). */
     const struct sl_forward_info *forward;
+    sl_upstream_sent_fn sent;          /* optional, see above */
 };
 
 struct sl_upstream_response {

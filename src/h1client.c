@@ -90,6 +90,7 @@ struct sl_h1call {
     struct h1_conn *conn;               /* NULL only when a failure is deferred */
     struct event *timer;                /* timeout, or the deferred failure */
     sl_upstream_done_fn done;
+    sl_upstream_sent_fn sent;           /* optional; see upstream.h */
     void *arg;
     int64_t started_us;
     int64_t timeout_us;
@@ -346,7 +347,7 @@ static void call_free(struct sl_h1call *call)
 {
     if (call->timer != NULL)
         event_free(call->timer);
-    evhttp_clear_headers(&call->resp.headers);
+    sl_headers_clear(&call->resp.headers);
     if (call->resp.body != NULL)
         evbuffer_free(call->resp.body);
     free(call);
@@ -435,7 +436,7 @@ static void set_error(struct sl_h1call *call, enum sl_upstream_error e, const ch
     call->resp.error = e;
     call->resp.status = 0;
     vsnprintf(call->resp.detail, sizeof(call->resp.detail), fmt, ap);
-    evhttp_clear_headers(&call->resp.headers);
+    sl_headers_clear(&call->resp.headers);
     evbuffer_drain(call->resp.body, evbuffer_get_length(call->resp.body));
 }
 
@@ -611,7 +612,7 @@ static int on_message_begin(http_parser *p)
     struct h1_conn *conn = p->data;
 
     /* A 1xx answer's fields say nothing about the final one. */
-    evhttp_clear_headers(&conn->call->resp.headers);
+    sl_headers_clear(&conn->call->resp.headers);
     conn->field.len = conn->value.len = 0;
     conn->in_value = conn->fold_ws = false;
     return 0;
@@ -634,8 +635,8 @@ static int header_commit(struct h1_conn *conn)
         return 0;
     trim_value_end(&conn->value);
     conn->fold_ws = false;
-    if (evhttp_add_header(&call->resp.headers, conn->field.s,
-                          conn->value.len > 0 ? conn->value.s : "") != 0)
+    if (sl_headers_add(&call->resp.headers, conn->field.s,
+                       conn->value.len > 0 ? conn->value.s : "") != SL_OK)
         return refuse(call, "invalid response header (or out of memory)");
     conn->field.len = conn->value.len = 0;
     return count_header_bytes(call, 4);
@@ -862,6 +863,17 @@ static bool finish_at_eof(struct h1_conn *conn)
     return true;
 }
 
+/* Write what fits now and tell the caller the request has left. */
+static void send_now(struct h1_conn *conn)
+{
+    struct sl_h1call *call = conn->call;
+
+    /* Errors show up as events. */
+    (void)evbuffer_write(bufferevent_get_output(conn->bev), bufferevent_getfd(conn->bev));
+    if (call != NULL && call->sent != NULL)
+        call->sent(call->arg);
+}
+
 static void conn_connected(struct h1_conn *conn)
 {
     int one = 1;
@@ -869,6 +881,7 @@ static void conn_connected(struct h1_conn *conn)
     conn->connected = true;
     /* The head and a body tail must not wait for an ACK (Nagle). */
     (void)setsockopt(bufferevent_getfd(conn->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    send_now(conn);
 }
 
 static void connect_failed(struct sl_h1call *call, struct h1_conn *conn, int err)
@@ -955,7 +968,7 @@ static int conn_attach(struct h1_conn *conn, struct sl_h1call *call)
     if (rc != 0)
         return SL_ENOMEM;
     if (conn->connected)
-        (void)evbuffer_write(out, bufferevent_getfd(conn->bev)); /* errors show up as events */
+        send_now(conn);
     if (evbuffer_get_length(out) > 0)
         rc |= bufferevent_enable(conn->bev, EV_WRITE);
     rc |= bufferevent_enable(conn->bev, EV_READ);
@@ -1074,6 +1087,7 @@ struct sl_h1call *sl_h1client_start(struct sl_h1client *c, const struct sl_upstr
     if (call == NULL)
         return NULL;
     call->done = done;
+    call->sent = req->sent;
     call->arg = arg;
     call->started_us = sl_clock_now();
 

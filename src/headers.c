@@ -46,6 +46,45 @@ static bool name_in(const char *name, size_t len, const struct name *list, size_
     return false;
 }
 
+int sl_headers_add(struct evkeyvalq *q, const char *name, const char *value)
+{
+    size_t nl = strlen(name), vl = strlen(value);
+    struct evkeyval *e;
+
+    if (strpbrk(value, "\r\n") != NULL)
+        return SL_ERR;
+    e = malloc(sizeof(*e) + nl + vl + 2);
+    if (e == NULL)
+        return SL_ENOMEM;
+    e->key = (char *)(e + 1);
+    memcpy(e->key, name, nl + 1);
+    e->value = e->key + nl + 1;
+    memcpy(e->value, value, vl + 1);
+    TAILQ_INSERT_TAIL(q, e, next);
+    return SL_OK;
+}
+
+/* Our entries carry their strings inline; libevent's (malloc'ed, as we never
+ * replace its allocator) own two more blocks. */
+static void entry_free(struct evkeyval *e)
+{
+    if (e->key != (char *)(e + 1)) {
+        free(e->key);
+        free(e->value);
+    }
+    free(e);
+}
+
+void sl_headers_clear(struct evkeyvalq *q)
+{
+    struct evkeyval *e;
+
+    while ((e = TAILQ_FIRST(q)) != NULL) {
+        TAILQ_REMOVE(q, e, next);
+        entry_free(e);
+    }
+}
+
 static bool is_ows(char c)
 {
     return c == ' ' || c == '\t';
@@ -279,11 +318,8 @@ int sl_headers_filter_from_upstream(struct evkeyvalq *h, bool keep_length)
         next = TAILQ_NEXT(f, next);
         if (!drop[i++])
             continue;
-        /* libevent allocates fields with malloc (we never replace its allocator). */
         TAILQ_REMOVE(h, f, next);
-        free(f->key);
-        free(f->value);
-        free(f);
+        entry_free(f);
     }
     if (evhttp_add_header(h, "Via", via) != 0)
         rc = SL_ENOMEM;

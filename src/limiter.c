@@ -121,6 +121,37 @@ static void log_append(struct sl_limiter_log *lg, int64_t now)
     lg->head = (lg->head + 1) % lg->n;
 }
 
+/* Index of the i-th oldest entry in the ring. */
+static uint32_t log_index(const struct sl_limiter_log *lg, uint32_t i)
+{
+    return (lg->head + i) % lg->n;
+}
+
+/*
+ * Move the newest entry equal to `taken` to `sent`, then restore the order
+ * by moving it past the (newer) entries now earlier than it.
+ */
+static void log_shift(struct sl_limiter_log *lg, int64_t taken, int64_t sent)
+{
+    uint32_t i = lg->count;
+
+    while (i > 0 && log_at(lg, i - 1) > taken)
+        i--;
+    if (i == 0 || log_at(lg, i - 1) != taken)
+        return;
+    for (i--; i + 1 < lg->count && log_at(lg, i + 1) < sent; i++)
+        lg->ring[log_index(lg, i)] = log_at(lg, i + 1);
+    lg->ring[log_index(lg, i)] = sent;
+}
+
+void sl_limiter_sent(struct sl_limiter *l, int64_t taken, int64_t sent)
+{
+    if (sent <= taken)
+        return;
+    for (size_t i = 0; i < l->n_logs; i++)
+        log_shift(&l->logs[i], taken, sent);
+}
+
 int64_t sl_limiter_next(const struct sl_limiter *l, int64_t now)
 {
     int64_t next = now;

@@ -23,6 +23,7 @@
 #include "dispatcher.h"
 #include "frontend.h"
 #include "headers.h"
+#include "limiter.h"
 #include "log.h"
 #include "proxy.h"
 #include "retry.h"
@@ -70,8 +71,9 @@ static void add_timing_headers(struct evkeyvalq *h, const struct sl_request *r)
     buf[sizeof(buf) - 3] = '.';
     buf[sizeof(buf) - 2] = (char)('0' + tenths % 10);
     buf[sizeof(buf) - 1] = '\0';
-    (void)evhttp_add_header(h, "X-Sluice-Queue-Time", v);
-    (void)evhttp_add_header(h, "X-Sluice-Attempts", format_u64(buf + sizeof(buf), r->attempts));
+    /* On failure the response just lacks the field. */
+    (void)sl_headers_add(h, "X-Sluice-Queue-Time", v);
+    (void)sl_headers_add(h, "X-Sluice-Attempts", format_u64(buf + sizeof(buf), r->attempts));
 }
 
 /* Seconds until the route's queue drains enough for one more request. */
@@ -98,11 +100,11 @@ static void respond_error(struct sl_conn *conn, const struct sl_request *r,
     char v[32];
 
     TAILQ_INIT(&h);
-    evhttp_add_header(&h, "Content-Type", "application/json");
-    evhttp_add_header(&h, "X-Sluice-Error", code);
+    (void)sl_headers_add(&h, "Content-Type", "application/json");
+    (void)sl_headers_add(&h, "X-Sluice-Error", code);
     if (o == SL_OUTCOME_QUEUE_FULL) {
         snprintf(v, sizeof(v), "%u", retry_after_seconds(route));
-        evhttp_add_header(&h, "Retry-After", v);
+        (void)sl_headers_add(&h, "Retry-After", v);
     }
     if (r != NULL)
         add_timing_headers(&h, r);
@@ -112,7 +114,7 @@ static void respond_error(struct sl_conn *conn, const struct sl_request *r,
         evbuffer_add(body, "\"}\n", 3);
     }
     sl_conn_respond(conn, sl_outcome_status(o), &h, body, false, close);
-    evhttp_clear_headers(&h);
+    sl_headers_clear(&h);
     if (body != NULL)
         evbuffer_free(body);
 }
@@ -170,13 +172,13 @@ static int keep_last(struct sl_request *r, struct sl_upstream_response *resp)
 {
     const struct evkeyval *h;
 
-    evhttp_clear_headers(&r->last_headers);
+    sl_headers_clear(&r->last_headers);
     r->last_status = 0;
     if (r->last_body == NULL && (r->last_body = evbuffer_new()) == NULL)
         return SL_ENOMEM;
     evbuffer_drain(r->last_body, evbuffer_get_length(r->last_body));
     TAILQ_FOREACH(h, &resp->headers, next) {
-        if (evhttp_add_header(&r->last_headers, h->key, h->value) != 0)
+        if (sl_headers_add(&r->last_headers, h->key, h->value) != SL_OK)
             return SL_ENOMEM;
     }
     if (evbuffer_add_buffer(r->last_body, resp->body) != 0)
@@ -192,7 +194,7 @@ static void request_free(struct sl_request *r)
     TAILQ_REMOVE(&p->requests, r, link);
     p->n_requests--;
     event_del(r->deadline);
-    evhttp_clear_headers(&r->last_headers);
+    sl_headers_clear(&r->last_headers);
     if (r->last_body != NULL)
         evbuffer_free(r->last_body);
     sl_http_msg_free(r->msg);
@@ -608,7 +610,9 @@ static int try_retry(struct sl_request *r, struct sl_upstream_response *resp, in
     enum sl_retry_reason reason;
     int64_t wait_us = 0;
 
-    if (r->conn == NULL || r->proxy->drain_expired || !retry_plan(r, resp, &reason, &wait_us))
+    /* A retired route (removed by a reload) has no queue that is served. */
+    if (r->conn == NULL || r->proxy->drain_expired || r->route->retired ||
+        !retry_plan(r, resp, &reason, &wait_us))
         return 0;
     /* A retry that cannot happen before the deadline is no retry: answer now. */
     if (r->deadline_us != 0 && now + wait_us >= r->deadline_us)
@@ -645,6 +649,16 @@ static void request_on_upstream(struct sl_upstream_response *resp, void *arg)
         sl_request_finish(r, SL_OUTCOME_UPSTREAM_UNREACHABLE, NULL, resp->detail);
 }
 
+/* Date the dispatch by when the request left (after a connect), not when it was decided. */
+static void request_on_sent(void *arg)
+{
+    struct sl_request *r = arg;
+    int64_t now = sl_clock_now();
+
+    sl_limiter_sent(&r->route->limiter, r->sent_us, now);
+    r->sent_us = now;
+}
+
 void sl_request_dispatch(struct sl_request *r, int64_t now)
 {
     struct sl_route *route = r->route;
@@ -656,6 +670,7 @@ void sl_request_dispatch(struct sl_request *r, int64_t now)
     route->in_flight++;
     r->attempts++;
     r->dispatched_us = now;
+    r->sent_us = now;
     evtimer_del(r->deadline);
     sl_proxy_queue_changed(r->proxy);
     if (sl_upstream_url(route->cfg.upstream, r->msg->target, url, sizeof(url)) != SL_OK) {
@@ -669,6 +684,7 @@ void sl_request_dispatch(struct sl_request *r, int64_t now)
     fwd.preserve_host = route->cfg.preserve_host;
     ur.headers = &r->msg->headers;
     ur.forward = &fwd;
+    ur.sent = request_on_sent;
     ur.body_len = evbuffer_get_length(r->msg->body);
     ur.body = ur.body_len > 0 ? evbuffer_pullup(r->msg->body, -1) : NULL;
     ur.timeout_us = route->cfg.timeout_us;

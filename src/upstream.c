@@ -282,7 +282,7 @@ static void call_free(struct sl_upstream_call *call)
     if (call->easy != NULL)
         easy_put(call->u, call->easy);
     curl_slist_free_all(call->hdrs);
-    evhttp_clear_headers(&call->resp.headers);
+    sl_headers_clear(&call->resp.headers);
     if (call->resp.body != NULL)
         evbuffer_free(call->resp.body);
     free(call);
@@ -358,7 +358,7 @@ static size_t curl_on_header(char *buf, size_t size, size_t n, void *arg)
         return len;
     if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
         /* A new status line: a 1xx or a redirect before it no longer counts. */
-        evhttp_clear_headers(&call->resp.headers);
+        sl_headers_clear(&call->resp.headers);
         return len;
     }
     /* SL_ERR: a value evhttp refuses (a bare CR); dropping it is safer. */

@@ -267,6 +267,39 @@ static void snapshot(const struct sl_limiter *l, int64_t *out)
     }
 }
 
+static void test_sent_moves_the_instant_later(void **state)
+{
+    const struct sl_limit r3 = {3, SEC};
+    struct sl_limiter l;
+
+    (void)state;
+    assert_int_equal(sl_limiter_init(&l, &r3, 3, NULL, 0), SL_OK);
+    assert_int_equal(sl_limiter_take(&l, 0), SL_OK);
+    assert_int_equal(sl_limiter_take(&l, 10), SL_OK);
+    assert_int_equal(sl_limiter_take(&l, 20), SL_OK);
+    assert_int_equal(sl_limiter_next(&l, 20), SEC + GUARD);
+    /* The first really left at 15 (after a connect): order is kept. */
+    sl_limiter_sent(&l, 0, 15);
+    static const int64_t want[] = {10, 15, 20};
+    for (uint32_t j = 0; j < 3; j++)
+        assert_int_equal(l.logs[0].ring[(l.logs[0].head + j) % 3], want[j]);
+    assert_int_equal(sl_limiter_next(&l, 20), SEC + GUARD + 10);
+    /* Unknown instants and earlier "sent" change nothing. */
+    sl_limiter_sent(&l, 5, 50);
+    sl_limiter_sent(&l, 20, 19);
+    assert_int_equal(sl_limiter_next(&l, 20), SEC + GUARD + 10);
+    sl_limiter_fini(&l);
+
+    /* 1/s: the window starts when the request left, not when it was decided. */
+    const struct sl_limit r1 = {1, SEC};
+    assert_int_equal(sl_limiter_init(&l, &r1, 1, NULL, 0), SL_OK);
+    assert_int_equal(sl_limiter_take(&l, 0), SL_OK);
+    sl_limiter_sent(&l, 0, 400);
+    assert_int_equal(sl_limiter_next(&l, 500), 400 + SEC + GUARD);
+    assert_int_equal(sl_limiter_take(&l, SEC + GUARD), SL_EAGAIN);
+    sl_limiter_fini(&l);
+}
+
 static void test_next_is_exact(void **state)
 {
     const struct sl_limit r5 = {5, SEC};
@@ -460,6 +493,7 @@ int main(void)
         cmocka_unit_test(test_normalize),
         cmocka_unit_test(test_init_refuses),
         cmocka_unit_test(test_small_window_guard),
+        cmocka_unit_test(test_sent_moves_the_instant_later),
         cmocka_unit_test(test_inherit_keeps_window),
     };
 
