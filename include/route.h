@@ -13,6 +13,7 @@
 #ifndef SL_ROUTE_H
 #define SL_ROUTE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,8 @@ struct sl_route {
     int64_t paused_until_us;       /* monotonic; 0 = not paused */
     int64_t timer_at_us;           /* when the dispatch timer fires; 0 = not armed */
     struct event *timer;           /* the dispatcher's */
+    bool retired;                  /* removed by a reload; only its calls under way remain */
+    bool frozen;                   /* stopping now: nothing more is dispatched */
     void *owner;                   /* back pointer for callbacks (the proxy) */
 };
 

@@ -24,6 +24,8 @@ static int kick_again;
 
 static void arm(struct sl_route *r, int64_t at, int64_t now)
 {
+    if (r->timer == NULL) /* retired by a reload: nothing left to dispatch */
+        return;
     struct timeval tv = sl_clock_timeval(at - now);
 
     if (r->timer_at_us == at && evtimer_pending(r->timer, NULL))
@@ -35,7 +37,7 @@ static void arm(struct sl_route *r, int64_t at, int64_t now)
 
 static void disarm(struct sl_route *r)
 {
-    if (r->timer_at_us != 0) {
+    if (r->timer != NULL && r->timer_at_us != 0) {
         evtimer_del(r->timer);
         r->timer_at_us = 0;
     }
@@ -59,6 +61,10 @@ bool sl_dispatcher_ready(const struct sl_route *r, int64_t now)
 /* One pass: returns 1 if it stopped only because of the batch bound. */
 static int dispatch_pass(struct sl_route *r)
 {
+    if (r->frozen || r->retired) {
+        disarm(r);
+        return 0;
+    }
     for (int i = 0; i < DISPATCH_BATCH; i++) {
         int64_t now = sl_clock_now();
         struct sl_queue_item *it = sl_queue_peek(&r->queue);

@@ -28,6 +28,7 @@
 #include <event2/util.h>
 
 #include "clock.h"
+#include "headers.h"
 #include "log.h"
 #include "sluice.h"
 
@@ -62,6 +63,7 @@ struct sl_conn {
     bool complete;                      /* msg fully parsed */
     bool keep_alive;                    /* of the request being served */
     bool http10;
+    bool head;                          /* the request being served is HEAD */
     bool close_after_write;
     enum sl_outcome error;              /* parse-time refusal, or RELAYED = none */
     const char *error_detail;
@@ -129,7 +131,7 @@ void sl_http_msg_free(struct sl_http_msg *msg)
     if (msg == NULL)
         return;
     free(msg->target);
-    evhttp_clear_headers(&msg->headers);
+    sl_headers_clear(&msg->headers);
     if (msg->body != NULL)
         evbuffer_free(msg->body);
     free(msg);
@@ -186,7 +188,11 @@ static int header_commit(struct sl_conn *c)
 {
     if (c->field.len == 0)
         return 0;
-    if (evhttp_add_header(&c->msg->headers, c->field.s, c->value.len ? c->value.s : "") != 0)
+    int rc = sl_headers_add(&c->msg->headers, c->field.s, c->value.len ? c->value.s : "");
+
+    if (rc == SL_ENOMEM)
+        return refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
+    if (rc != SL_OK)
         return refuse(c, SL_OUTCOME_BAD_REQUEST, "invalid header value");
     /* "Name: value\r\n": what the queue's byte cap accounts for. */
     c->msg->header_bytes += c->field.len + c->value.len + 4;
@@ -263,6 +269,7 @@ static int on_headers_complete(http_parser *p)
     c->msg->header_bytes += strlen(http_method_str((enum http_method)p->method)) + c->url.len + 12;
     c->msg->method = http_method_str((enum http_method)p->method);
     c->msg->head = p->method == HTTP_HEAD;
+    c->head = c->msg->head;
     if (!method_allowed((enum http_method)p->method))
         return refuse(c, SL_OUTCOME_BAD_REQUEST, "method not supported");
     if (c->url.len == 0 || c->url.s[0] != '/')
@@ -439,7 +446,7 @@ void sl_conn_respond(struct sl_conn *c, int status, const struct evkeyvalq *head
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     size_t body_len = body != NULL ? evbuffer_get_length(body) : 0;
-    bool head = c->msg != NULL ? c->msg->head : false;
+    bool head = c->head;
     int rc;
 
     c->close_after_write = close || !c->keep_alive;
@@ -479,6 +486,7 @@ static void conn_reset_parser(struct sl_conn *c)
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->complete = false;
+    c->head = false;
     c->error = SL_OUTCOME_RELAYED;
     c->error_detail = NULL;
 }
@@ -640,11 +648,13 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
     if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)))
         return;
     /*
-     * Waiting for a parked request is not idleness: a read timeout while
-     * serving only re-arms reading (kept on to see hang-ups). Timeouts are
+     * Waiting for a parked request, or downloading its answer, is not
+     * idleness: a read timeout then only re-arms reading (kept on to see
+     * hang-ups); a stalled download is the write timeout's business. Timeouts are
      * set once per connection, as re-setting them costs event_add calls.
      */
-    if (c->state == CONN_SERVING && what == (BEV_EVENT_TIMEOUT | BEV_EVENT_READING)) {
+    if ((c->state == CONN_SERVING || c->state == CONN_WRITING) &&
+        what == (BEV_EVENT_TIMEOUT | BEV_EVENT_READING)) {
         bufferevent_enable(bev, EV_READ);
         return;
     }

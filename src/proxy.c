@@ -179,6 +179,13 @@ void sl_proxy_stop(struct sl_proxy *p, bool now)
     if (now) {
         sl_log_info("stopping now", NULL);
         p->drain_expired = true;
+        /*
+         * Frozen routes dispatch nothing: finishing an in-flight request
+         * kicks its route, which would otherwise send (and free) parked
+         * requests while finish_all walks the list.
+         */
+        for (size_t i = 0; i < p->routes.n; i++)
+            p->routes.routes[i]->frozen = true;
         finish_all(p, -1);
     }
     sl_proxy_check_drained(p);

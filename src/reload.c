@@ -141,6 +141,7 @@ static void retire(struct sl_proxy *p, struct sl_route *old, const struct sl_rou
         r->route = to;
     }
     sl_dispatcher_detach(old);
+    old->retired = true;
     if (old->in_flight == 0) {
         sl_route_free(old);
         return;

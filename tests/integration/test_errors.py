@@ -150,6 +150,17 @@ class ErrorTest(SluiceTestCase):
         wait_for(lambda: self.metric_value(self.metrics(), "sluice_requests_total",
                                            route="default", outcome="queue_full") == 6)
 
+    def test_error_answer_to_head_has_no_body(self):
+        s = self.start_sluice(route(match="/api", upstream_port=self.mock.port))
+        # Two requests on one connection: a body after the HEAD answer would
+        # be read as the start of the second response.
+        raw = raw_exchange(s.port, b"HEAD /nothing HTTP/1.1\r\nHost: x\r\n\r\n"
+                           b"GET /api/ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        first, _, rest = raw.partition(b"\r\n\r\n")
+        self.assertTrue(first.startswith(b"HTTP/1.1 404 "), raw)
+        self.assertIn(b"X-Sluice-Error: no_route", first)
+        self.assertTrue(rest.startswith(b"HTTP/1.1 200 "), raw)
+
     def test_queue_byte_cap(self):
         s = self.start_sluice(route(upstream_port=self.mock.port, rate="1/s"),
                               queue="max_bytes = 2k\noverflow = reject")

@@ -148,6 +148,37 @@ class OperationsTest(SluiceTestCase):
         summary = self.finish_burst(burst)
         self.assertGreaterEqual(summary["status"].get("503", 0), 25, summary)
 
+    def test_second_signal_with_calls_under_way_dispatches_nothing_more(self):
+        mock = self.start_mock("--latency", "3000")
+        self.start_sluice(route(upstream_port=mock.port, rate="100/s",
+                                extra="max_in_flight = 1"), server="drain_timeout = 60s")
+        burst = self.background_burst("/x", 4)
+        wait_for(lambda: self.status()["queue_depth"] == 3, what="one in flight, three parked")
+        self.sluice.p.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        self.sluice.p.send_signal(signal.SIGTERM)
+        self.assertEqual(self.sluice.p.wait(timeout=10), 0)
+        summary = self.finish_burst(burst)
+        self.assertEqual(summary["status"], {"503": 4}, summary)
+        time.sleep(0.3)
+        self.assertEqual(len(read_arrivals(mock.log)), 1, "a parked request was sent while stopping")
+
+    def test_reload_removing_a_route_with_a_call_under_way(self):
+        mock = self.start_mock("--latency", "1500", "--fail-first", "1", "--fail-status", "503")
+        s = self.start_sluice(route("alpha", "/", mock.port, rate="100/s"))
+        results = []
+        import threading
+        t = threading.Thread(target=lambda: results.append(self.request(s.port, "GET", "/x")))
+        t.start()
+        wait_for(lambda: self.status()["routes"][0]["in_flight"] == 1, what="call under way")
+        before = self.reload_with(route("beta", "/", mock.port, rate="100/s"))
+        wait_for(lambda: self.status()["reloads"] == before + 1, what="reload applied")
+        t.join(timeout=10)
+        # The retired route serves no retry: the client gets the upstream's answer.
+        self.assertEqual(results[0][0], 503)
+        self.assertNotIn("x-sluice-error", results[0][1])
+        self.assertEqual(self.request(s.port, "GET", "/y")[0], 200)
+
     def test_systemd_notifications(self):
         path = os.path.join(self.workdir, "notify.sock")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

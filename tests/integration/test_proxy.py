@@ -143,6 +143,25 @@ class ProxyTest(SluiceTestCase):
         self.assertEqual(self.request(s.port, "GET", "/second")[0], 200)
         self.assertGreater(time.monotonic() - t0, 0.5)
 
+    def test_slow_download_outlives_client_timeout(self):
+        mock = self.start_mock()
+        s = self.start_sluice(route(upstream_port=mock.port), server="client_timeout = 1s")
+        size = 6 * 1024 * 1024
+        sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\nX-Mock-Body-Size: %d\r\n"
+                     b"Connection: close\r\n\r\n" % size)
+        got, t0 = 0, time.monotonic()
+        while True:
+            chunk = sock.recv(256 * 1024)
+            if not chunk:
+                break
+            got += len(chunk)
+            time.sleep(0.05)  # a slow reader: the download takes longer than client_timeout
+        sock.close()
+        self.assertGreater(time.monotonic() - t0, 1.2)
+        self.assertGreater(got, size)  # the whole body plus the head
+
     def test_admin_endpoints(self):
         mock = self.start_mock()
         s = self.start_sluice(route(upstream_port=mock.port))
