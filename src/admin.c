@@ -71,14 +71,17 @@ static void admin_health(struct sl_admin *a, struct evhttp_request *req)
 static void admin_metrics(struct sl_admin *a, struct evhttp_request *req)
 {
     struct sl_proxy *p = a->proxy;
-    struct sl_metrics_route *views = calloc(p->routes.n + 1, sizeof(*views));
+    size_t n = p->routes.n + p->n_retired;
+    struct sl_metrics_route *views = calloc(n + 1, sizeof(*views));
     struct sl_metrics_global g;
     struct evbuffer *b = evbuffer_new();
 
     if (views == NULL || b == NULL)
         goto fail;
-    for (size_t i = 0; i < p->routes.n; i++) {
-        const struct sl_route *r = p->routes.routes[i];
+    /* Retired routes (removed by a reload, calls still under way) count too. */
+    for (size_t i = 0; i < n; i++) {
+        const struct sl_route *r =
+            i < p->routes.n ? p->routes.routes[i] : p->retired[i - p->routes.n];
 
         views[i].name = r->cfg.name;
         views[i].stats = &r->stats;
@@ -94,7 +97,7 @@ static void admin_metrics(struct sl_admin *a, struct evhttp_request *req)
     g.draining = p->draining;
     g.reloads = p->reloads;
     g.start_time_seconds = p->start_time;
-    if (sl_metrics_write(b, views, p->routes.n, &p->unrouted, &g) != SL_OK)
+    if (sl_metrics_write(b, views, n, &p->unrouted, &g) != SL_OK)
         goto fail;
     reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b);
     evbuffer_free(b);

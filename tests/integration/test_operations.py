@@ -177,6 +177,9 @@ class OperationsTest(SluiceTestCase):
         # The retired route serves no retry: the client gets the upstream's answer.
         self.assertEqual(results[0][0], 503)
         self.assertNotIn("x-sluice-error", results[0][1])
+        # ...and that outcome is still counted, under the route it ran on.
+        self.assertEqual(self.metric_value(self.metrics(), "sluice_requests_total",
+                                           route="alpha", outcome="relayed"), 1)
         self.assertEqual(self.request(s.port, "GET", "/y")[0], 200)
 
     def test_systemd_notifications(self):
