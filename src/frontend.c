@@ -31,6 +31,7 @@
 #include "headers.h"
 #include "log.h"
 #include "sluice.h"
+#include "strbuf.h"
 
 #define FRONTEND_BACKLOG 4096
 #define FRONTEND_PIPELINE_MAX (64 * 1024)   /* buffered bytes of a next request */
@@ -45,12 +46,6 @@ enum conn_state {
     CONN_LINGERING,   /* response sent, write side shut, draining input before close */
 };
 
-/* A growable string for header fields, values and the URL. */
-struct strbuf {
-    char *s;
-    size_t len, cap;
-};
-
 struct sl_conn {
     TAILQ_ENTRY(sl_conn) link;
     struct sl_frontend *fe;
@@ -58,7 +53,7 @@ struct sl_conn {
     http_parser parser;
     enum conn_state state;
     struct sl_http_msg *msg;            /* being parsed, owned */
-    struct strbuf url, field, value;    /* parse scratch, owned */
+    struct sl_strbuf url, field, value;    /* parse scratch, owned */
     bool in_value;                      /* last header callback was a value */
     bool complete;                      /* msg fully parsed */
     bool keep_alive;                    /* of the request being served */
@@ -98,33 +93,6 @@ static void conn_free(struct sl_conn *c);
 static void conn_parse(struct sl_conn *c);
 
 /* --- small helpers ------------------------------------------------------ */
-
-static int strbuf_append(struct strbuf *b, const char *at, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        char *s;
-
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        s = realloc(b->s, cap);
-        if (s == NULL)
-            return -1;
-        b->s = s;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, at, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-    return 0;
-}
-
-static void strbuf_free(struct strbuf *b)
-{
-    free(b->s);
-    b->s = NULL;
-    b->len = b->cap = 0;
-}
 
 void sl_http_msg_free(struct sl_http_msg *msg)
 {
@@ -178,7 +146,7 @@ static int on_url(http_parser *p, const char *at, size_t n)
 {
     struct sl_conn *c = p->data;
 
-    if (strbuf_append(&c->url, at, n) != 0)
+    if (sl_strbuf_append(&c->url, at, n) != 0)
         return refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
     return 0;
 }
@@ -209,7 +177,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
             return -1;
         c->in_value = false;
     }
-    if (strbuf_append(&c->field, at, n) != 0)
+    if (sl_strbuf_append(&c->field, at, n) != 0)
         return refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
     return 0;
 }
@@ -219,7 +187,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
     struct sl_conn *c = p->data;
 
     c->in_value = true;
-    if (strbuf_append(&c->value, at, n) != 0)
+    if (sl_strbuf_append(&c->value, at, n) != 0)
         return refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
     return 0;
 }
@@ -511,9 +479,9 @@ static void conn_free(struct sl_conn *c)
     fe->n_conns--;
     bufferevent_free(c->bev);
     sl_http_msg_free(c->msg);
-    strbuf_free(&c->url);
-    strbuf_free(&c->field);
-    strbuf_free(&c->value);
+    sl_strbuf_free(&c->url);
+    sl_strbuf_free(&c->field);
+    sl_strbuf_free(&c->value);
     free(c);
     if (fe->n_conns < fe->max_connections)
         sl_frontend_resume(fe, SL_PAUSE_CONNECTIONS);

@@ -38,6 +38,7 @@
 
 #include "clock.h"
 #include "sluice.h"
+#include "strbuf.h"
 
 #define H1_HOST_MAX 256                  /* a DNS name has at most 253 */
 #define H1_ORIGIN_MAX (H1_HOST_MAX + 8)  /* "[host]:65535" */
@@ -48,12 +49,6 @@
 #define H1_PEEK_VECS 16
 #define H1_DEFAULT_PORT 80
 #define H1_SCRATCH_KEEP 4096             /* parse scratch an idle connection keeps */
-
-/* A growable NUL-terminated string (header field and value scratch). */
-struct strbuf {
-    char *s;
-    size_t len, cap;
-};
 
 TAILQ_HEAD(h1_conn_list, h1_conn);
 
@@ -73,7 +68,7 @@ struct h1_conn {
     struct sl_h1call *call;             /* non-NULL while serving */
     struct bufferevent *bev;            /* owns the socket */
     http_parser parser;
-    struct strbuf field, value;         /* the header being parsed */
+    struct sl_strbuf field, value;         /* the header being parsed */
     bool in_value;                      /* last header callback was a value */
     bool value_open;                    /* ...and it ended at its slice's end */
     bool fold_ws;                       /* after a fold: skip whitespace still */
@@ -135,32 +130,11 @@ static void fail(struct sl_h1call *call, enum sl_upstream_error e, const char *f
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static int strbuf_append(struct strbuf *b, const char *at, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap > 0 ? b->cap : 64;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *s = realloc(b->s, cap);
-        if (s == NULL)
-            return SL_ENOMEM;
-        b->s = s;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, at, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-    return SL_OK;
-}
-
 /* An idle connection keeps small scratch only, however large an answer was. */
-static void strbuf_shrink(struct strbuf *b)
+static void strbuf_shrink(struct sl_strbuf *b)
 {
-    if (b->cap <= H1_SCRATCH_KEEP)
-        return;
-    free(b->s);
-    b->s = NULL;
-    b->len = b->cap = 0;
+    if (b->cap > H1_SCRATCH_KEEP)
+        sl_strbuf_free(b);
 }
 
 static bool is_ws(char ch)
@@ -168,7 +142,7 @@ static bool is_ws(char ch)
     return ch == ' ' || ch == '\t';
 }
 
-static void trim_value_end(struct strbuf *v)
+static void trim_value_end(struct sl_strbuf *v)
 {
     while (v->len > 0 && is_ws(v->s[v->len - 1]))
         v->s[--v->len] = '\0';
@@ -656,7 +630,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
             return -1;
         conn->in_value = false;
     }
-    return strbuf_append(&conn->field, at, n) == SL_OK ? 0 : refuse(call, "out of memory");
+    return sl_strbuf_append(&conn->field, at, n) == SL_OK ? 0 : refuse(call, "out of memory");
 }
 
 /*
@@ -677,7 +651,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
         return -1;
     if (conn->in_value && !(conn->value_open && at == conn->slice_start)) {
         trim_value_end(&conn->value);
-        if (strbuf_append(&conn->value, " ", 1) != SL_OK)
+        if (sl_strbuf_append(&conn->value, " ", 1) != SL_OK)
             return refuse(call, "out of memory");
         conn->fold_ws = true;
     }
@@ -688,7 +662,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
     }
     conn->in_value = true;
     conn->value_open = end == conn->slice_end;
-    return strbuf_append(&conn->value, at, (size_t)(end - at)) == SL_OK ? 0
+    return sl_strbuf_append(&conn->value, at, (size_t)(end - at)) == SL_OK ? 0
                                                                        : refuse(call, "out of memory");
 }
 
