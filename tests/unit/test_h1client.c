@@ -4,9 +4,7 @@
  * body framings, the idle pool and its cap, header limits, exact request
  * bytes. The shared upstream contract is tested in test_upstream.c.
  */
-#include <arpa/inet.h>
 #include <http_parser.h>
-#include <netinet/in.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -32,22 +30,12 @@
 
 #include "clock.h"
 #include "h1client.h"
+#include "http_fixture.h"
 #include "sluice.h"
 
-#define GUARD_SECONDS 10
 #define MAX_RESULTS 8
 #define MAX_CONNS 16
 #define BIG_BODY (16 * 1024 * 1024)
-
-/* What one done callback saw. */
-struct result {
-    int calls;
-    enum sl_upstream_error error;
-    int status;
-    char detail[256];
-    struct evkeyvalq headers;
-    struct evbuffer *body;
-};
 
 /* How the server treats each complete request. */
 enum srv_mode {
@@ -62,7 +50,7 @@ enum srv_mode {
 struct fixture {
     struct event_base *base;
     struct sl_h1client *h1;
-    struct evconnlistener *lev;
+    struct fx_listener srv;
     int port;
     struct bufferevent *conns[MAX_CONNS];
     int accepted;
@@ -74,100 +62,22 @@ struct fixture {
     struct event *trickle;
     struct bufferevent *trickle_bev;
     size_t trickle_pos;
-    struct result res[MAX_RESULTS];
+    struct fx_result res[MAX_RESULTS];
     bool in_start;
-    bool guard_fired;
 };
 
 static struct fixture F;
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static const char *header_value(const struct evkeyvalq *q, const char *name)
-{
-    const struct evkeyval *h;
-    TAILQ_FOREACH(h, q, next)
-        if (strcasecmp(h->key, name) == 0)
-            return h->value;
-    return NULL;
-}
-
-/* Exactly these fields in this order ({"A", "1", ..., NULL}). */
-static void expect_headers(const struct evkeyvalq *q, const char *const *pairs)
-{
-    const struct evkeyval *h = TAILQ_FIRST(q);
-    for (size_t i = 0; pairs[i] != NULL && i < 64; i += 2) {
-        if (h == NULL)
-            fail_msg("missing field %s", pairs[i]);
-        assert_string_equal(h->key, pairs[i]);
-        assert_string_equal(h->value, pairs[i + 1]);
-        h = TAILQ_NEXT(h, next);
-    }
-    if (h != NULL)
-        fail_msg("unexpected field %s: %s", h->key, h->value);
-}
-
-static void body_equals(struct evbuffer *b, const void *data, size_t len)
-{
-    assert_int_equal(evbuffer_get_length(b), len);
-    if (len > 0)
-        assert_memory_equal(evbuffer_pullup(b, -1), data, len);
-}
-
 static void on_done(struct sl_upstream_response *resp, void *arg)
 {
-    struct result *r = arg;
-    const struct evkeyval *h;
+    struct fx_result *r = arg;
 
     if (F.in_start)
         fail_msg("done called from inside sl_h1client_start");
-    r->calls++;
-    r->error = resp->error;
-    r->status = resp->status;
-    snprintf(r->detail, sizeof(r->detail), "%s", resp->detail);
-    evhttp_clear_headers(&r->headers);
-    TAILQ_FOREACH(h, &resp->headers, next)
-        assert_int_equal(evhttp_add_header(&r->headers, h->key, h->value), 0);
-    evbuffer_drain(r->body, evbuffer_get_length(r->body));
-    assert_int_equal(evbuffer_add_buffer(r->body, resp->body), 0);
-}
-
-static void on_guard(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    (void)arg;
-    F.guard_fired = true;
-}
-
-/* Run the loop until cond(arg) holds; fail after GUARD_SECONDS. */
-static void run_until(bool (*cond)(void *), void *arg)
-{
-    struct event *guard = evtimer_new(F.base, on_guard, NULL);
-    struct timeval tv = {GUARD_SECONDS, 0};
-
-    assert_non_null(guard);
-    F.guard_fired = false;
-    assert_int_equal(evtimer_add(guard, &tv), 0);
-    for (long i = 0; i < 10000000 && !cond(arg) && !F.guard_fired; i++)
-        assert_true(event_base_loop(F.base, EVLOOP_ONCE) >= 0);
-    event_free(guard);
-    if (!cond(arg))
-        fail_msg("condition not reached in %d s", GUARD_SECONDS);
-}
-
-static bool result_done(void *arg)
-{
-    return ((struct result *)arg)->calls > 0;
-}
-
-static bool all_done(void *arg)
-{
-    int n = *(int *)arg;
-    for (int i = 0; i < n; i++)
-        if (F.res[i].calls == 0)
-            return false;
-    return true;
+    evbuffer_drain(r->body, evbuffer_get_length(r->body)); /* the last answer only */
+    fx_on_done(resp, r);
 }
 
 static bool client_closed_n(void *arg)
@@ -186,12 +96,13 @@ static bool pool_empty(void *arg)
     return sl_h1client_idle(F.h1) == 0;
 }
 
-static void reset_result(struct result *r)
+static void reset_result(struct fx_result *r)
 {
     r->calls = 0;
     r->error = SL_UPSTREAM_OK;
     r->status = 0;
     r->detail[0] = '\0';
+    r->duration_us = 0;
     evhttp_clear_headers(&r->headers);
     evbuffer_drain(r->body, evbuffer_get_length(r->body));
 }
@@ -221,21 +132,21 @@ static void start(int slot, const char *method, const char *target)
 }
 
 /* One call to completion; returns its result. */
-static struct result *call_once(const char *method, const char *target)
+static struct fx_result *call_once(const char *method, const char *target)
 {
     start(0, method, target);
-    run_until(result_done, &F.res[0]);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
     assert_int_equal(F.res[0].calls, 1);
     return &F.res[0];
 }
 
-static void expect_ok(const struct result *r, int status, const char *body)
+static void expect_ok(const struct fx_result *r, int status, const char *body)
 {
     assert_int_equal(r->calls, 1);
     if (r->error != SL_UPSTREAM_OK)
         fail_msg("error %d: %s", r->error, r->detail);
     assert_int_equal(r->status, status);
-    body_equals(r->body, body, strlen(body));
+    fx_body_equals(r->body, body, strlen(body));
 }
 
 /* ---- the scripted server ------------------------------------------------ */
@@ -361,17 +272,10 @@ static void srv_on_event(struct bufferevent *bev, short what, void *arg)
     }
 }
 
-static void srv_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-                          int salen, void *arg)
+static void srv_on_conn(struct bufferevent *bev)
 {
-    (void)l;
-    (void)sa;
-    (void)salen;
-    (void)arg;
-    struct bufferevent *bev = bufferevent_socket_new(F.base, fd, BEV_OPT_CLOSE_ON_FREE);
     int i = conn_slot(NULL);
 
-    assert_non_null(bev);
     if (i < 0)
         fail_msg("too many server connections");
     F.conns[i] = bev;
@@ -380,25 +284,9 @@ static void srv_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct s
     assert_int_equal(bufferevent_enable(bev, EV_READ), 0);
 }
 
-static int bound_port(evutil_socket_t fd)
-{
-    struct sockaddr_in sin;
-    socklen_t len = sizeof(sin);
-
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-    return ntohs(sin.sin_port);
-}
-
 static void srv_start(void)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
-
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    F.lev = evconnlistener_new_bind(F.base, srv_on_accept, NULL,
-                                    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 64,
-                                    (struct sockaddr *)&sin, sizeof(sin));
-    assert_non_null(F.lev);
-    F.port = bound_port(evconnlistener_get_fd(F.lev));
+    F.port = fx_listen(&F.srv, F.base, srv_on_conn, 64);
     F.trickle = evtimer_new(F.base, srv_on_trickle, NULL);
     assert_non_null(F.trickle);
 }
@@ -415,11 +303,7 @@ static int setup(void **state)
     assert_non_null(F.base);
     F.last_request = evbuffer_new();
     assert_non_null(F.last_request);
-    for (size_t i = 0; i < MAX_RESULTS; i++) {
-        TAILQ_INIT(&F.res[i].headers);
-        F.res[i].body = evbuffer_new();
-        assert_non_null(F.res[i].body);
-    }
+    fx_results_init(F.res, MAX_RESULTS);
     srv_start();
     F.mode = SRV_REPLY;
     F.reply = ok_reply;
@@ -434,11 +318,8 @@ static int teardown(void **state)
     sl_h1client_free(F.h1);
     srv_close_all();
     event_free(F.trickle);
-    evconnlistener_free(F.lev);
-    for (size_t i = 0; i < MAX_RESULTS; i++) {
-        evhttp_clear_headers(&F.res[i].headers);
-        evbuffer_free(F.res[i].body);
-    }
+    evconnlistener_free(F.srv.lev);
+    fx_results_free(F.res, MAX_RESULTS);
     evbuffer_free(F.last_request);
     event_base_free(F.base);
     return 0;
@@ -490,7 +371,7 @@ static void test_request_bytes(void **state)
     evhttp_add_header(&h, "X-Empty", "");
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/base/p%%20q?x=%%2F&y#frag", F.port);
     start_url(0, "POST", url, &h, "abc", 3, 5 * SL_USEC_PER_SEC);
-    run_until(result_done, &F.res[0]);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
     expect_ok(&F.res[0], 200, "ok");
     snprintf(want, sizeof(want),
              "POST /base/p%%20q?x=%%2F&y HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-A: 1\r\n"
@@ -502,19 +383,19 @@ static void test_request_bytes(void **state)
     evhttp_add_header(&h, "Host", "client.example");
     snprintf(url, sizeof(url), "http://127.0.0.1:%d?q=1", F.port);
     start_url(0, "GET", url, &h, NULL, 0, 5 * SL_USEC_PER_SEC);
-    run_until(result_done, &F.res[0]);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
     expect_ok(&F.res[0], 200, "ok");
     expect_request("GET /?q=1 HTTP/1.1\r\nHost: client.example\r\n\r\n");
     evhttp_clear_headers(&h);
 
     /* PUT without a body still states its length; DELETE does not */
     start(0, "PUT", "/r");
-    run_until(result_done, &F.res[0]);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
     snprintf(want, sizeof(want), "PUT /r HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: 0\r\n\r\n",
              F.port);
     expect_request(want);
     start(0, "DELETE", "/r");
-    run_until(result_done, &F.res[0]);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
     snprintf(want, sizeof(want), "DELETE /r HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", F.port);
     expect_request(want);
     assert_int_equal(F.accepted, 1);
@@ -555,7 +436,7 @@ static void test_keepalive_race_retried_only_once(void **state)
     srv_close_all();
     F.mode = SRV_HANGUP; /* the fresh connection fails too */
 
-    struct result *r = call_once("GET", "/second");
+    struct fx_result *r = call_once("GET", "/second");
     assert_int_equal(r->error, SL_UPSTREAM_PROTOCOL);
     assert_int_equal(r->status, 0);
     assert_string_equal(r->detail, "Empty reply from server");
@@ -569,7 +450,7 @@ static void test_idle_close_noticed(void **state)
     (void)state;
     expect_ok(call_once("GET", "/first"), 200, "ok");
     srv_close_all();
-    run_until(pool_empty, NULL);
+    fx_run_until(F.base, pool_empty, NULL);
 
     expect_ok(call_once("GET", "/second"), 200, "ok");
     assert_int_equal(F.accepted, 2);
@@ -578,7 +459,7 @@ static void test_idle_close_noticed(void **state)
 static void test_pool_cap(void **state)
 {
     (void)state;
-    int four = 4, two = 2;
+    int two = 2;
 
     sl_h1client_free(F.h1);
     F.h1 = sl_h1client_new(F.base, 2);
@@ -586,16 +467,16 @@ static void test_pool_cap(void **state)
     for (int i = 0; i < 4; i++)
         start(i, "GET", "/cap");
     assert_int_equal(sl_h1client_active(F.h1), 4);
-    run_until(all_done, &four);
+    fx_run_until_results(F.base, F.res, 4);
     for (int i = 0; i < 4; i++)
         expect_ok(&F.res[i], 200, "ok");
     assert_int_equal(F.accepted, 4);
     assert_int_equal(sl_h1client_idle(F.h1), 2);
-    run_until(client_closed_n, &two); /* the two over the cap were closed */
+    fx_run_until(F.base, client_closed_n, &two); /* the two over the cap were closed */
 
     for (int i = 0; i < 4; i++)
         start(i, "GET", "/cap");
-    run_until(all_done, &four);
+    fx_run_until_results(F.base, F.res, 4);
     assert_int_equal(F.accepted, 6); /* two reused, two new */
     assert_int_equal(sl_h1client_idle(F.h1), 2);
 }
@@ -610,7 +491,7 @@ static void test_no_pool_keeps_nothing(void **state)
     assert_non_null(F.h1);
     expect_ok(call_once("GET", "/a"), 200, "ok");
     assert_int_equal(sl_h1client_idle(F.h1), 0);
-    run_until(client_closed_n, &one);
+    fx_run_until(F.base, client_closed_n, &one);
 }
 
 /* ---- tests: framings ---------------------------------------------------- */
@@ -620,9 +501,9 @@ static void test_chunked(void **state)
     (void)state;
     F.reply = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
               "5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n";
-    struct result *r = call_once("GET", "/chunked");
+    struct fx_result *r = call_once("GET", "/chunked");
     expect_ok(r, 200, "hello world");
-    expect_headers(&r->headers, (const char *const[]){"Transfer-Encoding", "chunked", NULL});
+    fx_expect_headers(&r->headers, (const char *const[]){"Transfer-Encoding", "chunked", NULL});
 
     F.reply = ok_reply;
     expect_ok(call_once("GET", "/after"), 200, "ok");
@@ -634,9 +515,9 @@ static void test_read_until_close(void **state)
     (void)state;
     F.mode = SRV_REPLY_CLOSE;
     F.reply = "HTTP/1.1 200 OK\r\nX-A: b\r\n\r\nuntil the end";
-    struct result *r = call_once("GET", "/eof");
+    struct fx_result *r = call_once("GET", "/eof");
     expect_ok(r, 200, "until the end");
-    expect_headers(&r->headers, (const char *const[]){"X-A", "b", NULL});
+    fx_expect_headers(&r->headers, (const char *const[]){"X-A", "b", NULL});
     assert_int_equal(sl_h1client_idle(F.h1), 0);
 }
 
@@ -648,13 +529,13 @@ static void test_connection_close_not_pooled(void **state)
     F.reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
     expect_ok(call_once("GET", "/a"), 200, "ok");
     assert_int_equal(sl_h1client_idle(F.h1), 0);
-    run_until(client_closed_n, &one); /* the client closed, not the server */
+    fx_run_until(F.base, client_closed_n, &one); /* the client closed, not the server */
 
     /* HTTP/1.0 without keep-alive: the same */
     F.reply = "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok";
     expect_ok(call_once("GET", "/b"), 200, "ok");
     assert_int_equal(sl_h1client_idle(F.h1), 0);
-    run_until(client_closed_n, &two);
+    fx_run_until(F.base, client_closed_n, &two);
 
     /* HTTP/1.0 that asks for keep-alive is kept */
     F.reply = "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok";
@@ -668,9 +549,9 @@ static void test_bodiless_answers_keep_framing(void **state)
 {
     (void)state;
     F.reply = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
-    struct result *r = call_once("HEAD", "/h");
+    struct fx_result *r = call_once("HEAD", "/h");
     expect_ok(r, 200, "");
-    assert_string_equal(header_value(&r->headers, "Content-Length"), "5");
+    assert_string_equal(fx_header_value(&r->headers, "Content-Length"), "5");
 
     F.reply = "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n";
     expect_ok(call_once("GET", "/304"), 304, "");
@@ -688,9 +569,9 @@ static void test_trickled_answer(void **state)
     F.mode = SRV_TRICKLE;
     F.reply = "HTTP/1.1 200 OK\r\nX-Folded: a\r\n  b\r\nX-Empty:\r\nX-Sp: v  \r\n"
               "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
-    struct result *r = call_once("GET", "/slowly");
+    struct fx_result *r = call_once("GET", "/slowly");
     expect_ok(r, 200, "abc");
-    expect_headers(&r->headers,
+    fx_expect_headers(&r->headers,
                    (const char *const[]){"X-Folded", "a b", "X-Empty", "", "X-Sp", "v",
                                          "Transfer-Encoding", "chunked", NULL});
     assert_int_equal(sl_h1client_idle(F.h1), 1);
@@ -708,7 +589,7 @@ static void test_early_answer_not_pooled(void **state)
     F.reply = "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n";
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/upload", F.port);
     start_url(0, "POST", url, NULL, big, BIG_BODY, 5 * SL_USEC_PER_SEC);
-    run_until(result_done, &F.res[0]);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
     expect_ok(&F.res[0], 413, "");
     assert_int_equal(sl_h1client_idle(F.h1), 0);
     free(big);
@@ -738,7 +619,7 @@ static void test_header_cap(void **state)
 {
     (void)state;
     F.reply = reply_with_fields(70, 1000); /* ~70 KiB */
-    struct result *r = call_once("GET", "/huge");
+    struct fx_result *r = call_once("GET", "/huge");
     assert_int_equal(r->error, SL_UPSTREAM_PROTOCOL);
     assert_int_equal(r->status, 0);
     assert_non_null(strstr(r->detail, "64 KiB"));
@@ -756,15 +637,15 @@ static void test_header_limit_independent_of_frontend(void **state)
 
     http_parser_set_max_header_size(1024);
     F.reply = reply_with_fields(20, 1000);
-    struct result *r = call_once("GET", "/large");
+    struct fx_result *r = call_once("GET", "/large");
     http_parser_set_max_header_size(HTTP_MAX_HEADER_SIZE);
     expect_ok(r, 200, "ok");
     for (int i = 0; i < 20; i++) {
         snprintf(name, sizeof(name), "X-Big-%d", i);
         memset(want, 'a' + i % 26, 1000);
         want[1000] = '\0';
-        assert_non_null(header_value(&r->headers, name));
-        assert_string_equal(header_value(&r->headers, name), want);
+        assert_non_null(fx_header_value(&r->headers, name));
+        assert_string_equal(fx_header_value(&r->headers, name), want);
     }
 }
 
@@ -775,7 +656,7 @@ static void test_localhost_resolves(void **state)
 
     snprintf(url, sizeof(url), "http://localhost:%d/named", F.port);
     start_url(0, "GET", url, NULL, NULL, 0, 5 * SL_USEC_PER_SEC);
-    run_until(result_done, &F.res[0]);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
     expect_ok(&F.res[0], 200, "ok");
     assert_int_equal(F.requests, 1);
     char want[64];
@@ -789,7 +670,7 @@ static void test_immediate_connect_failure_deferred(void **state)
     (void)state;
     start_url(0, "GET", "http://255.255.255.255:80/", NULL, NULL, 0, 5 * SL_USEC_PER_SEC);
     assert_int_equal(F.res[0].calls, 0);
-    run_until(result_done, &F.res[0]);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
     assert_int_equal(F.res[0].error, SL_UPSTREAM_CONNECT);
     assert_true(strlen(F.res[0].detail) > 0);
     assert_int_equal(sl_h1client_active(F.h1), 0);
@@ -804,7 +685,7 @@ static void test_timeout_on_reused_connection(void **state)
     F.mode = SRV_STALL;
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/stall", F.port);
     start_url(0, "GET", url, NULL, NULL, 0, 100 * SL_USEC_PER_MSEC);
-    run_until(result_done, &F.res[0]);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
     assert_int_equal(F.res[0].error, SL_UPSTREAM_TIMEOUT);
     assert_int_equal(F.accepted, 1);
     assert_int_equal(sl_h1client_idle(F.h1), 0);
@@ -821,10 +702,10 @@ static void test_cancel_closes_connection(void **state)
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/stall", F.port);
     struct sl_h1call *call = sl_h1client_start(F.h1, &req, on_done, &F.res[0]);
     assert_non_null(call);
-    run_until(requests_n, &one);
+    fx_run_until(F.base, requests_n, &one);
     sl_h1client_cancel(call);
     assert_int_equal(sl_h1client_active(F.h1), 0);
-    run_until(client_closed_n, &one);
+    fx_run_until(F.base, client_closed_n, &one);
     assert_int_equal(F.res[0].calls, 0);
     assert_int_equal(sl_h1client_idle(F.h1), 0);
 }

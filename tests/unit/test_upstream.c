@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -33,25 +32,14 @@
 #include <event2/listener.h>
 
 #include "clock.h"
+#include "http_fixture.h"
 #include "sluice.h"
 #include "upstream.h"
 
-#define GUARD_SECONDS 10
 #define MAX_RESULTS 64
 #define MAX_SLOW 8
 #define MAX_RAW 8
 #define BIG_LEN (1024 * 1024)
-
-/* What one done callback saw. */
-struct result {
-    int calls;
-    enum sl_upstream_error error;
-    int status;
-    char detail[256];
-    struct evkeyvalq headers;
-    struct evbuffer *body;
-    int64_t duration_us;
-};
 
 /* A /slow request the server answers from a timer, unless its client goes. */
 struct slow {
@@ -64,7 +52,7 @@ struct fixture {
     struct sl_upstream *up;
     struct evhttp *http;
     int port;
-    struct evconnlistener *raw;
+    struct fx_listener raw;
     int raw_port;
     const char *raw_reply;          /* NULL: close without answering */
     struct bufferevent *raw_conns[MAX_RAW];
@@ -75,103 +63,12 @@ struct fixture {
     char uri[256];
     struct evkeyvalq got_headers;
     struct evbuffer *got_body;
-    struct result res[MAX_RESULTS];
-    bool guard_fired;
+    struct fx_result res[MAX_RESULTS];
 };
 
 static struct fixture F;
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static const char *header_value(const struct evkeyvalq *q, const char *name)
-{
-    const struct evkeyval *h;
-    TAILQ_FOREACH(h, q, next)
-        if (strcasecmp(h->key, name) == 0)
-            return h->value;
-    return NULL;
-}
-
-static void copy_headers(const struct evkeyvalq *from, struct evkeyvalq *to)
-{
-    const struct evkeyval *h;
-    evhttp_clear_headers(to);
-    TAILQ_FOREACH(h, from, next)
-        assert_int_equal(evhttp_add_header(to, h->key, h->value), 0);
-}
-
-/* Exactly these fields in this order ({"A", "1", ..., NULL}). */
-static void expect_headers(const struct evkeyvalq *q, const char *const *pairs)
-{
-    const struct evkeyval *h = TAILQ_FIRST(q);
-    for (size_t i = 0; pairs[i] != NULL && i < 64; i += 2) {
-        if (h == NULL)
-            fail_msg("missing field %s", pairs[i]);
-        assert_string_equal(h->key, pairs[i]);
-        assert_string_equal(h->value, pairs[i + 1]);
-        h = TAILQ_NEXT(h, next);
-    }
-    if (h != NULL)
-        fail_msg("unexpected field %s: %s", h->key, h->value);
-}
-
-static void body_equals(struct evbuffer *b, const void *data, size_t len)
-{
-    assert_int_equal(evbuffer_get_length(b), len);
-    if (len > 0)
-        assert_memory_equal(evbuffer_pullup(b, -1), data, len);
-}
-
-static void on_done(struct sl_upstream_response *resp, void *arg)
-{
-    struct result *r = arg;
-
-    r->calls++;
-    r->error = resp->error;
-    r->status = resp->status;
-    r->duration_us = resp->duration_us;
-    snprintf(r->detail, sizeof(r->detail), "%s", resp->detail);
-    copy_headers(&resp->headers, &r->headers);
-    assert_int_equal(evbuffer_add_buffer(r->body, resp->body), 0);
-}
-
-static void on_guard(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    (void)arg;
-    F.guard_fired = true;
-}
-
-/* Run the loop until cond(arg) holds; fail after GUARD_SECONDS. */
-static void run_until(bool (*cond)(void *), void *arg)
-{
-    struct event *guard = evtimer_new(F.base, on_guard, NULL);
-    struct timeval tv = {GUARD_SECONDS, 0};
-
-    assert_non_null(guard);
-    F.guard_fired = false;
-    assert_int_equal(evtimer_add(guard, &tv), 0);
-    for (long i = 0; i < 10000000 && !cond(arg) && !F.guard_fired; i++)
-        assert_true(event_base_loop(F.base, EVLOOP_ONCE) >= 0);
-    event_free(guard);
-    if (!cond(arg))
-        fail_msg("condition not reached in %d s", GUARD_SECONDS);
-}
-
-static bool result_done(void *arg)
-{
-    return ((struct result *)arg)->calls > 0;
-}
-
-static bool n_results_done(void *arg)
-{
-    int n = *(int *)arg;
-    for (int i = 0; i < n; i++)
-        if (F.res[i].calls == 0)
-            return false;
-    return true;
-}
 
 static bool n_received(void *arg)
 {
@@ -196,17 +93,17 @@ static struct sl_upstream_call *start(int slot, const char *method, const char *
         .method = method, .url = url(target, buf, sizeof(buf)), .headers = hdrs,
         .body = body, .body_len = len, .timeout_us = timeout_us,
     };
-    struct sl_upstream_call *call = sl_upstream_start(F.up, &req, on_done, &F.res[slot]);
+    struct sl_upstream_call *call = sl_upstream_start(F.up, &req, fx_on_done, &F.res[slot]);
     assert_non_null(call);
     return call;
 }
 
 /* Run one call to completion and return its result. */
-static struct result *call_once(const char *method, const char *target,
-                                const struct evkeyvalq *hdrs, const void *body, size_t len)
+static struct fx_result *call_once(const char *method, const char *target,
+                                   const struct evkeyvalq *hdrs, const void *body, size_t len)
 {
     start(0, method, target, hdrs, body, len, 5 * SL_USEC_PER_SEC);
-    run_until(result_done, &F.res[0]);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
     assert_int_equal(F.res[0].calls, 1);
     return &F.res[0];
 }
@@ -234,7 +131,7 @@ static void record(struct evhttp_request *req)
     F.received++;
     snprintf(F.method, sizeof(F.method), "%s", method_name(evhttp_request_get_command(req)));
     snprintf(F.uri, sizeof(F.uri), "%s", evhttp_request_get_uri(req));
-    copy_headers(evhttp_request_get_input_headers(req), &F.got_headers);
+    fx_copy_headers(evhttp_request_get_input_headers(req), &F.got_headers);
     evbuffer_drain(F.got_body, evbuffer_get_length(F.got_body));
     assert_int_equal(evbuffer_add_buffer(F.got_body, in), 0);
 }
@@ -325,15 +222,6 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
 }
 
-static int bound_port(evutil_socket_t fd)
-{
-    struct sockaddr_in sin;
-    socklen_t len = sizeof(sin);
-
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-    return ntohs(sin.sin_port);
-}
-
 static void http_start(void)
 {
     F.http = evhttp_new(F.base);
@@ -344,7 +232,7 @@ static void http_start(void)
     evhttp_set_gencb(F.http, on_request, NULL);
     struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(F.http, "127.0.0.1", 0);
     assert_non_null(bs);
-    F.port = bound_port(evhttp_bound_socket_get_fd(bs));
+    F.port = fx_bound_port(evhttp_bound_socket_get_fd(bs));
     for (size_t i = 0; i < MAX_SLOW; i++) {
         F.slow[i].timer = evtimer_new(F.base, on_slow_timer, &F.slow[i]);
         assert_non_null(F.slow[i].timer);
@@ -382,15 +270,8 @@ static void raw_on_read(struct bufferevent *bev, void *arg)
     assert_int_equal(bufferevent_write(bev, F.raw_reply, strlen(F.raw_reply)), 0);
 }
 
-static void raw_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-                          int salen, void *arg)
+static void raw_on_conn(struct bufferevent *bev)
 {
-    (void)l;
-    (void)sa;
-    (void)salen;
-    (void)arg;
-    struct bufferevent *bev = bufferevent_socket_new(F.base, fd, BEV_OPT_CLOSE_ON_FREE);
-    assert_non_null(bev);
     for (size_t i = 0; i < MAX_RAW; i++) {
         if (F.raw_conns[i] == NULL) {
             F.raw_conns[i] = bev;
@@ -404,14 +285,7 @@ static void raw_on_accept(struct evconnlistener *l, evutil_socket_t fd, struct s
 
 static void raw_start(void)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
-
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    F.raw = evconnlistener_new_bind(F.base, raw_on_accept, NULL,
-                                    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16,
-                                    (struct sockaddr *)&sin, sizeof(sin));
-    assert_non_null(F.raw);
-    F.raw_port = bound_port(evconnlistener_get_fd(F.raw));
+    F.raw_port = fx_listen(&F.raw, F.base, raw_on_conn, 16);
 }
 
 /* ---- fixture ------------------------------------------------------------ */
@@ -425,11 +299,7 @@ static int setup(void **state)
     TAILQ_INIT(&F.got_headers);
     F.got_body = evbuffer_new();
     assert_non_null(F.got_body);
-    for (size_t i = 0; i < MAX_RESULTS; i++) {
-        TAILQ_INIT(&F.res[i].headers);
-        F.res[i].body = evbuffer_new();
-        assert_non_null(F.res[i].body);
-    }
+    fx_results_init(F.res, MAX_RESULTS);
     http_start();
     raw_start();
     F.up = sl_upstream_new(F.base, 8);
@@ -454,11 +324,8 @@ static int teardown(void **state)
     for (size_t i = 0; i < MAX_RAW; i++)
         if (F.raw_conns[i] != NULL)
             bufferevent_free(F.raw_conns[i]);
-    evconnlistener_free(F.raw);
-    for (size_t i = 0; i < MAX_RESULTS; i++) {
-        evhttp_clear_headers(&F.res[i].headers);
-        evbuffer_free(F.res[i].body);
-    }
+    evconnlistener_free(F.raw.lev);
+    fx_results_free(F.res, MAX_RESULTS);
     evhttp_clear_headers(&F.got_headers);
     evbuffer_free(F.got_body);
     event_base_free(F.base);
@@ -507,7 +374,7 @@ static void test_get_forwarded_exactly(void **state)
     evhttp_add_header(&h, "X-Dup", "1");
     evhttp_add_header(&h, "x-dup", "2");
     evhttp_add_header(&h, "User-Agent", "t/1");
-    struct result *r = call_once("GET", "/echo/a%20b//c?x=1&y=%2F&z", &h, NULL, 0);
+    struct fx_result *r = call_once("GET", "/echo/a%20b//c?x=1&y=%2F&z", &h, NULL, 0);
     evhttp_clear_headers(&h);
 
     assert_int_equal(r->error, SL_UPSTREAM_OK);
@@ -515,10 +382,10 @@ static void test_get_forwarded_exactly(void **state)
     assert_string_equal(F.method, "GET");
     assert_string_equal(F.uri, "/echo/a%20b//c?x=1&y=%2F&z");
     snprintf(host, sizeof(host), "127.0.0.1:%d", F.port);
-    expect_headers(&F.got_headers,
+    fx_expect_headers(&F.got_headers,
                    (const char *const[]){"Host", host, "Accept", "text/plain", "X-Empty", "",
                                          "X-Dup", "1", "x-dup", "2", "User-Agent", "t/1", NULL});
-    body_equals(F.got_body, NULL, 0);
+    fx_body_equals(F.got_body, NULL, 0);
 }
 
 static void test_no_accept_added(void **state)
@@ -526,11 +393,11 @@ static void test_no_accept_added(void **state)
     (void)state;
     char host[32];
 
-    struct result *r = call_once("DELETE", "/echo/x", NULL, NULL, 0);
+    struct fx_result *r = call_once("DELETE", "/echo/x", NULL, NULL, 0);
     assert_int_equal(r->status, 200);
     assert_string_equal(F.method, "DELETE");
     snprintf(host, sizeof(host), "127.0.0.1:%d", F.port);
-    expect_headers(&F.got_headers, (const char *const[]){"Host", host, NULL});
+    fx_expect_headers(&F.got_headers, (const char *const[]){"Host", host, NULL});
 }
 
 static void test_post_body(void **state)
@@ -540,16 +407,16 @@ static void test_post_body(void **state)
 
     TAILQ_INIT(&h);
     evhttp_add_header(&h, "Content-Type", "application/json");
-    struct result *r = call_once("POST", "/echo", &h, "{\"a\":1}", 7);
+    struct fx_result *r = call_once("POST", "/echo", &h, "{\"a\":1}", 7);
     evhttp_clear_headers(&h);
 
     assert_int_equal(r->status, 200);
     assert_string_equal(F.method, "POST");
-    assert_string_equal(header_value(&F.got_headers, "Content-Length"), "7");
-    assert_string_equal(header_value(&F.got_headers, "Content-Type"), "application/json");
-    assert_null(header_value(&F.got_headers, "Expect"));
-    body_equals(F.got_body, "{\"a\":1}", 7);
-    body_equals(r->body, "{\"a\":1}", 7);
+    assert_string_equal(fx_header_value(&F.got_headers, "Content-Length"), "7");
+    assert_string_equal(fx_header_value(&F.got_headers, "Content-Type"), "application/json");
+    assert_null(fx_header_value(&F.got_headers, "Expect"));
+    fx_body_equals(F.got_body, "{\"a\":1}", 7);
+    fx_body_equals(r->body, "{\"a\":1}", 7);
 }
 
 static void test_post_empty_body(void **state)
@@ -557,12 +424,12 @@ static void test_post_empty_body(void **state)
     (void)state;
     char host[32];
 
-    struct result *r = call_once("POST", "/echo", NULL, NULL, 0);
+    struct fx_result *r = call_once("POST", "/echo", NULL, NULL, 0);
     assert_int_equal(r->status, 200);
     assert_string_equal(F.method, "POST");
     snprintf(host, sizeof(host), "127.0.0.1:%d", F.port);
-    expect_headers(&F.got_headers, (const char *const[]){"Host", host, "Content-Length", "0", NULL});
-    body_equals(F.got_body, NULL, 0);
+    fx_expect_headers(&F.got_headers, (const char *const[]){"Host", host, "Content-Length", "0", NULL});
+    fx_body_equals(F.got_body, NULL, 0);
 }
 
 static void test_put_patch_with_bodies(void **state)
@@ -573,12 +440,12 @@ static void test_put_patch_with_bodies(void **state)
     for (size_t i = 0; i < SL_ARRAY_LEN(methods); i++) {
         F.res[i].calls = 0;
         start((int)i, methods[i], "/echo", NULL, "xyz", 3, 5 * SL_USEC_PER_SEC);
-        run_until(result_done, &F.res[i]);
+        fx_run_until(F.base, fx_result_done, &F.res[i]);
         assert_int_equal(F.res[i].status, 200);
         assert_string_equal(F.method, methods[i]);
-        assert_string_equal(header_value(&F.got_headers, "Content-Length"), "3");
-        assert_null(header_value(&F.got_headers, "Content-Type"));
-        body_equals(F.got_body, "xyz", 3);
+        assert_string_equal(fx_header_value(&F.got_headers, "Content-Length"), "3");
+        assert_null(fx_header_value(&F.got_headers, "Content-Type"));
+        fx_body_equals(F.got_body, "xyz", 3);
     }
 }
 
@@ -591,11 +458,11 @@ static void test_large_request_body_no_expect(void **state)
     assert_non_null(data);
     for (size_t i = 0; i < len; i++)
         data[i] = (char)('a' + i % 26);
-    struct result *r = call_once("POST", "/echo", NULL, data, len);
+    struct fx_result *r = call_once("POST", "/echo", NULL, data, len);
     assert_int_equal(r->status, 200);
-    assert_null(header_value(&F.got_headers, "Expect"));
-    body_equals(F.got_body, data, len);
-    body_equals(r->body, data, len);
+    assert_null(fx_header_value(&F.got_headers, "Expect"));
+    fx_body_equals(F.got_body, data, len);
+    fx_body_equals(r->body, data, len);
     free(data);
 }
 
@@ -604,13 +471,13 @@ static void test_large_request_body_no_expect(void **state)
 static void test_response_captured(void **state)
 {
     (void)state;
-    struct result *r = call_once("GET", "/echo", NULL, NULL, 0);
+    struct fx_result *r = call_once("GET", "/echo", NULL, NULL, 0);
 
     assert_int_equal(r->error, SL_UPSTREAM_OK);
     assert_string_equal(r->detail, "");
-    assert_string_equal(header_value(&r->headers, "X-Echo-Method"), "GET");
-    assert_string_equal(header_value(&r->headers, "X-Empty-Resp"), "");
-    assert_string_equal(header_value(&r->headers, "Content-Length"), "0");
+    assert_string_equal(fx_header_value(&r->headers, "X-Echo-Method"), "GET");
+    assert_string_equal(fx_header_value(&r->headers, "X-Empty-Resp"), "");
+    assert_string_equal(fx_header_value(&r->headers, "Content-Length"), "0");
 
     /* duplicates kept, in order */
     const struct evkeyval *h;
@@ -625,43 +492,43 @@ static void test_response_captured(void **state)
 static void test_big_response(void **state)
 {
     (void)state;
-    struct result *r = call_once("GET", "/big", NULL, NULL, 0);
+    struct fx_result *r = call_once("GET", "/big", NULL, NULL, 0);
     unsigned char *want = malloc(BIG_LEN);
 
     assert_non_null(want);
     for (size_t i = 0; i < BIG_LEN; i++)
         want[i] = (unsigned char)(i * 31 + 7);
     assert_int_equal(r->status, 200);
-    body_equals(r->body, want, BIG_LEN);
+    fx_body_equals(r->body, want, BIG_LEN);
     free(want);
 }
 
 static void test_head(void **state)
 {
     (void)state;
-    struct result *r = call_once("HEAD", "/echo", NULL, NULL, 0);
+    struct fx_result *r = call_once("HEAD", "/echo", NULL, NULL, 0);
 
     assert_int_equal(r->error, SL_UPSTREAM_OK);
     assert_int_equal(r->status, 200);
     assert_string_equal(F.method, "HEAD");
-    assert_string_equal(header_value(&r->headers, "X-Echo-Method"), "HEAD");
-    body_equals(r->body, NULL, 0);
+    assert_string_equal(fx_header_value(&r->headers, "X-Echo-Method"), "HEAD");
+    fx_body_equals(r->body, NULL, 0);
 }
 
 static void test_429_and_redirect(void **state)
 {
     (void)state;
-    struct result *r = call_once("GET", "/429", NULL, NULL, 0);
+    struct fx_result *r = call_once("GET", "/429", NULL, NULL, 0);
 
     assert_int_equal(r->error, SL_UPSTREAM_OK);
     assert_int_equal(r->status, 429);
-    assert_string_equal(header_value(&r->headers, "Retry-After"), "7");
+    assert_string_equal(fx_header_value(&r->headers, "Retry-After"), "7");
 
     r->calls = 0;
     evhttp_clear_headers(&r->headers);
     call_once("GET", "/redirect", NULL, NULL, 0);
     assert_int_equal(r->status, 302);
-    assert_string_equal(header_value(&r->headers, "Location"), "/echo");
+    assert_string_equal(fx_header_value(&r->headers, "Location"), "/echo");
     assert_int_equal(F.received, 2); /* not followed */
 }
 
@@ -683,17 +550,17 @@ static void test_interim_responses_skipped(void **state)
 
     snprintf(buf, sizeof(buf), "http://127.0.0.1:%d/x", F.raw_port);
     F.raw_reply = interim_reply;
-    assert_non_null(sl_upstream_start(F.up, &req, on_done, &F.res[0]));
-    run_until(result_done, &F.res[0]);
+    assert_non_null(sl_upstream_start(F.up, &req, fx_on_done, &F.res[0]));
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
 
-    struct result *r = &F.res[0];
+    struct fx_result *r = &F.res[0];
     assert_int_equal(r->error, SL_UPSTREAM_OK);
     assert_int_equal(r->status, 201);
-    expect_headers(&r->headers,
+    fx_expect_headers(&r->headers,
                    (const char *const[]){"X-Final", "yes", "X-Folded", "a b",
                                          "Transfer-Encoding", "chunked", "Connection", "close",
                                          NULL});
-    body_equals(r->body, "ok", 2);
+    fx_body_equals(r->body, "ok", 2);
 }
 
 /* ---- tests: failures ---------------------------------------------------- */
@@ -702,9 +569,9 @@ static void test_timeout(void **state)
 {
     (void)state;
     start(0, "GET", "/slow", NULL, NULL, 0, 200 * SL_USEC_PER_MSEC);
-    run_until(result_done, &F.res[0]);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
 
-    struct result *r = &F.res[0];
+    struct fx_result *r = &F.res[0];
     assert_int_equal(r->calls, 1);
     assert_int_equal(r->error, SL_UPSTREAM_TIMEOUT);
     assert_int_equal(r->status, 0);
@@ -723,7 +590,7 @@ static int closed_port(void)
     assert_true(fd >= 0);
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    int port = bound_port(fd);
+    int port = fx_bound_port(fd);
     close(fd);
     return port;
 }
@@ -737,8 +604,8 @@ static void test_connect_refused(void **state)
     };
 
     snprintf(buf, sizeof(buf), "http://127.0.0.1:%d/x", closed_port());
-    assert_non_null(sl_upstream_start(F.up, &req, on_done, &F.res[0]));
-    run_until(result_done, &F.res[0]);
+    assert_non_null(sl_upstream_start(F.up, &req, fx_on_done, &F.res[0]));
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
     assert_int_equal(F.res[0].error, SL_UPSTREAM_CONNECT);
     assert_int_equal(F.res[0].status, 0);
     assert_true(strlen(F.res[0].detail) > 0);
@@ -757,7 +624,7 @@ static int full_listener(int *clients, size_t n, int *port)
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
     assert_int_equal(listen(fd, 0), 0);
-    *port = bound_port(fd);
+    *port = fx_bound_port(fd);
     sin.sin_port = htons((uint16_t)*port);
     for (size_t i = 0; i < n; i++) {
         clients[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
@@ -778,8 +645,8 @@ static void test_connect_timeout_is_connect(void **state)
     };
 
     snprintf(buf, sizeof(buf), "http://127.0.0.1:%d/x", port);
-    assert_non_null(sl_upstream_start(F.up, &req, on_done, &F.res[0]));
-    run_until(result_done, &F.res[0]);
+    assert_non_null(sl_upstream_start(F.up, &req, fx_on_done, &F.res[0]));
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
     assert_int_equal(F.res[0].error, SL_UPSTREAM_CONNECT);
     assert_true(F.res[0].duration_us >= 190 * SL_USEC_PER_MSEC);
     for (size_t i = 0; i < SL_ARRAY_LEN(clients); i++)
@@ -797,8 +664,8 @@ static void raw_error_case(const char *reply)
     snprintf(buf, sizeof(buf), "http://127.0.0.1:%d/x", F.raw_port);
     F.raw_reply = reply;
     F.res[0].calls = 0;
-    assert_non_null(sl_upstream_start(F.up, &req, on_done, &F.res[0]));
-    run_until(result_done, &F.res[0]);
+    assert_non_null(sl_upstream_start(F.up, &req, fx_on_done, &F.res[0]));
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
     assert_int_equal(F.res[0].error, SL_UPSTREAM_PROTOCOL);
     assert_int_equal(F.res[0].status, 0);
     assert_true(strlen(F.res[0].detail) > 0);
@@ -824,7 +691,7 @@ static void test_cancel(void **state)
     sl_upstream_cancel(early); /* before anything was sent */
     assert_int_equal(sl_upstream_active(F.up), 1);
     int one = 1;
-    run_until(n_received, &one);
+    fx_run_until(F.base, n_received, &one);
     sl_upstream_cancel(late); /* while the server holds the request */
     assert_int_equal(sl_upstream_active(F.up), 0);
 
@@ -846,11 +713,11 @@ static void test_concurrent_50(void **state)
         start(i, "POST", targets[i], NULL, targets[i], strlen(targets[i]), 5 * SL_USEC_PER_SEC);
     }
     assert_int_equal(sl_upstream_active(F.up), (size_t)n);
-    run_until(n_results_done, &n);
+    fx_run_until_results(F.base, F.res, n);
     for (int i = 0; i < n; i++) {
         assert_int_equal(F.res[i].calls, 1);
         assert_int_equal(F.res[i].status, 200);
-        body_equals(F.res[i].body, targets[i], strlen(targets[i]));
+        fx_body_equals(F.res[i].body, targets[i], strlen(targets[i]));
     }
     assert_int_equal(sl_upstream_active(F.up), 0);
     assert_int_equal(F.received, n);
@@ -861,7 +728,7 @@ static struct sl_upstream_call *victim, *self;
 
 static void on_done_chain(struct sl_upstream_response *resp, void *arg)
 {
-    on_done(resp, arg);
+    fx_on_done(resp, arg);
     sl_upstream_cancel(self); /* a no-op: it is freed after this returns */
     sl_upstream_cancel(victim);
     start(3, "GET", "/echo?chained", NULL, NULL, 0, 5 * SL_USEC_PER_SEC);
@@ -879,7 +746,7 @@ static void test_done_may_start_and_cancel(void **state)
     victim = start(1, "GET", "/slow", NULL, NULL, 0, 5 * SL_USEC_PER_SEC);
     self = sl_upstream_start(F.up, &req, on_done_chain, &F.res[0]);
     assert_non_null(self);
-    run_until(result_done, &F.res[3]);
+    fx_run_until(F.base, fx_result_done, &F.res[3]);
     assert_int_equal(F.res[0].calls, 1);
     assert_int_equal(F.res[1].calls, 0);
     assert_int_equal(F.res[3].status, 200);
@@ -894,7 +761,7 @@ static void test_free_with_calls_under_way(void **state)
 
     for (int i = 0; i < 3; i++)
         start(i, "GET", "/slow", NULL, NULL, 0, 5 * SL_USEC_PER_SEC);
-    run_until(n_received, &three);
+    fx_run_until(F.base, n_received, &three);
     start(3, "POST", "/echo", NULL, "abc", 3, 5 * SL_USEC_PER_SEC); /* not even sent */
     assert_int_equal(sl_upstream_active(F.up), 4);
     sl_upstream_free(F.up);
@@ -915,15 +782,15 @@ static void test_https_goes_to_curl(void **state)
     };
 
     snprintf(buf, sizeof(buf), "https://127.0.0.1:%d/x", port);
-    assert_non_null(sl_upstream_start(F.up, &req, on_done, &F.res[0]));
-    run_until(result_done, &F.res[0]);
+    assert_non_null(sl_upstream_start(F.up, &req, fx_on_done, &F.res[0]));
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
     assert_int_equal(F.res[0].error, SL_UPSTREAM_CONNECT);
     snprintf(want, sizeof(want), "127.0.0.1 port %d", port);
     assert_non_null(strstr(F.res[0].detail, want));
 
     snprintf(buf, sizeof(buf), "http://127.0.0.1:%d/x", port);
-    assert_non_null(sl_upstream_start(F.up, &req, on_done, &F.res[1]));
-    run_until(result_done, &F.res[1]);
+    assert_non_null(sl_upstream_start(F.up, &req, fx_on_done, &F.res[1]));
+    fx_run_until(F.base, fx_result_done, &F.res[1]);
     assert_int_equal(F.res[1].error, SL_UPSTREAM_CONNECT);
     snprintf(want, sizeof(want), "127.0.0.1:%d: ", port);
     assert_non_null(strstr(F.res[1].detail, want));
@@ -935,9 +802,9 @@ static void test_start_rejects_bad_input(void **state)
     const struct sl_upstream_request no_url = {.method = "GET", .url = NULL};
     const struct sl_upstream_request req = {.method = "GET", .url = "http://127.0.0.1:1/"};
 
-    assert_null(sl_upstream_start(F.up, &no_url, on_done, NULL));
+    assert_null(sl_upstream_start(F.up, &no_url, fx_on_done, NULL));
     assert_null(sl_upstream_start(F.up, &req, NULL, NULL));
-    assert_null(sl_upstream_start(NULL, &req, on_done, NULL));
+    assert_null(sl_upstream_start(NULL, &req, fx_on_done, NULL));
     assert_int_equal(sl_upstream_active(F.up), 0);
     sl_upstream_cancel(NULL);
     sl_upstream_free(NULL);
