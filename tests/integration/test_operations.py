@@ -33,6 +33,10 @@ class OperationsTest(SluiceTestCase):
     def status(self):
         return json.loads(self.admin_get("/status")[2])
 
+    def wait_draining(self):
+        """The first signal took effect: /health says draining."""
+        wait_for(lambda: self.admin_get("/health")[0] == 503, what="draining")
+
     def reload_with(self, routes, **kw):
         text = self.sluice_config(routes, port=self.sluice.port, admin=self.sluice.admin, **kw)
         with open(self.sluice.config, "w") as f:
@@ -140,7 +144,7 @@ class OperationsTest(SluiceTestCase):
         burst = self.background_burst("/x", 30)
         wait_for(lambda: self.status()["queue_depth"] >= 25, what="parked")
         self.sluice.p.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        self.wait_draining()
         t0 = time.monotonic()
         self.sluice.p.send_signal(signal.SIGTERM)
         self.assertEqual(self.sluice.p.wait(timeout=10), 0)
@@ -155,12 +159,12 @@ class OperationsTest(SluiceTestCase):
         burst = self.background_burst("/x", 4)
         wait_for(lambda: self.status()["queue_depth"] == 3, what="one in flight, three parked")
         self.sluice.p.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
+        self.wait_draining()
         self.sluice.p.send_signal(signal.SIGTERM)
         self.assertEqual(self.sluice.p.wait(timeout=10), 0)
         summary = self.finish_burst(burst)
         self.assertEqual(summary["status"], {"503": 4}, summary)
-        time.sleep(0.3)
+        # sluice has exited: anything it sent has reached the mock's log by now.
         self.assertEqual(len(read_arrivals(mock.log)), 1, "a parked request was sent while stopping")
 
     def test_reload_removing_a_route_with_a_call_under_way(self):
