@@ -115,6 +115,18 @@ static const struct sl_frontend_callbacks proxy_frontend_cb = {
 
 /* --- drain --------------------------------------------------------------- */
 
+/*
+ * Frozen routes dispatch nothing: finishing an in-flight request kicks its
+ * route, which would otherwise send (and maybe free) parked requests while
+ * finish_all() walks the list - and send requests whose clients are then
+ * told they were not processed.
+ */
+static void freeze_routes(struct sl_proxy *p)
+{
+    for (size_t i = 0; i < p->routes.n; i++)
+        p->routes.routes[i]->frozen = true;
+}
+
 /* Finish every request in `state` (or every request when state < 0) as draining. */
 static void finish_all(struct sl_proxy *p, int state)
 {
@@ -179,13 +191,7 @@ void sl_proxy_stop(struct sl_proxy *p, bool now)
     if (now) {
         sl_log_info("stopping now", NULL);
         p->drain_expired = true;
-        /*
-         * Frozen routes dispatch nothing: finishing an in-flight request
-         * kicks its route, which would otherwise send (and free) parked
-         * requests while finish_all walks the list.
-         */
-        for (size_t i = 0; i < p->routes.n; i++)
-            p->routes.routes[i]->frozen = true;
+        freeze_routes(p);
         finish_all(p, -1);
     }
     sl_proxy_check_drained(p);
@@ -323,8 +329,10 @@ void sl_proxy_free(struct sl_proxy *p)
     if (p == NULL)
         return;
     /* Requests first: they cancel upstream calls and answer their clients. */
-    if (p->upstream != NULL && p->frontend != NULL)
+    if (p->upstream != NULL && p->frontend != NULL) {
+        freeze_routes(p);
         finish_all(p, -1);
+    }
     sl_admin_free(p->admin);
     sl_frontend_free(p->frontend);
     for (size_t i = 0; i < p->routes.n; i++)
