@@ -328,6 +328,18 @@ void sl_proxy_free(struct sl_proxy *p)
 {
     if (p == NULL)
         return;
+    /*
+     * We are stopping already: a late SIGTERM/SIGINT (a supervisor that
+     * repeats itself) must not turn a clean exit into a death by signal once
+     * libevent has put the default handlers back.
+     */
+    for (size_t i = 0; i < SL_ARRAY_LEN(p->signals); i++)
+        if (p->signals[i] != NULL)
+            event_free(p->signals[i]);
+    memset(p->signals, 0, sizeof(p->signals));
+    (void)signal(SIGTERM, SIG_IGN);
+    (void)signal(SIGINT, SIG_IGN);
+    (void)signal(SIGHUP, SIG_IGN);
     /* Requests first: they cancel upstream calls and answer their clients. */
     if (p->upstream != NULL && p->frontend != NULL) {
         freeze_routes(p);
@@ -342,9 +354,6 @@ void sl_proxy_free(struct sl_proxy *p)
     if (p->watchdog != NULL)
         event_free(p->watchdog);
     sl_upstream_free(p->upstream);
-    for (size_t i = 0; i < SL_ARRAY_LEN(p->signals); i++)
-        if (p->signals[i] != NULL)
-            event_free(p->signals[i]);
     if (p->drain_timer != NULL)
         event_free(p->drain_timer);
     if (p->base != NULL)

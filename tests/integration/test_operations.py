@@ -186,6 +186,20 @@ class OperationsTest(SluiceTestCase):
                                            route="alpha", outcome="relayed"), 1)
         self.assertEqual(self.request(s.port, "GET", "/y")[0], 200)
 
+    def test_signals_while_exiting_still_exit_zero(self):
+        mock = self.start_mock()
+        s = self.start_sluice(route(upstream_port=mock.port))
+        self.assertEqual(self.request(s.port, "GET", "/x")[0], 200)
+        # A supervisor that keeps signalling while sluice tears down.
+        deadline = time.monotonic() + 5
+        while s.p.poll() is None and time.monotonic() < deadline:
+            try:
+                s.p.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                break
+            time.sleep(0.0005)
+        self.assertEqual(s.p.wait(timeout=10), 0)
+
     def test_systemd_notifications(self):
         path = os.path.join(self.workdir, "notify.sock")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
