@@ -86,9 +86,6 @@ void sl_frontend_close_idle(struct sl_frontend *fe);
 
 size_t sl_frontend_connections(const struct sl_frontend *fe);
 
-/* The locally bound port of listener i (for tests that listen on port 0), or -1. */
-int sl_frontend_port(const struct sl_frontend *fe, size_t i);
-
 /* Close everything (connections are dropped without callbacks). */
 void sl_frontend_free(struct sl_frontend *fe);
 

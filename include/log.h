@@ -27,8 +27,8 @@ enum sl_log_level sl_log_get_level(void);
 /* Redirect output (default stderr). For tests. */
 void sl_log_set_stream(FILE *stream);
 
-/* Parse "error|warn|info|debug"; returns 0 and sets *out, or -1. */
-int sl_log_level_parse(const char *s, enum sl_log_level *out);
+/* "error", "warn", "info", "debug" by enum value, NULL-terminated (config's enum table). */
+extern const char *const sl_log_level_names[];
 
 /*
  * Write one line if `level` is enabled. `fmt` (may be NULL) formats extra

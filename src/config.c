@@ -86,7 +86,6 @@ struct option {
 };
 
 static const char *const overflow_names[] = {"backpressure", "reject", NULL};
-static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 
 #define CFG(f) offsetof(struct sl_config, f), sizeof(((struct sl_config *)0)->f)
 #define RT(f) offsetof(struct sl_route_config, f), sizeof(((struct sl_route_config *)0)->f)
@@ -102,7 +101,7 @@ static const struct option options[] = {
     {SEC_SERVER, "max_header_size", OPT_SIZE, CFG(max_header_size), 0, 1024, NO_MAX, "16k", NULL, true},
     {SEC_SERVER, "max_body_size", OPT_SIZE, CFG(max_body_size), 0, 0, NO_MAX, "8m", NULL, true},
     {SEC_SERVER, "drain_timeout", OPT_DURATION, CFG(drain_timeout_us), 0, 0, MAX_DURATION, "30s", NULL, true},
-    {SEC_SERVER, "log_level", OPT_ENUM, CFG(log_level), 0, 0, 0, "info", log_level_names, true},
+    {SEC_SERVER, "log_level", OPT_ENUM, CFG(log_level), 0, 0, 0, "info", sl_log_level_names, true},
     {SEC_SERVER, "access_log", OPT_BOOL, CFG(access_log), 0, 0, 0, "on", NULL, true},
 
     {SEC_QUEUE, "max_depth", OPT_UINT, CFG(queue_max_depth), 0, 1, 100000000, "100000", NULL, true},

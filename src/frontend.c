@@ -68,7 +68,6 @@ struct sl_conn {
 
 struct sl_listener {
     struct evconnlistener *lev;
-    int port;
 };
 
 struct sl_frontend {
@@ -783,7 +782,6 @@ int sl_frontend_listen(struct sl_frontend *fe)
         if (fe->paused != 0)
             evconnlistener_disable(lev);
         fe->listeners[fe->n_listeners].lev = lev;
-        fe->listeners[fe->n_listeners].port = listener_port(lev);
         fe->n_listeners++;
         sl_log_info("listening", "addr=%s port=%d", addr, listener_port(lev));
     }
@@ -850,11 +848,6 @@ void sl_frontend_close_idle(struct sl_frontend *fe)
 size_t sl_frontend_connections(const struct sl_frontend *fe)
 {
     return fe->n_conns;
-}
-
-int sl_frontend_port(const struct sl_frontend *fe, size_t i)
-{
-    return i < fe->n_listeners ? fe->listeners[i].port : -1;
 }
 
 void sl_frontend_free(struct sl_frontend *fe)

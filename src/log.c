@@ -10,7 +10,7 @@
 static enum sl_log_level log_level = SL_LOG_INFO;
 static FILE *log_stream;
 
-static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
+const char *const sl_log_level_names[] = {"error", "warn", "info", "debug", NULL};
 
 void sl_log_set_level(enum sl_log_level level)
 {
@@ -25,17 +25,6 @@ enum sl_log_level sl_log_get_level(void)
 void sl_log_set_stream(FILE *stream)
 {
     log_stream = stream;
-}
-
-int sl_log_level_parse(const char *s, enum sl_log_level *out)
-{
-    for (size_t i = 0; i < sizeof(log_level_names) / sizeof(log_level_names[0]); i++) {
-        if (strcmp(s, log_level_names[i]) == 0) {
-            *out = (enum sl_log_level)i;
-            return 0;
-        }
-    }
-    return -1;
 }
 
 static int needs_quotes(const char *s)
@@ -114,7 +103,7 @@ void sl_log(enum sl_log_level level, const char *msg, const char *fmt, ...)
     n = snprintf(line, sizeof(line),
                  "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ level=%s msg=%s",
                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                 tm.tm_sec, (int)(wall % SL_USEC_PER_SEC / 1000), log_level_names[level],
+                 tm.tm_sec, (int)(wall % SL_USEC_PER_SEC / 1000), sl_log_level_names[level],
                  sl_log_quote(msg, qmsg, sizeof(qmsg)));
     if (n < 0)
         return;
