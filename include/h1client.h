@@ -52,9 +52,10 @@ void sl_h1client_free(struct sl_h1client *c);
 
 /*
  * Does this client take `url`? "http://host[:port][/path][?query]" with a
- * name, an IPv4 or a bracketed IPv6 literal; no userinfo, no zone id.
+ * name, an IPv4 or a bracketed IPv6 literal; no userinfo, no zone id. The
+ * last authority parsed is remembered, so asking per call is cheap.
  */
-bool sl_h1client_handles(const char *url);
+bool sl_h1client_handles(struct sl_h1client *c, const char *url);
 
 /*
  * Start a call (see the contract above). Returns the call, or NULL when the

@@ -14,18 +14,24 @@
 #define SL_HEADERS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct evkeyvalq;
 
 /*
  * Append a field in ONE allocation (entry, name and value together), where
  * evhttp_add_header makes three: sluice's parsers store every header this
- * way. Refuses a value with CR or LF (SL_ERR), like evhttp. A list holding
+ * way. Refuses a name or value with CR or LF (SL_ERR), like evhttp: no list
+ * ever holds them, so the translations below never re-check. A list holding
  * such entries must be emptied with sl_headers_clear(), never with
  * evhttp_clear_headers(); sl_headers_clear() frees evhttp's entries too.
  * Returns SL_OK, SL_ERR or SL_ENOMEM.
  */
 int sl_headers_add(struct evkeyvalq *q, const char *name, const char *value);
+
+/* The same from counted strings (a parser's pointers into its buffer). */
+int sl_headers_add_n(struct evkeyvalq *q, const char *name, size_t name_len, const char *value,
+                     size_t value_len);
 
 /* Free every field of q (either kind of entry) and leave it empty. */
 void sl_headers_clear(struct evkeyvalq *q);

@@ -10,6 +10,7 @@
 #define SL_STRBUF_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct sl_strbuf {
     char *s;
@@ -21,5 +22,12 @@ int sl_strbuf_append(struct sl_strbuf *b, const char *at, size_t n);
 
 /* Release the storage and leave an empty buffer. */
 void sl_strbuf_free(struct sl_strbuf *b);
+
+/*
+ * v in decimal, without printf (it runs for every response): the digits are
+ * written backwards ending just before `end`, where a NUL is stored, and
+ * their start is returned. `end` must have 20 bytes before it.
+ */
+char *sl_strbuf_u64(char *end, uint64_t v);
 
 #endif

@@ -354,9 +354,9 @@ static void head_put(struct head *h, const char *s, size_t n)
     h->len += n;
 }
 
-static void head_field(struct head *h, const char *name, const char *value)
+static void head_field(struct head *h, const char *name, size_t name_len, const char *value)
 {
-    head_put(h, name, strlen(name));
+    head_put(h, name, name_len);
     head_put(h, ": ", 2);
     head_put(h, value, strlen(value));
     head_put(h, "\r\n", 2);
@@ -381,26 +381,27 @@ static int write_head(struct sl_conn *c, int status, const struct evkeyvalq *hea
     head_put(&h, "\r\n", 2);
     if (headers != NULL) {
         TAILQ_FOREACH(f, headers, next) {
-            if (strcasecmp(f->key, "Content-Length") == 0) {
+            size_t nl = strlen(f->key);
+
+            if (nl == 14 && strcasecmp(f->key, "Content-Length") == 0) {
                 if (!keep_length)
                     continue;
                 has_length = true;
-            } else if (!has_date && strcasecmp(f->key, "Date") == 0) {
+            } else if (nl == 4 && strcasecmp(f->key, "Date") == 0) {
                 has_date = true;
             }
-            head_field(&h, f->key, f->value);
+            head_field(&h, f->key, nl, f->value);
         }
     }
     if (!has_date)
-        head_field(&h, "Date", http_date());
+        head_field(&h, "Date", 4, http_date());
     if (!has_length && status_has_body(status) && !(head && keep_length)) {
-        snprintf(line, sizeof(line), "%zu", body_len);
-        head_field(&h, "Content-Length", line);
+        head_field(&h, "Content-Length", 14, sl_strbuf_u64(line + sizeof(line) - 1, body_len));
     }
     if (c->close_after_write)
-        head_field(&h, "Connection", "close");
+        head_field(&h, "Connection", 10, "close");
     else if (c->http10)
-        head_field(&h, "Connection", "keep-alive");
+        head_field(&h, "Connection", 10, "keep-alive");
     head_put(&h, "\r\n", 2);
     head_flush(&h);
     return h.rc;

@@ -110,8 +110,19 @@ struct sl_h1call {
     char head[];                        /* "METHOD /path HTTP/1.1\r\n...\r\n\r\n" */
 };
 
+/* Where a URL's authority leads: parsed once per distinct authority (see origin_of()). */
+struct h1_dest {
+    char authority[H1_ORIGIN_MAX];      /* as written in the URL */
+    size_t authority_len;               /* 0: nothing cached */
+    char host[H1_HOST_MAX];             /* for DNS, without brackets */
+    char origin[H1_ORIGIN_MAX];         /* pool key: "host:port" or "[v6]:port" */
+    size_t host_value_len;              /* Host field: the origin without a default ":80" */
+    int port;
+};
+
 struct sl_h1client {
     struct event_base *base;
+    struct h1_dest last;                /* the last authority seen: routes reuse theirs */
     struct evdns_base *dns;             /* created at the first name to resolve */
     unsigned max_idle;
     size_t n_idle;
@@ -206,24 +217,18 @@ static bool parse_authority(const char *a, size_t n, struct h1_url *u)
     return port == NULL || parse_port(port, (size_t)(a + n - port), &u->port);
 }
 
-static bool parse_url(const char *url, struct h1_url *u)
+/* Split an http:// URL into its authority and path; parse_authority() checks the former. */
+static bool split_url(const char *url, const char **auth, size_t *auth_len, struct h1_url *u)
 {
     if (url == NULL || strncasecmp(url, "http://", 7) != 0)
         return false;
-    const char *a = url + 7;
-    size_t n = strcspn(a, "/?#");
-    if (!parse_authority(a, n, u))
-        return false;
-    u->path = a + n;
+    *auth = url + 7;
+    *auth_len = strcspn(*auth, "/?#");
+    u->path = *auth + *auth_len;
     u->path_len = strcspn(u->path, "#"); /* a fragment is never sent */
     return true;
 }
 
-bool sl_h1client_handles(const char *url)
-{
-    struct h1_url u;
-    return parse_url(url, &u);
-}
 
 /* ---- the request head --------------------------------------------------- */
 
@@ -329,40 +334,68 @@ static void call_free(struct sl_h1call *call)
 
 static void call_on_timer(evutil_socket_t fd, short what, void *arg);
 
-/*
- * "[v6]:port" or "host:port" into buf (the pool key); returns the length of
- * the Host value, which is the same without a default ":80".
- */
-static size_t format_origin(const struct h1_url *u, char *buf, size_t size)
+/* "host:port" or "[v6]:port" (the pool key), and the Host value's length. */
+static void format_origin(const struct h1_url *u, struct h1_dest *d)
 {
-    int n = snprintf(buf, size, "%s%.*s%s:%d", u->v6 ? "[" : "", (int)u->host_len, u->host,
-                     u->v6 ? "]" : "", u->port);
-    size_t len = n > 0 && (size_t)n < size ? (size_t)n : 0;
+    char port[8];
+    char *p = d->origin;
 
-    if (u->port == H1_DEFAULT_PORT && len > 0)
-        len = (size_t)(strrchr(buf, ':') - buf);
-    return len;
+    if (u->v6)
+        *p++ = '[';
+    memcpy(p, u->host, u->host_len);
+    p += u->host_len;
+    if (u->v6)
+        *p++ = ']';
+    d->host_value_len = u->port == H1_DEFAULT_PORT ? (size_t)(p - d->origin) : 0;
+    *p++ = ':';
+    p = stpcpy(p, sl_strbuf_u64(port + sizeof(port) - 1, (uint64_t)u->port));
+    if (d->host_value_len == 0)
+        d->host_value_len = (size_t)(p - d->origin);
+}
+
+/*
+ * The destination of `url`, or NULL if this client does not take it. A
+ * route sends every call to one authority: it is parsed and formatted once
+ * and reused while the next URL names the same one.
+ */
+static const struct h1_dest *dest_of(struct sl_h1client *c, const char *url, struct h1_url *u)
+{
+    struct h1_dest *d = &c->last;
+    const char *a;
+    size_t n;
+
+    if (!split_url(url, &a, &n, u))
+        return NULL;
+    if (n == d->authority_len && n > 0 && memcmp(a, d->authority, n) == 0)
+        return d;
+    d->authority_len = 0;
+    if (n >= sizeof(d->authority) || !parse_authority(a, n, u))
+        return NULL;
+    memcpy(d->host, u->host, u->host_len);
+    d->host[u->host_len] = '\0';
+    d->port = u->port;
+    format_origin(u, d);
+    memcpy(d->authority, a, n);
+    d->authority_len = n;
+    return d;
 }
 
 /* One allocation holds the call and its serialized head. */
 static struct sl_h1call *call_new(struct sl_h1client *c, const struct sl_upstream_request *req,
-                                  const struct h1_url *u)
+                                  const struct h1_url *u, const struct h1_dest *d)
 {
-    char origin[H1_ORIGIN_MAX], length[24];
-    size_t host_len = format_origin(u, origin, sizeof(origin));
+    char length[24];
     /* Translation drops the client's Host unless preserve_host keeps it. */
     bool keeps_host = has_host(req->headers) &&
                       (req->forward == NULL || req->forward->preserve_host);
-    const char *host = keeps_host ? NULL : origin;
+    const char *host = keeps_host ? NULL : d->origin;
     const char *len = NULL;
     struct writer w = {NULL, 0};
     size_t body_len = req->body != NULL ? req->body_len : 0;
 
-    if (needs_length(req->method, body_len)) {
-        snprintf(length, sizeof(length), "%zu", body_len);
-        len = length;
-    }
-    write_head(&w, req, u, host, host_len, len);
+    if (needs_length(req->method, body_len))
+        len = sl_strbuf_u64(length + sizeof(length) - 1, body_len);
+    write_head(&w, req, u, host, d->host_value_len, len);
 
     struct sl_h1call *call = calloc(1, sizeof(*call) + w.len);
     if (call == NULL)
@@ -370,12 +403,11 @@ static struct sl_h1call *call_new(struct sl_h1client *c, const struct sl_upstrea
     call->path = SL_CALL_H1;
     call->c = c;
     w = (struct writer){call->head, 0};
-    write_head(&w, req, u, host, host_len, len);
+    write_head(&w, req, u, host, d->host_value_len, len);
     call->head_len = w.len;
-    memcpy(call->origin, origin, sizeof(origin));
-    memcpy(call->host, u->host, u->host_len);
-    call->host[u->host_len] = '\0';
-    call->port = u->port;
+    strcpy(call->origin, d->origin);
+    strcpy(call->host, d->host);
+    call->port = d->port;
     call->body = req->body;
     call->body_len = body_len;
     call->timeout_us = req->timeout_us;
@@ -1049,15 +1081,23 @@ struct sl_h1client *sl_h1client_new(struct event_base *base, unsigned max_idle)
     return c;
 }
 
+bool sl_h1client_handles(struct sl_h1client *c, const char *url)
+{
+    struct h1_url u;
+
+    return c != NULL && dest_of(c, url, &u) != NULL;
+}
+
 struct sl_h1call *sl_h1client_start(struct sl_h1client *c, const struct sl_upstream_request *req,
                                     sl_upstream_done_fn done, void *arg)
 {
     struct h1_url u;
+    const struct h1_dest *d;
 
     if (c == NULL || req == NULL || req->method == NULL || done == NULL ||
-        !parse_url(req->url, &u))
+        (d = dest_of(c, req->url, &u)) == NULL)
         return NULL;
-    struct sl_h1call *call = call_new(c, req, &u);
+    struct sl_h1call *call = call_new(c, req, &u, d);
     if (call == NULL)
         return NULL;
     call->done = done;

@@ -4,6 +4,14 @@
  * Pure functions over evhttp header lists. The order and duplicates of the
  * fields that pass through are preserved; the fields sluice rewrites
  * (X-Forwarded-For, Via) are joined into one field appended at the end.
+ *
+ * Every field of a proxied request passes through here twice, so each name
+ * is classified once (length first, then one case-insensitive compare) and
+ * Connection is read once per message: the common message, whose Connection
+ * names only close or keep-alive, costs no list scan per field.
+ *
+ * Lists hold no CR or LF (sl_headers_add and evhttp_add_header refuse
+ * them), so values are never re-checked here.
  */
 #include "headers.h"
 
@@ -19,49 +27,104 @@
 #include "sluice.h"
 
 #define SLUICE_VIA "1.1 sluice"
-#define SLUICE_PREFIX "X-Sluice-"
+#define SLUICE_PREFIX "x-sluice-"
+#define DROP_ON_STACK 64
 
-/* RFC 2616 13.5.1's list, plus Proxy-Connection (RFC 9110 7.6.1). */
-/* A field name with its length: lists are matched length first, so most
- * comparisons end before any strcasecmp (this runs for every field twice
- * per proxied request). */
-struct name {
-    const char *s;
-    size_t len;
+/* What a field name means to the translation (a name has at most one role). */
+enum role {
+    R_NONE = 0,
+    R_HOP,              /* hop-by-hop whatever Connection says (RFC 9110 7.6.1) */
+    R_CONNECTION,       /* hop-by-hop, and names more hop-by-hop fields */
+    R_SLUICE,           /* X-Sluice-*: instructions to sluice, or sluice's own */
+    R_CONTENT_LENGTH,
+    R_EXPECT,
+    R_HOST,
+    R_VIA,
+    R_XFF,
+    R_XFP,
 };
 
-#define NAME(lit) {lit, sizeof(lit) - 1}
+static char lower(char c)
+{
+    return c >= 'A' && c <= 'Z' ? (char)(c + 'a' - 'A') : c;
+}
 
-static const struct name hop_fields[] = {
-    NAME("Connection"), NAME("Keep-Alive"), NAME("TE"), NAME("Trailer"),
-    NAME("Transfer-Encoding"), NAME("Upgrade"), NAME("Proxy-Authenticate"),
-    NAME("Proxy-Authorization"), NAME("Proxy-Connection"),
-};
-
-static bool name_in(const char *name, size_t len, const struct name *list, size_t n)
+/* a[0..n) equals the lowercase literal `lit` of length n, in any case. */
+static bool eq_lower(const char *a, const char *lit, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (list[i].len == len && strcasecmp(name, list[i].s) == 0)
-            return true;
-    return false;
+        if (lower(a[i]) != lit[i])
+            return false;
+    return true;
+}
+
+#define IS(lit) eq_lower(name, lit, sizeof(lit) - 1)
+
+static enum role classify(const char *name, size_t len)
+{
+    if (len > sizeof(SLUICE_PREFIX) - 1 && IS(SLUICE_PREFIX))
+        return R_SLUICE;
+    switch (len) {
+    case 2: return IS("te") ? R_HOP : R_NONE;
+    case 3: return IS("via") ? R_VIA : R_NONE;
+    case 4: return IS("host") ? R_HOST : R_NONE;
+    case 6: return IS("expect") ? R_EXPECT : R_NONE;
+    case 7: return IS("upgrade") || IS("trailer") ? R_HOP : R_NONE;
+    case 10:
+        if (IS("connection"))
+            return R_CONNECTION;
+        return IS("keep-alive") ? R_HOP : R_NONE;
+    case 14: return IS("content-length") ? R_CONTENT_LENGTH : R_NONE;
+    case 15: return IS("x-forwarded-for") ? R_XFF : R_NONE;
+    case 16: return IS("proxy-connection") ? R_HOP : R_NONE;
+    case 17:
+        if (IS("transfer-encoding"))
+            return R_HOP;
+        return IS("x-forwarded-proto") ? R_XFP : R_NONE;
+    case 18: return IS("proxy-authenticate") ? R_HOP : R_NONE;
+    case 19: return IS("proxy-authorization") ? R_HOP : R_NONE;
+    default: return R_NONE;
+    }
+}
+
+#undef IS
+
+static enum role role_of(const char *name)
+{
+    return classify(name, strlen(name));
+}
+
+static int add_entry(struct evkeyvalq *q, const char *name, size_t nl, const char *value,
+                     size_t vl)
+{
+    struct evkeyval *e = malloc(sizeof(*e) + nl + vl + 2);
+
+    if (e == NULL)
+        return SL_ENOMEM;
+    e->key = (char *)(e + 1);
+    memcpy(e->key, name, nl);
+    e->key[nl] = '\0';
+    e->value = e->key + nl + 1;
+    memcpy(e->value, value, vl);
+    e->value[vl] = '\0';
+    TAILQ_INSERT_TAIL(q, e, next);
+    return SL_OK;
 }
 
 int sl_headers_add(struct evkeyvalq *q, const char *name, const char *value)
 {
-    size_t nl = strlen(name), vl = strlen(value);
-    struct evkeyval *e;
-
-    if (strpbrk(value, "\r\n") != NULL)
+    if (strpbrk(name, "\r\n") != NULL || strpbrk(value, "\r\n") != NULL)
         return SL_ERR;
-    e = malloc(sizeof(*e) + nl + vl + 2);
-    if (e == NULL)
-        return SL_ENOMEM;
-    e->key = (char *)(e + 1);
-    memcpy(e->key, name, nl + 1);
-    e->value = e->key + nl + 1;
-    memcpy(e->value, value, vl + 1);
-    TAILQ_INSERT_TAIL(q, e, next);
-    return SL_OK;
+    return add_entry(q, name, strlen(name), value, strlen(value));
+}
+
+int sl_headers_add_n(struct evkeyvalq *q, const char *name, size_t name_len, const char *value,
+                     size_t value_len)
+{
+    if (memchr(name, '\r', name_len) != NULL || memchr(name, '\n', name_len) != NULL ||
+        memchr(value, '\r', value_len) != NULL || memchr(value, '\n', value_len) != NULL)
+        return SL_ERR;
+    return add_entry(q, name, name_len, value, value_len);
 }
 
 /* Our entries carry their strings inline; libevent's (malloc'ed, as we never
@@ -90,10 +153,13 @@ static bool is_ows(char c)
     return c == ' ' || c == '\t';
 }
 
-/* Does the comma-separated list `list` hold the token `name` (any case)? */
-static bool list_has_token(const char *list, const char *name)
+/*
+ * Walk the comma-separated list `list`: fn sees each non-empty token (not
+ * NUL-terminated); a true return stops the walk and is returned.
+ */
+static bool each_token(const char *list, bool (*fn)(const char *t, size_t n, const void *arg),
+                       const void *arg)
 {
-    size_t name_len = strlen(name);
     const char *p = list;
 
     while (*p != '\0') {
@@ -105,67 +171,80 @@ static bool list_has_token(const char *list, const char *name)
         const char *end = p;
         while (end > start && is_ows(end[-1]))
             end--;
-        if ((size_t)(end - start) == name_len && name_len > 0 &&
-            strncasecmp(start, name, name_len) == 0)
+        if (end > start && fn(start, (size_t)(end - start), arg))
             return true;
     }
     return false;
 }
 
-bool sl_headers_is_hop_by_hop(const char *name, const struct evkeyvalq *hdrs)
+static bool token_is(const char *t, size_t n, const void *name)
 {
-    if (name_in(name, strlen(name), hop_fields, SL_ARRAY_LEN(hop_fields)))
-        return true;
-    if (hdrs == NULL)
-        return false;
+    return strlen(name) == n && strncasecmp(t, name, n) == 0;
+}
 
+/* A token that names a field the fixed rules would not drop anyway. */
+static bool token_names_more(const char *t, size_t n, const void *unused)
+{
+    (void)unused;
+    enum role r = classify(t, n);
+
+    return r != R_HOP && r != R_CONNECTION && !(n == 5 && strncasecmp(t, "close", 5) == 0);
+}
+
+/* Does a Connection field of `hdrs` name `name`? */
+static bool connection_names(const struct evkeyvalq *hdrs, const char *name)
+{
     const struct evkeyval *h;
-    static const struct name connection = NAME("Connection");
+
     TAILQ_FOREACH(h, hdrs, next)
-        if (name_in(h->key, strlen(h->key), &connection, 1) && list_has_token(h->value, name))
+        if (role_of(h->key) == R_CONNECTION && each_token(h->value, token_is, name))
             return true;
     return false;
 }
 
-static bool is_sluice_field(const char *name)
+/* The message's Connection names fields beyond the fixed list: check each field then. */
+static bool connection_matters(const struct evkeyvalq *hdrs)
 {
-    return strncasecmp(name, SLUICE_PREFIX, strlen(SLUICE_PREFIX)) == 0;
+    const struct evkeyval *h;
+
+    TAILQ_FOREACH(h, hdrs, next)
+        if (role_of(h->key) == R_CONNECTION && each_token(h->value, token_names_more, NULL))
+            return true;
+    return false;
 }
 
-/* evhttp refuses CR/LF when adding, so such a field could not be copied. */
-static bool has_crlf(const char *s)
+bool sl_headers_is_hop_by_hop(const char *name, const struct evkeyvalq *hdrs)
 {
-    return strpbrk(s, "\r\n") != NULL;
-}
+    enum role r = role_of(name);
 
-/* Fields neither direction may pass through as they are. */
-static bool has_connection(const struct evkeyvalq *in)
-{
-    return evhttp_find_header(in, "Connection") != NULL;
-}
-
-/*
- * `conn` is whether `in` has a Connection field at all: looked up once per
- * message, so that the common message without one costs no scan per field.
- */
-static bool always_dropped(const struct evkeyval *h, const struct evkeyvalq *in, bool conn)
-{
-    return has_crlf(h->key) || has_crlf(h->value) || is_sluice_field(h->key) ||
-           sl_headers_is_hop_by_hop(h->key, conn ? in : NULL);
+    if (r == R_HOP || r == R_CONNECTION)
+        return true;
+    return hdrs != NULL && name[0] != '\0' && connection_names(hdrs, name);
 }
 
 /*
- * Join every non-empty value of `name` in `in` with ", " and append `extra`
- * (if not NULL). Returns a malloc'ed string, or NULL when out of memory.
- * An empty result is "".
+ * Dropped in both directions: hop-by-hop and X-Sluice-*. `named` is whether
+ * the message's Connection names other fields (looked up once per message).
  */
-static char *join_values(const struct evkeyvalq *in, const char *name, const char *extra)
+static bool always_dropped(enum role r, const char *name, const struct evkeyvalq *in, bool named)
+{
+    if (r == R_HOP || r == R_CONNECTION || r == R_SLUICE)
+        return true;
+    return named && connection_names(in, name);
+}
+
+/*
+ * Join every non-empty value of fields with role `r` in `in` with ", " and
+ * append `extra` (if not NULL). Returns a malloc'ed string, or NULL when out
+ * of memory. An empty result is "".
+ */
+static char *join_values(const struct evkeyvalq *in, enum role r, const char *extra)
 {
     const struct evkeyval *h;
     size_t len = extra != NULL ? strlen(extra) : 0;
 
     TAILQ_FOREACH(h, in, next)
-        if (strcasecmp(h->key, name) == 0 && !has_crlf(h->value))
+        if (role_of(h->key) == r)
             len += strlen(h->value) + 2;
 
     char *out = malloc(len + 1);
@@ -175,7 +254,7 @@ static char *join_values(const struct evkeyvalq *in, const char *name, const cha
 
     char *p = out;
     TAILQ_FOREACH(h, in, next) {
-        if (strcasecmp(h->key, name) != 0 || has_crlf(h->value) || h->value[0] == '\0')
+        if (role_of(h->key) != r || h->value[0] == '\0')
             continue;
         if (p != out)
             p = stpcpy(p, ", ");
@@ -189,47 +268,16 @@ static char *join_values(const struct evkeyvalq *in, const char *name, const cha
     return out;
 }
 
-/* Add `name: <joined values of name>, extra` to out; nothing if all empty. */
-static int add_joined(const struct evkeyvalq *in, struct evkeyvalq *out,
-                      const char *name, const char *extra)
-{
-    char *value = join_values(in, name, extra);
-    if (value == NULL)
-        return SL_ENOMEM;
-
-    int rc = SL_OK;
-    if (value[0] != '\0' && evhttp_add_header(out, name, value) != 0)
-        rc = SL_ENOMEM;
-    free(value);
-    return rc;
-}
-
-static bool dropped_upstream_bound(const struct evkeyval *h, const struct evkeyvalq *in,
-                                   bool conn, const struct sl_forward_info *fi)
-{
-    static const struct name rewritten[] = {
-        NAME("Content-Length"), NAME("Expect"), NAME("X-Forwarded-For"),
-        NAME("X-Forwarded-Proto"), NAME("Via"),
-    };
-    static const struct name host = NAME("Host");
-
-    if (always_dropped(h, in, conn))
-        return true;
-    if (!fi->preserve_host && name_in(h->key, strlen(h->key), &host, 1))
-        return true;
-    return name_in(h->key, strlen(h->key), rewritten, SL_ARRAY_LEN(rewritten));
-}
-
-/* Emit `name: <joined values of name>, extra`; allocates only when the message has some. */
-static int emit_joined(const struct evkeyvalq *in, const char *name, const char *extra,
-                       sl_header_fn fn, void *arg)
+/* Emit `name: <joined values>, extra`; allocates only when the message had some (`seen`). */
+static int emit_joined(const struct evkeyvalq *in, enum role r, bool seen, const char *name,
+                       const char *extra, sl_header_fn fn, void *arg)
 {
     char *value;
     int rc;
 
-    if (evhttp_find_header(in, name) == NULL)
+    if (!seen)
         return extra != NULL && extra[0] != '\0' ? fn(name, extra, arg) : SL_OK;
-    value = join_values(in, name, extra);
+    value = join_values(in, r, extra);
     if (value == NULL)
         return SL_ENOMEM;
     rc = value[0] != '\0' ? fn(name, value, arg) : SL_OK;
@@ -237,24 +285,48 @@ static int emit_joined(const struct evkeyvalq *in, const char *name, const char 
     return rc;
 }
 
+static bool dropped_upstream_bound(enum role r, const struct sl_forward_info *fi)
+{
+    switch (r) {
+    case R_CONTENT_LENGTH:
+    case R_EXPECT:
+    case R_XFF:
+    case R_XFP:
+    case R_VIA:
+        return true;
+    case R_HOST:
+        return !fi->preserve_host;
+    default:
+        return false;
+    }
+}
+
 int sl_headers_each_to_upstream(const struct evkeyvalq *in, const struct sl_forward_info *fi,
                                 sl_header_fn fn, void *arg)
 {
     const struct evkeyval *h;
-    bool conn = has_connection(in);
+    bool named = false, xff = false, via = false;
     int rc;
 
+    TAILQ_FOREACH(h, in, next)
+        if (role_of(h->key) == R_CONNECTION)
+            named = named || each_token(h->value, token_names_more, NULL);
     TAILQ_FOREACH(h, in, next) {
-        if (dropped_upstream_bound(h, in, conn, fi))
+        enum role r = role_of(h->key);
+
+        xff = xff || r == R_XFF;
+        via = via || r == R_VIA;
+        if (always_dropped(r, h->key, in, named) || dropped_upstream_bound(r, fi))
             continue;
         if ((rc = fn(h->key, h->value, arg)) != SL_OK)
             return rc;
     }
-    if ((rc = emit_joined(in, "X-Forwarded-For", fi->client_addr, fn, arg)) != SL_OK)
+    rc = emit_joined(in, R_XFF, xff, "X-Forwarded-For", fi->client_addr, fn, arg);
+    if (rc != SL_OK)
         return rc;
     if (fi->proto != NULL && (rc = fn("X-Forwarded-Proto", fi->proto, arg)) != SL_OK)
         return rc;
-    return emit_joined(in, "Via", SLUICE_VIA, fn, arg);
+    return emit_joined(in, R_VIA, via, "Via", SLUICE_VIA, fn, arg);
 }
 
 static int add_to_list(const char *name, const char *value, void *arg)
@@ -268,62 +340,84 @@ int sl_headers_to_upstream(const struct evkeyvalq *in, struct evkeyvalq *out,
     return sl_headers_each_to_upstream(in, fi, add_to_list, out);
 }
 
-static bool dropped_client_bound(const struct evkeyval *h, const struct evkeyvalq *in,
-                                 bool conn, bool keep_length)
+static bool dropped_client_bound(enum role r, const char *name, const struct evkeyvalq *in,
+                                 bool named, bool keep_length)
 {
-    if (always_dropped(h, in, conn) || strcasecmp(h->key, "Via") == 0)
+    if (always_dropped(r, name, in, named) || r == R_VIA)
         return true;
-    return !keep_length && strcasecmp(h->key, "Content-Length") == 0;
+    return !keep_length && r == R_CONTENT_LENGTH;
 }
 
 int sl_headers_from_upstream(const struct evkeyvalq *in, struct evkeyvalq *out, bool keep_length)
 {
     const struct evkeyval *h;
-    bool conn = has_connection(in);
+    bool named = connection_matters(in);
 
     TAILQ_FOREACH(h, in, next) {
-        if (dropped_client_bound(h, in, conn, keep_length))
+        if (dropped_client_bound(role_of(h->key), h->key, in, named, keep_length))
             continue;
         if (evhttp_add_header(out, h->key, h->value) != 0)
             return SL_ENOMEM;
     }
-    return add_joined(in, out, "Via", SLUICE_VIA);
+    return emit_joined(in, R_VIA, true, "Via", SLUICE_VIA, add_to_list, out);
+}
+
+/* Decide on the whole list first: removing Connection would hide what it names. */
+static int filter_named(struct evkeyvalq *h, bool keep_length)
+{
+    bool on_stack[DROP_ON_STACK], *drop = on_stack;
+    struct evkeyval *f, *next;
+    size_t n = 0, i = 0;
+
+    TAILQ_FOREACH(f, h, next)
+        n++;
+    if (n > DROP_ON_STACK && (drop = malloc(n)) == NULL)
+        return SL_ENOMEM;
+    TAILQ_FOREACH(f, h, next)
+        drop[i++] = dropped_client_bound(role_of(f->key), f->key, h, true, keep_length);
+    i = 0;
+    for (f = TAILQ_FIRST(h); f != NULL; f = next) {
+        next = TAILQ_NEXT(f, next);
+        if (drop[i++]) {
+            TAILQ_REMOVE(h, f, next);
+            entry_free(f);
+        }
+    }
+    if (drop != on_stack)
+        free(drop);
+    return SL_OK;
 }
 
 int sl_headers_filter_from_upstream(struct evkeyvalq *h, bool keep_length)
 {
-    bool conn = has_connection(h);
     struct evkeyval *f, *next;
-    size_t n = 0, i = 0;
-    bool *drop;
-    char *via;
+    bool via = false, named = false;
+    char *joined = NULL;
     int rc = SL_OK;
 
-    TAILQ_FOREACH(f, h, next)
-        n++;
-    drop = malloc(n + 1);
+    TAILQ_FOREACH(f, h, next) {
+        enum role r = role_of(f->key);
+
+        via = via || r == R_VIA;
+        if (r == R_CONNECTION)
+            named = named || each_token(f->value, token_names_more, NULL);
+    }
     /* Most answers carry no Via: then ours is the value, no join needed. */
-    via = evhttp_find_header(h, "Via") != NULL ? join_values(h, "Via", SLUICE_VIA)
-                                               : strdup(SLUICE_VIA);
-    if (drop == NULL || via == NULL) {
-        free(drop);
-        free(via);
+    if (via && (joined = join_values(h, R_VIA, SLUICE_VIA)) == NULL)
         return SL_ENOMEM;
+    if (named) {
+        rc = filter_named(h, keep_length);
+    } else {
+        for (f = TAILQ_FIRST(h); f != NULL; f = next) {
+            next = TAILQ_NEXT(f, next);
+            if (dropped_client_bound(role_of(f->key), f->key, h, false, keep_length)) {
+                TAILQ_REMOVE(h, f, next);
+                entry_free(f);
+            }
+        }
     }
-    /* Decide on the whole list first: removing Connection would hide what it names. */
-    TAILQ_FOREACH(f, h, next)
-        drop[i++] = dropped_client_bound(f, h, conn, keep_length);
-    i = 0;
-    for (f = TAILQ_FIRST(h); f != NULL; f = next) {
-        next = TAILQ_NEXT(f, next);
-        if (!drop[i++])
-            continue;
-        TAILQ_REMOVE(h, f, next);
-        entry_free(f);
-    }
-    if (evhttp_add_header(h, "Via", via) != 0)
-        rc = SL_ENOMEM;
-    free(drop);
-    free(via);
+    if (rc == SL_OK)
+        rc = sl_headers_add(h, "Via", via ? joined : SLUICE_VIA) == SL_OK ? SL_OK : SL_ENOMEM;
+    free(joined);
     return rc;
 }

@@ -29,6 +29,7 @@
 #include "retry.h"
 #include "route.h"
 #include "sluice.h"
+#include "strbuf.h"
 #include "upstream.h"
 
 #define RESERVED_PREFIX "/_sluice/"
@@ -49,17 +50,6 @@ static void json_escape(struct evbuffer *out, const char *s)
     }
 }
 
-/* Decimal digits of v into buf (no printf: this runs for every response). */
-static char *format_u64(char *end, uint64_t v)
-{
-    *--end = '\0';
-    do {
-        *--end = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    return end;
-}
-
 static void add_timing_headers(struct evkeyvalq *h, const struct sl_request *r)
 {
     char buf[32], *v;
@@ -67,13 +57,13 @@ static void add_timing_headers(struct evkeyvalq *h, const struct sl_request *r)
     uint64_t tenths = end > r->arrived_us ? (uint64_t)(end - r->arrived_us + 50) / 100 : 0;
 
     /* Milliseconds with one decimal: "12.5". */
-    v = format_u64(buf + sizeof(buf) - 2, tenths / 10);
+    v = sl_strbuf_u64(buf + sizeof(buf) - 3, tenths / 10);
     buf[sizeof(buf) - 3] = '.';
     buf[sizeof(buf) - 2] = (char)('0' + tenths % 10);
     buf[sizeof(buf) - 1] = '\0';
     /* On failure the response just lacks the field. */
     (void)sl_headers_add(h, "X-Sluice-Queue-Time", v);
-    (void)sl_headers_add(h, "X-Sluice-Attempts", format_u64(buf + sizeof(buf), r->attempts));
+    (void)sl_headers_add(h, "X-Sluice-Attempts", sl_strbuf_u64(buf + sizeof(buf) - 1, r->attempts));
 }
 
 /* Seconds until the route's queue drains enough for one more request. */

@@ -1,4 +1,4 @@
-/* strbuf.c - growable string scratch for the HTTP parsers. */
+/* strbuf.c - growable string scratch, and decimals without printf. */
 #include "strbuf.h"
 
 #include <stdlib.h>
@@ -31,4 +31,14 @@ void sl_strbuf_free(struct sl_strbuf *b)
     free(b->s);
     b->s = NULL;
     b->len = b->cap = 0;
+}
+
+char *sl_strbuf_u64(char *end, uint64_t v)
+{
+    *end = '\0';
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return end;
 }

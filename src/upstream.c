@@ -514,7 +514,7 @@ struct sl_upstream_call *sl_upstream_start(struct sl_upstream *u,
         return NULL;
 
     /* Plain http:// takes the lean native client (issue 5); TLS stays with curl. */
-    if (u->native_http && sl_h1client_handles(req->url))
+    if (u->native_http && sl_h1client_handles(u->h1, req->url))
         return (struct sl_upstream_call *)(void *)sl_h1client_start(u->h1, req, done, arg);
 
     struct sl_upstream_call *call = calloc(1, sizeof(*call));

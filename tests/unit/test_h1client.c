@@ -327,28 +327,46 @@ static int teardown(void **state)
 
 /* ---- tests: URLs and request bytes -------------------------------------- */
 
+/*
+ * Each URL twice, with a good one in between: the client caches the last
+ * authority it parsed, and a cached answer must equal a fresh one.
+ */
+static void handles(struct sl_h1client *c, const char *url, bool want)
+{
+    for (int i = 0; i < 2; i++) {
+        if (sl_h1client_handles(c, url) != want)
+            fail_msg("%s: handled %s on try %d", url, want ? "false" : "true", i + 1);
+        assert_true(sl_h1client_handles(c, "http://other:9/"));
+    }
+}
+
 static void test_handles(void **state)
 {
     (void)state;
-    assert_true(sl_h1client_handles("http://h:1/p"));
-    assert_true(sl_h1client_handles("HTTP://h"));
-    assert_true(sl_h1client_handles("http://h?q"));
-    assert_true(sl_h1client_handles("http://[::1]:8080/x"));
-    assert_true(sl_h1client_handles("http://h:65535/"));
+    struct event_base *base = event_base_new();
+    struct sl_h1client *c = sl_h1client_new(base, 1);
 
-    assert_false(sl_h1client_handles(NULL));
-    assert_false(sl_h1client_handles("https://h/"));
-    assert_false(sl_h1client_handles("ftp://h/"));
-    assert_false(sl_h1client_handles("http://u:p@h/"));
-    assert_false(sl_h1client_handles("http:///p"));
-    assert_false(sl_h1client_handles("http://h:0/"));
-    assert_false(sl_h1client_handles("http://h:65536/"));
-    assert_false(sl_h1client_handles("http://h:/"));
-    assert_false(sl_h1client_handles("http://h:8x/"));
-    assert_false(sl_h1client_handles("http://[::1/"));
-    assert_false(sl_h1client_handles("http://[::1]x/"));
-    assert_false(sl_h1client_handles("http://[fe80::1%25eth0]/"));
-    assert_false(sl_h1client_handles("http://h h/"));
+    assert_non_null(c);
+    handles(c, "http://h:1/p", true);
+    handles(c, "HTTP://h", true);
+    handles(c, "http://h?q", true);
+    handles(c, "http://[::1]:8080/x", true);
+    handles(c, "http://h:65535/", true);
+    assert_false(sl_h1client_handles(c, NULL));
+    handles(c, "https://h/", false);
+    handles(c, "ftp://h/", false);
+    handles(c, "http://u:p@h/", false);
+    handles(c, "http:///p", false);
+    handles(c, "http://h:0/", false);
+    handles(c, "http://h:65536/", false);
+    handles(c, "http://h:/", false);
+    handles(c, "http://h:8x/", false);
+    handles(c, "http://[::1/", false);
+    handles(c, "http://[::1]x/", false);
+    handles(c, "http://[fe80::1%25eth0]/", false);
+    handles(c, "http://h h/", false);
+    sl_h1client_free(c);
+    event_base_free(base);
 }
 
 static void expect_request(const char *want)
