@@ -32,6 +32,7 @@
 #include "log.h"
 #include "sluice.h"
 #include "strbuf.h"
+#include "wire.h"
 
 #define FRONTEND_BACKLOG 4096
 #define FRONTEND_PIPELINE_MAX (64 * 1024)   /* buffered bytes of a next request */
@@ -326,27 +327,34 @@ static const char *http_date(void)
     return date;
 }
 
-/* Response head assembled in one buffer: one evbuffer_add instead of one per field. */
+/*
+ * Response head assembled in one buffer, sent with the body in one sendmsg.
+ * A head too large for it spills into `out` (the bufferevent's output),
+ * which then carries the whole response.
+ */
 struct head {
-    struct evbuffer *out;
+    struct evbuffer *out;               /* set once something spilled */
     char buf[4096];
     size_t len;
     int rc;
 };
 
-static void head_flush(struct head *h)
+static int head_flush(struct head *h, struct evbuffer *out)
 {
-    if (h->len > 0 && evbuffer_add(h->out, h->buf, h->len) != 0)
+    if (h->len > 0 && evbuffer_add(out, h->buf, h->len) != 0)
         h->rc = -1;
     h->len = 0;
+    return h->rc;
 }
 
-static void head_put(struct head *h, const char *s, size_t n)
+static void head_put(struct head *h, struct evbuffer *out, const char *s, size_t n)
 {
-    if (h->len + n > sizeof(h->buf))
-        head_flush(h);
+    if (h->len + n > sizeof(h->buf)) {
+        h->out = out;
+        head_flush(h, out);
+    }
     if (n > sizeof(h->buf)) {
-        if (evbuffer_add(h->out, s, n) != 0)
+        if (evbuffer_add(out, s, n) != 0)
             h->rc = -1;
         return;
     }
@@ -354,21 +362,24 @@ static void head_put(struct head *h, const char *s, size_t n)
     h->len += n;
 }
 
-static void head_field(struct head *h, const char *name, size_t name_len, const char *value)
+static void head_field(struct head *h, struct evbuffer *out, const char *name, size_t name_len,
+                       const char *value)
 {
-    head_put(h, name, name_len);
-    head_put(h, ": ", 2);
-    head_put(h, value, strlen(value));
-    head_put(h, "\r\n", 2);
+    head_put(h, out, name, name_len);
+    head_put(h, out, ": ", 2);
+    head_put(h, out, value, strlen(value));
+    head_put(h, out, "\r\n", 2);
 }
 
-/* Status line and fields; returns 0, or -1 if the output could not grow. */
-static int write_head(struct sl_conn *c, int status, const struct evkeyvalq *headers,
-                      size_t body_len, bool keep_length, bool head)
+/* Status line and fields into h; returns 0, or -1 if the output could not grow. */
+static int write_head(struct head *h, struct sl_conn *c, int status,
+                      const struct evkeyvalq *headers, size_t body_len, bool keep_length,
+                      bool head)
 {
-    struct head h = {.out = bufferevent_get_output(c->bev)};
+    struct evbuffer *out = bufferevent_get_output(c->bev);
     const struct evkeyval *f;
     bool has_length = false, has_date = false;
+    const char *reason = status_reason(status);
     char line[64];
 
     /* Statuses are three digits (the parsers guarantee it for relayed ones). */
@@ -376,9 +387,9 @@ static int write_head(struct sl_conn *c, int status, const struct evkeyvalq *hea
     line[9] = (char)('0' + status / 100 % 10);
     line[10] = (char)('0' + status / 10 % 10);
     line[11] = (char)('0' + status % 10);
-    head_put(&h, line, 13);
-    head_put(&h, status_reason(status), strlen(status_reason(status)));
-    head_put(&h, "\r\n", 2);
+    head_put(h, out, line, 13);
+    head_put(h, out, reason, strlen(reason));
+    head_put(h, out, "\r\n", 2);
     if (headers != NULL) {
         TAILQ_FOREACH(f, headers, next) {
             size_t nl = strlen(f->key);
@@ -390,21 +401,19 @@ static int write_head(struct sl_conn *c, int status, const struct evkeyvalq *hea
             } else if (nl == 4 && strcasecmp(f->key, "Date") == 0) {
                 has_date = true;
             }
-            head_field(&h, f->key, nl, f->value);
+            head_field(h, out, f->key, nl, f->value);
         }
     }
     if (!has_date)
-        head_field(&h, "Date", 4, http_date());
-    if (!has_length && status_has_body(status) && !(head && keep_length)) {
-        head_field(&h, "Content-Length", 14, sl_strbuf_u64(line + sizeof(line) - 1, body_len));
-    }
+        head_field(h, out, "Date", 4, http_date());
+    if (!has_length && status_has_body(status) && !(head && keep_length))
+        head_field(h, out, "Content-Length", 14, sl_strbuf_u64(line + sizeof(line) - 1, body_len));
     if (c->close_after_write)
-        head_field(&h, "Connection", 10, "close");
+        head_field(h, out, "Connection", 10, "close");
     else if (c->http10)
-        head_field(&h, "Connection", 10, "keep-alive");
-    head_put(&h, "\r\n", 2);
-    head_flush(&h);
-    return h.rc;
+        head_field(h, out, "Connection", 10, "keep-alive");
+    head_put(h, out, "\r\n", 2);
+    return h->rc;
 }
 
 static void conn_write_done(struct sl_conn *c);
@@ -414,18 +423,26 @@ void sl_conn_respond(struct sl_conn *c, int status, const struct evkeyvalq *head
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     size_t body_len = body != NULL ? evbuffer_get_length(body) : 0;
-    bool head = c->head;
+    bool head = c->head, queued = true;
+    struct head h = {.out = NULL};
     int rc;
 
     c->close_after_write = close || !c->keep_alive;
     c->owner = NULL;
-    rc = write_head(c, status, headers, body_len, keep_length, head);
-    if (body != NULL) {
-        if (!head && status_has_body(status))
-            rc |= evbuffer_add_buffer(out, body);
-        else
-            evbuffer_drain(body, body_len);
+    if (body != NULL && (head || !status_has_body(status))) {
+        evbuffer_drain(body, body_len);
+        body = NULL;
     }
+    rc = write_head(&h, c, status, headers, body_len, keep_length, head);
+    /*
+     * Straight to the socket (wire.h); the write callback only runs for what
+     * it refused. Finishing at once would re-enter the parser on pipelined
+     * input, so with input waiting everything goes through the callback.
+     */
+    if (rc == 0 && h.out == NULL && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+        rc = sl_wire_send(c->bev, h.buf, h.len, body, NULL, 0, &queued);
+    else if (rc == 0)
+        rc = head_flush(&h, out) | (body != NULL ? evbuffer_add_buffer(out, body) : 0);
     sl_http_msg_free(c->msg);
     c->msg = NULL;
     if (rc != 0) {
@@ -433,18 +450,10 @@ void sl_conn_respond(struct sl_conn *c, int status, const struct evkeyvalq *head
         return;
     }
     c->state = CONN_WRITING;
-    /*
-     * Write now: most responses fit the socket buffer, which saves arming and
-     * disarming EV_WRITE (two epoll_ctl calls) and a loop turn. Finishing at
-     * once would re-enter the parser on pipelined input, so that case (and a
-     * partial write) waits for the write callback instead.
-     */
-    if (evbuffer_write(out, bufferevent_getfd(c->bev)) >= 0 && evbuffer_get_length(out) == 0 &&
-        evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+    if (!queued)
         conn_write_done(c);
-        return;
-    }
-    bufferevent_enable(c->bev, EV_WRITE);
+    else
+        bufferevent_enable(c->bev, EV_WRITE);
 }
 
 /* --- connection life ---------------------------------------------------- */
@@ -462,7 +471,10 @@ static void conn_reset_parser(struct sl_conn *c)
 static void conn_set_reading(struct sl_conn *c)
 {
     c->state = CONN_READING;
-    bufferevent_enable(c->bev, EV_READ);
+    /* Reading is normally still on (hang-ups are watched while serving):
+     * enabling it again would cost an event_add per request. */
+    if (!(bufferevent_get_enabled(c->bev) & EV_READ))
+        bufferevent_enable(c->bev, EV_READ);
 }
 
 static void frontend_check_idle(struct sl_frontend *fe)
@@ -588,8 +600,9 @@ static void conn_linger(struct sl_conn *c)
 /* The response is out: close, or read the next request on this connection. */
 static void conn_write_done(struct sl_conn *c)
 {
-    /* Armed again only for a response the socket cannot take at once. */
-    bufferevent_disable(c->bev, EV_WRITE);
+    /* Armed only for a response the socket could not take at once. */
+    if (bufferevent_get_enabled(c->bev) & EV_WRITE)
+        bufferevent_disable(c->bev, EV_WRITE);
     if (c->close_after_write) {
         conn_linger(c);
         return;

@@ -39,6 +39,7 @@
 #include "clock.h"
 #include "sluice.h"
 #include "strbuf.h"
+#include "wire.h"
 
 #define H1_HOST_MAX 256                  /* a DNS name has at most 253 */
 #define H1_ORIGIN_MAX (H1_HOST_MAX + 8)  /* "[host]:65535" */
@@ -579,7 +580,8 @@ static void pool_put(struct sl_h1client *c, struct h1_conn *conn, const char *ke
     TAILQ_INSERT_HEAD(&c->idle, conn, glink);
     c->n_idle++;
     bufferevent_setcb(conn->bev, conn_on_idle_read, NULL, conn_on_idle_event, conn);
-    (void)bufferevent_disable(conn->bev, EV_WRITE);
+    if (bufferevent_get_enabled(conn->bev) & EV_WRITE)
+        (void)bufferevent_disable(conn->bev, EV_WRITE);
 }
 
 /* The freshest idle connection to `key`; stale ones are closed on the way. */
@@ -869,13 +871,11 @@ static bool finish_at_eof(struct h1_conn *conn)
     return true;
 }
 
-/* Write what fits now and tell the caller the request has left. */
-static void send_now(struct h1_conn *conn)
+/* The request has reached the socket (or its buffer in the bufferevent). */
+static void report_sent(struct h1_conn *conn)
 {
     struct sl_h1call *call = conn->call;
 
-    /* Errors show up as events. */
-    (void)evbuffer_write(bufferevent_get_output(conn->bev), bufferevent_getfd(conn->bev));
     if (call != NULL && call->sent != NULL)
         call->sent(call->arg);
 }
@@ -887,7 +887,8 @@ static void conn_connected(struct h1_conn *conn)
     conn->connected = true;
     /* The head and a body tail must not wait for an ACK (Nagle). */
     (void)setsockopt(bufferevent_getfd(conn->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    send_now(conn);
+    /* The bufferevent writes the queued request as soon as this returns. */
+    report_sent(conn);
 }
 
 static void connect_failed(struct sl_h1call *call, struct h1_conn *conn, int err)
@@ -952,12 +953,14 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
 
 /*
  * Bind a connection to a call and send the request. On a live connection
- * the head goes out with one writev right here: no write event to add and
- * remove per request; the write event only carries what did not fit.
+ * head and body go out with one sendmsg right here (wire.h): no write event
+ * to add and remove per request; EV_WRITE only carries what did not fit. A
+ * new connection holds them in its output buffer until it is connected.
  */
 static int conn_attach(struct h1_conn *conn, struct sl_h1call *call)
 {
     struct evbuffer *out = bufferevent_get_output(conn->bev);
+    bool queued = true;
     int rc = 0;
 
     conn->call = call;
@@ -968,16 +971,21 @@ static int conn_attach(struct h1_conn *conn, struct sl_h1call *call)
     conn->field.len = conn->value.len = 0;
     conn->in_value = conn->fold_ws = false;
     bufferevent_setcb(conn->bev, conn_on_read, NULL, conn_on_event, conn);
-    rc |= evbuffer_add(out, call->head, call->head_len);
-    if (call->body_len > 0)
-        rc |= evbuffer_add_reference(out, call->body, call->body_len, NULL, NULL);
+    if (conn->connected) {
+        rc = sl_wire_send(conn->bev, call->head, call->head_len, NULL, call->body,
+                          call->body_len, &queued);
+        report_sent(conn);
+    } else {
+        rc |= evbuffer_add(out, call->head, call->head_len);
+        if (call->body_len > 0)
+            rc |= evbuffer_add_reference(out, call->body, call->body_len, NULL, NULL);
+    }
     if (rc != 0)
         return SL_ENOMEM;
-    if (conn->connected)
-        send_now(conn);
-    if (evbuffer_get_length(out) > 0)
+    if (queued)
         rc |= bufferevent_enable(conn->bev, EV_WRITE);
-    rc |= bufferevent_enable(conn->bev, EV_READ);
+    if (!(bufferevent_get_enabled(conn->bev) & EV_READ))
+        rc |= bufferevent_enable(conn->bev, EV_READ);
     return rc == 0 ? SL_OK : SL_ERR;
 }
 

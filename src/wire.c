@@ -1,0 +1,86 @@
+/* wire.c - one sendmsg for a head and its body; the rest waits in the bufferevent. */
+#include "wire.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#define WIRE_BODY_VECS 8
+
+/* What the socket takes now; 0 when it would block or failed (the bufferevent sees errors). */
+static size_t send_vecs(int fd, struct iovec *iov, int n)
+{
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+    ssize_t w;
+
+    do {
+        w = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while (w < 0 && errno == EINTR);
+    return w > 0 ? (size_t)w : 0;
+}
+
+/* The body's first chains; *whole tells whether they are all of it. */
+static size_t body_vecs(struct evbuffer *body, struct iovec *iov, bool *whole)
+{
+    struct evbuffer_iovec v[WIRE_BODY_VECS];
+    int n = body != NULL ? evbuffer_peek(body, -1, NULL, v, WIRE_BODY_VECS) : 0;
+
+    *whole = n <= WIRE_BODY_VECS;
+    if (n > WIRE_BODY_VECS)
+        n = WIRE_BODY_VECS; /* the chains past these wait in the output buffer */
+    for (int i = 0; i < n; i++) {
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = v[i].iov_len;
+    }
+    return n > 0 ? (size_t)n : 0;
+}
+
+/* Queue what `sent` bytes did not cover, in order. */
+static int queue_rest(struct evbuffer *out, size_t sent, const char *head, size_t head_len,
+                      struct evbuffer *body, const char *raw, size_t raw_len)
+{
+    size_t k = sent < head_len ? sent : head_len;
+    int rc = 0;
+
+    if (k < head_len)
+        rc |= evbuffer_add(out, head + k, head_len - k);
+    sent -= k;
+    if (body != NULL) {
+        size_t blen = evbuffer_get_length(body);
+
+        k = sent < blen ? sent : blen;
+        rc |= evbuffer_drain(body, k);
+        sent -= k;
+        rc |= evbuffer_add_buffer(out, body);
+    }
+    if (sent < raw_len)
+        rc |= evbuffer_add_reference(out, raw + sent, raw_len - sent, NULL, NULL);
+    return rc == 0 ? 0 : -1;
+}
+
+int sl_wire_send(struct bufferevent *bev, const char *head, size_t head_len,
+                 struct evbuffer *body, const void *raw, size_t raw_len, bool *queued)
+{
+    struct evbuffer *out = bufferevent_get_output(bev);
+    struct iovec iov[2 + WIRE_BODY_VECS];
+    size_t sent = 0;
+    bool whole = true;
+    int n = 0;
+
+    if (evbuffer_get_length(out) == 0 && bufferevent_getfd(bev) >= 0) {
+        iov[n++] = (struct iovec){(void *)head, head_len};
+        n += (int)body_vecs(body, iov + n, &whole);
+        /* raw must not overtake body chains left for later. */
+        if (raw_len > 0 && whole)
+            iov[n++] = (struct iovec){(void *)raw, raw_len};
+        sent = send_vecs(bufferevent_getfd(bev), iov, n);
+    }
+    if (queue_rest(out, sent, head, head_len, body, raw, raw_len) != 0)
+        return -1;
+    *queued = evbuffer_get_length(out) > 0;
+    return 0;
+}
