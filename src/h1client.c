@@ -84,7 +84,7 @@ struct sl_h1call {
     TAILQ_ENTRY(sl_h1call) link;
     struct sl_h1client *c;
     struct h1_conn *conn;               /* NULL only when a failure is deferred */
-    struct event *timer;                /* timeout, or the deferred failure */
+    struct event *timer;                /* timeout, or the deferred failure; in this allocation */
     sl_upstream_done_fn done;
     sl_upstream_sent_fn sent;           /* optional; see upstream.h */
     void *arg;
@@ -326,7 +326,7 @@ static bool needs_length(const char *method, size_t body_len)
 static void call_free(struct sl_h1call *call)
 {
     if (call->timer != NULL)
-        event_free(call->timer);
+        event_del(call->timer);
     sl_headers_clear(&call->resp.headers);
     if (call->resp.body != NULL)
         evbuffer_free(call->resp.body);
@@ -398,7 +398,9 @@ static struct sl_h1call *call_new(struct sl_h1client *c, const struct sl_upstrea
         len = sl_strbuf_u64(length + sizeof(length) - 1, body_len);
     write_head(&w, req, u, host, d->host_value_len, len);
 
-    struct sl_h1call *call = calloc(1, sizeof(*call) + w.len);
+    /* One allocation: the call, its head, then its timer (event_assign, no event_new). */
+    size_t timer_at = (sizeof(struct sl_h1call) + w.len + 15) & ~(size_t)15;
+    struct sl_h1call *call = calloc(1, timer_at + event_get_struct_event_size());
     if (call == NULL)
         return NULL;
     call->path = SL_CALL_H1;
@@ -415,7 +417,9 @@ static struct sl_h1call *call_new(struct sl_h1client *c, const struct sl_upstrea
     call->is_head = strcmp(req->method, "HEAD") == 0;
     TAILQ_INIT(&call->resp.headers);
     call->resp.body = evbuffer_new();
-    call->timer = evtimer_new(c->base, call_on_timer, call);
+    if (evtimer_assign((struct event *)((char *)call + timer_at), c->base, call_on_timer, call) ==
+        0)
+        call->timer = (struct event *)((char *)call + timer_at);
     if (call->resp.body == NULL || call->timer == NULL || event_priority_set(call->timer, 0) != 0) {
         call_free(call);
         return NULL;
