@@ -1,0 +1,129 @@
+/*
+ * http1.h - HTTP/1.1 message heads and the chunked coding (RFC 9112), pure.
+ *
+ * Replaces libhttp-parser on the hot path. http-parser costs ~20
+ * instructions per byte and hands fields over in pieces (a name or value may
+ * be split across calls), so every field had to be copied before use. Heads
+ * are small and almost always arrive whole, so they are parsed here in one
+ * pass once complete (a partial head is simply parsed again when more bytes
+ * came), with each byte classified by one table lookup, and fields are
+ * returned as pointers into the buffer instead of copies. Bodies are framed
+ * by the caller from the head's framing fields; the chunked coding is
+ * decoded incrementally, since bodies are large and arrive in pieces.
+ *
+ * Strict by design (this faces the internet): what RFC 9112 lets a
+ * recipient reject is rejected, notably obs-fold in requests and anything
+ * that makes a request's body length ambiguous (request smuggling).
+ *
+ * Ownership: nothing is allocated and nothing is kept. Fields, method and
+ * target point into the caller's buffer, which must outlive their use; the
+ * caller owns the fields array.
+ */
+#ifndef SL_HTTP1_H
+#define SL_HTTP1_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Results of the head parsers. */
+enum sl_http1_result {
+    SL_HTTP1_DONE = 0,       /* a complete head was parsed; head->head_len bytes used */
+    SL_HTTP1_PARTIAL = 1,    /* no complete head yet in buf; call again with more bytes */
+    SL_HTTP1_INVALID = -1,   /* malformed; head->error says why (a short static sentence) */
+    SL_HTTP1_TOO_LARGE = -2, /* the head exceeds max_head bytes, or more than max_fields fields */
+};
+
+/* One field; name and value point into the parsed buffer and are NOT NUL-terminated. */
+struct sl_http1_field {
+    const char *name;
+    const char *value;       /* OWS around it already trimmed; an empty value has length 0 */
+    uint32_t name_len;
+    uint32_t value_len;
+};
+
+struct sl_http1_head {
+    /* requests */
+    const char *method;
+    size_t method_len;
+    const char *target;
+    size_t target_len;
+    /* responses */
+    int status;              /* 100..999 */
+    /* both */
+    int minor;               /* HTTP/1.<minor>, a single digit */
+    struct sl_http1_field *fields; /* set by the caller: an array of max_fields */
+    size_t max_fields;             /* set by the caller */
+    size_t n_fields;
+    size_t head_len;         /* bytes of the head, start line to the empty line included
+                              * (and the empty lines ignored before a request line) */
+    /* framing, derived from the fields (RFC 9112 section 6) */
+    int64_t content_length;  /* -1: no Content-Length (or, in a response, Transfer-Encoding) */
+    bool chunked;            /* Transfer-Encoding's final coding is chunked */
+    bool transfer_encoding;  /* a Transfer-Encoding field was present */
+    bool conn_close;         /* Connection names "close" */
+    bool conn_keep_alive;    /* Connection names "keep-alive" */
+    bool conn_other;         /* Connection names some other token (hop-by-hop fields to drop) */
+    const char *error;       /* set on SL_HTTP1_INVALID / TOO_LARGE */
+};
+
+/*
+ * Parse a request head at the start of buf[0..len). Every output field of
+ * h is reset first; only fields and max_fields must be set by the caller.
+ * Returns an enum sl_http1_result. A malformed head may be reported
+ * INVALID before it is complete. The buffer is writable: obs-fold is
+ * joined in place (in responses; a request with one is INVALID).
+ *
+ * After PARTIAL the whole head is parsed again, which costs little for a
+ * head that came in a few reads. Against a head trickled in byte by byte,
+ * call again only once the new bytes hold an LF (a head ends only at one):
+ * max_fields then bounds the passes.
+ */
+int sl_http1_parse_request(char *buf, size_t len, size_t max_head, struct sl_http1_head *h);
+
+/* Same for a response (status line). Each obs-fold becomes one SP, in place. */
+int sl_http1_parse_response(char *buf, size_t len, size_t max_head, struct sl_http1_head *h);
+
+/*
+ * Keep-alive after this message? HTTP/1.1: unless conn_close; HTTP/1.0:
+ * only with conn_keep_alive (and without conn_close). Never when the body
+ * runs to the close (a response whose final coding is not chunked), nor
+ * after an HTTP/1.0 message with Transfer-Encoding (RFC 9112 6.1: its
+ * framing is to be treated as faulty).
+ */
+bool sl_http1_keep_alive(const struct sl_http1_head *h);
+
+/* Receives decoded chunk data; non-zero aborts the decoding. */
+typedef int (*sl_http1_data_fn)(void *arg, const char *data, size_t len);
+
+/* The chunked transfer coding, decoded incrementally (RFC 9112 section 7.1). */
+struct sl_http1_chunked {
+    uint64_t remaining;      /* the chunk size being read, then its data bytes left */
+    uint32_t line_len;       /* bytes of the current chunk-size line so far */
+    uint32_t trailer_len;    /* bytes of the trailer section so far */
+    uint8_t state;
+    uint8_t next;            /* the state after the LF of a CRLF */
+    uint8_t digits;          /* hex digits of the chunk size so far */
+    bool in_trailer;         /* past the last chunk */
+    bool done;               /* the last chunk and the trailer section were consumed */
+    const char *error;       /* why feed returned -1 (a short static sentence) */
+};
+
+void sl_http1_chunked_init(struct sl_http1_chunked *d);
+
+/*
+ * Decode from in[0..len): returns the bytes consumed (>= 0; all of them
+ * unless done, when it stops right after the final CRLF, leaving what
+ * follows - the next message - unconsumed; 0 once done), or -1 on
+ * malformed input or when `out` returned non-zero (d->error says which;
+ * every later call returns -1 too). Chunk data is passed to out() in as
+ * large pieces as the input allows (never copied here); out may be NULL to
+ * discard it. Chunk extensions and trailer fields are checked and skipped.
+ * Limits: 15 hex digits of chunk size, 4096 bytes per chunk-size line
+ * (extensions included, line end not), 64 KiB of trailer section (from
+ * after the last-chunk line to the end).
+ */
+long sl_http1_chunked_feed(struct sl_http1_chunked *d, const char *in, size_t len,
+                           sl_http1_data_fn out, void *arg);
+
+#endif
