@@ -17,6 +17,7 @@
 #include <stddef.h>
 
 struct evkeyvalq;
+struct sl_http1_field;
 
 /*
  * Append a field in ONE allocation (entry, name and value together), where
@@ -29,9 +30,13 @@ struct evkeyvalq;
  */
 int sl_headers_add(struct evkeyvalq *q, const char *name, const char *value);
 
-/* The same from counted strings (a parser's pointers into its buffer). */
-int sl_headers_add_n(struct evkeyvalq *q, const char *name, size_t name_len, const char *value,
-                     size_t value_len);
+/*
+ * Append the fields a parser found (http1.h), all in ONE allocation that
+ * the last of them to be freed releases. The parsers' grammar already
+ * refused CR and LF, so they are not checked again. Returns SL_OK or
+ * SL_ENOMEM (then nothing was added).
+ */
+int sl_headers_add_parsed(struct evkeyvalq *q, const struct sl_http1_field *fields, size_t n);
 
 /* Free every field of q (either kind of entry) and leave it empty. */
 void sl_headers_clear(struct evkeyvalq *q);

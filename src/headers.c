@@ -24,6 +24,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "http1.h"
 #include "sluice.h"
 
 #define SLUICE_VIA "1.1 sluice"
@@ -94,6 +95,47 @@ static enum role role_of(const char *name)
     return classify(name, strlen(name));
 }
 
+/*
+ * One pass over a message: every field's role (the first SCAN_ROLES of
+ * them; later ones are classified again when needed) and what the
+ * translation needs to know of the whole.
+ */
+#define SCAN_ROLES 128
+
+struct scan {
+    unsigned char role[SCAN_ROLES];
+    bool named;                         /* Connection names fields beyond the fixed list */
+    bool via, xff;                      /* present: their values are joined */
+};
+
+static bool token_names_more(const char *t, size_t n, const void *unused);
+static bool each_token(const char *list, bool (*fn)(const char *t, size_t n, const void *arg),
+                       const void *arg);
+
+static void scan(const struct evkeyvalq *q, struct scan *sc)
+{
+    const struct evkeyval *h;
+    size_t i = 0;
+
+    sc->named = sc->via = sc->xff = false;
+    TAILQ_FOREACH(h, q, next) {
+        enum role r = role_of(h->key);
+
+        if (i < SCAN_ROLES)
+            sc->role[i] = (unsigned char)r;
+        i++;
+        sc->via = sc->via || r == R_VIA;
+        sc->xff = sc->xff || r == R_XFF;
+        if (r == R_CONNECTION && !sc->named)
+            sc->named = each_token(h->value, token_names_more, NULL);
+    }
+}
+
+static enum role role_at(const struct scan *sc, size_t i, const char *name)
+{
+    return i < SCAN_ROLES ? (enum role)sc->role[i] : role_of(name);
+}
+
 static int add_entry(struct evkeyvalq *q, const char *name, size_t nl, const char *value,
                      size_t vl)
 {
@@ -118,24 +160,77 @@ int sl_headers_add(struct evkeyvalq *q, const char *name, const char *value)
     return add_entry(q, name, strlen(name), value, strlen(value));
 }
 
-int sl_headers_add_n(struct evkeyvalq *q, const char *name, size_t name_len, const char *value,
-                     size_t value_len)
+/*
+ * The fields of one parsed message share one allocation: a block counting
+ * its entries still in a list, then each entry followed by a pointer back
+ * to the block and its strings. The last entry freed frees the block.
+ */
+struct block {
+    size_t live;
+};
+
+#define BLOCK_HEAD 16 /* the block's header, padded: entries stay 16-byte aligned */
+
+static size_t parsed_entry_size(const struct sl_http1_field *f)
 {
-    if (memchr(name, '\r', name_len) != NULL || memchr(name, '\n', name_len) != NULL ||
-        memchr(value, '\r', value_len) != NULL || memchr(value, '\n', value_len) != NULL)
-        return SL_ERR;
-    return add_entry(q, name, name_len, value, value_len);
+    size_t n = sizeof(struct evkeyval) + sizeof(struct block *) + f->name_len + f->value_len + 2;
+
+    return (n + 15) & ~(size_t)15;
 }
 
-/* Our entries carry their strings inline; libevent's (malloc'ed, as we never
- * replace its allocator) own two more blocks. */
+int sl_headers_add_parsed(struct evkeyvalq *q, const struct sl_http1_field *fields, size_t n)
+{
+    size_t size = BLOCK_HEAD;
+    struct block *b;
+    char *p;
+
+    if (n == 0)
+        return SL_OK;
+    for (size_t i = 0; i < n; i++)
+        size += parsed_entry_size(&fields[i]);
+    if ((b = malloc(size)) == NULL)
+        return SL_ENOMEM;
+    b->live = n;
+    p = (char *)b + BLOCK_HEAD;
+    for (size_t i = 0; i < n; i++) {
+        const struct sl_http1_field *f = &fields[i];
+        struct evkeyval *e = (struct evkeyval *)(void *)p;
+
+        memcpy(e + 1, &b, sizeof(b));
+        e->key = (char *)(e + 1) + sizeof(b);
+        memcpy(e->key, f->name, f->name_len);
+        e->key[f->name_len] = '\0';
+        e->value = e->key + f->name_len + 1;
+        memcpy(e->value, f->value, f->value_len);
+        e->value[f->value_len] = '\0';
+        TAILQ_INSERT_TAIL(q, e, next);
+        p += parsed_entry_size(f);
+    }
+    return SL_OK;
+}
+
+/*
+ * Three kinds of entries, told apart by where the name starts: right after
+ * the entry (sl_headers_add), one pointer further (a parsed block), or
+ * anywhere else (evhttp's, whose strings are separate malloc blocks: never
+ * at those two addresses, as malloc returns 16-byte aligned blocks and an
+ * entry's own block takes at least 48 bytes).
+ */
 static void entry_free(struct evkeyval *e)
 {
-    if (e->key != (char *)(e + 1)) {
+    struct block *b;
+
+    if (e->key == (char *)(e + 1)) {
+        free(e);
+    } else if (e->key == (char *)(e + 1) + sizeof(b)) {
+        memcpy(&b, e + 1, sizeof(b));
+        if (--b->live == 0)
+            free(b);
+    } else {
         free(e->key);
         free(e->value);
+        free(e);
     }
-    free(e);
 }
 
 void sl_headers_clear(struct evkeyvalq *q)
@@ -198,17 +293,6 @@ static bool connection_names(const struct evkeyvalq *hdrs, const char *name)
 
     TAILQ_FOREACH(h, hdrs, next)
         if (role_of(h->key) == R_CONNECTION && each_token(h->value, token_is, name))
-            return true;
-    return false;
-}
-
-/* The message's Connection names fields beyond the fixed list: check each field then. */
-static bool connection_matters(const struct evkeyvalq *hdrs)
-{
-    const struct evkeyval *h;
-
-    TAILQ_FOREACH(h, hdrs, next)
-        if (role_of(h->key) == R_CONNECTION && each_token(h->value, token_names_more, NULL))
             return true;
     return false;
 }
@@ -305,28 +389,25 @@ int sl_headers_each_to_upstream(const struct evkeyvalq *in, const struct sl_forw
                                 sl_header_fn fn, void *arg)
 {
     const struct evkeyval *h;
-    bool named = false, xff = false, via = false;
+    struct scan sc;
+    size_t i = 0;
     int rc;
 
-    TAILQ_FOREACH(h, in, next)
-        if (role_of(h->key) == R_CONNECTION)
-            named = named || each_token(h->value, token_names_more, NULL);
+    scan(in, &sc);
     TAILQ_FOREACH(h, in, next) {
-        enum role r = role_of(h->key);
+        enum role r = role_at(&sc, i++, h->key);
 
-        xff = xff || r == R_XFF;
-        via = via || r == R_VIA;
-        if (always_dropped(r, h->key, in, named) || dropped_upstream_bound(r, fi))
+        if (always_dropped(r, h->key, in, sc.named) || dropped_upstream_bound(r, fi))
             continue;
         if ((rc = fn(h->key, h->value, arg)) != SL_OK)
             return rc;
     }
-    rc = emit_joined(in, R_XFF, xff, "X-Forwarded-For", fi->client_addr, fn, arg);
+    rc = emit_joined(in, R_XFF, sc.xff, "X-Forwarded-For", fi->client_addr, fn, arg);
     if (rc != SL_OK)
         return rc;
     if (fi->proto != NULL && (rc = fn("X-Forwarded-Proto", fi->proto, arg)) != SL_OK)
         return rc;
-    return emit_joined(in, R_VIA, via, "Via", SLUICE_VIA, fn, arg);
+    return emit_joined(in, R_VIA, sc.via, "Via", SLUICE_VIA, fn, arg);
 }
 
 static int add_to_list(const char *name, const char *value, void *arg)
@@ -351,10 +432,12 @@ static bool dropped_client_bound(enum role r, const char *name, const struct evk
 int sl_headers_from_upstream(const struct evkeyvalq *in, struct evkeyvalq *out, bool keep_length)
 {
     const struct evkeyval *h;
-    bool named = connection_matters(in);
+    struct scan sc;
+    size_t i = 0;
 
+    scan(in, &sc);
     TAILQ_FOREACH(h, in, next) {
-        if (dropped_client_bound(role_of(h->key), h->key, in, named, keep_length))
+        if (dropped_client_bound(role_at(&sc, i++, h->key), h->key, in, sc.named, keep_length))
             continue;
         if (evhttp_add_header(out, h->key, h->value) != 0)
             return SL_ENOMEM;
@@ -362,19 +445,34 @@ int sl_headers_from_upstream(const struct evkeyvalq *in, struct evkeyvalq *out, 
     return emit_joined(in, R_VIA, true, "Via", SLUICE_VIA, add_to_list, out);
 }
 
-/* Decide on the whole list first: removing Connection would hide what it names. */
-static int filter_named(struct evkeyvalq *h, bool keep_length)
+/*
+ * Decide on the whole list first (removing Connection would hide what it
+ * names), then remove.
+ */
+int sl_headers_filter_from_upstream(struct evkeyvalq *h, bool keep_length)
 {
     bool on_stack[DROP_ON_STACK], *drop = on_stack;
     struct evkeyval *f, *next;
+    char *joined = NULL;
+    struct scan sc;
     size_t n = 0, i = 0;
+    int rc;
 
+    scan(h, &sc);
     TAILQ_FOREACH(f, h, next)
         n++;
     if (n > DROP_ON_STACK && (drop = malloc(n)) == NULL)
         return SL_ENOMEM;
-    TAILQ_FOREACH(f, h, next)
-        drop[i++] = dropped_client_bound(role_of(f->key), f->key, h, true, keep_length);
+    /* Most answers carry no Via: then ours is the value, no join needed. */
+    if (sc.via && (joined = join_values(h, R_VIA, SLUICE_VIA)) == NULL) {
+        if (drop != on_stack)
+            free(drop);
+        return SL_ENOMEM;
+    }
+    TAILQ_FOREACH(f, h, next) {
+        drop[i] = dropped_client_bound(role_at(&sc, i, f->key), f->key, h, sc.named, keep_length);
+        i++;
+    }
     i = 0;
     for (f = TAILQ_FIRST(h); f != NULL; f = next) {
         next = TAILQ_NEXT(f, next);
@@ -383,41 +481,9 @@ static int filter_named(struct evkeyvalq *h, bool keep_length)
             entry_free(f);
         }
     }
+    rc = sl_headers_add(h, "Via", sc.via ? joined : SLUICE_VIA) == SL_OK ? SL_OK : SL_ENOMEM;
     if (drop != on_stack)
         free(drop);
-    return SL_OK;
-}
-
-int sl_headers_filter_from_upstream(struct evkeyvalq *h, bool keep_length)
-{
-    struct evkeyval *f, *next;
-    bool via = false, named = false;
-    char *joined = NULL;
-    int rc = SL_OK;
-
-    TAILQ_FOREACH(f, h, next) {
-        enum role r = role_of(f->key);
-
-        via = via || r == R_VIA;
-        if (r == R_CONNECTION)
-            named = named || each_token(f->value, token_names_more, NULL);
-    }
-    /* Most answers carry no Via: then ours is the value, no join needed. */
-    if (via && (joined = join_values(h, R_VIA, SLUICE_VIA)) == NULL)
-        return SL_ENOMEM;
-    if (named) {
-        rc = filter_named(h, keep_length);
-    } else {
-        for (f = TAILQ_FIRST(h); f != NULL; f = next) {
-            next = TAILQ_NEXT(f, next);
-            if (dropped_client_bound(role_of(f->key), f->key, h, false, keep_length)) {
-                TAILQ_REMOVE(h, f, next);
-                entry_free(f);
-            }
-        }
-    }
-    if (rc == SL_OK)
-        rc = sl_headers_add(h, "Via", via ? joined : SLUICE_VIA) == SL_OK ? SL_OK : SL_ENOMEM;
     free(joined);
     return rc;
 }
