@@ -1,6 +1,6 @@
 /*
  * frontend.h - the client side: listeners and an HTTP/1.1 server on
- * bufferevents with Debian's http-parser.
+ * bufferevents, parsing with http1.h.
  *
  * Why not evhttp: evhttp answers oversized or malformed requests itself
  * (no 431, no X-Sluice-Error), cannot count or cap connections in 2.1, and
@@ -37,9 +37,9 @@ struct sl_frontend;
 /* One parsed client request. */
 struct sl_http_msg {
     const char *method;         /* static string ("GET", ...) */
-    char *target;               /* request target as sent ("/p?q"), owned */
+    char *target;               /* request target as sent ("/p?q"), in msg's allocation */
     struct evkeyvalq headers;   /* owned */
-    struct evbuffer *body;      /* owned, never NULL */
+    struct evbuffer *body;      /* owned; NULL when the request has no body */
     size_t header_bytes;        /* request line + header section size */
     bool head;                  /* method is HEAD */
 };

@@ -1,6 +1,6 @@
 /*
  * h1client.h - a lean HTTP/1.1 client for plain http:// upstreams, on
- * libevent bufferevents with http-parser (libcurl stays for https://).
+ * libevent bufferevents, parsing with http1.h (libcurl stays for https://).
  *
  * Measured reason (issue 5): libcurl spent ~81k instructions per proxied GET,
  * more than the rest of sluice together, mostly building the request text

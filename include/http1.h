@@ -126,4 +126,12 @@ void sl_http1_chunked_init(struct sl_http1_chunked *d);
 long sl_http1_chunked_feed(struct sl_http1_chunked *d, const char *in, size_t len,
                            sl_http1_data_fn out, void *arg);
 
+/*
+ * v in decimal, for the numbers of a head (Content-Length, ports, sluice's
+ * own fields) without printf, which costs more than the rest of a field:
+ * the digits are written backwards ending just before `end`, where a NUL
+ * is stored, and their start is returned. `end` must have 20 bytes before it.
+ */
+char *sl_http1_u64(char *end, uint64_t v);
+
 #endif

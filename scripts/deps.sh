@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config
-  libevent-dev libcurl4-openssl-dev libinih-dev libjansson-dev libhttp-parser-dev
+  libevent-dev libcurl4-openssl-dev libinih-dev libjansson-dev
   libsystemd-dev libcmocka-dev
   python3 ca-certificates
   dpkg-dev file systemd groff-base

@@ -4,13 +4,12 @@
  * A connection moves READING -> SERVING -> WRITING -> READING (keep-alive)
  * or is freed. While SERVING, the socket stays readable so that a hang-up is
  * seen at once; bytes of a pipelined next request simply wait in the input
- * buffer (a high watermark stops reading if a client floods it).
+ * buffer (reading stops if a client floods it).
  */
 #include "frontend.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <http_parser.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -29,9 +28,9 @@
 
 #include "clock.h"
 #include "headers.h"
+#include "http1.h"
 #include "log.h"
 #include "sluice.h"
-#include "strbuf.h"
 #include "wire.h"
 
 #define FRONTEND_BACKLOG 4096
@@ -39,6 +38,7 @@
 #define FRONTEND_ACCEPT_RETRY_MS 100
 #define FRONTEND_PEEK_VECS 16
 #define FRONTEND_LINGER_SEC 2
+#define FRONTEND_MAX_FIELDS 100           /* per request, like Apache's LimitRequestFields */
 
 enum conn_state {
     CONN_READING,
@@ -51,18 +51,17 @@ struct sl_conn {
     TAILQ_ENTRY(sl_conn) link;
     struct sl_frontend *fe;
     struct bufferevent *bev;            /* owns the socket */
-    http_parser parser;
     enum conn_state state;
-    struct sl_http_msg *msg;            /* being parsed, owned */
-    struct sl_strbuf url, field, value;    /* parse scratch, owned */
-    bool in_value;                      /* last header callback was a value */
-    bool complete;                      /* msg fully parsed */
+    struct sl_http_msg *msg;            /* head parsed, body being read; owned */
+    size_t scanned;                     /* input bytes searched for the head's end */
+    uint64_t body_left;                 /* Content-Length bytes still to read */
+    bool chunked;                       /* ...or the body is chunked */
+    bool body_too_large;                /* the chunked body passed max_body_size */
+    struct sl_http1_chunked chunk;
     bool keep_alive;                    /* of the request being served */
     bool http10;
     bool head;                          /* the request being served is HEAD */
     bool close_after_write;
-    enum sl_outcome error;              /* parse-time refusal, or RELAYED = none */
-    const char *error_detail;
     void *owner;
     char peer[INET6_ADDRSTRLEN];
 };
@@ -85,12 +84,12 @@ struct sl_frontend {
     unsigned max_connections;
     struct timeval client_timeout;
     size_t max_body_size;
+    size_t max_header_size;
 };
-
-static http_parser_settings parser_settings;
 
 static void conn_free(struct sl_conn *c);
 static void conn_parse(struct sl_conn *c);
+static void conn_refuse(struct sl_conn *c, enum sl_outcome o, const char *detail);
 
 /* --- small helpers ------------------------------------------------------ */
 
@@ -98,114 +97,35 @@ void sl_http_msg_free(struct sl_http_msg *msg)
 {
     if (msg == NULL)
         return;
-    free(msg->target);
     sl_headers_clear(&msg->headers);
     if (msg->body != NULL)
         evbuffer_free(msg->body);
     free(msg);
 }
 
-static struct sl_http_msg *msg_new(void)
+/* The message and its target in one allocation. */
+static struct sl_http_msg *msg_new(const char *target, size_t target_len)
 {
-    struct sl_http_msg *m = calloc(1, sizeof(*m));
+    struct sl_http_msg *m = calloc(1, sizeof(*m) + target_len + 1);
 
     if (m == NULL)
         return NULL;
     TAILQ_INIT(&m->headers);
-    m->body = evbuffer_new();
-    if (m->body == NULL) {
-        free(m);
-        return NULL;
-    }
+    m->target = (char *)(m + 1);
+    memcpy(m->target, target, target_len);
     return m;
 }
 
-/* Mark the message refused; parsing stops and the refusal is answered. */
-static int refuse(struct sl_conn *c, enum sl_outcome o, const char *detail)
+/* Methods are case-sensitive; the message keeps one of these static strings. */
+static const char *known_method(const char *m, size_t n)
 {
-    c->error = o;
-    c->error_detail = detail;
-    return -1;
-}
+    static const char *const allowed[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
+                                          "OPTIONS"};
 
-/* --- http-parser callbacks ---------------------------------------------- */
-
-static int on_message_begin(http_parser *p)
-{
-    struct sl_conn *c = p->data;
-
-    c->msg = msg_new();
-    if (c->msg == NULL)
-        return refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
-    c->url.len = c->field.len = c->value.len = 0;
-    c->in_value = false;
-    return 0;
-}
-
-static int on_url(http_parser *p, const char *at, size_t n)
-{
-    struct sl_conn *c = p->data;
-
-    if (sl_strbuf_append(&c->url, at, n) != 0)
-        return refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
-    return 0;
-}
-
-/* Store the header gathered so far (fields and values arrive in pieces). */
-static int header_commit(struct sl_conn *c)
-{
-    if (c->field.len == 0)
-        return 0;
-    int rc = sl_headers_add(&c->msg->headers, c->field.s, c->value.len ? c->value.s : "");
-
-    if (rc == SL_ENOMEM)
-        return refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
-    if (rc != SL_OK)
-        return refuse(c, SL_OUTCOME_BAD_REQUEST, "invalid header value");
-    /* "Name: value\r\n": what the queue's byte cap accounts for. */
-    c->msg->header_bytes += c->field.len + c->value.len + 4;
-    c->field.len = c->value.len = 0;
-    return 0;
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t n)
-{
-    struct sl_conn *c = p->data;
-
-    if (c->in_value) {
-        if (header_commit(c) != 0)
-            return -1;
-        c->in_value = false;
-    }
-    if (sl_strbuf_append(&c->field, at, n) != 0)
-        return refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
-    return 0;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t n)
-{
-    struct sl_conn *c = p->data;
-
-    c->in_value = true;
-    if (sl_strbuf_append(&c->value, at, n) != 0)
-        return refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
-    return 0;
-}
-
-static bool method_allowed(enum http_method m)
-{
-    switch (m) {
-    case HTTP_GET:
-    case HTTP_HEAD:
-    case HTTP_POST:
-    case HTTP_PUT:
-    case HTTP_PATCH:
-    case HTTP_DELETE:
-    case HTTP_OPTIONS:
-        return true;
-    default:
-        return false;
-    }
+    for (size_t i = 0; i < SL_ARRAY_LEN(allowed); i++)
+        if (strlen(allowed[i]) == n && memcmp(allowed[i], m, n) == 0)
+            return allowed[i];
+    return NULL;
 }
 
 static bool expects_continue(const struct evkeyvalq *h)
@@ -218,92 +138,194 @@ static bool expects_continue(const struct evkeyvalq *h)
 /* The client waits for this before sending its body. */
 static void send_continue(struct sl_conn *c)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    static const char line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    bool queued = false;
 
-    if (evbuffer_add(out, "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0)
-        return;
-    if (evbuffer_write(out, bufferevent_getfd(c->bev)) < 0 || evbuffer_get_length(out) > 0)
+    if (sl_wire_send(c->bev, line, sizeof(line) - 1, NULL, NULL, 0, &queued) == 0 && queued)
         bufferevent_enable(c->bev, EV_WRITE);
 }
 
-static int on_headers_complete(http_parser *p)
+/* Copy the parsed head into a new message (h points into the input buffer). */
+static enum sl_outcome msg_from_head(struct sl_conn *c, const struct sl_http1_head *h,
+                                     const char **detail)
 {
-    struct sl_conn *c = p->data;
-    struct sl_frontend *fe = c->fe;
+    const char *method = known_method(h->method, h->method_len);
 
-    if (header_commit(c) != 0)
+    *detail = "out of memory";
+    if ((c->msg = msg_new(h->target, h->target_len)) == NULL)
+        return SL_OUTCOME_INTERNAL_ERROR;
+    c->msg->header_bytes = h->head_len;
+    c->msg->method = method != NULL ? method : "-";
+    c->msg->head = c->head = method != NULL && strcmp(method, "HEAD") == 0;
+    if (sl_headers_add_parsed(&c->msg->headers, h->fields, h->n_fields) != SL_OK)
+        return SL_OUTCOME_INTERNAL_ERROR;
+    if (method == NULL) {
+        *detail = "method not supported";
+        return SL_OUTCOME_BAD_REQUEST;
+    }
+    if (h->target[0] != '/') {
+        *detail = "request target must be an absolute path";
+        return SL_OUTCOME_BAD_REQUEST;
+    }
+    if (h->content_length > 0 && (uint64_t)h->content_length > c->fe->max_body_size) {
+        *detail = "request body exceeds max_body_size";
+        return SL_OUTCOME_BODY_TOO_LARGE;
+    }
+    return SL_OUTCOME_RELAYED;
+}
+
+/*
+ * Parse the head once its end may be in the buffer. Returns 1 while it is
+ * incomplete, 0 once the message exists (its head drained from `in`), -1
+ * after refusing it.
+ */
+static int read_head(struct sl_conn *c, struct evbuffer *in)
+{
+    struct sl_http1_field fields[FRONTEND_MAX_FIELDS];
+    struct sl_http1_head h = {.fields = fields, .max_fields = FRONTEND_MAX_FIELDS};
+    size_t len = evbuffer_get_length(in), max = c->fe->max_header_size;
+    size_t n = len < max ? len : max;
+    const char *detail;
+    char *buf;
+    int rc;
+
+    if (n == 0)
+        return 1;
+    if ((buf = (char *)evbuffer_pullup(in, (ssize_t)n)) == NULL) {
+        conn_refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
         return -1;
-    /* Request line: method, target, " HTTP/1.1\r\n". */
-    c->msg->header_bytes += strlen(http_method_str((enum http_method)p->method)) + c->url.len + 12;
-    c->msg->method = http_method_str((enum http_method)p->method);
-    c->msg->head = p->method == HTTP_HEAD;
-    c->head = c->msg->head;
-    if (!method_allowed((enum http_method)p->method))
-        return refuse(c, SL_OUTCOME_BAD_REQUEST, "method not supported");
-    if (c->url.len == 0 || c->url.s[0] != '/')
-        return refuse(c, SL_OUTCOME_BAD_REQUEST, "request target must be an absolute path");
-    c->msg->target = strdup(c->url.s);
-    if (c->msg->target == NULL)
-        return refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
-    if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX &&
-        p->content_length > fe->max_body_size)
-        return refuse(c, SL_OUTCOME_BODY_TOO_LARGE, "request body exceeds max_body_size");
-    if (expects_continue(&c->msg->headers) && p->http_major == 1 && p->http_minor >= 1)
+    }
+    /* A head can only have become complete with a new line end: a client
+     * dribbling its head costs one parse per line, not per read. */
+    if (c->scanned < n && memchr(buf + c->scanned, '\n', n - c->scanned) == NULL && len < max) {
+        c->scanned = n;
+        return 1;
+    }
+    c->scanned = n;
+    rc = sl_http1_parse_request(buf, n, max, &h);
+    if (rc == SL_HTTP1_PARTIAL)
+        return 1;
+    if (rc != SL_HTTP1_DONE) {
+        conn_refuse(c, rc == SL_HTTP1_TOO_LARGE ? SL_OUTCOME_HEADERS_TOO_LARGE
+                                                : SL_OUTCOME_BAD_REQUEST, h.error);
+        return -1;
+    }
+    c->keep_alive = sl_http1_keep_alive(&h);
+    c->http10 = h.minor == 0;
+    enum sl_outcome o = msg_from_head(c, &h, &detail);
+    evbuffer_drain(in, h.head_len);
+    c->scanned = 0;
+    if (o != SL_OUTCOME_RELAYED) {
+        conn_refuse(c, o, detail);
+        return -1;
+    }
+    c->chunked = h.chunked;
+    c->body_too_large = false;
+    c->body_left = h.content_length > 0 ? (uint64_t)h.content_length : 0;
+    if (c->chunked)
+        sl_http1_chunked_init(&c->chunk);
+    /* Most requests have no body: no buffer for them. */
+    if ((c->chunked || c->body_left > 0) && (c->msg->body = evbuffer_new()) == NULL) {
+        conn_refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
+        return -1;
+    }
+    if (expects_continue(&c->msg->headers) && !c->http10)
         send_continue(c);
     return 0;
 }
 
-static int on_body(http_parser *p, const char *at, size_t n)
+static int append_chunk(void *arg, const char *data, size_t len)
 {
-    struct sl_conn *c = p->data;
+    struct sl_conn *c = arg;
 
-    if (evbuffer_get_length(c->msg->body) + n > c->fe->max_body_size)
-        return refuse(c, SL_OUTCOME_BODY_TOO_LARGE, "request body exceeds max_body_size");
-    if (evbuffer_add(c->msg->body, at, n) != 0)
-        return refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
-    return 0;
+    if (evbuffer_get_length(c->msg->body) + len > c->fe->max_body_size) {
+        c->body_too_large = true;
+        return -1;
+    }
+    return evbuffer_add(c->msg->body, data, len);
 }
 
-static int on_message_complete(http_parser *p)
+/* Decode what arrived of a chunked body. Returns as read_head(). */
+static int read_chunked(struct sl_conn *c, struct evbuffer *in)
 {
-    struct sl_conn *c = p->data;
+    struct evbuffer_iovec vec[FRONTEND_PEEK_VECS];
+    int n = evbuffer_peek(in, -1, NULL, vec, FRONTEND_PEEK_VECS);
+    size_t used = 0;
+    long k = 0;
 
-    c->complete = true;
-    c->keep_alive = http_should_keep_alive(p) != 0;
-    c->http10 = p->http_major == 1 && p->http_minor == 0;
-    /* Stop here: a pipelined request waits until this one is answered. */
-    http_parser_pause(p, 1);
-    return 0;
+    for (int i = 0; i < n && i < FRONTEND_PEEK_VECS && !c->chunk.done && k >= 0; i++) {
+        k = sl_http1_chunked_feed(&c->chunk, vec[i].iov_base, vec[i].iov_len, append_chunk, c);
+        used += k > 0 ? (size_t)k : 0;
+    }
+    evbuffer_drain(in, used);
+    if (k < 0) {
+        if (c->body_too_large)
+            conn_refuse(c, SL_OUTCOME_BODY_TOO_LARGE, "request body exceeds max_body_size");
+        else
+            conn_refuse(c, SL_OUTCOME_BAD_REQUEST, c->chunk.error);
+        return -1;
+    }
+    return c->chunk.done ? 0 : 1;
 }
 
-static void parser_settings_init(void)
+/* Move what arrived of the body into the message. Returns as read_head(). */
+static int read_body(struct sl_conn *c, struct evbuffer *in)
 {
-    http_parser_settings_init(&parser_settings);
-    parser_settings.on_message_begin = on_message_begin;
-    parser_settings.on_url = on_url;
-    parser_settings.on_header_field = on_header_field;
-    parser_settings.on_header_value = on_header_value;
-    parser_settings.on_headers_complete = on_headers_complete;
-    parser_settings.on_body = on_body;
-    parser_settings.on_message_complete = on_message_complete;
+    size_t n = evbuffer_get_length(in);
+
+    if (c->chunked)
+        return read_chunked(c, in);
+    if (n > c->body_left)
+        n = (size_t)c->body_left;
+    /* Moves whole chains: no copy for most of a large body. */
+    if (n > 0 && evbuffer_remove_buffer(in, c->msg->body, n) != (int)n) {
+        conn_refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
+        return -1;
+    }
+    c->body_left -= n;
+    return c->body_left > 0 ? 1 : 0;
 }
 
 /* --- responses ---------------------------------------------------------- */
 
 static const char *status_reason(int status)
 {
-    const char *r;
-
     switch (status) {
-    case 431:
-        return "Request Header Fields Too Large";
-    case 499:
-        return "Client Closed Request";
-    default:
-        break;
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 203: return "Non-Authoritative Information";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 425: return "Too Early";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 499: return "Client Closed Request";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
     }
-    r = http_status_str((enum http_status)status);
-    return strcmp(r, "<unknown>") == 0 ? "Unknown" : r;
 }
 
 static bool status_has_body(int status)
@@ -365,6 +387,19 @@ static void head_put(struct head *h, struct evbuffer *out, const char *s, size_t
 static void head_field(struct head *h, struct evbuffer *out, const char *name, size_t name_len,
                        const char *value)
 {
+    size_t value_len = strlen(value), need = name_len + value_len + 4;
+
+    if (h->len + need <= sizeof(h->buf)) {
+        char *p = h->buf + h->len;
+
+        memcpy(p, name, name_len);
+        p += name_len;
+        memcpy(p, ": ", 2);
+        memcpy(p + 2, value, value_len);
+        memcpy(p + 2 + value_len, "\r\n", 2);
+        h->len += need;
+        return;
+    }
     head_put(h, out, name, name_len);
     head_put(h, out, ": ", 2);
     head_put(h, out, value, strlen(value));
@@ -407,7 +442,7 @@ static int write_head(struct head *h, struct sl_conn *c, int status,
     if (!has_date)
         head_field(h, out, "Date", 4, http_date());
     if (!has_length && status_has_body(status) && !(head && keep_length))
-        head_field(h, out, "Content-Length", 14, sl_strbuf_u64(line + sizeof(line) - 1, body_len));
+        head_field(h, out, "Content-Length", 14, sl_http1_u64(line + sizeof(line) - 1, body_len));
     if (c->close_after_write)
         head_field(h, out, "Connection", 10, "close");
     else if (c->http10)
@@ -465,12 +500,8 @@ void sl_conn_respond(struct sl_conn *c, int status, const struct evkeyvalq *head
 
 static void conn_reset_parser(struct sl_conn *c)
 {
-    http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
-    c->complete = false;
+    c->scanned = 0;
     c->head = false;
-    c->error = SL_OUTCOME_RELAYED;
-    c->error_detail = NULL;
 }
 
 static void conn_set_reading(struct sl_conn *c)
@@ -496,9 +527,6 @@ static void conn_free(struct sl_conn *c)
     fe->n_conns--;
     bufferevent_free(c->bev);
     sl_http_msg_free(c->msg);
-    sl_strbuf_free(&c->url);
-    sl_strbuf_free(&c->field);
-    sl_strbuf_free(&c->value);
     free(c);
     if (fe->n_conns < fe->max_connections)
         sl_frontend_resume(fe, SL_PAUSE_CONNECTIONS);
@@ -514,7 +542,7 @@ static void conn_refuse(struct sl_conn *c, enum sl_outcome o, const char *detail
     c->state = CONN_SERVING;
     c->keep_alive = false;
     if (c->msg == NULL)
-        c->msg = msg_new();
+        c->msg = msg_new("", 0);
     fe->cb.refused(c, o, detail, fe->arg);
 }
 
@@ -529,45 +557,18 @@ static void conn_serve(struct sl_conn *c)
     fe->cb.request(c, msg, fe->arg);
 }
 
-static enum sl_outcome parse_error_outcome(enum http_errno e)
-{
-    return e == HPE_HEADER_OVERFLOW ? SL_OUTCOME_HEADERS_TOO_LARGE : SL_OUTCOME_BAD_REQUEST;
-}
-
-/* Feed buffered input to the parser until one request is complete. */
+/* Read one request: its head, then its body; serve it once complete. */
 static void conn_parse(struct sl_conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
 
-    while (c->state == CONN_READING && evbuffer_get_length(in) > 0) {
-        struct evbuffer_iovec vec[FRONTEND_PEEK_VECS];
-        int n = evbuffer_peek(in, -1, NULL, vec, FRONTEND_PEEK_VECS);
-        size_t used = 0;
-        enum http_errno err = HPE_OK;
-
-        if (n > FRONTEND_PEEK_VECS)
-            n = FRONTEND_PEEK_VECS;
-        for (int i = 0; i < n && err == HPE_OK && !c->complete; i++) {
-            size_t k = http_parser_execute(&c->parser, &parser_settings, vec[i].iov_base,
-                                           vec[i].iov_len);
-            used += k;
-            err = HTTP_PARSER_ERRNO(&c->parser);
-        }
-        evbuffer_drain(in, used);
-        if (c->error != SL_OUTCOME_RELAYED) {
-            conn_refuse(c, c->error, c->error_detail);
-            return;
-        }
-        if (err != HPE_OK && err != HPE_PAUSED) {
-            conn_refuse(c, parse_error_outcome(err), http_errno_description(err));
-            return;
-        }
-        if (c->complete) {
-            http_parser_pause(&c->parser, 0);
-            conn_serve(c);
-            return;
-        }
-    }
+    if (c->state != CONN_READING)
+        return;
+    if (c->msg == NULL && read_head(c, in) != 0)
+        return;
+    if (read_body(c, in) != 0)
+        return;
+    conn_serve(c);
 }
 
 static void conn_on_read(struct bufferevent *bev, void *arg)
@@ -578,6 +579,8 @@ static void conn_on_read(struct bufferevent *bev, void *arg)
         evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
     else if (c->state == CONN_READING)
         conn_parse(c);
+    else if (evbuffer_get_length(bufferevent_get_input(bev)) >= FRONTEND_PIPELINE_MAX)
+        bufferevent_disable(bev, EV_READ); /* a pipelining flood; conn_set_reading() resumes */
 }
 
 /*
@@ -695,8 +698,12 @@ static void frontend_on_accept(struct evconnlistener *lev, evutil_socket_t fd,
     /* Responses are written directly; EV_WRITE only when the socket is full. */
     bufferevent_disable(c->bev, EV_WRITE);
     bufferevent_set_timeouts(c->bev, &fe->client_timeout, &fe->client_timeout);
-    /* Input is drained as it is parsed: only pipelined bytes can pile up. */
-    bufferevent_setwatermark(c->bev, EV_READ, 0, FRONTEND_PIPELINE_MAX);
+    /*
+     * Input is drained as it is parsed: only pipelined bytes can pile up,
+     * and conn_on_read() caps those. Not with a high watermark: libevent then
+     * re-adds the read event on every drain of the input (an event_add per
+     * request).
+     */
     conn_reset_parser(c);
     conn_set_reading(c);
     if (fe->n_conns >= fe->max_connections)
@@ -738,8 +745,6 @@ struct sl_frontend *sl_frontend_new(struct event_base *base, const struct sl_con
         free(fe);
         return NULL;
     }
-    if (parser_settings.on_url == NULL)
-        parser_settings_init();
     fe->base = base;
     fe->cb = *cb;
     fe->arg = arg;
@@ -754,8 +759,7 @@ void sl_frontend_configure(struct sl_frontend *fe, const struct sl_config *cfg)
     fe->max_connections = cfg->max_connections;
     fe->max_body_size = cfg->max_body_size;
     fe->client_timeout = sl_clock_timeval(cfg->client_timeout_us);
-    /* http-parser's cap is process-wide; there is one frontend. */
-    http_parser_set_max_header_size((uint32_t)cfg->max_header_size);
+    fe->max_header_size = cfg->max_header_size;
     if (fe->n_conns < fe->max_connections)
         sl_frontend_resume(fe, SL_PAUSE_CONNECTIONS);
     else

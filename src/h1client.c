@@ -4,7 +4,7 @@
  * A call serializes its request head once, at start (a few memcpy's, no
  * printf per field), takes the most recently used idle connection of its
  * origin or opens one, writes the head plus the borrowed body, and feeds the
- * answer to http-parser. A complete keep-alive answer puts the connection
+ * answer to http1.h's parser. A complete keep-alive answer puts the connection
  * back in the pool before the done callback runs, so a call started from the
  * callback can reuse it.
  *
@@ -16,7 +16,6 @@
 #include "h1client.h"
 
 #include <errno.h>
-#include <http_parser.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -38,18 +37,18 @@
 
 #include "clock.h"
 #include "sluice.h"
-#include "strbuf.h"
+#include "http1.h"
 #include "wire.h"
 
 #define H1_HOST_MAX 256                  /* a DNS name has at most 253 */
 #define H1_ORIGIN_MAX (H1_HOST_MAX + 8)  /* "[host]:65535" */
 #define H1_HEADERS_MAX (64 * 1024)       /* status line and fields of an answer */
-#define H1_HEADER_SLICE 1024             /* see feed() */
+#define H1_MAX_FIELDS 256                /* fields of an answer */
+#define H1_SPARE_BODIES 16
 #define H1_IDLE_MAX_US (60 * SL_USEC_PER_SEC)
 #define H1_ORIGINS_MAX 64
 #define H1_PEEK_VECS 16
 #define H1_DEFAULT_PORT 80
-#define H1_SCRATCH_KEEP 4096             /* parse scratch an idle connection keeps */
 
 TAILQ_HEAD(h1_conn_list, h1_conn);
 
@@ -68,12 +67,6 @@ struct h1_conn {
     struct h1_origin *origin;           /* non-NULL while idle */
     struct sl_h1call *call;             /* non-NULL while serving */
     struct bufferevent *bev;            /* owns the socket */
-    http_parser parser;
-    struct sl_strbuf field, value;         /* the header being parsed */
-    bool in_value;                      /* last header callback was a value */
-    bool value_open;                    /* ...and it ended at its slice's end */
-    bool fold_ws;                       /* after a fold: skip whitespace still */
-    const char *slice_start, *slice_end; /* what the parser is being fed */
     bool connected;
     bool reused;                        /* taken from the pool: the keep-alive race applies */
     int64_t idle_since;
@@ -100,10 +93,13 @@ struct sl_h1call {
     bool got_bytes;                     /* any byte of an answer on this connection */
     bool headers_done;                  /* the final answer's header block was parsed */
     bool until_close;                   /* ...and its body ends when the connection does */
+    bool chunked;                       /* ...or it is chunked */
     bool complete, keep_alive;
     bool finishing;                     /* its callback runs: cancel is a no-op */
-    const char *why;                    /* reason a parser callback refused */
-    size_t header_bytes;
+    const char *why;                    /* reason the answer was refused */
+    size_t scanned;                     /* input bytes searched for the head's end */
+    uint64_t body_left;                 /* Content-Length bytes still to read */
+    struct sl_http1_chunked chunk;
     char host[H1_HOST_MAX];             /* for DNS, without brackets */
     char origin[H1_ORIGIN_MAX];         /* pool key and Host value */
     struct sl_upstream_response resp;
@@ -124,6 +120,8 @@ struct h1_dest {
 struct sl_h1client {
     struct event_base *base;
     struct h1_dest last;                /* the last authority seen: routes reuse theirs */
+    struct evbuffer *spare[H1_SPARE_BODIES]; /* empty answer buffers, see body_get() */
+    size_t n_spare;
     struct evdns_base *dns;             /* created at the first name to resolve */
     unsigned max_idle;
     size_t n_idle;
@@ -141,24 +139,6 @@ static void fail(struct sl_h1call *call, enum sl_upstream_error e, const char *f
     __attribute__((format(printf, 3, 4)));
 
 /* ---- small helpers ------------------------------------------------------ */
-
-/* An idle connection keeps small scratch only, however large an answer was. */
-static void strbuf_shrink(struct sl_strbuf *b)
-{
-    if (b->cap > H1_SCRATCH_KEEP)
-        sl_strbuf_free(b);
-}
-
-static bool is_ws(char ch)
-{
-    return ch == ' ' || ch == '\t';
-}
-
-static void trim_value_end(struct sl_strbuf *v)
-{
-    while (v->len > 0 && is_ws(v->s[v->len - 1]))
-        v->s[--v->len] = '\0';
-}
 
 /* ---- URLs --------------------------------------------------------------- */
 
@@ -323,13 +303,30 @@ static bool needs_length(const char *method, size_t body_len)
 
 /* ---- calls: construction and the single exit ---------------------------- */
 
+/*
+ * Answer bodies: the callback moves a body's chains away, which leaves an
+ * empty buffer that the next call can use instead of a new one.
+ */
+static struct evbuffer *body_get(struct sl_h1client *c)
+{
+    return c->n_spare > 0 ? c->spare[--c->n_spare] : evbuffer_new();
+}
+
+static void body_put(struct sl_h1client *c, struct evbuffer *b)
+{
+    if (c->n_spare < H1_SPARE_BODIES && evbuffer_drain(b, evbuffer_get_length(b)) == 0)
+        c->spare[c->n_spare++] = b;
+    else
+        evbuffer_free(b);
+}
+
 static void call_free(struct sl_h1call *call)
 {
     if (call->timer != NULL)
         event_del(call->timer);
     sl_headers_clear(&call->resp.headers);
     if (call->resp.body != NULL)
-        evbuffer_free(call->resp.body);
+        body_put(call->c, call->resp.body);
     free(call);
 }
 
@@ -349,7 +346,7 @@ static void format_origin(const struct h1_url *u, struct h1_dest *d)
         *p++ = ']';
     d->host_value_len = u->port == H1_DEFAULT_PORT ? (size_t)(p - d->origin) : 0;
     *p++ = ':';
-    p = stpcpy(p, sl_strbuf_u64(port + sizeof(port) - 1, (uint64_t)u->port));
+    p = stpcpy(p, sl_http1_u64(port + sizeof(port) - 1, (uint64_t)u->port));
     if (d->host_value_len == 0)
         d->host_value_len = (size_t)(p - d->origin);
 }
@@ -395,7 +392,7 @@ static struct sl_h1call *call_new(struct sl_h1client *c, const struct sl_upstrea
     size_t body_len = req->body != NULL ? req->body_len : 0;
 
     if (needs_length(req->method, body_len))
-        len = sl_strbuf_u64(length + sizeof(length) - 1, body_len);
+        len = sl_http1_u64(length + sizeof(length) - 1, body_len);
     write_head(&w, req, u, host, d->host_value_len, len);
 
     /* One allocation: the call, its head, then its timer (event_assign, no event_new). */
@@ -416,7 +413,7 @@ static struct sl_h1call *call_new(struct sl_h1client *c, const struct sl_upstrea
     call->timeout_us = req->timeout_us;
     call->is_head = strcmp(req->method, "HEAD") == 0;
     TAILQ_INIT(&call->resp.headers);
-    call->resp.body = evbuffer_new();
+    call->resp.body = body_get(c);
     if (evtimer_assign((struct event *)((char *)call + timer_at), c->base, call_on_timer, call) ==
         0)
         call->timer = (struct event *)((char *)call + timer_at);
@@ -578,8 +575,6 @@ static void pool_put(struct sl_h1client *c, struct h1_conn *conn, const char *ke
     conn->call = NULL;
     conn->origin = o;
     conn->idle_since = now;
-    strbuf_shrink(&conn->field);
-    strbuf_shrink(&conn->value);
     TAILQ_INSERT_HEAD(&o->idle, conn, olink);
     TAILQ_INSERT_HEAD(&c->idle, conn, glink);
     c->n_idle++;
@@ -613,177 +608,110 @@ static int refuse(struct sl_h1call *call, const char *why)
     return -1;
 }
 
-static int count_header_bytes(struct sl_h1call *call, size_t n)
+/* The final answer's head: its fields and how its body is framed. */
+static int take_final_head(struct sl_h1call *call, const struct sl_http1_head *h)
 {
-    call->header_bytes += n;
-    return call->header_bytes <= H1_HEADERS_MAX ? 0 : refuse(call, "response headers exceed 64 KiB");
-}
-
-static int on_message_begin(http_parser *p)
-{
-    struct h1_conn *conn = p->data;
-
-    /* A 1xx answer's fields say nothing about the final one. */
-    sl_headers_clear(&conn->call->resp.headers);
-    conn->field.len = conn->value.len = 0;
-    conn->in_value = conn->fold_ws = false;
-    return 0;
-}
-
-static int on_status(http_parser *p, const char *at, size_t n)
-{
-    struct h1_conn *conn = p->data;
-
-    (void)at;
-    return count_header_bytes(conn->call, n);
-}
-
-/* Store the field gathered so far (names and values arrive in pieces). */
-static int header_commit(struct h1_conn *conn)
-{
-    struct sl_h1call *call = conn->call;
-
-    if (conn->field.len == 0)
-        return 0;
-    trim_value_end(&conn->value);
-    conn->fold_ws = false;
-    if (sl_headers_add(&call->resp.headers, conn->field.s,
-                       conn->value.len > 0 ? conn->value.s : "") != SL_OK)
-        return refuse(call, "invalid response header (or out of memory)");
-    conn->field.len = conn->value.len = 0;
-    return count_header_bytes(call, 4);
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t n)
-{
-    struct h1_conn *conn = p->data;
-    struct sl_h1call *call = conn->call;
-
-    if (call->headers_done)
-        return 0; /* trailers are not relayed */
-    if (count_header_bytes(call, n) != 0)
-        return -1;
-    if (conn->in_value) {
-        if (header_commit(conn) != 0)
-            return -1;
-        conn->in_value = false;
-    }
-    return sl_strbuf_append(&conn->field, at, n) == SL_OK ? 0 : refuse(call, "out of memory");
-}
-
-/*
- * A value arrives in several pieces when a read split it (the piece before
- * ended at its slice's end, this one starts a slice) or when it was folded
- * over lines (obs-fold, RFC 9112 5.2): a fold joins with one space, however
- * the whitespace around it is split between reads.
- */
-static int on_header_value(http_parser *p, const char *at, size_t n)
-{
-    struct h1_conn *conn = p->data;
-    struct sl_h1call *call = conn->call;
-    const char *end = at + n;
-
-    if (call->headers_done)
-        return 0;
-    if (count_header_bytes(call, n) != 0)
-        return -1;
-    if (conn->in_value && !(conn->value_open && at == conn->slice_start)) {
-        trim_value_end(&conn->value);
-        if (sl_strbuf_append(&conn->value, " ", 1) != SL_OK)
-            return refuse(call, "out of memory");
-        conn->fold_ws = true;
-    }
-    if (conn->fold_ws) {
-        while (at < end && is_ws(*at))
-            at++;
-        conn->fold_ws = at == end;
-    }
-    conn->in_value = true;
-    conn->value_open = end == conn->slice_end;
-    return sl_strbuf_append(&conn->value, at, (size_t)(end - at)) == SL_OK ? 0
-                                                                       : refuse(call, "out of memory");
-}
-
-static int on_headers_complete(http_parser *p)
-{
-    struct h1_conn *conn = p->data;
-    struct sl_h1call *call = conn->call;
-    int status = (int)p->status_code;
-
-    if (header_commit(conn) != 0)
-        return -1;
-    conn->in_value = false;
-    if (status < 100 || status == 101)
-        return refuse(call, status == 101 ? "unexpected 101 Switching Protocols" : "invalid status");
-    if (status < 200)
-        return 0; /* interim: its message ends here, the final one follows */
     call->headers_done = true;
-    call->resp.status = status;
+    call->resp.status = h->status;
+    if (sl_headers_add_parsed(&call->resp.headers, h->fields, h->n_fields) != SL_OK)
+        return refuse(call, "out of memory");
     /* HEAD, 204 and 304 answers have no body whatever their framing says. */
-    if (call->is_head || status == 204 || status == 304)
-        return 1;
-    call->until_close = !(p->flags & F_CHUNKED) && p->content_length == ULLONG_MAX;
+    if (call->is_head || h->status == 204 || h->status == 304) {
+        call->complete = true;
+    } else if (h->chunked) {
+        call->chunked = true;
+        sl_http1_chunked_init(&call->chunk);
+    } else if (h->content_length >= 0) {
+        call->body_left = (uint64_t)h->content_length;
+        call->complete = call->body_left == 0;
+    } else {
+        call->until_close = true;
+    }
+    call->keep_alive = sl_http1_keep_alive(h) && !call->until_close;
     return 0;
 }
-
-static int on_body(http_parser *p, const char *at, size_t n)
-{
-    struct h1_conn *conn = p->data;
-    struct sl_h1call *call = conn->call;
-
-    return evbuffer_add(call->resp.body, at, n) == 0 ? 0 : refuse(call, "out of memory");
-}
-
-static int on_message_complete(http_parser *p)
-{
-    struct h1_conn *conn = p->data;
-    struct sl_h1call *call = conn->call;
-
-    if (!call->headers_done)
-        return 0; /* the end of a 1xx answer */
-    call->complete = true;
-    call->keep_alive = http_should_keep_alive(p) != 0;
-    /* Whatever follows belongs to no call: stop here. */
-    http_parser_pause(p, 1);
-    return 0;
-}
-
-static const http_parser_settings h1_settings = {
-    .on_message_begin = on_message_begin,
-    .on_status = on_status,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-};
 
 /*
- * http-parser's header size limit is one global, and the frontend sets it
- * for client requests (max_header_size, 1 KiB at the least). Answers have
- * their own limit (H1_HEADERS_MAX, counted in the callbacks), so until the
- * header block is done the parser gets slices no longer than the smallest
- * global and its running count is reset before each one. Returns the bytes
- * consumed; stops at an error or at the end of the answer.
+ * Parse a head once its end may have arrived: 1 while incomplete, 0 once
+ * one was taken from `in` (an interim 1xx is skipped: the final one
+ * follows), -1 on error.
  */
-static size_t feed(struct h1_conn *conn, const char *data, size_t len)
+static int read_head(struct sl_h1call *call, struct evbuffer *in)
 {
-    struct sl_h1call *call = conn->call;
-    size_t done = 0;
+    struct sl_http1_field fields[H1_MAX_FIELDS];
+    struct sl_http1_head h = {.fields = fields, .max_fields = H1_MAX_FIELDS};
+    size_t len = evbuffer_get_length(in);
+    size_t n = len < H1_HEADERS_MAX ? len : H1_HEADERS_MAX;
+    char *buf = (char *)evbuffer_pullup(in, (ssize_t)n);
+    int rc;
 
-    while (done < len && !call->complete) {
-        size_t n = len - done;
-        if (!call->headers_done && n > H1_HEADER_SLICE)
-            n = H1_HEADER_SLICE;
-        conn->slice_start = data + done;
-        conn->slice_end = data + done + n;
-        conn->parser.nread = 0;
-        size_t k = http_parser_execute(&conn->parser, &h1_settings, data + done, n);
-        done += k;
-        if (HTTP_PARSER_ERRNO(&conn->parser) != HPE_OK || k < n)
-            break;
+    if (buf == NULL)
+        return refuse(call, "out of memory");
+    /* Only a new line end can complete a head: one parse per line at worst. */
+    if (call->scanned < n && memchr(buf + call->scanned, '\n', n - call->scanned) == NULL &&
+        len < H1_HEADERS_MAX) {
+        call->scanned = n;
+        return 1;
     }
-    return done;
+    call->scanned = n;
+    rc = sl_http1_parse_response(buf, n, H1_HEADERS_MAX, &h);
+    if (rc == SL_HTTP1_PARTIAL)
+        return 1;
+    if (rc == SL_HTTP1_TOO_LARGE)
+        return refuse(call, "response headers exceed 64 KiB");
+    if (rc != SL_HTTP1_DONE)
+        return refuse(call, h.error);
+    if (h.status == 101)
+        return refuse(call, "unexpected 101 Switching Protocols");
+    rc = h.status >= 200 ? take_final_head(call, &h) : 0;
+    evbuffer_drain(in, h.head_len);
+    call->scanned = 0;
+    return rc;
+}
+
+static int append_body(void *arg, const char *data, size_t len)
+{
+    struct sl_h1call *call = arg;
+
+    return evbuffer_add(call->resp.body, data, len);
+}
+
+/* Decode what arrived of a chunked body; -1 on error. */
+static int read_chunked(struct sl_h1call *call, struct evbuffer *in)
+{
+    struct evbuffer_iovec vec[H1_PEEK_VECS];
+    int n = evbuffer_peek(in, -1, NULL, vec, H1_PEEK_VECS);
+    size_t used = 0;
+    long k = 0;
+
+    for (int i = 0; i < n && i < H1_PEEK_VECS && !call->chunk.done && k >= 0; i++) {
+        k = sl_http1_chunked_feed(&call->chunk, vec[i].iov_base, vec[i].iov_len, append_body,
+                                  call);
+        used += k > 0 ? (size_t)k : 0;
+    }
+    evbuffer_drain(in, used);
+    if (k < 0)
+        return refuse(call, call->chunk.error);
+    call->complete = call->chunk.done;
+    return 0;
+}
+
+/* Move what arrived of the body into the answer (whole chains, no copy); -1 on error. */
+static int read_body(struct sl_h1call *call, struct evbuffer *in)
+{
+    size_t n = evbuffer_get_length(in);
+
+    if (call->chunked)
+        return read_chunked(call, in);
+    if (!call->until_close && n > call->body_left)
+        n = (size_t)call->body_left;
+    if (n > 0 && evbuffer_remove_buffer(in, call->resp.body, n) != (int)n)
+        return refuse(call, "out of memory");
+    if (!call->until_close) {
+        call->body_left -= n;
+        call->complete = call->body_left == 0;
+    }
+    return 0;
 }
 
 /* Parse what arrived. Returns SL_OK (the answer may be complete) or SL_ERR. */
@@ -791,30 +719,15 @@ static int conn_parse(struct h1_conn *conn)
 {
     struct evbuffer *in = bufferevent_get_input(conn->bev);
     struct sl_h1call *call = conn->call;
+    int rc = 0;
 
-    while (!call->complete && evbuffer_get_length(in) > 0) {
-        struct evbuffer_iovec vec[H1_PEEK_VECS];
-        int n = evbuffer_peek(in, -1, NULL, vec, H1_PEEK_VECS);
-        size_t used = 0;
-        enum http_errno err = HPE_OK;
-
-        if (n > H1_PEEK_VECS)
-            n = H1_PEEK_VECS;
-        for (int i = 0; i < n && err == HPE_OK && !call->complete; i++) {
-            used += feed(conn, vec[i].iov_base, vec[i].iov_len);
-            err = HTTP_PARSER_ERRNO(&conn->parser);
-        }
-        evbuffer_drain(in, used);
-        if (err != HPE_OK && !(err == HPE_PAUSED && call->complete)) {
-            if (call->why == NULL)
-                call->why = http_errno_description(err);
-            return SL_ERR;
-        }
-        if (used == 0) {
-            call->why = "the parser made no progress";
-            return SL_ERR;
-        }
-    }
+    /* Heads until the final one (interim 1xx answers are skipped). */
+    while (!call->headers_done && rc == 0 && evbuffer_get_length(in) > 0)
+        rc = read_head(call, in);
+    if (rc < 0)
+        return SL_ERR;
+    if (call->headers_done && !call->complete && read_body(call, in) != 0)
+        return SL_ERR;
     return SL_OK;
 }
 
@@ -826,8 +739,6 @@ static void conn_free(struct h1_conn *conn)
         pool_unlink(conn);
     if (conn->bev != NULL)
         bufferevent_free(conn->bev);
-    free(conn->field.s);
-    free(conn->value.s);
     free(conn);
 }
 
@@ -868,9 +779,8 @@ static bool finish_at_eof(struct h1_conn *conn)
 
     if (!call->until_close)
         return false;
-    (void)http_parser_execute(&conn->parser, &h1_settings, NULL, 0);
-    if (!call->complete)
-        return false;
+    call->complete = true;
+    call->keep_alive = false;
     call_succeed(call);
     return true;
 }
@@ -970,10 +880,6 @@ static int conn_attach(struct h1_conn *conn, struct sl_h1call *call)
     conn->call = call;
     call->conn = conn;
     call->got_bytes = false;
-    http_parser_init(&conn->parser, HTTP_RESPONSE);
-    conn->parser.data = conn;
-    conn->field.len = conn->value.len = 0;
-    conn->in_value = conn->fold_ws = false;
     bufferevent_setcb(conn->bev, conn_on_read, NULL, conn_on_event, conn);
     if (conn->connected) {
         rc = sl_wire_send(conn->bev, call->head, call->head_len, NULL, call->body,
@@ -1181,6 +1087,8 @@ void sl_h1client_free(struct sl_h1client *c)
     }
     if (c->dns != NULL)
         evdns_base_free(c->dns, 0);
+    while (c->n_spare > 0)
+        evbuffer_free(c->spare[--c->n_spare]);
     free(c);
 }
 

@@ -659,3 +659,13 @@ long sl_http1_chunked_feed(struct sl_http1_chunked *d, const char *in, size_t le
     d->done = d->state == CH_DONE;
     return d->state == CH_ERROR ? -1 : (long)(p - in);
 }
+
+char *sl_http1_u64(char *end, uint64_t v)
+{
+    *end = '\0';
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return end;
+}

@@ -23,13 +23,13 @@
 #include "dispatcher.h"
 #include "frontend.h"
 #include "headers.h"
+#include "http1.h"
 #include "limiter.h"
 #include "log.h"
 #include "proxy.h"
 #include "retry.h"
 #include "route.h"
 #include "sluice.h"
-#include "strbuf.h"
 #include "upstream.h"
 
 #define RESERVED_PREFIX "/_sluice/"
@@ -57,13 +57,13 @@ static void add_timing_headers(struct evkeyvalq *h, const struct sl_request *r)
     uint64_t tenths = end > r->arrived_us ? (uint64_t)(end - r->arrived_us + 50) / 100 : 0;
 
     /* Milliseconds with one decimal: "12.5". */
-    v = sl_strbuf_u64(buf + sizeof(buf) - 3, tenths / 10);
+    v = sl_http1_u64(buf + sizeof(buf) - 3, tenths / 10);
     buf[sizeof(buf) - 3] = '.';
     buf[sizeof(buf) - 2] = (char)('0' + tenths % 10);
     buf[sizeof(buf) - 1] = '\0';
     /* On failure the response just lacks the field. */
     (void)sl_headers_add(h, "X-Sluice-Queue-Time", v);
-    (void)sl_headers_add(h, "X-Sluice-Attempts", sl_strbuf_u64(buf + sizeof(buf) - 1, r->attempts));
+    (void)sl_headers_add(h, "X-Sluice-Attempts", sl_http1_u64(buf + sizeof(buf) - 1, r->attempts));
 }
 
 /* Seconds until the route's queue drains enough for one more request. */
@@ -437,7 +437,8 @@ void sl_request_intake(struct sl_proxy *p, struct sl_conn *conn, struct sl_http_
     r->deadline_us = timeout_us > 0 ? r->arrived_us + timeout_us : 0;
     /* Alone in its queue and the route is ready: the kick below dispatches it. */
     at_once = sl_queue_depth(&route->queue) == 0 && sl_dispatcher_ready(route, r->arrived_us);
-    rc = intake_park(r, lane, msg->header_bytes + evbuffer_get_length(msg->body));
+    rc = intake_park(r, lane,
+                     msg->header_bytes + (msg->body != NULL ? evbuffer_get_length(msg->body) : 0));
     if (rc != SL_OK) {
         sl_request_finish(r, rc == SL_EAGAIN ? SL_OUTCOME_QUEUE_FULL : SL_OUTCOME_INTERNAL_ERROR,
                           NULL,
@@ -675,7 +676,7 @@ void sl_request_dispatch(struct sl_request *r, int64_t now)
     ur.headers = &r->msg->headers;
     ur.forward = &fwd;
     ur.sent = request_on_sent;
-    ur.body_len = evbuffer_get_length(r->msg->body);
+    ur.body_len = r->msg->body != NULL ? evbuffer_get_length(r->msg->body) : 0;
     ur.body = ur.body_len > 0 ? evbuffer_pullup(r->msg->body, -1) : NULL;
     ur.timeout_us = route->cfg.timeout_us;
     r->call = sl_upstream_start(r->proxy->upstream, &ur, request_on_upstream, r);

@@ -101,6 +101,36 @@ class ProxyTest(SluiceTestCase):
         self.assertEqual(self.metric_value(self.metrics(), "sluice_requests_total",
                                            route="default", outcome="relayed"), 20)
 
+    def test_pipelined_requests_answered_in_order(self):
+        mock = self.start_mock()
+        s = self.start_sluice(route(upstream_port=mock.port, rate="1000/s"))
+        sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        # Three requests in one segment, one with a body and one chunked; then
+        # more pipelined bytes than sluice buffers while serving (it must stop
+        # reading, not fail), all answered in order on the one connection.
+        wire = (b"GET /p/0 HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"POST /p/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                b"POST /p/2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n0\r\n\r\n")
+        flood = b"".join(b"GET /p/%d HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\n\r\n"
+                         % (i, b"p" * 900) for i in range(3, 160))
+        sock.sendall(wire + flood)
+        reader = sock.makefile("rb")
+        try:
+            for i in range(160):
+                status = reader.readline().split(b" ")[1]
+                fields = {}
+                for line in iter(reader.readline, b"\r\n"):
+                    name, _, value = line.decode().partition(":")
+                    fields[name.strip().lower()] = value.strip()
+                got = json.loads(reader.read(int(fields["content-length"])))
+                self.assertEqual((status, got["uri"]), (b"200", "/p/%d" % i))
+                if i in (1, 2):
+                    self.assertEqual(got["body_len"], 5 if i == 1 else 3)
+        finally:
+            reader.close()
+            sock.close()
+
     def test_connection_cap_pauses_accepting(self):
         mock = self.start_mock()
         s = self.start_sluice(route(upstream_port=mock.port, rate="1000/s"),

@@ -781,6 +781,25 @@ static int teardown(void **state)
     return 0;
 }
 
+static void test_u64(void **state)
+{
+    (void)state;
+    char buf[32];
+    static const struct {
+        uint64_t v;
+        const char *want;
+    } cases[] = {{0, "0"}, {7, "7"}, {10, "10"}, {4096, "4096"},
+                 {UINT64_MAX, "18446744073709551615"}};
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memset(buf, 'x', sizeof(buf));
+        char *s = sl_http1_u64(buf + 21, cases[i].v);
+        assert_string_equal(s, cases[i].want);
+        assert_true(s + strlen(s) == buf + 21);
+        assert_true(s >= buf + 1);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -812,6 +831,7 @@ int main(void)
         cmocka_unit_test(test_chunked_stops_at_end),
         cmocka_unit_test(test_chunked_callback_failure),
         cmocka_unit_test(test_chunked_limits),
+        cmocka_unit_test(test_u64),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }
