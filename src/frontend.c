@@ -47,10 +47,18 @@ enum conn_state {
     CONN_LINGERING,   /* response sent, write side shut, draining input before close */
 };
 
+/*
+ * The socket is read with a plain event into `in` (sl_wire_read: no ioctl
+ * per read); the bufferevent only writes what a direct send left over, and
+ * reports write errors and timeouts.
+ */
 struct sl_conn {
     TAILQ_ENTRY(sl_conn) link;
     struct sl_frontend *fe;
     struct bufferevent *bev;            /* owns the socket */
+    struct event *rd;                   /* EV_READ | EV_PERSIST; in this allocation */
+    struct evbuffer *in;                /* what was read and not parsed yet */
+    bool reading;                       /* rd is added */
     enum conn_state state;
     struct sl_http_msg *msg;            /* head parsed, body being read; owned */
     size_t scanned;                     /* input bytes searched for the head's end */
@@ -83,6 +91,7 @@ struct sl_frontend {
     size_t n_conns;
     unsigned max_connections;
     struct timeval client_timeout;
+    const struct timeval *read_timeout; /* client_timeout as a common timeout (O(1) re-arm) */
     size_t max_body_size;
     size_t max_header_size;
 };
@@ -479,7 +488,7 @@ void sl_conn_respond(struct sl_conn *c, int status, const struct evkeyvalq *head
      * it refused. Finishing at once would re-enter the parser on pipelined
      * input, so with input waiting everything goes through the callback.
      */
-    if (rc == 0 && h.out == NULL && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+    if (rc == 0 && h.out == NULL && evbuffer_get_length(c->in) == 0)
         rc = sl_wire_send(c->bev, h.buf, h.len, body, NULL, 0, &queued);
     else if (rc == 0)
         rc = head_flush(&h, out) | (body != NULL ? evbuffer_add_buffer(out, body) : 0);
@@ -504,13 +513,23 @@ static void conn_reset_parser(struct sl_conn *c)
     c->head = false;
 }
 
+/* Watch the socket (idempotent: it normally stays watched, to see hang-ups). */
+static void conn_watch(struct sl_conn *c, const struct timeval *timeout)
+{
+    if (!c->reading && event_add(c->rd, timeout) == 0)
+        c->reading = true;
+}
+
+static void conn_unwatch(struct sl_conn *c)
+{
+    if (c->reading && event_del(c->rd) == 0)
+        c->reading = false;
+}
+
 static void conn_set_reading(struct sl_conn *c)
 {
     c->state = CONN_READING;
-    /* Reading is normally still on (hang-ups are watched while serving):
-     * enabling it again would cost an event_add per request. */
-    if (!(bufferevent_get_enabled(c->bev) & EV_READ))
-        bufferevent_enable(c->bev, EV_READ);
+    conn_watch(c, c->fe->read_timeout);
 }
 
 static void frontend_check_idle(struct sl_frontend *fe)
@@ -525,7 +544,9 @@ static void conn_free(struct sl_conn *c)
 
     TAILQ_REMOVE(&fe->conns, c, link);
     fe->n_conns--;
+    event_del(c->rd);
     bufferevent_free(c->bev);
+    evbuffer_free(c->in);
     sl_http_msg_free(c->msg);
     free(c);
     if (fe->n_conns < fe->max_connections)
@@ -560,27 +581,23 @@ static void conn_serve(struct sl_conn *c)
 /* Read one request: its head, then its body; serve it once complete. */
 static void conn_parse(struct sl_conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-
     if (c->state != CONN_READING)
         return;
-    if (c->msg == NULL && read_head(c, in) != 0)
+    if (c->msg == NULL && read_head(c, c->in) != 0)
         return;
-    if (read_body(c, in) != 0)
+    if (read_body(c, c->in) != 0)
         return;
     conn_serve(c);
 }
 
-static void conn_on_read(struct bufferevent *bev, void *arg)
+static void conn_on_read(struct sl_conn *c)
 {
-    struct sl_conn *c = arg;
-
     if (c->state == CONN_LINGERING)
-        evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+        evbuffer_drain(c->in, evbuffer_get_length(c->in));
     else if (c->state == CONN_READING)
         conn_parse(c);
-    else if (evbuffer_get_length(bufferevent_get_input(bev)) >= FRONTEND_PIPELINE_MAX)
-        bufferevent_disable(bev, EV_READ); /* a pipelining flood; conn_set_reading() resumes */
+    else if (evbuffer_get_length(c->in) >= FRONTEND_PIPELINE_MAX)
+        conn_unwatch(c); /* a pipelining flood; conn_set_reading() resumes */
 }
 
 /*
@@ -598,10 +615,9 @@ static void conn_linger(struct sl_conn *c)
         return;
     }
     c->state = CONN_LINGERING;
-    evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
-    bufferevent_enable(c->bev, EV_READ);
+    evbuffer_drain(c->in, evbuffer_get_length(c->in));
+    conn_unwatch(c);
+    conn_watch(c, &tv);
     bufferevent_disable(c->bev, EV_WRITE);
 }
 
@@ -629,27 +645,44 @@ static void conn_on_write(struct bufferevent *bev, void *arg)
         conn_write_done(c);
 }
 
-static void conn_on_event(struct bufferevent *bev, short what, void *arg)
+/* The client hung up, the socket failed, or a timeout passed: the connection ends. */
+static void conn_end(struct sl_conn *c)
 {
-    struct sl_conn *c = arg;
     struct sl_frontend *fe = c->fe;
 
-    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)))
-        return;
-    /*
-     * Waiting for a parked request, or downloading its answer, is not
-     * idleness: a read timeout then only re-arms reading (kept on to see
-     * hang-ups); a stalled download is the write timeout's business. Timeouts are
-     * set once per connection, as re-setting them costs event_add calls.
-     */
-    if ((c->state == CONN_SERVING || c->state == CONN_WRITING) &&
-        what == (BEV_EVENT_TIMEOUT | BEV_EVENT_READING)) {
-        bufferevent_enable(bev, EV_READ);
-        return;
-    }
     if (c->state == CONN_SERVING && c->owner != NULL)
         fe->cb.gone(c, c->owner, fe->arg);
     conn_free(c);
+}
+
+/* Write errors and the write timeout (a stalled download). */
+static void conn_on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+        conn_end(arg);
+}
+
+static void conn_on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_conn *c = arg;
+    long n;
+
+    /*
+     * Waiting for a parked request, or downloading its answer, is not
+     * idleness: the read timeout then passes unheeded (the persistent event
+     * stays, to see hang-ups); a stalled download is the write timeout's.
+     */
+    if (what & EV_TIMEOUT) {
+        if (c->state != CONN_SERVING && c->state != CONN_WRITING)
+            conn_end(c);
+        return;
+    }
+    n = sl_wire_read(fd, c->in);
+    if (n > 0)
+        conn_on_read(c);
+    else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+        conn_end(c);
 }
 
 static void set_nodelay(evutil_socket_t fd)
@@ -678,14 +711,22 @@ static void frontend_on_accept(struct evconnlistener *lev, evutil_socket_t fd,
 
     (void)lev;
     (void)socklen;
-    c = calloc(1, sizeof(*c));
+    c = calloc(1, sizeof(*c) + event_get_struct_event_size());
     if (c == NULL) {
         evutil_closesocket(fd);
         return;
     }
-    c->bev = bufferevent_socket_new(fe->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (c->bev == NULL) {
-        evutil_closesocket(fd);
+    c->rd = (struct event *)(void *)(c + 1);
+    c->in = evbuffer_new();
+    c->bev = c->in != NULL ? bufferevent_socket_new(fe->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
+    if (c->bev == NULL || event_assign(c->rd, fe->base, fd, EV_READ | EV_PERSIST,
+                                       conn_on_readable, c) != 0) {
+        if (c->bev != NULL)
+            bufferevent_free(c->bev);
+        else
+            evutil_closesocket(fd);
+        if (c->in != NULL)
+            evbuffer_free(c->in);
         free(c);
         return;
     }
@@ -694,16 +735,12 @@ static void frontend_on_accept(struct evconnlistener *lev, evutil_socket_t fd,
     peer_string(sa, c->peer, sizeof(c->peer));
     TAILQ_INSERT_TAIL(&fe->conns, c, link);
     fe->n_conns++;
-    bufferevent_setcb(c->bev, conn_on_read, conn_on_write, conn_on_event, c);
+    bufferevent_setcb(c->bev, NULL, conn_on_write, conn_on_event, c);
     /* Responses are written directly; EV_WRITE only when the socket is full. */
-    bufferevent_disable(c->bev, EV_WRITE);
-    bufferevent_set_timeouts(c->bev, &fe->client_timeout, &fe->client_timeout);
-    /*
-     * Input is drained as it is parsed: only pipelined bytes can pile up,
-     * and conn_on_read() caps those. Not with a high watermark: libevent then
-     * re-adds the read event on every drain of the input (an event_add per
-     * request).
-     */
+    bufferevent_disable(c->bev, EV_WRITE | EV_READ);
+    bufferevent_set_timeouts(c->bev, NULL, &fe->client_timeout);
+    /* Input is drained as it is parsed: only pipelined bytes can pile up,
+     * and conn_on_read() caps those. */
     conn_reset_parser(c);
     conn_set_reading(c);
     if (fe->n_conns >= fe->max_connections)
@@ -759,6 +796,10 @@ void sl_frontend_configure(struct sl_frontend *fe, const struct sl_config *cfg)
     fe->max_connections = cfg->max_connections;
     fe->max_body_size = cfg->max_body_size;
     fe->client_timeout = sl_clock_timeval(cfg->client_timeout_us);
+    /* A common timeout: re-arming it after every read is O(1), not a heap update. */
+    fe->read_timeout = event_base_init_common_timeout(fe->base, &fe->client_timeout);
+    if (fe->read_timeout == NULL)
+        fe->read_timeout = &fe->client_timeout;
     fe->max_header_size = cfg->max_header_size;
     if (fe->n_conns < fe->max_connections)
         sl_frontend_resume(fe, SL_PAUSE_CONNECTIONS);

@@ -59,7 +59,12 @@ struct h1_origin {
     char key[H1_ORIGIN_MAX];
 };
 
-/* One TCP connection: idle in the pool, or serving exactly one call. */
+/*
+ * One TCP connection: idle in the pool, or serving exactly one call. The
+ * bufferevent connects and writes what a direct send left over; once
+ * connected, the socket is read with a plain event into `in` (sl_wire_read:
+ * no ioctl per read).
+ */
 struct h1_conn {
     TAILQ_ENTRY(h1_conn) olink;         /* origin->idle, while idle */
     TAILQ_ENTRY(h1_conn) glink;         /* client->idle, while idle */
@@ -67,6 +72,8 @@ struct h1_conn {
     struct h1_origin *origin;           /* non-NULL while idle */
     struct sl_h1call *call;             /* non-NULL while serving */
     struct bufferevent *bev;            /* owns the socket */
+    struct event *rd;                   /* EV_READ | EV_PERSIST once connected; in this block */
+    struct evbuffer *in;                /* what was read and not parsed yet */
     bool connected;
     bool reused;                        /* taken from the pool: the keep-alive race applies */
     int64_t idle_since;
@@ -547,13 +554,6 @@ static void pool_unlink(struct h1_conn *conn)
     conn->origin = NULL;
 }
 
-/* An idle connection that speaks or closes is of no further use. */
-static void conn_on_idle_read(struct bufferevent *bev, void *arg)
-{
-    (void)bev;
-    conn_free(arg);
-}
-
 static void conn_on_idle_event(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
@@ -578,7 +578,7 @@ static void pool_put(struct sl_h1client *c, struct h1_conn *conn, const char *ke
     TAILQ_INSERT_HEAD(&o->idle, conn, olink);
     TAILQ_INSERT_HEAD(&c->idle, conn, glink);
     c->n_idle++;
-    bufferevent_setcb(conn->bev, conn_on_idle_read, NULL, conn_on_idle_event, conn);
+    bufferevent_setcb(conn->bev, NULL, NULL, conn_on_idle_event, conn);
     if (bufferevent_get_enabled(conn->bev) & EV_WRITE)
         (void)bufferevent_disable(conn->bev, EV_WRITE);
 }
@@ -717,7 +717,7 @@ static int read_body(struct sl_h1call *call, struct evbuffer *in)
 /* Parse what arrived. Returns SL_OK (the answer may be complete) or SL_ERR. */
 static int conn_parse(struct h1_conn *conn)
 {
-    struct evbuffer *in = bufferevent_get_input(conn->bev);
+    struct evbuffer *in = conn->in;
     struct sl_h1call *call = conn->call;
     int rc = 0;
 
@@ -737,8 +737,12 @@ static void conn_free(struct h1_conn *conn)
 {
     if (conn->origin != NULL)
         pool_unlink(conn);
+    if (conn->connected)
+        event_del(conn->rd);
     if (conn->bev != NULL)
         bufferevent_free(conn->bev);
+    if (conn->in != NULL)
+        evbuffer_free(conn->in);
     free(conn);
 }
 
@@ -746,7 +750,7 @@ static void conn_free(struct h1_conn *conn)
 static void call_succeed(struct sl_h1call *call)
 {
     struct h1_conn *conn = call->conn;
-    bool clean = call->keep_alive && evbuffer_get_length(bufferevent_get_input(conn->bev)) == 0 &&
+    bool clean = call->keep_alive && evbuffer_get_length(conn->in) == 0 &&
                  evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0;
 
     call->conn = NULL;
@@ -759,12 +763,10 @@ static void call_succeed(struct sl_h1call *call)
     call_end(call);
 }
 
-static void conn_on_read(struct bufferevent *bev, void *arg)
+static void conn_on_read(struct h1_conn *conn)
 {
-    struct h1_conn *conn = arg;
     struct sl_h1call *call = conn->call;
 
-    (void)bev;
     call->got_bytes = true;
     if (conn_parse(conn) != SL_OK)
         fail(call, SL_UPSTREAM_PROTOCOL, "Invalid HTTP response: %s", call->why);
@@ -794,13 +796,24 @@ static void report_sent(struct h1_conn *conn)
         call->sent(call->arg);
 }
 
+static void conn_on_readable(evutil_socket_t fd, short what, void *arg);
+
 static void conn_connected(struct h1_conn *conn)
 {
     int one = 1;
+    evutil_socket_t fd = bufferevent_getfd(conn->bev);
+    struct sl_h1call *call = conn->call;
 
-    conn->connected = true;
     /* The head and a body tail must not wait for an ACK (Nagle). */
-    (void)setsockopt(bufferevent_getfd(conn->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (event_assign(conn->rd, conn->c->base, fd, EV_READ | EV_PERSIST, conn_on_readable, conn) !=
+            0 ||
+        event_priority_set(conn->rd, 0) != 0 || event_add(conn->rd, NULL) != 0) {
+        fail(call, SL_UPSTREAM_CONNECT, "Failed to connect to %s: cannot watch the socket",
+             call->origin);
+        return;
+    }
+    conn->connected = true;
     /* The bufferevent writes the queued request as soon as this returns. */
     report_sent(conn);
 }
@@ -842,6 +855,10 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
     int err = EVUTIL_SOCKET_ERROR();
 
     (void)bev;
+    if (call == NULL) { /* idle: see conn_on_readable() */
+        conn_free(conn);
+        return;
+    }
     if (what & BEV_EVENT_CONNECTED) {
         conn_connected(conn);
         return;
@@ -865,6 +882,24 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
         fail(call, SL_UPSTREAM_PROTOCOL, "Connection closed before the response was complete");
 }
 
+/* The answer, the end of the stream, or an error; an idle connection that speaks is done. */
+static void conn_on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct h1_conn *conn = arg;
+    long n = sl_wire_read(fd, conn->in);
+
+    (void)what;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return;
+    if (conn->call == NULL)
+        conn_free(conn);
+    else if (n > 0)
+        conn_on_read(conn);
+    else
+        conn_on_event(conn->bev, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR),
+                      conn);
+}
+
 /*
  * Bind a connection to a call and send the request. On a live connection
  * head and body go out with one sendmsg right here (wire.h): no write event
@@ -880,7 +915,7 @@ static int conn_attach(struct h1_conn *conn, struct sl_h1call *call)
     conn->call = call;
     call->conn = conn;
     call->got_bytes = false;
-    bufferevent_setcb(conn->bev, conn_on_read, NULL, conn_on_event, conn);
+    bufferevent_setcb(conn->bev, NULL, NULL, conn_on_event, conn);
     if (conn->connected) {
         rc = sl_wire_send(conn->bev, call->head, call->head_len, NULL, call->body,
                           call->body_len, &queued);
@@ -894,8 +929,6 @@ static int conn_attach(struct h1_conn *conn, struct sl_h1call *call)
         return SL_ENOMEM;
     if (queued)
         rc |= bufferevent_enable(conn->bev, EV_WRITE);
-    if (!(bufferevent_get_enabled(conn->bev) & EV_READ))
-        rc |= bufferevent_enable(conn->bev, EV_READ);
     return rc == 0 ? SL_OK : SL_ERR;
 }
 
@@ -958,13 +991,15 @@ static void conn_connect(struct h1_conn *conn, struct sl_h1call *call)
  */
 static int call_connect(struct sl_h1call *call)
 {
-    struct h1_conn *conn = calloc(1, sizeof(*conn));
+    struct h1_conn *conn = calloc(1, sizeof(*conn) + event_get_struct_event_size());
 
     if (conn == NULL)
         return SL_ENOMEM;
     conn->c = call->c;
+    conn->rd = (struct event *)(void *)(conn + 1);
+    conn->in = evbuffer_new();
     conn->bev = bufferevent_socket_new(call->c->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (conn->bev == NULL || bufferevent_priority_set(conn->bev, 0) != 0 ||
+    if (conn->in == NULL || conn->bev == NULL || bufferevent_priority_set(conn->bev, 0) != 0 ||
         conn_attach(conn, call) != SL_OK) {
         conn_free(conn);
         call->conn = NULL;

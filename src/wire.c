@@ -1,15 +1,17 @@
-/* wire.c - one sendmsg for a head and its body; the rest waits in the bufferevent. */
+/* wire.c - one sendmsg for a head and its body; one readv, no ioctl, per read. */
 #include "wire.h"
 
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
 #define WIRE_BODY_VECS 8
+#define WIRE_READ_MAX (16 * 1024)
 
 /* What the socket takes now; 0 when it would block or failed (the bufferevent sees errors). */
 static size_t send_vecs(int fd, struct iovec *iov, int n)
@@ -83,4 +85,24 @@ int sl_wire_send(struct bufferevent *bev, const char *head, size_t head_len,
         return -1;
     *queued = evbuffer_get_length(out) > 0;
     return 0;
+}
+
+/*
+ * Through a buffer on the stack, then copied: a read is almost always a
+ * small request or answer, and reserving 16 KiB of evbuffer space made a
+ * large chain (a slow malloc) per read, which cost more than the copy.
+ */
+long sl_wire_read(int fd, struct evbuffer *in)
+{
+    char buf[WIRE_READ_MAX];
+    ssize_t r;
+
+    do {
+        r = read(fd, buf, sizeof(buf));
+    } while (r < 0 && errno == EINTR);
+    if (r > 0 && evbuffer_add(in, buf, (size_t)r) != 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return (long)r;
 }

@@ -3,6 +3,7 @@
  * everything at once, a part (the rest written later by the bufferevent),
  * or nothing because earlier output is still queued.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -173,12 +174,51 @@ static void test_queued_output_is_not_overtaken(void **state)
     pair_close(&p);
 }
 
+/* Nothing yet, some bytes (appended after what was there), more than one read takes, EOF. */
+static void test_read(void **state)
+{
+    (void)state;
+    int sv[2];
+    struct evbuffer *in = evbuffer_new();
+    static char big[40000];
+    char got[64];
+
+    assert_non_null(in);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(evutil_make_socket_nonblocking(sv[0]), 0);
+    assert_int_equal(sl_wire_read(sv[0], in), -1);
+    assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+
+    assert_int_equal(evbuffer_add(in, "old ", 4), 0);
+    assert_int_equal(write(sv[1], "new bytes", 9), 9);
+    assert_int_equal(sl_wire_read(sv[0], in), 9);
+    assert_int_equal(evbuffer_get_length(in), 13);
+    assert_int_equal(evbuffer_remove(in, got, sizeof(got)), 13);
+    assert_memory_equal(got, "old new bytes", 13);
+
+    memset(big, 'b', sizeof(big));
+    assert_int_equal(write(sv[1], big, sizeof(big)), (ssize_t)sizeof(big));
+    long n, total = 0;
+    while ((n = sl_wire_read(sv[0], in)) > 0) {
+        assert_true(n <= 16 * 1024);
+        total += n;
+    }
+    assert_int_equal(total, sizeof(big));
+    assert_int_equal(evbuffer_get_length(in), sizeof(big));
+
+    close(sv[1]);
+    assert_int_equal(sl_wire_read(sv[0], in), 0);
+    close(sv[0]);
+    evbuffer_free(in);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_small_message_goes_out_at_once),
         cmocka_unit_test(test_partial_write_keeps_order),
         cmocka_unit_test(test_queued_output_is_not_overtaken),
+        cmocka_unit_test(test_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
