@@ -27,6 +27,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "config.h"
+#include "headers.h"
 #include "metrics.h"
 
 struct event_base;
@@ -96,14 +97,21 @@ void sl_conn_set_owner(struct sl_conn *conn, void *owner);
 const char *sl_conn_peer(const struct sl_conn *conn);
 
 /*
- * Write a response and finish the current request on `conn`. `headers` are
- * written as given (may be NULL); the frontend adds Content-Length (unless
- * `keep_length` and the headers carry one), Date when absent, and
- * Connection when needed. `body` is drained (may be NULL). With `close` the
- * connection closes once written. Never fails: on allocation failure the
- * connection is dropped.
+ * The fields of a response, handed to `emit` one by one as the head is
+ * written (no list needs to be built). Returns SL_OK, or an error that
+ * drops the connection.
  */
-void sl_conn_respond(struct sl_conn *conn, int status, const struct evkeyvalq *headers,
-                     struct evbuffer *body, bool keep_length, bool close);
+typedef int (*sl_conn_fields_fn)(sl_header_fn emit, void *emit_arg, void *arg);
+
+/*
+ * Write a response and finish the current request on `conn`. `fields`
+ * (may be NULL) emits the fields as they are to be written; the frontend
+ * adds Content-Length (unless `keep_length` and the fields carry one), Date
+ * when absent, and Connection when needed. `body` is drained (may be
+ * NULL). With `close` the connection closes once written. Never fails: on
+ * an error the connection is dropped.
+ */
+void sl_conn_respond(struct sl_conn *conn, int status, sl_conn_fields_fn fields,
+                     void *fields_arg, struct evbuffer *body, bool keep_length, bool close);
 
 #endif

@@ -81,11 +81,15 @@ int sl_headers_each_to_upstream(const struct evkeyvalq *in, const struct sl_forw
 int sl_headers_from_upstream(const struct evkeyvalq *in, struct evkeyvalq *out, bool keep_length);
 
 /*
- * The same translation in place: drops from `h` what sl_headers_from_upstream
- * would not copy and appends the joined Via. Saves a copy of every field on
- * the hot path. Returns SL_OK, or SL_ENOMEM (then dropped fields may be gone
- * but Via was not added).
+ * The same translation without building a list: `fn` sees each field
+ * sl_headers_from_upstream() would add, in order, so the response head is
+ * written straight from the answer's fields. Returns SL_OK, SL_ENOMEM or
+ * fn's first error.
  */
-int sl_headers_filter_from_upstream(struct evkeyvalq *h, bool keep_length);
+int sl_headers_each_from_upstream(const struct evkeyvalq *in, bool keep_length, sl_header_fn fn,
+                                  void *arg);
+
+/* Every field of q, as it is. Returns SL_OK or fn's first error. */
+int sl_headers_each(const struct evkeyvalq *q, sl_header_fn fn, void *arg);
 
 #endif

@@ -415,14 +415,36 @@ static void head_field(struct head *h, struct evbuffer *out, const char *name, s
     head_put(h, out, "\r\n", 2);
 }
 
-/* Status line and fields into h; returns 0, or -1 if the output could not grow. */
-static int write_head(struct head *h, struct sl_conn *c, int status,
-                      const struct evkeyvalq *headers, size_t body_len, bool keep_length,
-                      bool head)
+/* What write_head() learns from the fields as they are emitted. */
+struct emit {
+    struct head *h;
+    struct evbuffer *out;
+    bool keep_length;
+    bool has_length, has_date;
+};
+
+static int emit_field(const char *name, const char *value, void *arg)
+{
+    struct emit *e = arg;
+    size_t nl = strlen(name);
+
+    if (nl == 14 && strcasecmp(name, "Content-Length") == 0) {
+        if (!e->keep_length)
+            return SL_OK;
+        e->has_length = true;
+    } else if (nl == 4 && strcasecmp(name, "Date") == 0) {
+        e->has_date = true;
+    }
+    head_field(e->h, e->out, name, nl, value);
+    return SL_OK;
+}
+
+/* Status line and fields into h; returns 0, or -1 on an error. */
+static int write_head(struct head *h, struct sl_conn *c, int status, sl_conn_fields_fn fields,
+                      void *fields_arg, size_t body_len, bool keep_length, bool head)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    const struct evkeyval *f;
-    bool has_length = false, has_date = false;
+    struct emit e = {.h = h, .out = out, .keep_length = keep_length};
     const char *reason = status_reason(status);
     char line[64];
 
@@ -434,23 +456,11 @@ static int write_head(struct head *h, struct sl_conn *c, int status,
     head_put(h, out, line, 13);
     head_put(h, out, reason, strlen(reason));
     head_put(h, out, "\r\n", 2);
-    if (headers != NULL) {
-        TAILQ_FOREACH(f, headers, next) {
-            size_t nl = strlen(f->key);
-
-            if (nl == 14 && strcasecmp(f->key, "Content-Length") == 0) {
-                if (!keep_length)
-                    continue;
-                has_length = true;
-            } else if (nl == 4 && strcasecmp(f->key, "Date") == 0) {
-                has_date = true;
-            }
-            head_field(h, out, f->key, nl, f->value);
-        }
-    }
-    if (!has_date)
+    if (fields != NULL && fields(emit_field, &e, fields_arg) != SL_OK)
+        return -1;
+    if (!e.has_date)
         head_field(h, out, "Date", 4, http_date());
-    if (!has_length && status_has_body(status) && !(head && keep_length))
+    if (!e.has_length && status_has_body(status) && !(head && keep_length))
         head_field(h, out, "Content-Length", 14, sl_http1_u64(line + sizeof(line) - 1, body_len));
     if (c->close_after_write)
         head_field(h, out, "Connection", 10, "close");
@@ -462,8 +472,8 @@ static int write_head(struct head *h, struct sl_conn *c, int status,
 
 static void conn_write_done(struct sl_conn *c);
 
-void sl_conn_respond(struct sl_conn *c, int status, const struct evkeyvalq *headers,
-                     struct evbuffer *body, bool keep_length, bool close)
+void sl_conn_respond(struct sl_conn *c, int status, sl_conn_fields_fn fields,
+                     void *fields_arg, struct evbuffer *body, bool keep_length, bool close)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     size_t body_len = body != NULL ? evbuffer_get_length(body) : 0;
@@ -482,7 +492,7 @@ void sl_conn_respond(struct sl_conn *c, int status, const struct evkeyvalq *head
         evbuffer_drain(body, body_len);
         body = NULL;
     }
-    rc = write_head(&h, c, status, headers, body_len, keep_length, head);
+    rc = write_head(&h, c, status, fields, fields_arg, body_len, keep_length, head);
     /*
      * Straight to the socket (wire.h); the write callback only runs for what
      * it refused. Finishing at once would re-enter the parser on pipelined

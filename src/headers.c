@@ -29,7 +29,6 @@
 
 #define SLUICE_VIA "1.1 sluice"
 #define SLUICE_PREFIX "x-sluice-"
-#define DROP_ON_STACK 64
 
 /* What a field name means to the translation (a name has at most one role). */
 enum role {
@@ -429,61 +428,37 @@ static bool dropped_client_bound(enum role r, const char *name, const struct evk
     return !keep_length && r == R_CONTENT_LENGTH;
 }
 
-int sl_headers_from_upstream(const struct evkeyvalq *in, struct evkeyvalq *out, bool keep_length)
+int sl_headers_each_from_upstream(const struct evkeyvalq *in, bool keep_length, sl_header_fn fn,
+                                  void *arg)
 {
     const struct evkeyval *h;
     struct scan sc;
     size_t i = 0;
+    int rc;
 
     scan(in, &sc);
     TAILQ_FOREACH(h, in, next) {
         if (dropped_client_bound(role_at(&sc, i++, h->key), h->key, in, sc.named, keep_length))
             continue;
-        if (evhttp_add_header(out, h->key, h->value) != 0)
-            return SL_ENOMEM;
+        if ((rc = fn(h->key, h->value, arg)) != SL_OK)
+            return rc;
     }
-    return emit_joined(in, R_VIA, true, "Via", SLUICE_VIA, add_to_list, out);
+    /* Most answers carry no Via: then ours is the value, no join needed. */
+    return emit_joined(in, R_VIA, sc.via, "Via", SLUICE_VIA, fn, arg);
 }
 
-/*
- * Decide on the whole list first (removing Connection would hide what it
- * names), then remove.
- */
-int sl_headers_filter_from_upstream(struct evkeyvalq *h, bool keep_length)
+int sl_headers_from_upstream(const struct evkeyvalq *in, struct evkeyvalq *out, bool keep_length)
 {
-    bool on_stack[DROP_ON_STACK], *drop = on_stack;
-    struct evkeyval *f, *next;
-    char *joined = NULL;
-    struct scan sc;
-    size_t n = 0, i = 0;
+    return sl_headers_each_from_upstream(in, keep_length, add_to_list, out);
+}
+
+int sl_headers_each(const struct evkeyvalq *q, sl_header_fn fn, void *arg)
+{
+    const struct evkeyval *h;
     int rc;
 
-    scan(h, &sc);
-    TAILQ_FOREACH(f, h, next)
-        n++;
-    if (n > DROP_ON_STACK && (drop = malloc(n)) == NULL)
-        return SL_ENOMEM;
-    /* Most answers carry no Via: then ours is the value, no join needed. */
-    if (sc.via && (joined = join_values(h, R_VIA, SLUICE_VIA)) == NULL) {
-        if (drop != on_stack)
-            free(drop);
-        return SL_ENOMEM;
-    }
-    TAILQ_FOREACH(f, h, next) {
-        drop[i] = dropped_client_bound(role_at(&sc, i, f->key), f->key, h, sc.named, keep_length);
-        i++;
-    }
-    i = 0;
-    for (f = TAILQ_FIRST(h); f != NULL; f = next) {
-        next = TAILQ_NEXT(f, next);
-        if (drop[i++]) {
-            TAILQ_REMOVE(h, f, next);
-            entry_free(f);
-        }
-    }
-    rc = sl_headers_add(h, "Via", sc.via ? joined : SLUICE_VIA) == SL_OK ? SL_OK : SL_ENOMEM;
-    if (drop != on_stack)
-        free(drop);
-    free(joined);
-    return rc;
+    TAILQ_FOREACH(h, q, next)
+        if ((rc = fn(h->key, h->value, arg)) != SL_OK)
+            return rc;
+    return SL_OK;
 }

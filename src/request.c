@@ -50,9 +50,11 @@ static void json_escape(struct evbuffer *out, const char *s)
     }
 }
 
-static void add_timing_headers(struct evkeyvalq *h, const struct sl_request *r)
+/* Emit sluice's timing fields for r. */
+static int timing_fields(sl_header_fn emit, void *emit_arg, const struct sl_request *r)
 {
     char buf[32], *v;
+    int rc;
     int64_t end = r->dispatched_us != 0 ? r->dispatched_us : sl_clock_now();
     uint64_t tenths = end > r->arrived_us ? (uint64_t)(end - r->arrived_us + 50) / 100 : 0;
 
@@ -61,9 +63,27 @@ static void add_timing_headers(struct evkeyvalq *h, const struct sl_request *r)
     buf[sizeof(buf) - 3] = '.';
     buf[sizeof(buf) - 2] = (char)('0' + tenths % 10);
     buf[sizeof(buf) - 1] = '\0';
-    /* On failure the response just lacks the field. */
-    (void)sl_headers_add(h, "X-Sluice-Queue-Time", v);
-    (void)sl_headers_add(h, "X-Sluice-Attempts", sl_http1_u64(buf + sizeof(buf) - 1, r->attempts));
+    if ((rc = emit("X-Sluice-Queue-Time", v, emit_arg)) != SL_OK)
+        return rc;
+    return emit("X-Sluice-Attempts", sl_http1_u64(buf + sizeof(buf) - 1, r->attempts), emit_arg);
+}
+
+/* A response's fields: a list as it is, then (with r) the timing fields. */
+struct fields {
+    const struct evkeyvalq *list;
+    const struct sl_request *r;
+    bool from_upstream;                 /* translate the list (an upstream answer) */
+    bool keep_length;
+};
+
+static int emit_fields(sl_header_fn emit, void *emit_arg, void *arg)
+{
+    const struct fields *f = arg;
+    int rc = f->from_upstream
+                 ? sl_headers_each_from_upstream(f->list, f->keep_length, emit, emit_arg)
+                 : sl_headers_each(f->list, emit, emit_arg);
+
+    return rc == SL_OK && f->r != NULL ? timing_fields(emit, emit_arg, f->r) : rc;
 }
 
 /* Seconds until the route's queue drains enough for one more request. */
@@ -96,14 +116,13 @@ static void respond_error(struct sl_conn *conn, const struct sl_request *r,
         snprintf(v, sizeof(v), "%u", retry_after_seconds(route));
         (void)sl_headers_add(&h, "Retry-After", v);
     }
-    if (r != NULL)
-        add_timing_headers(&h, r);
     if (body != NULL) {
         evbuffer_add_printf(body, "{\"error\":\"%s\",\"detail\":\"", code);
         json_escape(body, detail != NULL ? detail : "");
         evbuffer_add(body, "\"}\n", 3);
     }
-    sl_conn_respond(conn, sl_outcome_status(o), &h, body, false, close);
+    sl_conn_respond(conn, sl_outcome_status(o), emit_fields, &(struct fields){&h, r, false, false},
+                    body, false, close);
     sl_headers_clear(&h);
     if (body != NULL)
         evbuffer_free(body);
@@ -143,18 +162,14 @@ void sl_request_refuse(struct sl_proxy *p, struct sl_conn *conn, struct sl_route
 
 /* --- the single exit ---------------------------------------------------- */
 
-/* `headers` are translated in place: they are the upstream answer's, used once. */
+/* The answer's fields are translated while the head is written (no copy). */
 static void relay(struct sl_request *r, int status, struct evkeyvalq *headers,
                   struct evbuffer *body)
 {
     bool keep_length = r->msg->head || status == 304;
+    struct fields f = {headers, r, true, keep_length};
 
-    if (sl_headers_filter_from_upstream(headers, keep_length) != SL_OK) {
-        respond_error(r->conn, r, r->route, SL_OUTCOME_INTERNAL_ERROR, "out of memory", true);
-        return;
-    }
-    add_timing_headers(headers, r);
-    sl_conn_respond(r->conn, status, headers, body, keep_length, false);
+    sl_conn_respond(r->conn, status, emit_fields, &f, body, keep_length, false);
 }
 
 /* Keep an upstream answer for the client in case the retry cannot happen in time. */

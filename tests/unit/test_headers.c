@@ -69,10 +69,7 @@ static void check_down(const char *const *in_pairs, bool keep_length, const char
     TAILQ_INIT(&out);
     assert_int_equal(sl_headers_from_upstream(&in, &out, keep_length), SL_OK);
     expect(&out, want);
-    /* The in-place variant used on the hot path must agree exactly. */
-    assert_int_equal(sl_headers_filter_from_upstream(&in, keep_length), SL_OK);
-    expect(&in, want);
-    sl_headers_clear(&in); /* it adds Via with sl_headers_add */
+    evhttp_clear_headers(&in);
     evhttp_clear_headers(&out);
 }
 
@@ -215,13 +212,18 @@ static void test_crlf_refused_at_the_boundary(void **state)
 
 /*
  * Parsed fields share one block; a list may mix them with both other kinds
- * of entries, lose some of them to the in-place filter, and be cleared:
- * ASan (the sanitizer build) checks every free.
+ * of entries, be translated and be cleared: ASan (the sanitizer build)
+ * checks every free.
  */
-static void test_parsed_block_mixed_and_filtered(void **state)
+static int add_field(const char *name, const char *value, void *arg)
+{
+    return sl_headers_add(arg, name, value);
+}
+
+static void test_parsed_block_mixed_and_translated(void **state)
 {
     (void)state;
-    struct evkeyvalq q;
+    struct evkeyvalq q, out;
     const struct sl_http1_field f[] = {
         {"Connection", "close", 10, 5}, {"A-B", "xyz", 1, 2}, {"Via", "1.0 up", 3, 6},
         {"Empty", "", 5, 0}, {"Content-Length", "12", 14, 2},
@@ -236,11 +238,41 @@ static void test_parsed_block_mixed_and_filtered(void **state)
     expect(&q, (const char *const[]){"First", "1", "Connection", "close", "A", "xy", "Via",
                                      "1.0 up", "Empty", "", "Content-Length", "12", "Last", "2",
                                      NULL});
-    assert_int_equal(sl_headers_filter_from_upstream(&q, false), SL_OK);
-    expect(&q, (const char *const[]){"First", "1", "A", "xy", "Empty", "", "Last", "2", "Via",
-                                     "1.0 up, 1.1 sluice", NULL});
+    TAILQ_INIT(&out);
+    assert_int_equal(sl_headers_each_from_upstream(&q, false, add_field, &out), SL_OK);
+    expect(&out, (const char *const[]){"First", "1", "A", "xy", "Empty", "", "Last", "2", "Via",
+                                       "1.0 up, 1.1 sluice", NULL});
+    sl_headers_clear(&out);
     sl_headers_clear(&q);
     assert_true(TAILQ_EMPTY(&q));
+}
+
+static int fail_at_third(const char *name, const char *value, void *arg)
+{
+    int *n = arg;
+
+    (void)name;
+    (void)value;
+    return ++*n == 3 ? SL_ENOMEM : SL_OK;
+}
+
+/* A visitor's error stops the walk and is returned as it is. */
+static void test_visitor_error_stops(void **state)
+{
+    (void)state;
+    struct evkeyvalq in;
+    int n = 0;
+
+    fill(&in, (const char *const[]){"A", "1", "B", "2", "C", "3", "D", "4", NULL});
+    assert_int_equal(sl_headers_each_from_upstream(&in, false, fail_at_third, &n), SL_ENOMEM);
+    assert_int_equal(n, 3);
+    n = 0;
+    assert_int_equal(sl_headers_each(&in, fail_at_third, &n), SL_ENOMEM);
+    assert_int_equal(n, 3);
+    n = 0;
+    assert_int_equal(sl_headers_each_to_upstream(&in, &fwd, fail_at_third, &n), SL_ENOMEM);
+    assert_int_equal(n, 3);
+    evhttp_clear_headers(&in);
 }
 
 /* Connection naming only close/keep-alive takes the fast path; naming more does not. */
@@ -301,7 +333,8 @@ int main(void)
         cmocka_unit_test(test_up_order_and_duplicates),
         cmocka_unit_test(test_crlf_refused_at_the_boundary),
         cmocka_unit_test(test_down_connection_tokens),
-        cmocka_unit_test(test_parsed_block_mixed_and_filtered),
+        cmocka_unit_test(test_parsed_block_mixed_and_translated),
+        cmocka_unit_test(test_visitor_error_stops),
         cmocka_unit_test(test_up_without_client_info),
         cmocka_unit_test(test_down_drops),
         cmocka_unit_test(test_down_keep_length_and_via),
