@@ -16,4 +16,21 @@
 
 #define SL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * A zeroed block for the per-request allocations. glibc 2.36's calloc
+ * bypasses the thread cache (tcache) that malloc uses for blocks up to
+ * 1 KiB, and was several times slower for them (callgrind).
+ */
+static inline void *sl_zalloc(size_t size)
+{
+    void *p = malloc(size);
+
+    if (p != NULL)
+        memset(p, 0, size);
+    return p;
+}
+
 #endif

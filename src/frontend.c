@@ -115,7 +115,7 @@ void sl_http_msg_free(struct sl_http_msg *msg)
 /* The message and its target in one allocation. */
 static struct sl_http_msg *msg_new(const char *target, size_t target_len)
 {
-    struct sl_http_msg *m = calloc(1, sizeof(*m) + target_len + 1);
+    struct sl_http_msg *m = sl_zalloc(sizeof(*m) + target_len + 1);
 
     if (m == NULL)
         return NULL;

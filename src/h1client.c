@@ -107,8 +107,8 @@ struct sl_h1call {
     size_t scanned;                     /* input bytes searched for the head's end */
     uint64_t body_left;                 /* Content-Length bytes still to read */
     struct sl_http1_chunked chunk;
-    char host[H1_HOST_MAX];             /* for DNS, without brackets */
-    char origin[H1_ORIGIN_MAX];         /* pool key and Host value */
+    const char *host;                   /* for DNS, without brackets; in this allocation */
+    const char *origin;                 /* pool key; in this allocation */
     struct sl_upstream_response resp;
     size_t head_len;
     char head[];                        /* "METHOD /path HTTP/1.1\r\n...\r\n\r\n" */
@@ -402,9 +402,14 @@ static struct sl_h1call *call_new(struct sl_h1client *c, const struct sl_upstrea
         len = sl_http1_u64(length + sizeof(length) - 1, body_len);
     write_head(&w, req, u, host, d->host_value_len, len);
 
-    /* One allocation: the call, its head, then its timer (event_assign, no event_new). */
-    size_t timer_at = (sizeof(struct sl_h1call) + w.len + 15) & ~(size_t)15;
-    struct sl_h1call *call = calloc(1, timer_at + event_get_struct_event_size());
+    /*
+     * One allocation (small enough for malloc's thread cache): the call, its
+     * head, its origin and host, then its timer (event_assign, no event_new).
+     */
+    size_t origin_len = strlen(d->origin) + 1, host_len = strlen(d->host) + 1;
+    size_t timer_at = (sizeof(struct sl_h1call) + w.len + origin_len + host_len + 15) &
+                      ~(size_t)15;
+    struct sl_h1call *call = sl_zalloc(timer_at + event_get_struct_event_size());
     if (call == NULL)
         return NULL;
     call->path = SL_CALL_H1;
@@ -412,8 +417,8 @@ static struct sl_h1call *call_new(struct sl_h1client *c, const struct sl_upstrea
     w = (struct writer){call->head, 0};
     write_head(&w, req, u, host, d->host_value_len, len);
     call->head_len = w.len;
-    strcpy(call->origin, d->origin);
-    strcpy(call->host, d->host);
+    call->origin = memcpy(call->head + w.len, d->origin, origin_len);
+    call->host = memcpy(call->head + w.len + origin_len, d->host, host_len);
     call->port = d->port;
     call->body = req->body;
     call->body_len = body_len;

@@ -325,7 +325,7 @@ static struct sl_request *request_new(struct sl_proxy *p, struct sl_conn *conn,
                                       struct sl_http_msg *msg, struct sl_route *route)
 {
     /* The deadline timer lives in the same allocation (event_assign). */
-    struct sl_request *r = calloc(1, sizeof(*r) + event_get_struct_event_size());
+    struct sl_request *r = sl_zalloc(sizeof(*r) + event_get_struct_event_size());
 
     if (r == NULL)
         return NULL;
