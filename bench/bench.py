@@ -29,8 +29,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import analyze as A  # noqa: E402
-from procs import (Procs, children, established, free_port, nginx_argv,  # noqa: E402
-                   nginx_conf, parse_wrk, port_open, rss_kb, wait_for)
+from procs import (Procs, children, cpu_seconds, established, free_port,  # noqa: E402
+                   nginx_argv, nginx_conf, parse_wrk, port_open, rss_kb, wait_for)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
@@ -357,7 +357,12 @@ class Bench:
                                          sluice_server="max_connections = 10000")
                 try:
                     self.wrk(url + "/", 1)  # warm: connections, caches, keepalive pools
-                    runs[kind].append(self.wrk(url + "/", secs))
+                    cpu0 = self.proxy_cpu(proxy)
+                    run = self.wrk(url + "/", secs)
+                    if proxy is not None and run["rps"]:
+                        run["cpu_us"] = ((self.proxy_cpu(proxy) - cpu0) * 1e6 /
+                                         (run["rps"] * secs))
+                    runs[kind].append(run)
                 finally:
                     self.stop(proxy)
         self.stop(static)
@@ -375,12 +380,16 @@ class Bench:
         rows = [("requests/s (median)", "rps", _f0), ("requests/s, each round", "rps_runs",
                                                       _runs),
                 ("x direct", "x_direct", _f2),
-                ("x nginx (1 worker)", "x_nginx1", _f2), ("latency p50 ms", "p50_ms", _f2),
+                ("x nginx (1 worker)", "x_nginx1", _f2),
+                ("proxy CPU us / request", "cpu_us", _f2), ("latency p50 ms", "p50_ms", _f2),
                 ("latency p99 ms", "p99_ms", _f2), ("p99 added ms", "p99_added_ms", _f2),
                 ("socket errors", "errors", _d), ("non-2xx", "non2xx", _d)]
         notes = ["upstream: nginx, 1 worker, return 200 \"ok\"; sluice: rate 1000000/s, "
                  "burst 1000000, max_in_flight 1024; nginx: limit_req rate=1000000r/s "
-                 "burst=1000000 (delay mode), keepalive upstream"]
+                 "burst=1000000 (delay mode), keepalive upstream",
+                 "proxy CPU us / request: user + system time of the proxy's processes "
+                 "during the wrk run, per request served; steadier than req/s, which "
+                 "also depends on how wrk, the proxy and the upstream share the cores"]
         goals = {"x_nginx1": ">= 1.00", "p99_added_ms": "<= nginx (1 worker)"}
         self.table("3. Overhead: wrk -t2 -c64 -d%ds, %d interleaved rounds (medians), limit "
                    "effectively unlimited, static nginx upstream (1 worker)" % (secs, rounds),
@@ -392,6 +401,11 @@ class Bench:
             self.check("overhead", "p99 added <= nginx (1 worker)",
                        s["p99_added_ms"] <= ng["p99_added_ms"],
                        "%.2f ms vs nginx %.2f ms" % (s["p99_added_ms"], ng["p99_added_ms"]))
+
+    @staticmethod
+    def proxy_cpu(proxy):
+        """CPU seconds used so far by a proxy's processes (nginx: its workers)."""
+        return sum(cpu_seconds(p) for p in proxy.pids()) if proxy is not None else 0.0
 
     def sc_parking(self):
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -786,8 +800,8 @@ def _ratio(a, b):
 def _median_runs(runs):
     """Per figure, the median of the runs (errors add up); rps_runs keeps them all."""
     out = {"rps_runs": [r["rps"] for r in runs]}
-    for key in ("rps", "p50_ms", "p99_ms"):
-        vals = [r[key] for r in runs if r[key] is not None]
+    for key in ("rps", "p50_ms", "p99_ms", "cpu_us"):
+        vals = [r[key] for r in runs if r.get(key) is not None]
         out[key] = statistics.median(vals) if vals else None
     for key in ("errors", "non2xx"):
         out[key] = sum(r[key] for r in runs)
