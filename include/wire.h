@@ -27,6 +27,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "http1.h"
+
 struct bufferevent;
 struct evbuffer;
 
@@ -45,5 +47,14 @@ int sl_wire_send(struct bufferevent *bev, const char *head, size_t head_len,
  * (EAGAIN: nothing yet; ENOMEM: `in` could not grow).
  */
 long sl_wire_read(int fd, struct evbuffer *in);
+
+/*
+ * Decode the chunked body at the front of `in` as far as it has arrived
+ * (both HTTP sides read bodies this way): data goes to out(), what was
+ * consumed is drained. Returns 0, or -1 as sl_http1_chunked_feed() does
+ * (d->error says why); d->done tells whether the body is complete.
+ */
+int sl_wire_dechunk(struct evbuffer *in, struct sl_http1_chunked *d, sl_http1_data_fn out,
+                    void *arg);
 
 #endif

@@ -36,7 +36,6 @@
 #define FRONTEND_BACKLOG 4096
 #define FRONTEND_PIPELINE_MAX (64 * 1024)   /* buffered bytes of a next request */
 #define FRONTEND_ACCEPT_RETRY_MS 100
-#define FRONTEND_PEEK_VECS 16
 #define FRONTEND_LINGER_SEC 2
 #define FRONTEND_MAX_FIELDS 100           /* per request, like Apache's LimitRequestFields */
 
@@ -257,17 +256,7 @@ static int append_chunk(void *arg, const char *data, size_t len)
 /* Decode what arrived of a chunked body. Returns as read_head(). */
 static int read_chunked(struct sl_conn *c, struct evbuffer *in)
 {
-    struct evbuffer_iovec vec[FRONTEND_PEEK_VECS];
-    int n = evbuffer_peek(in, -1, NULL, vec, FRONTEND_PEEK_VECS);
-    size_t used = 0;
-    long k = 0;
-
-    for (int i = 0; i < n && i < FRONTEND_PEEK_VECS && !c->chunk.done && k >= 0; i++) {
-        k = sl_http1_chunked_feed(&c->chunk, vec[i].iov_base, vec[i].iov_len, append_chunk, c);
-        used += k > 0 ? (size_t)k : 0;
-    }
-    evbuffer_drain(in, used);
-    if (k < 0) {
+    if (sl_wire_dechunk(in, &c->chunk, append_chunk, c) != 0) {
         if (c->body_too_large)
             conn_refuse(c, SL_OUTCOME_BODY_TOO_LARGE, "request body exceeds max_body_size");
         else

@@ -47,7 +47,6 @@
 #define H1_SPARE_BODIES 16
 #define H1_IDLE_MAX_US (60 * SL_USEC_PER_SEC)
 #define H1_ORIGINS_MAX 64
-#define H1_PEEK_VECS 16
 #define H1_DEFAULT_PORT 80
 
 TAILQ_HEAD(h1_conn_list, h1_conn);
@@ -684,18 +683,7 @@ static int append_body(void *arg, const char *data, size_t len)
 /* Decode what arrived of a chunked body; -1 on error. */
 static int read_chunked(struct sl_h1call *call, struct evbuffer *in)
 {
-    struct evbuffer_iovec vec[H1_PEEK_VECS];
-    int n = evbuffer_peek(in, -1, NULL, vec, H1_PEEK_VECS);
-    size_t used = 0;
-    long k = 0;
-
-    for (int i = 0; i < n && i < H1_PEEK_VECS && !call->chunk.done && k >= 0; i++) {
-        k = sl_http1_chunked_feed(&call->chunk, vec[i].iov_base, vec[i].iov_len, append_body,
-                                  call);
-        used += k > 0 ? (size_t)k : 0;
-    }
-    evbuffer_drain(in, used);
-    if (k < 0)
+    if (sl_wire_dechunk(in, &call->chunk, append_body, call) != 0)
         return refuse(call, call->chunk.error);
     call->complete = call->chunk.done;
     return 0;

@@ -106,3 +106,25 @@ long sl_wire_read(int fd, struct evbuffer *in)
     }
     return (long)r;
 }
+
+int sl_wire_dechunk(struct evbuffer *in, struct sl_http1_chunked *d, sl_http1_data_fn out,
+                    void *arg)
+{
+    struct evbuffer_iovec vec[WIRE_BODY_VECS];
+    size_t used;
+
+    /* A few chains at a time, until the body ends or what arrived is used up. */
+    do {
+        int n = evbuffer_peek(in, -1, NULL, vec, WIRE_BODY_VECS);
+        long k = 0;
+
+        used = 0;
+        for (int i = 0; i < n && i < WIRE_BODY_VECS && !d->done; i++) {
+            if ((k = sl_http1_chunked_feed(d, vec[i].iov_base, vec[i].iov_len, out, arg)) < 0)
+                return -1;
+            used += (size_t)k;
+        }
+        evbuffer_drain(in, used);
+    } while (!d->done && used > 0 && evbuffer_get_length(in) > 0);
+    return 0;
+}

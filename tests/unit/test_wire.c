@@ -212,6 +212,48 @@ static void test_read(void **state)
     evbuffer_free(in);
 }
 
+static int collect(void *arg, const char *data, size_t len)
+{
+    return evbuffer_add(arg, data, len);
+}
+
+/*
+ * A chunked body in more chains than one peek takes, all there already: it
+ * is decoded in one call (nothing may wait for a read that never comes),
+ * and the next message's bytes stay.
+ */
+static void test_dechunk_many_chains(void **state)
+{
+    (void)state;
+    static const char *const pieces[] = {"3\r\n", "abc", "\r\n", "2;ext=1\r\n", "de",
+                                         "\r\n", "1\r\n", "f", "\r\n", "4\r\n", "ghij",
+                                         "\r\n", "0\r\n", "X-T: 1\r\n", "\r\n", "NEXT"};
+    struct evbuffer *in = evbuffer_new(), *body = evbuffer_new();
+    struct sl_http1_chunked d;
+    char got[16];
+
+    assert_non_null(in);
+    assert_non_null(body);
+    for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++)
+        assert_int_equal(evbuffer_add_reference(in, pieces[i], strlen(pieces[i]), NULL, NULL), 0);
+    sl_http1_chunked_init(&d);
+    assert_int_equal(sl_wire_dechunk(in, &d, collect, body), 0);
+    assert_true(d.done);
+    assert_int_equal(evbuffer_get_length(body), 10);
+    assert_int_equal(evbuffer_remove(body, got, sizeof(got)), 10);
+    assert_memory_equal(got, "abcdefghij", 10);
+    assert_int_equal(evbuffer_get_length(in), 4);
+
+    /* Malformed: -1 and the reason. */
+    evbuffer_drain(in, 4);
+    assert_int_equal(evbuffer_add(in, "zz\r\n", 4), 0);
+    sl_http1_chunked_init(&d);
+    assert_int_equal(sl_wire_dechunk(in, &d, collect, body), -1);
+    assert_non_null(d.error);
+    evbuffer_free(in);
+    evbuffer_free(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -219,6 +261,7 @@ int main(void)
         cmocka_unit_test(test_partial_write_keeps_order),
         cmocka_unit_test(test_queued_output_is_not_overtaken),
         cmocka_unit_test(test_read),
+        cmocka_unit_test(test_dechunk_many_chains),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
