@@ -80,6 +80,31 @@ class ErrorTest(SluiceTestCase):
                                  431, "headers_too_large")
         self.assertEqual(self.request(s.port, "GET", "/h", headers={"X-Ok": "a" * 200})[0], 200)
 
+    def test_field_cap_and_ambiguous_framing(self):
+        s = self.start_sluice(route(upstream_port=self.mock.port))
+        many = "".join("X-F%d: v\r\n" % i for i in range(99))  # + Host = 100 fields
+        ok = ("GET /fields HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n"
+              % many[:-len("X-F98: v\r\n")]).encode()  # Connection makes it 100
+        self.assertEqual(parse_response(raw_exchange(s.port, ok))[0], 200)
+        over = ("GET /fields HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n"
+                % many).encode()  # 101 fields
+        self.assert_sluice_error(*parse_response(raw_exchange(s.port, over)), 431,
+                                 "headers_too_large")
+        # Request smuggling and other framing a proxy must not guess at: refused,
+        # never forwarded (RFC 9112 6.1, 6.3, 5.2, 2.2).
+        for payload in (b"POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                        b"POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+                        b"POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                        b"Content-Length: 4\r\n\r\nabcd",
+                        b"GET /s HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded\r\n\r\n",
+                        b"GET /s HTTP/1.1\r\nHost: x\r\nX-A: 1\rX-B: 2\r\n\r\n",
+                        b"GET /s HTTP/1.1\r\nHost : x\r\n\r\n"):
+            status, headers, _ = parse_response(raw_exchange(s.port, payload))
+            self.assertEqual((status, headers.get("x-sluice-error")), (400, "bad_request"),
+                             payload)
+        self.assertEqual([a for a in read_arrivals(self.mock.log) if a[4] == "/s"], [])
+
     def test_malformed_requests(self):
         s = self.start_sluice(route(upstream_port=self.mock.port))
         for payload in (b"NOT HTTP AT ALL\r\n\r\n",
