@@ -525,10 +525,17 @@ static void conn_unwatch(struct sl_conn *c)
         c->reading = false;
 }
 
+/*
+ * Idle from now: the read timeout starts over (event_add on the pending
+ * persistent event re-arms it; a common timeout makes that O(1)). Left
+ * running, a timeout cycle begun while the last request was served could
+ * close the connection at once, just as the client reuses it.
+ */
 static void conn_set_reading(struct sl_conn *c)
 {
     c->state = CONN_READING;
-    conn_watch(c, c->fe->read_timeout);
+    if (event_add(c->rd, c->fe->read_timeout) == 0)
+        c->reading = true;
 }
 
 static void frontend_check_idle(struct sl_frontend *fe)

@@ -173,6 +173,24 @@ class ProxyTest(SluiceTestCase):
         self.assertEqual(self.request(s.port, "GET", "/second")[0], 200)
         self.assertGreater(time.monotonic() - t0, 0.5)
 
+    def test_idle_timeout_starts_over_after_each_response(self):
+        # The answer takes most of client_timeout; the client then waits a bit
+        # and reuses the connection: idle time counts from the response, so
+        # the connection must still be open (a timeout cycle begun while the
+        # request was served used to close it at once).
+        mock = self.start_mock("--latency", "1500")
+        s = self.start_sluice(route(upstream_port=mock.port), server="client_timeout = 2s")
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+        try:
+            for i in range(2):
+                conn.request("GET", "/slow/%d" % i)
+                resp = conn.getresponse()
+                self.assertEqual(resp.status, 200)
+                self.assertEqual(json.loads(resp.read())["uri"], "/slow/%d" % i)
+                time.sleep(0.7)
+        finally:
+            conn.close()
+
     def test_slow_download_outlives_client_timeout(self):
         mock = self.start_mock()
         s = self.start_sluice(route(upstream_port=mock.port), server="client_timeout = 1s")
