@@ -7,8 +7,8 @@
  * X-Sluice-* fields (requests: they are instructions to sluice; responses:
  * X-Sluice-Error must only ever mean sluice itself answered).
  *
- * Ownership: the functions add copies to `out` (evhttp_add_header copies);
- * the caller owns `out` and clears it with evhttp_clear_headers().
+ * Ownership: the functions add copies to `out` (sl_headers_add copies);
+ * the caller owns `out` and clears it with sl_headers_clear().
  */
 #ifndef SL_HEADERS_H
 #define SL_HEADERS_H
@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct evkeyval;
 struct evkeyvalq;
 struct sl_http1_field;
 
@@ -25,7 +26,7 @@ struct sl_http1_field;
  * way. Refuses a name or value with CR or LF (SL_ERR), like evhttp: no list
  * ever holds them, so the translations below never re-check. A list holding
  * such entries must be emptied with sl_headers_clear(), never with
- * evhttp_clear_headers(); sl_headers_clear() frees evhttp's entries too.
+ * evhttp_clear_headers(), and must hold no entry of evhttp's.
  * Returns SL_OK, SL_ERR or SL_ENOMEM.
  */
 int sl_headers_add(struct evkeyvalq *q, const char *name, const char *value);
@@ -38,8 +39,15 @@ int sl_headers_add(struct evkeyvalq *q, const char *name, const char *value);
  */
 int sl_headers_add_parsed(struct evkeyvalq *q, const struct sl_http1_field *fields, size_t n);
 
-/* Free every field of q (either kind of entry) and leave it empty. */
+/*
+ * Free every field of q and leave it empty. Only for lists built with
+ * sl_headers_add / sl_headers_add_parsed (and the translations below, which
+ * use them); evhttp's own lists are cleared with evhttp_clear_headers().
+ */
 void sl_headers_clear(struct evkeyvalq *q);
+
+/* Unlink and free one field of such a list. */
+void sl_headers_remove(struct evkeyvalq *q, struct evkeyval *e);
 
 /* What the upstream request needs to know about the client side. */
 struct sl_forward_info {

@@ -61,6 +61,7 @@ struct sl_http1_head {
     int64_t content_length;  /* -1: no Content-Length (or, in a response, Transfer-Encoding) */
     bool chunked;            /* Transfer-Encoding's final coding is chunked */
     bool transfer_encoding;  /* a Transfer-Encoding field was present */
+    bool both_lengths;       /* ...and a Content-Length too (a response: framed by TE) */
     bool conn_close;         /* Connection names "close" */
     bool conn_keep_alive;    /* Connection names "keep-alive" */
     bool conn_other;         /* Connection names some other token (hop-by-hop fields to drop) */
@@ -89,7 +90,9 @@ int sl_http1_parse_response(char *buf, size_t len, size_t max_head, struct sl_ht
  * only with conn_keep_alive (and without conn_close). Never when the body
  * runs to the close (a response whose final coding is not chunked), nor
  * after an HTTP/1.0 message with Transfer-Encoding (RFC 9112 6.1: its
- * framing is to be treated as faulty).
+ * framing is to be treated as faulty), nor after one with both
+ * Transfer-Encoding and Content-Length (RFC 9112 6.3: whoever sent it may
+ * frame the next one differently than we read it).
  */
 bool sl_http1_keep_alive(const struct sl_http1_head *h);
 

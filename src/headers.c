@@ -12,6 +12,11 @@
  *
  * Lists hold no CR or LF (sl_headers_add and evhttp_add_header refuse
  * them), so values are never re-checked here.
+ *
+ * Every list sluice builds, it builds with sl_headers_add or
+ * sl_headers_add_parsed, and clears with sl_headers_clear: an entry's kind is
+ * then known from where its name starts, without guessing about blocks an
+ * allocator laid out for evhttp.
  */
 #include "headers.h"
 
@@ -209,27 +214,27 @@ int sl_headers_add_parsed(struct evkeyvalq *q, const struct sl_http1_field *fiel
 }
 
 /*
- * Three kinds of entries, told apart by where the name starts: right after
- * the entry (sl_headers_add), one pointer further (a parsed block), or
- * anywhere else (evhttp's, whose strings are separate malloc blocks: never
- * at those two addresses, as malloc returns 16-byte aligned blocks and an
- * entry's own block takes at least 48 bytes).
+ * Our two kinds of entries, told apart by where the name starts: right
+ * after the entry (sl_headers_add) or one pointer further (a parsed block).
+ * Both are ours by construction; evhttp's entries never reach here.
  */
 static void entry_free(struct evkeyval *e)
 {
     struct block *b;
 
-    if (e->key == (char *)(e + 1)) {
-        free(e);
-    } else if (e->key == (char *)(e + 1) + sizeof(b)) {
+    if (e->key == (char *)(e + 1) + sizeof(b)) {
         memcpy(&b, e + 1, sizeof(b));
         if (--b->live == 0)
             free(b);
     } else {
-        free(e->key);
-        free(e->value);
         free(e);
     }
+}
+
+void sl_headers_remove(struct evkeyvalq *q, struct evkeyval *e)
+{
+    TAILQ_REMOVE(q, e, next);
+    entry_free(e);
 }
 
 void sl_headers_clear(struct evkeyvalq *q)
@@ -411,7 +416,9 @@ int sl_headers_each_to_upstream(const struct evkeyvalq *in, const struct sl_forw
 
 static int add_to_list(const char *name, const char *value, void *arg)
 {
-    return evhttp_add_header(arg, name, value) == 0 ? SL_OK : SL_ENOMEM;
+    int rc = sl_headers_add(arg, name, value);
+
+    return rc == SL_ERR ? SL_OK : rc; /* no list holds CR/LF: nothing to refuse here */
 }
 
 int sl_headers_to_upstream(const struct evkeyvalq *in, struct evkeyvalq *out,

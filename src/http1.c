@@ -471,7 +471,9 @@ static int parse(char *buf, size_t len, size_t max_head, struct sl_http1_head *h
     if (rc == SL_HTTP1_DONE && request)
         rc = request_framing(h);
     if (rc == SL_HTTP1_DONE) {
-        if (h->transfer_encoding) /* it overrides Content-Length (RFC 9112 6.3) */
+        /* It overrides Content-Length (RFC 9112 6.3); having both is kept in mind. */
+        h->both_lengths = h->transfer_encoding && h->content_length >= 0;
+        if (h->transfer_encoding)
             h->content_length = -1;
         h->head_len = (size_t)(ps.p - buf);
     } else if (rc == SL_HTTP1_PARTIAL && len >= limit) {
@@ -493,7 +495,7 @@ int sl_http1_parse_response(char *buf, size_t len, size_t max_head, struct sl_ht
 
 bool sl_http1_keep_alive(const struct sl_http1_head *h)
 {
-    if (h->transfer_encoding && (!h->chunked || h->minor == 0))
+    if (h->transfer_encoding && (!h->chunked || h->minor == 0 || h->both_lengths))
         return false;
     return h->minor == 0 ? h->conn_keep_alive && !h->conn_close : !h->conn_close;
 }

@@ -299,8 +299,8 @@ static void trim(const char **start, const char **end)
 
 /*
  * An obsolete folded line continues the previous field: join it with one
- * space (RFC 9112 5.2). Values are malloc'ed by evhttp, so realloc is safe
- * with libevent's default allocator, which sluice never replaces.
+ * space (RFC 9112 5.2). The joined field replaces the last one (an entry
+ * holds its strings, so it cannot grow in place).
  */
 static int header_unfold(struct evkeyvalq *hdrs, const char *start, const char *end)
 {
@@ -309,14 +309,18 @@ static int header_unfold(struct evkeyvalq *hdrs, const char *start, const char *
         return SL_OK;
     size_t old = strlen(last->value);
     size_t add = (size_t)(end - start);
-    char *value = realloc(last->value, old + add + 2);
+    char *value = malloc(old + add + 2);
     if (value == NULL)
         return SL_ENOMEM;
+    memcpy(value, last->value, old);
     value[old] = ' ';
     memcpy(value + old + 1, start, add);
     value[old + 1 + add] = '\0';
-    last->value = value;
-    return SL_OK;
+    int rc = sl_headers_add(hdrs, last->key, value);
+    free(value);
+    if (rc == SL_OK)
+        sl_headers_remove(hdrs, last);
+    return rc;
 }
 
 /* Add "Name: value" from one raw header line (no NUL, ends in CRLF). */
@@ -342,7 +346,7 @@ static int header_add(struct evkeyvalq *hdrs, const char *line, size_t len)
     char *val = strndup(value, (size_t)(end - value));
     int rc = SL_ENOMEM;
     if (name != NULL && val != NULL)
-        rc = evhttp_add_header(hdrs, name, val) == 0 ? SL_OK : SL_ERR;
+        rc = sl_headers_add(hdrs, name, val);
     free(name);
     free(val);
     return rc;

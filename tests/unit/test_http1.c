@@ -476,6 +476,11 @@ static void test_response_te_overrides_cl(void **state)
     assert_int_equal(p.h.content_length, -1);
     assert_true(p.h.chunked);
     assert_true(p.h.transfer_encoding);
+    assert_true(p.h.both_lengths);
+    assert_false(sl_http1_keep_alive(&p.h)); /* read by TE, but no reuse after it */
+    assert_int_equal(RESP(&p, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+                     SL_HTTP1_DONE);
+    assert_false(p.h.both_lengths);
     assert_true(sl_http1_keep_alive(&p.h));
     /* Not chunked: the body runs to the close. */
     assert_int_equal(RESP(&p, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
