@@ -49,6 +49,16 @@ int sl_wire_send(struct bufferevent *bev, const char *head, size_t head_len,
 long sl_wire_read(int fd, struct evbuffer *in);
 
 /*
+ * The head at the front of `in`, made contiguous for a head parser (http1.h
+ * parses whole heads): *buf and *n (at most `max` bytes). Returns 0 when
+ * it is worth parsing, 1 when no line end arrived since the last look
+ * (*scanned, kept by the caller and reset with each message: a client
+ * dribbling its head then costs one parse per line, not per read), -1 when
+ * out of memory.
+ */
+int sl_wire_head(struct evbuffer *in, size_t max, size_t *scanned, char **buf, size_t *n);
+
+/*
  * Decode the chunked body at the front of `in` as far as it has arrived
  * (both HTTP sides read bodies this way): data goes to out(), what was
  * consumed is drained. Returns 0, or -1 as sl_http1_chunked_feed() does

@@ -191,25 +191,17 @@ static int read_head(struct sl_conn *c, struct evbuffer *in)
 {
     struct sl_http1_field fields[FRONTEND_MAX_FIELDS];
     struct sl_http1_head h = {.fields = fields, .max_fields = FRONTEND_MAX_FIELDS};
-    size_t len = evbuffer_get_length(in), max = c->fe->max_header_size;
-    size_t n = len < max ? len : max;
+    size_t max = c->fe->max_header_size, n;
     const char *detail;
     char *buf;
-    int rc;
+    int rc = sl_wire_head(in, max, &c->scanned, &buf, &n);
 
-    if (n == 0)
-        return 1;
-    if ((buf = (char *)evbuffer_pullup(in, (ssize_t)n)) == NULL) {
+    if (rc < 0) {
         conn_refuse(c, SL_OUTCOME_INTERNAL_ERROR, "out of memory");
         return -1;
     }
-    /* A head can only have become complete with a new line end: a client
-     * dribbling its head costs one parse per line, not per read. */
-    if (c->scanned < n && memchr(buf + c->scanned, '\n', n - c->scanned) == NULL && len < max) {
-        c->scanned = n;
+    if (rc > 0)
         return 1;
-    }
-    c->scanned = n;
     rc = sl_http1_parse_request(buf, n, max, &h);
     if (rc == SL_HTTP1_PARTIAL)
         return 1;

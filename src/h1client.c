@@ -644,20 +644,12 @@ static int read_head(struct sl_h1call *call, struct evbuffer *in)
 {
     struct sl_http1_field fields[H1_MAX_FIELDS];
     struct sl_http1_head h = {.fields = fields, .max_fields = H1_MAX_FIELDS};
-    size_t len = evbuffer_get_length(in);
-    size_t n = len < H1_HEADERS_MAX ? len : H1_HEADERS_MAX;
-    char *buf = (char *)evbuffer_pullup(in, (ssize_t)n);
-    int rc;
+    size_t n;
+    char *buf;
+    int rc = sl_wire_head(in, H1_HEADERS_MAX, &call->scanned, &buf, &n);
 
-    if (buf == NULL)
-        return refuse(call, "out of memory");
-    /* Only a new line end can complete a head: one parse per line at worst. */
-    if (call->scanned < n && memchr(buf + call->scanned, '\n', n - call->scanned) == NULL &&
-        len < H1_HEADERS_MAX) {
-        call->scanned = n;
-        return 1;
-    }
-    call->scanned = n;
+    if (rc != 0)
+        return rc < 0 ? refuse(call, "out of memory") : 1;
     rc = sl_http1_parse_response(buf, n, H1_HEADERS_MAX, &h);
     if (rc == SL_HTTP1_PARTIAL)
         return 1;

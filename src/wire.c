@@ -128,3 +128,21 @@ int sl_wire_dechunk(struct evbuffer *in, struct sl_http1_chunked *d, sl_http1_da
     } while (!d->done && used > 0 && evbuffer_get_length(in) > 0);
     return 0;
 }
+
+int sl_wire_head(struct evbuffer *in, size_t max, size_t *scanned, char **buf, size_t *n)
+{
+    size_t len = evbuffer_get_length(in);
+
+    *n = len < max ? len : max;
+    if (*n == 0)
+        return 1;
+    if ((*buf = (char *)evbuffer_pullup(in, (ssize_t)*n)) == NULL)
+        return -1;
+    /* A head ends with a line end: without a new one, a parse cannot complete. */
+    if (len < max && (*scanned >= *n || memchr(*buf + *scanned, '\n', *n - *scanned) == NULL)) {
+        *scanned = *n;
+        return 1;
+    }
+    *scanned = *n;
+    return 0;
+}

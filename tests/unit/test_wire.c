@@ -254,6 +254,38 @@ static void test_dechunk_many_chains(void **state)
     evbuffer_free(body);
 }
 
+/* A head is handed to the parser only when a line end may have completed it. */
+static void test_head_waits_for_a_line_end(void **state)
+{
+    (void)state;
+    struct evbuffer *in = evbuffer_new();
+    size_t scanned = 0, n = 0;
+    char *buf = NULL;
+
+    assert_non_null(in);
+    assert_int_equal(sl_wire_head(in, 64, &scanned, &buf, &n), 1); /* nothing yet */
+    assert_int_equal(evbuffer_add_reference(in, "GET / HTTP/1.1", 14, NULL, NULL), 0);
+    assert_int_equal(sl_wire_head(in, 64, &scanned, &buf, &n), 1);
+    assert_int_equal(scanned, 14);
+    assert_int_equal(evbuffer_add_reference(in, "\r", 1, NULL, NULL), 0);
+    /* Only the new byte is looked at. */
+    assert_int_equal(sl_wire_head(in, 64, &scanned, &buf, &n), 1);
+    assert_int_equal(evbuffer_add_reference(in, "\nHost: x\r\n", 10, NULL, NULL), 0);
+    assert_int_equal(sl_wire_head(in, 64, &scanned, &buf, &n), 0); /* three chains, now one */
+    assert_int_equal(n, 25);
+    assert_memory_equal(buf, "GET / HTTP/1.1\r\nHost: x\r\n", 25);
+    assert_int_equal(sl_wire_head(in, 64, &scanned, &buf, &n), 1); /* nothing new since */
+
+    /* At the cap without a line end the parser must see it (to say too large). */
+    scanned = 0;
+    evbuffer_drain(in, evbuffer_get_length(in));
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(evbuffer_add(in, "xxxxxxxx", 8), 0);
+    assert_int_equal(sl_wire_head(in, 64, &scanned, &buf, &n), 0);
+    assert_int_equal(n, 64);
+    evbuffer_free(in);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -262,6 +294,7 @@ int main(void)
         cmocka_unit_test(test_queued_output_is_not_overtaken),
         cmocka_unit_test(test_read),
         cmocka_unit_test(test_dechunk_many_chains),
+        cmocka_unit_test(test_head_waits_for_a_line_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
