@@ -58,6 +58,7 @@ struct sl_conn {
     struct event *rd;                   /* EV_READ | EV_PERSIST; in this allocation */
     struct evbuffer *in;                /* what was read and not parsed yet */
     bool reading;                       /* rd is added */
+    int64_t linger_until;               /* LINGERING: close then, whatever still arrives */
     enum conn_state state;
     struct sl_http_msg *msg;            /* head parsed, body being read; owned */
     size_t scanned;                     /* input bytes searched for the head's end */
@@ -591,7 +592,7 @@ static void conn_parse(struct sl_conn *c)
 static void conn_on_read(struct sl_conn *c)
 {
     if (c->state == CONN_LINGERING)
-        evbuffer_drain(c->in, evbuffer_get_length(c->in));
+        evbuffer_drain(c->in, evbuffer_get_length(c->in)); /* conn_on_readable ends it in time */
     else if (c->state == CONN_READING)
         conn_parse(c);
     else if (evbuffer_get_length(c->in) >= FRONTEND_PIPELINE_MAX)
@@ -613,6 +614,7 @@ static void conn_linger(struct sl_conn *c)
         return;
     }
     c->state = CONN_LINGERING;
+    c->linger_until = sl_clock_now() + FRONTEND_LINGER_SEC * SL_USEC_PER_SEC;
     evbuffer_drain(c->in, evbuffer_get_length(c->in));
     conn_unwatch(c);
     conn_watch(c, &tv);
@@ -677,7 +679,11 @@ static void conn_on_readable(evutil_socket_t fd, short what, void *arg)
         return;
     }
     n = sl_wire_read(fd, c->in);
-    if (n > 0)
+    /* Every read re-arms the timeout: a client dribbling bytes must not
+     * keep a lingering close alive past its deadline. */
+    if (n > 0 && c->state == CONN_LINGERING && sl_clock_now() >= c->linger_until)
+        conn_end(c);
+    else if (n > 0)
         conn_on_read(c);
     else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
         conn_end(c);

@@ -72,6 +72,28 @@ class ErrorTest(SluiceTestCase):
         self.assertIn(b'"body_len":5', body)
         self.assertEqual(len(read_arrivals(self.mock.log)), 2)
 
+    def test_lingering_close_is_bounded(self):
+        # A refused client that keeps sending a byte every 0.3 s would re-arm
+        # the 2 s lingering timeout forever; the connection must close anyway.
+        s = self.start_sluice(route(upstream_port=self.mock.port),
+                              server="max_body_size = 1k")
+        sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        sock.sendall(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        head = sock.recv(4096)
+        self.assertTrue(head.startswith(b"HTTP/1.1 413"), head)
+        # sluice shuts its sending side at once (the client reads EOF), and
+        # closes for good after the linger time: then sends start to fail.
+        t0, closed = time.monotonic(), False
+        while not closed and time.monotonic() - t0 < 6:
+            try:
+                sock.sendall(b"x")
+                time.sleep(0.3)
+            except OSError:
+                closed = True
+        sock.close()
+        self.assertTrue(closed)
+        self.assertLess(time.monotonic() - t0, 4.0)
+
     def test_headers_too_large(self):
         s = self.start_sluice(route(upstream_port=self.mock.port),
                               server="max_header_size = 1k")
