@@ -9,8 +9,8 @@
  *
  * Ownership: the proxy's request list holds every live request; a request
  * owns its parsed message, its timer and its upstream call; its headers are
- * translated for the upstream only while they are written. It borrows its connection (NULL once the client has
- * gone) and its route.
+ * translated for the upstream only while they are written. It borrows its
+ * connection (NULL once the client has gone) and its route.
  */
 #ifndef SL_REQUEST_H
 #define SL_REQUEST_H
