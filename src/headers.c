@@ -373,8 +373,32 @@ static int emit_joined(const struct evkeyvalq *in, enum role r, bool seen, const
     return rc;
 }
 
-static bool dropped_upstream_bound(enum role r, const struct sl_forward_info *fi)
+/* What one direction drops besides always_dropped(); ctx is the direction's setting. */
+typedef bool (*dropped_fn)(enum role r, const void *ctx);
+
+/* Every field of `in` the direction keeps, in order, to fn. */
+static int emit_kept(const struct evkeyvalq *in, const struct scan *sc, dropped_fn dropped,
+                     const void *ctx, sl_header_fn fn, void *arg)
 {
+    const struct evkeyval *h;
+    size_t i = 0;
+    int rc;
+
+    TAILQ_FOREACH(h, in, next) {
+        enum role r = role_at(sc, i++, h->key);
+
+        if (always_dropped(r, h->key, in, sc->named) || dropped(r, ctx))
+            continue;
+        if ((rc = fn(h->key, h->value, arg)) != SL_OK)
+            return rc;
+    }
+    return SL_OK;
+}
+
+static bool dropped_upstream_bound(enum role r, const void *ctx)
+{
+    const struct sl_forward_info *fi = ctx;
+
     switch (r) {
     case R_CONTENT_LENGTH:
     case R_EXPECT:
@@ -392,20 +416,12 @@ static bool dropped_upstream_bound(enum role r, const struct sl_forward_info *fi
 int sl_headers_each_to_upstream(const struct evkeyvalq *in, const struct sl_forward_info *fi,
                                 sl_header_fn fn, void *arg)
 {
-    const struct evkeyval *h;
     struct scan sc;
-    size_t i = 0;
     int rc;
 
     scan(in, &sc);
-    TAILQ_FOREACH(h, in, next) {
-        enum role r = role_at(&sc, i++, h->key);
-
-        if (always_dropped(r, h->key, in, sc.named) || dropped_upstream_bound(r, fi))
-            continue;
-        if ((rc = fn(h->key, h->value, arg)) != SL_OK)
-            return rc;
-    }
+    if ((rc = emit_kept(in, &sc, dropped_upstream_bound, fi, fn, arg)) != SL_OK)
+        return rc;
     rc = emit_joined(in, R_XFF, sc.xff, "X-Forwarded-For", fi->client_addr, fn, arg);
     if (rc != SL_OK)
         return rc;
@@ -427,29 +443,21 @@ int sl_headers_to_upstream(const struct evkeyvalq *in, struct evkeyvalq *out,
     return sl_headers_each_to_upstream(in, fi, add_to_list, out);
 }
 
-static bool dropped_client_bound(enum role r, const char *name, const struct evkeyvalq *in,
-                                 bool named, bool keep_length)
+/* ctx: the bool keep_length (HEAD and 304 answers keep Content-Length). */
+static bool dropped_client_bound(enum role r, const void *ctx)
 {
-    if (always_dropped(r, name, in, named) || r == R_VIA)
-        return true;
-    return !keep_length && r == R_CONTENT_LENGTH;
+    return r == R_VIA || (r == R_CONTENT_LENGTH && !*(const bool *)ctx);
 }
 
 int sl_headers_each_from_upstream(const struct evkeyvalq *in, bool keep_length, sl_header_fn fn,
                                   void *arg)
 {
-    const struct evkeyval *h;
     struct scan sc;
-    size_t i = 0;
     int rc;
 
     scan(in, &sc);
-    TAILQ_FOREACH(h, in, next) {
-        if (dropped_client_bound(role_at(&sc, i++, h->key), h->key, in, sc.named, keep_length))
-            continue;
-        if ((rc = fn(h->key, h->value, arg)) != SL_OK)
-            return rc;
-    }
+    if ((rc = emit_kept(in, &sc, dropped_client_bound, &keep_length, fn, arg)) != SL_OK)
+        return rc;
     /* Most answers carry no Via: then ours is the value, no join needed. */
     return emit_joined(in, R_VIA, sc.via, "Via", SLUICE_VIA, fn, arg);
 }
