@@ -57,7 +57,6 @@ struct sl_conn {
     struct bufferevent *bev;            /* owns the socket */
     struct event *rd;                   /* EV_READ | EV_PERSIST; in this allocation */
     struct evbuffer *in;                /* what was read and not parsed yet */
-    bool reading;                       /* rd is added */
     int64_t linger_until;               /* LINGERING: close then, whatever still arrives */
     enum conn_state state;
     struct sl_http_msg *msg;            /* head parsed, body being read; owned */
@@ -505,30 +504,17 @@ static void conn_reset_parser(struct sl_conn *c)
     c->head = false;
 }
 
-/* Watch the socket (idempotent: it normally stays watched, to see hang-ups). */
-static void conn_watch(struct sl_conn *c, const struct timeval *timeout)
-{
-    if (!c->reading && event_add(c->rd, timeout) == 0)
-        c->reading = true;
-}
-
-static void conn_unwatch(struct sl_conn *c)
-{
-    if (c->reading && event_del(c->rd) == 0)
-        c->reading = false;
-}
-
 /*
  * Idle from now: the read timeout starts over (event_add on the pending
  * persistent event re-arms it; a common timeout makes that O(1)). Left
  * running, a timeout cycle begun while the last request was served could
- * close the connection at once, just as the client reuses it.
+ * close the connection at once, just as the client reuses it. Returns 0, or
+ * -1 if the socket cannot be watched (the caller drops the connection).
  */
-static void conn_set_reading(struct sl_conn *c)
+static int conn_set_reading(struct sl_conn *c)
 {
     c->state = CONN_READING;
-    if (event_add(c->rd, c->fe->read_timeout) == 0)
-        c->reading = true;
+    return event_add(c->rd, c->fe->read_timeout);
 }
 
 static void frontend_check_idle(struct sl_frontend *fe)
@@ -596,7 +582,7 @@ static void conn_on_read(struct sl_conn *c)
     else if (c->state == CONN_READING)
         conn_parse(c);
     else if (evbuffer_get_length(c->in) >= FRONTEND_PIPELINE_MAX)
-        conn_unwatch(c); /* a pipelining flood; conn_set_reading() resumes */
+        event_del(c->rd); /* a pipelining flood; conn_set_reading() resumes */
 }
 
 /*
@@ -616,8 +602,10 @@ static void conn_linger(struct sl_conn *c)
     c->state = CONN_LINGERING;
     c->linger_until = sl_clock_now() + FRONTEND_LINGER_SEC * SL_USEC_PER_SEC;
     evbuffer_drain(c->in, evbuffer_get_length(c->in));
-    conn_unwatch(c);
-    conn_watch(c, &tv);
+    if (event_add(c->rd, &tv) != 0) { /* re-armed with the linger timeout */
+        conn_free(c);
+        return;
+    }
     bufferevent_disable(c->bev, EV_WRITE);
 }
 
@@ -632,7 +620,10 @@ static void conn_write_done(struct sl_conn *c)
         return;
     }
     conn_reset_parser(c);
-    conn_set_reading(c);
+    if (conn_set_reading(c) != 0) {
+        conn_free(c);
+        return;
+    }
     conn_parse(c);
 }
 
@@ -746,7 +737,10 @@ static void frontend_on_accept(struct evconnlistener *lev, evutil_socket_t fd,
     /* Input is drained as it is parsed: only pipelined bytes can pile up,
      * and conn_on_read() caps those. */
     conn_reset_parser(c);
-    conn_set_reading(c);
+    if (conn_set_reading(c) != 0) {
+        conn_free(c);
+        return;
+    }
     if (fe->n_conns >= fe->max_connections)
         sl_frontend_pause(fe, SL_PAUSE_CONNECTIONS);
 }
