@@ -392,22 +392,6 @@ static void json_headers(struct evbuffer *b, struct evkeyvalq *hs)
     evbuffer_add(b, "}", 1);
 }
 
-static const char *method_name(enum evhttp_cmd_type t)
-{
-    switch (t) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    case EVHTTP_REQ_TRACE: return "TRACE";
-    case EVHTTP_REQ_CONNECT: return "CONNECT";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-    }
-    return "UNKNOWN";
-}
-
 static void echo_body(struct evbuffer *b, struct evhttp_request *req, uint64_t n)
 {
     struct evkeyvalq *hs = evhttp_request_get_input_headers(req);
@@ -422,7 +406,7 @@ static void echo_body(struct evbuffer *b, struct evhttp_request *req, uint64_t n
     else
         evbuffer_add(b, "null", 4);
     evbuffer_add_printf(b, ",\"method\":\"%s\",\"uri\":",
-                        method_name(evhttp_request_get_command(req)));
+                        tool_method_name((int)evhttp_request_get_command(req)));
     json_str(b, evhttp_request_get_uri(req));
     evbuffer_add(b, ",\"headers\":", 11);
     json_headers(b, hs);
@@ -629,7 +613,7 @@ static void log_arrival(struct mock *m, struct evhttp_request *req, int64_t t, i
         s[i] = (seq[i] <= ' ' || seq[i] == 0x7f) ? '_' : seq[i];
     s[i] = '\0';
     fprintf(m->log, "%" PRId64 " %s %s %d %s\n", t, i ? s : "-",
-            method_name(evhttp_request_get_command(req)), status,
+            tool_method_name((int)evhttp_request_get_command(req)), status,
             evhttp_request_get_uri(req));
     fflush(m->log);
 }
@@ -862,7 +846,7 @@ static void control(struct mock *m, struct evhttp_request *req, const char *path
             continue;
         if (evhttp_request_get_command(req) != routes[i].method) {
             evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
-                              method_name(routes[i].method));
+                              tool_method_name((int)routes[i].method));
             send_error_json(req, 405, "method not allowed");
             return;
         }

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include <event2/event.h>
+#include <event2/http.h>
 
 int64_t tool_now_us(void)
 {
@@ -94,4 +95,20 @@ struct event_base *tool_new_base(void)
     base = event_base_new_with_config(cfg);
     event_config_free(cfg);
     return base;
+}
+
+const char *tool_method_name(int cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    case EVHTTP_REQ_TRACE: return "TRACE";
+    case EVHTTP_REQ_CONNECT: return "CONNECT";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    default: return "UNKNOWN";
+    }
 }

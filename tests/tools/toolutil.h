@@ -1,6 +1,7 @@
 /*
- * toolutil - the few helpers burst and mock_upstream share. Test-tool code
- * only: like the tools, it shares nothing with sluice.
+ * toolutil - the few helpers burst, mock_upstream and the upstream unit
+ * test's own HTTP server share. Test code only: like the tools, it shares
+ * nothing with sluice.
  */
 #ifndef SLUICE_TOOLUTIL_H
 #define SLUICE_TOOLUTIL_H
@@ -34,5 +35,9 @@ int64_t tool_raise_nofile(int64_t wanted);
 /* An event base with precise timers: the tools time in microseconds, so no
  * millisecond rounding. NULL on failure. */
 struct event_base *tool_new_base(void);
+
+/* "GET", "POST"... for evhttp's command type (an enum evhttp_cmd_type);
+ * "UNKNOWN" for any other. */
+const char *tool_method_name(int cmd);
 
 #endif

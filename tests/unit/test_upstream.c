@@ -35,6 +35,7 @@
 #include "http_fixture.h"
 #include "sluice.h"
 #include "upstream.h"
+#include "../tools/toolutil.h"
 
 #define MAX_RESULTS 64
 #define MAX_SLOW 8
@@ -110,26 +111,13 @@ static struct fx_result *call_once(const char *method, const char *target,
 
 /* ---- the evhttp server -------------------------------------------------- */
 
-static const char *method_name(enum evhttp_cmd_type cmd)
-{
-    switch (cmd) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-    default: return "OTHER";
-    }
-}
-
 static void record(struct evhttp_request *req)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
 
     F.received++;
-    snprintf(F.method, sizeof(F.method), "%s", method_name(evhttp_request_get_command(req)));
+    snprintf(F.method, sizeof(F.method), "%s",
+             tool_method_name((int)evhttp_request_get_command(req)));
     snprintf(F.uri, sizeof(F.uri), "%s", evhttp_request_get_uri(req));
     fx_copy_headers(evhttp_request_get_input_headers(req), &F.got_headers);
     evbuffer_drain(F.got_body, evbuffer_get_length(F.got_body));
