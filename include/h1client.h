@@ -8,7 +8,7 @@
  * memcpy's, keeps idle keep-alive connections per origin, and reuses their
  * bufferevents and parse buffers.
  *
- * Contract: the same as upstream.h's (request copied except the body, done
+ * Contract: backend.h's (request copied except the body, done
  * called once per call that was not cancelled, from the event loop and never
  * from inside sl_h1client_start(), resp valid only during the callback, which
  * may start new calls and cancel other calls). Names resolve through evdns,
@@ -25,21 +25,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "upstream.h"
+#include "backend.h"
 
 struct event_base;
 struct sl_h1client;
 struct sl_h1call;
-
-/*
- * Every call sl_upstream_start() hands out begins with this tag, so that
- * h1client calls can be returned as they are (no wrapper allocation) and
- * sl_upstream_cancel() can route them back here.
- */
-enum sl_call_path {
-    SL_CALL_CURL = 1,
-    SL_CALL_H1 = 2,
-};
 
 /*
  * Create a client on `base`; at most `max_idle` idle connections are kept,
@@ -72,5 +62,8 @@ size_t sl_h1client_active(const struct sl_h1client *c);
 
 /* Idle keep-alive connections in the pool. */
 size_t sl_h1client_idle(const struct sl_h1client *c);
+
+/* This client behind backend.h (freed with it). */
+struct sl_backend *sl_h1client_backend(struct sl_h1client *c);
 
 #endif

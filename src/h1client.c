@@ -79,13 +79,13 @@ struct h1_conn {
 };
 
 struct sl_h1call {
-    enum sl_call_path path;             /* SL_CALL_H1; must stay first (h1client.h) */
+    struct sl_backend_call base;        /* first: how upstream.c cancels it */
     TAILQ_ENTRY(sl_h1call) link;
     struct sl_h1client *c;
     struct h1_conn *conn;               /* NULL only when a failure is deferred */
     struct event *timer;                /* timeout, or the deferred failure; in this allocation */
     sl_upstream_done_fn done;
-    sl_upstream_sent_fn sent;           /* optional; see upstream.h */
+    sl_upstream_sent_fn sent;           /* optional; see backend.h */
     void *arg;
     int64_t started_us;
     int64_t timeout_us;
@@ -124,6 +124,7 @@ struct h1_dest {
 };
 
 struct sl_h1client {
+    struct sl_backend backend;          /* first: this client behind backend.h */
     struct event_base *base;
     struct h1_dest last;                /* the last authority seen: routes reuse theirs */
     struct evbuffer *spare[H1_SPARE_BODIES]; /* empty answer buffers, see body_get() */
@@ -140,6 +141,7 @@ struct sl_h1client {
     const struct timeval *common_tv;
 };
 
+static const struct sl_backend_ops h1client_ops;
 static void conn_free(struct h1_conn *conn);
 static void fail(struct sl_h1call *call, enum sl_upstream_error e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -411,7 +413,7 @@ static struct sl_h1call *call_new(struct sl_h1client *c, const struct sl_upstrea
     struct sl_h1call *call = sl_zalloc(timer_at + event_get_struct_event_size());
     if (call == NULL)
         return NULL;
-    call->path = SL_CALL_H1;
+    call->base.ops = &h1client_ops;
     call->c = c;
     w = (struct writer){call->head, 0};
     write_head(&w, req, u, host, d->host_value_len, len);
@@ -1011,6 +1013,7 @@ struct sl_h1client *sl_h1client_new(struct event_base *base, unsigned max_idle)
     struct sl_h1client *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
+    c->backend.ops = &h1client_ops;
     c->base = base;
     c->max_idle = max_idle;
     TAILQ_INIT(&c->idle);
@@ -1120,4 +1123,48 @@ size_t sl_h1client_active(const struct sl_h1client *c)
 size_t sl_h1client_idle(const struct sl_h1client *c)
 {
     return c != NULL ? c->n_idle : 0;
+}
+
+/* ---- behind backend.h --------------------------------------------------- */
+
+static bool ops_handles(struct sl_backend *b, const char *url)
+{
+    return sl_h1client_handles((struct sl_h1client *)(void *)b, url);
+}
+
+static struct sl_backend_call *ops_start(struct sl_backend *b, const struct sl_upstream_request *req,
+                                         sl_upstream_done_fn done, void *arg)
+{
+    struct sl_h1call *call = sl_h1client_start((struct sl_h1client *)(void *)b, req, done, arg);
+
+    return call != NULL ? &call->base : NULL;
+}
+
+static void ops_cancel(struct sl_backend_call *call)
+{
+    sl_h1client_cancel((struct sl_h1call *)(void *)call);
+}
+
+static size_t ops_active(const struct sl_backend *b)
+{
+    return sl_h1client_active((const struct sl_h1client *)(const void *)b);
+}
+
+static void ops_free(struct sl_backend *b)
+{
+    sl_h1client_free((struct sl_h1client *)(void *)b);
+}
+
+static const struct sl_backend_ops h1client_ops = {
+    .name = "h1client",
+    .handles = ops_handles,
+    .start = ops_start,
+    .cancel = ops_cancel,
+    .active = ops_active,
+    .free = ops_free,
+};
+
+struct sl_backend *sl_h1client_backend(struct sl_h1client *c)
+{
+    return c != NULL ? &c->backend : NULL;
 }

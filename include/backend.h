@@ -1,0 +1,100 @@
+/*
+ * backend.h - what an upstream backend is: the contract every way of
+ * making an HTTP call to an upstream keeps (h1client.h for http://,
+ * curlclient.h for https:// and the rest), and the small table of functions
+ * through which upstream.h drives them without knowing which one it holds.
+ *
+ * The contract: a request is copied at start except its body, which the
+ * caller keeps alive until the call completes or is cancelled; `done` runs
+ * once per call that was not cancelled, from the event loop and never from
+ * inside start; `resp` is valid only during that callback, which may start
+ * new calls and cancel other calls (cancelling its own is a no-op), but must
+ * not free the backend.
+ *
+ * Ownership: a backend owns every call it handed out and everything they
+ * hold; `free` aborts them (their callbacks are not called).
+ */
+#ifndef SL_BACKEND_H
+#define SL_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/keyvalq_struct.h>
+
+#include "headers.h"
+
+struct evbuffer;
+
+enum sl_upstream_error {
+    SL_UPSTREAM_OK = 0,      /* a complete HTTP response was received */
+    SL_UPSTREAM_CONNECT,     /* DNS, connect or TLS failure: nothing was sent */
+    SL_UPSTREAM_TIMEOUT,     /* no complete response within the timeout */
+    SL_UPSTREAM_PROTOCOL,    /* the upstream sent something that is not HTTP, or reset */
+};
+
+/*
+ * Optional: the request head has just been handed to the kernel (with the
+ * done callback's arg). For a new connection that is after the connect, so
+ * the caller can date its dispatch by when the request really left. May run
+ * inside start, and again after a transparent keep-alive retry. Only the
+ * http:// client reports it.
+ */
+typedef void (*sl_upstream_sent_fn)(void *arg);
+
+struct sl_upstream_request {
+    const char *method;                /* "GET", "POST", ... */
+    const char *url;                   /* absolute URL */
+    const struct evkeyvalq *headers;   /* already translated (headers.h) */
+    const void *body;                  /* borrowed until done/cancel; may be NULL */
+    size_t body_len;
+    int64_t timeout_us;                /* connect + response; <= 0: no limit */
+    /* Non-NULL: `headers` are the client's, translated while they are
+     * written (sl_headers_each_to_upstream: no copy per request); NULL:
+     * `headers` are sent as given. Borrowed during start. */
+    const struct sl_forward_info *forward;
+    sl_upstream_sent_fn sent;          /* optional, see above */
+};
+
+struct sl_upstream_response {
+    enum sl_upstream_error error;
+    char detail[256];                  /* a short human message when error != OK */
+    int status;                        /* final status (1xx skipped); 0 on error */
+    struct evkeyvalq headers;          /* final response's fields as received */
+    struct evbuffer *body;             /* the callback may drain it */
+    int64_t duration_us;               /* start to completion */
+};
+
+/* Called once per call that was not cancelled (see the contract above). */
+typedef void (*sl_upstream_done_fn)(struct sl_upstream_response *resp, void *arg);
+
+struct sl_backend;
+struct sl_backend_call;
+
+struct sl_backend_ops {
+    const char *name;
+    /* Does this backend take `url`? Cheap enough to ask per call. */
+    bool (*handles)(struct sl_backend *b, const char *url);
+    /* Start a call; NULL on failure (nothing started, done never called). */
+    struct sl_backend_call *(*start)(struct sl_backend *b, const struct sl_upstream_request *req,
+                                     sl_upstream_done_fn done, void *arg);
+    /* Abort a call under way; its callback is not called. */
+    void (*cancel)(struct sl_backend_call *call);
+    /* Calls under way. */
+    size_t (*active)(const struct sl_backend *b);
+    /* Abort every call and free the backend. */
+    void (*free)(struct sl_backend *b);
+};
+
+/* The first member of every backend... */
+struct sl_backend {
+    const struct sl_backend_ops *ops;
+};
+
+/* ...and of every call it hands out, so a call finds its way back. */
+struct sl_backend_call {
+    const struct sl_backend_ops *ops;
+};
+
+#endif

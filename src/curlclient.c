@@ -1,0 +1,697 @@
+/*
+ * curlclient.c - upstream calls through one libcurl multi handle on the
+ * event loop: https://, and http:// where the native client does not take
+ * a URL (or is switched off for a comparison).
+ *
+ * The hiperfifo pattern: curl tells us which sockets to watch (socket
+ * callback, one libevent event per socket stored with curl_multi_assign) and
+ * when to wake it up (timer callback, one evtimer). Our event callbacks call
+ * curl_multi_socket_action and then drain curl_multi_info_read, which is the
+ * only place completions are reported from: never from inside a curl
+ * callback, so a done callback may start or cancel other calls.
+ */
+#include "curlclient.h"
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+
+#include <curl/curl.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "clock.h"
+#include "http1.h"
+#include "log.h"
+#include "sluice.h"
+
+static const struct sl_backend_ops curlclient_ops;
+
+/* Easy handles kept for reuse; a handle is cheap, this only saves churn. */
+#define SPARE_MAX 16
+
+/* One socket curl asked us to watch. */
+struct upstream_sock {
+    TAILQ_ENTRY(upstream_sock) link;
+    struct sl_curlclient *u;
+    curl_socket_t fd;
+    struct event *ev;
+};
+
+/* One transfer; `base` first, so that backend.h's cancel finds it. */
+struct curl_call {
+    struct sl_backend_call base;
+    TAILQ_ENTRY(curl_call) link;
+    struct sl_curlclient *u;
+    CURL *easy;
+    struct curl_slist *hdrs;
+    sl_upstream_done_fn done;
+    void *arg;
+    int64_t started_us;
+    bool body_started;  /* header lines after this are trailers: ignored */
+    bool finishing;     /* unlinked, its callback runs: cancel is a no-op */
+    char errbuf[CURL_ERROR_SIZE];
+    struct sl_upstream_response resp;
+};
+
+struct sl_curlclient {
+    struct sl_backend backend;  /* first: this client behind backend.h */
+    struct event_base *base;
+    CURLM *multi;
+    struct event *timer;
+    TAILQ_HEAD(, curl_call) calls;
+    TAILQ_HEAD(, upstream_sock) socks;
+    size_t active;
+    CURL *spare[SPARE_MAX];
+    size_t nspare;
+};
+
+static bool curl_ready;
+
+/* ---- event loop side ---------------------------------------------------- */
+
+static void finish(struct curl_call *call, CURLcode code);
+
+/* Report every finished transfer. Runs only from our own event callbacks. */
+static void drain_done(struct sl_curlclient *u)
+{
+    CURLMsg *msg;
+    int left;
+
+    while ((msg = curl_multi_info_read(u->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        char *priv = NULL;
+        (void)curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+        if (priv != NULL)
+            finish((struct curl_call *)(void *)priv, msg->data.result);
+    }
+}
+
+static void upstream_on_socket(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_curlclient *u = arg;
+    int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
+                 ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int running;
+
+    (void)curl_multi_socket_action(u->multi, fd, action, &running);
+    drain_done(u);
+}
+
+static void upstream_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_curlclient *u = arg;
+    int running;
+
+    (void)fd;
+    (void)what;
+    (void)curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    drain_done(u);
+}
+
+static void sock_free(struct sl_curlclient *u, struct upstream_sock *s)
+{
+    TAILQ_REMOVE(&u->socks, s, link);
+    event_free(s->ev);
+    free(s);
+}
+
+static struct upstream_sock *sock_new(struct sl_curlclient *u, curl_socket_t fd)
+{
+    struct upstream_sock *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    /* Placeholder flags; sock_watch assigns the real ones before adding. */
+    s->ev = event_new(u->base, fd, EV_READ, upstream_on_socket, u);
+    if (s->ev == NULL) {
+        free(s);
+        return NULL;
+    }
+    s->u = u;
+    s->fd = fd;
+    TAILQ_INSERT_TAIL(&u->socks, s, link);
+    return s;
+}
+
+static int sock_watch(struct sl_curlclient *u, struct upstream_sock *s, int what)
+{
+    short flags = EV_PERSIST;
+
+    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+        flags |= EV_READ;
+    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+        flags |= EV_WRITE;
+    (void)event_del(s->ev);
+    if (event_assign(s->ev, u->base, s->fd, flags, upstream_on_socket, u) != 0 ||
+        event_priority_set(s->ev, 0) != 0)
+        return -1;
+    return event_add(s->ev, NULL);
+}
+
+/* CURLMOPT_SOCKETFUNCTION. Returning -1 makes curl fail the transfer. */
+static int curl_on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    struct sl_curlclient *u = userp;
+    struct upstream_sock *s = socketp;
+
+    (void)easy;
+    if (what == CURL_POLL_REMOVE) {
+        if (s != NULL)
+            sock_free(u, s);
+        return 0;
+    }
+    if (s == NULL) {
+        s = sock_new(u, fd);
+        if (s == NULL)
+            return -1;
+        if (curl_multi_assign(u->multi, fd, s) != CURLM_OK) {
+            sock_free(u, s);
+            return -1;
+        }
+    }
+    return sock_watch(u, s, what) == 0 ? 0 : -1;
+}
+
+/* CURLMOPT_TIMERFUNCTION. A 0 timeout fires from the loop, never from here. */
+static int curl_on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct sl_curlclient *u = userp;
+
+    (void)multi;
+    if (timeout_ms < 0)
+        return evtimer_del(u->timer) == 0 ? 0 : -1;
+
+    struct timeval tv = {
+        .tv_sec = timeout_ms / 1000,
+        .tv_usec = (timeout_ms % 1000) * 1000,
+    };
+    return evtimer_add(u->timer, &tv) == 0 ? 0 : -1;
+}
+
+/* ---- construction ------------------------------------------------------- */
+
+static int global_init(void)
+{
+    if (curl_ready)
+        return SL_OK;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return SL_ERR;
+    curl_ready = true;
+
+    const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
+    if (!(info->features & CURL_VERSION_ASYNCHDNS))
+        sl_log_warn("libcurl resolves names synchronously; DNS lookups will block the loop",
+                    "curl=%s", info->version);
+    return SL_OK;
+}
+
+static int multi_setup(struct sl_curlclient *u, unsigned max_connections)
+{
+    CURLMcode rc = CURLM_OK;
+
+    rc |= curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, curl_on_socket);
+    rc |= curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
+    rc |= curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, curl_on_timer);
+    rc |= curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
+    /* The cache size only; per-host and total connection caps stay unlimited
+     * (the defaults) so curl never queues a transfer behind our dispatcher. */
+    rc |= curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, (long)max_connections);
+    rc |= curl_multi_setopt(u->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    return rc == CURLM_OK ? SL_OK : SL_ERR;
+}
+
+struct sl_curlclient *sl_curlclient_new(struct event_base *base, unsigned max_connections)
+{
+    if (base == NULL || global_init() != SL_OK)
+        return NULL;
+
+    struct sl_curlclient *u = calloc(1, sizeof(*u));
+    if (u == NULL)
+        return NULL;
+    u->base = base;
+    TAILQ_INIT(&u->calls);
+    TAILQ_INIT(&u->socks);
+    u->timer = evtimer_new(base, upstream_on_timer, u);
+    if (u->timer == NULL || event_priority_set(u->timer, 0) != 0)
+        goto fail;
+    u->multi = curl_multi_init();
+    if (u->multi == NULL || multi_setup(u, max_connections) != SL_OK)
+        goto fail;
+    u->backend.ops = &curlclient_ops;
+    return u;
+
+fail:
+    if (u->multi != NULL)
+        curl_multi_cleanup(u->multi);
+    if (u->timer != NULL)
+        event_free(u->timer);
+    free(u);
+    return NULL;
+}
+
+/* ---- calls -------------------------------------------------------------- */
+
+static CURL *easy_get(struct sl_curlclient *u)
+{
+    if (u->nspare > 0)
+        return u->spare[--u->nspare];
+    return curl_easy_init();
+}
+
+static void easy_put(struct sl_curlclient *u, CURL *easy)
+{
+    if (u->nspare < SPARE_MAX) {
+        curl_easy_reset(easy);
+        u->spare[u->nspare++] = easy;
+    } else {
+        curl_easy_cleanup(easy);
+    }
+}
+
+/* The call must already be out of the multi handle and off the list. */
+static void call_free(struct curl_call *call)
+{
+    if (call->easy != NULL)
+        easy_put(call->u, call->easy);
+    curl_slist_free_all(call->hdrs);
+    sl_headers_clear(&call->resp.headers);
+    if (call->resp.body != NULL)
+        evbuffer_free(call->resp.body);
+    free(call);
+}
+
+static void trim(const char **start, const char **end)
+{
+    while (*start < *end && (**start == ' ' || **start == '\t'))
+        (*start)++;
+    while (*end > *start && ((*end)[-1] == ' ' || (*end)[-1] == '\t' ||
+                             (*end)[-1] == '\r' || (*end)[-1] == '\n'))
+        (*end)--;
+}
+
+/*
+ * An obsolete folded line continues the previous field: join it with one
+ * space (RFC 9112 5.2). The joined field replaces the last one (an entry
+ * holds its strings, so it cannot grow in place).
+ */
+static int header_unfold(struct evkeyvalq *hdrs, const char *start, const char *end)
+{
+    struct evkeyval *last = TAILQ_LAST(hdrs, evkeyvalq);
+    if (last == NULL)
+        return SL_OK;
+    size_t old = strlen(last->value);
+    size_t add = (size_t)(end - start);
+    char *value = malloc(old + add + 2);
+    if (value == NULL)
+        return SL_ENOMEM;
+    memcpy(value, last->value, old);
+    value[old] = ' ';
+    memcpy(value + old + 1, start, add);
+    value[old + 1 + add] = '\0';
+    int rc = sl_headers_add(hdrs, last->key, value);
+    free(value);
+    if (rc == SL_OK)
+        sl_headers_remove(hdrs, last);
+    return rc;
+}
+
+/* Add "Name: value" from one raw header line (no NUL, ends in CRLF). */
+static int header_add(struct evkeyvalq *hdrs, const char *line, size_t len)
+{
+    const char *end = line + len;
+    const char *colon = memchr(line, ':', len);
+
+    if (line[0] == ' ' || line[0] == '\t') {
+        const char *start = line;
+        trim(&start, &end);
+        return header_unfold(hdrs, start, end);
+    }
+    if (colon == NULL || colon == line)
+        return SL_OK; /* the blank line ending the block, or junk curl let by */
+
+    const char *name_end = colon;
+    const char *value = colon + 1;
+    trim(&line, &name_end);
+    trim(&value, &end);
+
+    char *name = strndup(line, (size_t)(name_end - line));
+    char *val = strndup(value, (size_t)(end - value));
+    int rc = SL_ENOMEM;
+    if (name != NULL && val != NULL)
+        rc = sl_headers_add(hdrs, name, val);
+    free(name);
+    free(val);
+    return rc;
+}
+
+/* CURLOPT_HEADERFUNCTION: every header line of every response, one at a time. */
+static size_t curl_on_header(char *buf, size_t size, size_t n, void *arg)
+{
+    struct curl_call *call = arg;
+    size_t len = size * n;
+
+    if (call->body_started || len == 0)
+        return len;
+    if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
+        /* A new status line: a 1xx or a redirect before it no longer counts. */
+        sl_headers_clear(&call->resp.headers);
+        return len;
+    }
+    /* SL_ERR: a value evhttp refuses (a bare CR); dropping it is safer. */
+    return header_add(&call->resp.headers, buf, len) == SL_ENOMEM ? 0 : len;
+}
+
+/* CURLOPT_WRITEFUNCTION: body bytes as received (no decoding). */
+static size_t curl_on_body(char *buf, size_t size, size_t n, void *arg)
+{
+    struct curl_call *call = arg;
+    size_t len = size * n;
+
+    call->body_started = true;
+    return evbuffer_add(call->resp.body, buf, len) == 0 ? len : 0;
+}
+
+static bool has_header(const struct evkeyvalq *hdrs, const char *name)
+{
+    const struct evkeyval *h;
+
+    TAILQ_FOREACH(h, hdrs, next)
+        if (strcasecmp(h->key, name) == 0)
+            return true;
+    return false;
+}
+
+static int slist_add(struct curl_slist **list, const char *line)
+{
+    struct curl_slist *next = curl_slist_append(*list, line);
+    if (next == NULL)
+        return SL_ENOMEM;
+    *list = next;
+    return SL_OK;
+}
+
+/* "Name: value", or "Name;" which is curl's spelling of an empty value. */
+static int slist_add_field(struct curl_slist **list, const char *name, const char *value)
+{
+    size_t len = strlen(name) + strlen(value) + 3;
+    char *line = malloc(len);
+    if (line == NULL)
+        return SL_ENOMEM;
+    if (value[0] == '\0')
+        snprintf(line, len, "%s;", name);
+    else
+        snprintf(line, len, "%s: %s", name, value);
+    int rc = slist_add(list, line);
+    free(line);
+    return rc;
+}
+
+/*
+ * The client's fields exactly; "Name:" removes a field curl would add on its
+ * own (Accept, Content-Type for bodies, Expect: 100-continue).
+ */
+static int slist_visit(const char *name, const char *value, void *arg)
+{
+    return slist_add_field(arg, name, value);
+}
+
+static int build_headers(const struct evkeyvalq *in, const struct sl_forward_info *fwd,
+                         bool with_body, struct curl_slist **list)
+{
+    const struct evkeyval *h;
+
+    if (in != NULL && fwd != NULL) {
+        if (sl_headers_each_to_upstream(in, fwd, slist_visit, list) != SL_OK)
+            return SL_ENOMEM;
+    } else if (in != NULL) {
+        TAILQ_FOREACH(h, in, next)
+            if (slist_add_field(list, h->key, h->value) != SL_OK)
+                return SL_ENOMEM;
+    }
+    if (slist_add(list, "Expect:") != SL_OK)
+        return SL_ENOMEM;
+    if ((in == NULL || !has_header(in, "Accept")) && slist_add(list, "Accept:") != SL_OK)
+        return SL_ENOMEM;
+    if (with_body && (in == NULL || !has_header(in, "Content-Type")) &&
+        slist_add(list, "Content-Type:") != SL_OK)
+        return SL_ENOMEM;
+    return SL_OK;
+}
+
+static bool method_has_body(const char *method)
+{
+    return strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+           strcmp(method, "PATCH") == 0;
+}
+
+static int set_common(struct curl_call *call, const struct sl_upstream_request *req)
+{
+    CURL *e = call->easy;
+    CURLcode rc = CURLE_OK;
+    long timeout_ms = 0; /* curl: no limit */
+
+    if (req->timeout_us > 0) {
+        int64_t ms = (req->timeout_us + SL_USEC_PER_MSEC - 1) / SL_USEC_PER_MSEC;
+        timeout_ms = ms > LONG_MAX ? LONG_MAX : (long)ms;
+    }
+    rc |= curl_easy_setopt(e, CURLOPT_URL, req->url);
+    rc |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+    rc |= curl_easy_setopt(e, CURLOPT_PRIVATE, call);
+    rc |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);
+    rc |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    rc |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+    rc |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+    rc |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, curl_on_header);
+    rc |= curl_easy_setopt(e, CURLOPT_HEADERDATA, call);
+    rc |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, curl_on_body);
+    rc |= curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
+    rc |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    rc |= curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+    rc |= curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    rc |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    rc |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    rc |= curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    /* The upstream is the configured one: no proxy from the environment. */
+    rc |= curl_easy_setopt(e, CURLOPT_PROXY, "");
+    return rc == CURLE_OK ? SL_OK : SL_ERR;
+}
+
+static int set_request(struct curl_call *call, const struct sl_upstream_request *req)
+{
+    CURL *e = call->easy;
+    CURLcode rc = CURLE_OK;
+    bool with_body = req->body_len > 0 || method_has_body(req->method);
+
+    if (set_common(call, req) != SL_OK)
+        return SL_ERR;
+    if (strcmp(req->method, "HEAD") == 0)
+        rc |= curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    if (with_body) {
+        rc |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+        rc |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body != NULL ? req->body : "");
+    }
+    if (build_headers(req->headers, req->forward, with_body, &call->hdrs) != SL_OK)
+        return SL_ENOMEM;
+    rc |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, call->hdrs);
+    return rc == CURLE_OK ? SL_OK : SL_ERR;
+}
+
+struct sl_backend_call *sl_curlclient_start(struct sl_curlclient *u,
+                                            const struct sl_upstream_request *req,
+                                            sl_upstream_done_fn done, void *arg)
+{
+    if (u == NULL || req == NULL || req->method == NULL || req->url == NULL || done == NULL)
+        return NULL;
+
+    struct curl_call *call = calloc(1, sizeof(*call));
+    if (call == NULL)
+        return NULL;
+    call->base.ops = &curlclient_ops;
+    call->u = u;
+    call->done = done;
+    call->arg = arg;
+    TAILQ_INIT(&call->resp.headers);
+    call->resp.body = evbuffer_new();
+    call->easy = easy_get(u);
+    if (call->resp.body == NULL || call->easy == NULL)
+        goto fail;
+    if (set_request(call, req) != SL_OK)
+        goto fail;
+    call->started_us = sl_clock_now();
+    if (curl_multi_add_handle(u->multi, call->easy) != CURLM_OK)
+        goto fail;
+    TAILQ_INSERT_TAIL(&u->calls, call, link);
+    u->active++;
+    return &call->base;
+
+fail:
+    call_free(call);
+    return NULL;
+}
+
+static void unlink_call(struct curl_call *call)
+{
+    struct sl_curlclient *u = call->u;
+
+    (void)curl_multi_remove_handle(u->multi, call->easy);
+    TAILQ_REMOVE(&u->calls, call, link);
+    u->active--;
+}
+
+void sl_curlclient_cancel(struct sl_backend_call *c)
+{
+    struct curl_call *call = (struct curl_call *)(void *)c;
+
+    if (call == NULL || call->finishing)
+        return;
+    unlink_call(call);
+    call_free(call);
+}
+
+/* ---- completion --------------------------------------------------------- */
+
+static bool is_connect_error(CURLcode code)
+{
+    switch (code) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CLIENTCERT:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_USE_SSL_FAILED:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* A timeout before the connection was up means nothing reached the upstream. */
+static bool timed_out_connecting(CURL *easy)
+{
+    curl_off_t connect_us = 0, sent = 0;
+    long request_size = 0;
+
+    (void)curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+    (void)curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &request_size);
+    (void)curl_easy_getinfo(easy, CURLINFO_SIZE_UPLOAD_T, &sent);
+    return connect_us == 0 && request_size == 0 && sent == 0;
+}
+
+static enum sl_upstream_error map_error(CURL *easy, CURLcode code)
+{
+    if (code == CURLE_OK)
+        return SL_UPSTREAM_OK;
+    if (is_connect_error(code))
+        return SL_UPSTREAM_CONNECT;
+    if (code == CURLE_OPERATION_TIMEDOUT)
+        return timed_out_connecting(easy) ? SL_UPSTREAM_CONNECT : SL_UPSTREAM_TIMEOUT;
+    return SL_UPSTREAM_PROTOCOL;
+}
+
+static void fill_response(struct curl_call *call, CURLcode code)
+{
+    struct sl_upstream_response *resp = &call->resp;
+    long status = 0;
+
+    resp->error = map_error(call->easy, code);
+    resp->duration_us = sl_clock_now() - call->started_us;
+    if (resp->error == SL_UPSTREAM_OK) {
+        (void)curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
+        resp->status = (int)status;
+        return;
+    }
+    resp->status = 0;
+    snprintf(resp->detail, sizeof(resp->detail), "%s",
+             call->errbuf[0] != '\0' ? call->errbuf : curl_easy_strerror(code));
+}
+
+static void finish(struct curl_call *call, CURLcode code)
+{
+    fill_response(call, code);
+    unlink_call(call);
+    call->finishing = true;
+    call->done(&call->resp, call->arg);
+    call_free(call);
+}
+
+/* ---- teardown and helpers ----------------------------------------------- */
+
+void sl_curlclient_free(struct sl_curlclient *u)
+{
+    struct curl_call *call;
+    struct upstream_sock *s;
+
+    if (u == NULL)
+        return;
+    while ((call = TAILQ_FIRST(&u->calls)) != NULL)
+        sl_curlclient_cancel(&call->base);
+    while (u->nspare > 0)
+        curl_easy_cleanup(u->spare[--u->nspare]);
+    curl_multi_cleanup(u->multi);
+    /* curl 7.88 reports CURL_POLL_REMOVE for every socket it closes here, but
+     * nothing in its contract promises that: free whatever is left. */
+    while ((s = TAILQ_FIRST(&u->socks)) != NULL)
+        sock_free(u, s);
+    event_free(u->timer);
+    free(u);
+}
+
+size_t sl_curlclient_active(const struct sl_curlclient *u)
+{
+    return u != NULL ? u->active : 0;
+}
+
+/* ---- behind backend.h --------------------------------------------------- */
+
+static bool ops_handles(struct sl_backend *b, const char *url)
+{
+    (void)b;
+    /* curl takes whatever the native client does not: it decides at start. */
+    return url != NULL;
+}
+
+static struct sl_backend_call *ops_start(struct sl_backend *b, const struct sl_upstream_request *req,
+                                         sl_upstream_done_fn done, void *arg)
+{
+    return sl_curlclient_start((struct sl_curlclient *)(void *)b, req, done, arg);
+}
+
+static size_t ops_active(const struct sl_backend *b)
+{
+    return sl_curlclient_active((const struct sl_curlclient *)(const void *)b);
+}
+
+static void ops_free(struct sl_backend *b)
+{
+    sl_curlclient_free((struct sl_curlclient *)(void *)b);
+}
+
+static const struct sl_backend_ops curlclient_ops = {
+    .name = "curl",
+    .handles = ops_handles,
+    .start = ops_start,
+    .cancel = sl_curlclient_cancel,
+    .active = ops_active,
+    .free = ops_free,
+};
+
+struct sl_backend *sl_curlclient_backend(struct sl_curlclient *u)
+{
+    return u != NULL ? &u->backend : NULL;
+}
