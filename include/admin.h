@@ -3,20 +3,48 @@
  *
  * Served by libevent's evhttp on its own address: the admin side sees a
  * handful of requests from trusted scrapers, so evhttp's limits (see
- * frontend.h) do not matter here. Handlers only read counters; they never
- * block the loop. With admin_token set, every request needs
- * "Authorization: Bearer TOKEN" (401 otherwise).
+ * frontend.h) do not matter here. Handlers only read; they never block the
+ * loop. What they read comes from the instance through one callback that
+ * fills a struct sl_admin_view per request, so the admin knows nothing of
+ * the instance's own structure. With a token in the view, every request
+ * needs "Authorization: Bearer TOKEN" (401 otherwise).
  *
- * Ownership: the admin owns its evhttp; it borrows the proxy.
+ * Ownership: the admin owns its evhttp. A view borrows everything it points
+ * at for the duration of one request's handler.
  */
 #ifndef SL_ADMIN_H
 #define SL_ADMIN_H
 
-struct sl_proxy;
-struct sl_admin;
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
-/* Listen on p->cfg->admin_listen. NULL (logged) if it cannot. */
-struct sl_admin *sl_admin_new(struct sl_proxy *p);
+struct event_base;
+struct sl_admin;
+struct sl_queue_totals;
+struct sl_route;
+struct sl_route_stats;
+
+/* What the instance shows, as of now. */
+struct sl_admin_view {
+    const char *token;                   /* "" = no token needed */
+    struct sl_route *const *routes;      /* in config order */
+    size_t n_routes;
+    struct sl_route *const *retired;     /* removed by a reload, calls still under way */
+    size_t n_retired;
+    const struct sl_route_stats *unrouted;
+    const struct sl_queue_totals *totals;
+    size_t connections;
+    bool draining;
+    uint64_t reloads;
+    double start_time;                   /* wall clock seconds */
+};
+
+typedef void (*sl_admin_view_fn)(struct sl_admin_view *view, void *arg);
+
+/* Listen on `addr` ("host:port"). NULL (logged) if it cannot. */
+struct sl_admin *sl_admin_new(struct event_base *base, const char *addr, sl_admin_view_fn view,
+                              void *arg);
 
 void sl_admin_free(struct sl_admin *a);
 

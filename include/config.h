@@ -116,6 +116,14 @@ int sl_config_parse_size(const char *s, size_t *out);
 /* "10/s", "0.5/s", "5000/h", "100000/d". 0 on success, -1 if bad. */
 int sl_config_parse_limit(const char *s, struct sl_limit *out);
 
+/*
+ * Keys the option table marks as needing a restart (listen, admin_listen,
+ * [redis] url...) keep their values from `old`; `changed` (may be NULL) is
+ * told the name of each one whose value differed.
+ */
+void sl_config_keep_restart_keys(struct sl_config *cfg, const struct sl_config *old,
+                                 void (*changed)(const char *key, void *arg), void *arg);
+
 /* Index of the route named `name`, or -1. */
 int sl_config_find_route(const struct sl_config *cfg, const char *name);
 

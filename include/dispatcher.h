@@ -1,13 +1,21 @@
 /*
  * dispatcher.h - releases parked requests to the upstream, per route, no
- * faster than the limiter and max_in_flight allow.
+ * faster than the limiter, the route's pause and max_in_flight allow.
+ *
+ * The dispatcher decides; the owner of the parked things acts. It knows
+ * queue items, never what contains them: when the head may go, it pops it,
+ * takes the limiter's token, counts the call in flight and hands the item to
+ * ops->dispatch; when the head's deadline has passed, it hands it to
+ * ops->expire, which must take it out of the queue (no token is used).
  *
  * One timer per route, armed for the exact next eligible instant (never
- * polling). sl_dispatcher_kick() re-evaluates a route now; it is safe to
- * call from anywhere, including from inside a dispatch (it then just asks
- * the running dispatch to go round once more).
+ * polling). sl_dispatcher_kick() re-evaluates a route now; it may be called
+ * from anywhere, also from inside ops->dispatch or ops->expire (the running
+ * pass of that route then goes round once more). After DISPATCH_BATCH
+ * dispatches a pass yields to the loop and continues from a zero timer.
  *
- * Ownership: the dispatcher creates and frees each route's timer.
+ * Ownership: the dispatcher creates and frees each route's timer
+ * (route->sched), and builds and frees whole route tables with timers.
  */
 #ifndef SL_DISPATCHER_H
 #define SL_DISPATCHER_H
@@ -15,17 +23,46 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "route.h"
+
 struct event_base;
-struct sl_route;
+struct sl_config;
+struct sl_queue_item;
+struct sl_queue_totals;
 
-/* Create the route's timer. Returns SL_OK or SL_ENOMEM. */
-int sl_dispatcher_attach(struct sl_route *r, struct event_base *base);
+struct sl_dispatch_ops {
+    /* Popped, token taken, counted in flight: send it (may finish it at once). */
+    void (*dispatch)(struct sl_route *route, struct sl_queue_item *item, int64_t now, void *arg);
+    /* Still parked at the head and past its deadline: take it out of the queue. */
+    void (*expire)(struct sl_route *route, struct sl_queue_item *item, void *arg);
+};
 
-/* Free the route's timer. */
+/* Dispatches per pass before yielding to the loop (fairness between routes). */
+#define SL_DISPATCH_BATCH 256
+
+/* Create the route's timer at dispatch priority. Returns SL_OK, SL_ERR or SL_ENOMEM. */
+int sl_dispatcher_attach(struct sl_route *r, struct event_base *base,
+                         const struct sl_dispatch_ops *ops, void *arg);
+
+/* Free the route's timer: nothing more is dispatched from it. */
 void sl_dispatcher_detach(struct sl_route *r);
+
+/*
+ * Build a route table from cfg (every queue sharing `totals`) with a timer
+ * per route. Returns SL_OK, or SL_ERR/SL_ENOMEM with nothing built.
+ */
+int sl_dispatcher_table_init(struct sl_route_table *t, const struct sl_config *cfg,
+                             struct sl_queue_totals *totals, struct event_base *base,
+                             const struct sl_dispatch_ops *ops, void *arg);
+
+/* Detach every route of the table and free it. */
+void sl_dispatcher_table_fini(struct sl_route_table *t);
 
 /* Dispatch what the route may dispatch now; arm its timer for the rest. */
 void sl_dispatcher_kick(struct sl_route *r);
+
+/* Stop for good: nothing more is dispatched from the route (stopping now). */
+void sl_dispatcher_freeze(struct sl_route *r);
 
 /*
  * Would the head of the route's queue be dispatched at `now`? The same test

@@ -28,24 +28,14 @@
 
 #include "config.h"
 #include "headers.h"
+#include "http_msg.h"
 #include "metrics.h"
+#include "sink.h"
 
 struct event_base;
 struct evbuffer;
 struct sl_conn;
 struct sl_frontend;
-
-/* One parsed client request. */
-struct sl_http_msg {
-    const char *method;         /* static string ("GET", ...) */
-    char *target;               /* request target as sent ("/p?q"), in msg's allocation */
-    struct evkeyvalq headers;   /* owned */
-    struct evbuffer *body;      /* owned; NULL when the request has no body */
-    size_t header_bytes;        /* request line + header section size */
-    bool head;                  /* method is HEAD */
-};
-
-void sl_http_msg_free(struct sl_http_msg *msg);
 
 struct sl_frontend_callbacks {
     /* A complete request; the callee owns msg and must answer (or see gone). */
@@ -90,18 +80,17 @@ size_t sl_frontend_connections(const struct sl_frontend *fe);
 /* Close everything (connections are dropped without callbacks). */
 void sl_frontend_free(struct sl_frontend *fe);
 
-/* What `gone` will report for this connection. */
+/* What `gone` will report for this connection (the sink's adopt does the same). */
 void sl_conn_set_owner(struct sl_conn *conn, void *owner);
+
+/* The connection as a reply sink (sink.h): respond is sl_conn_respond(). */
+struct sl_sink *sl_conn_sink(struct sl_conn *conn);
 
 /* The client's address ("127.0.0.1"). */
 const char *sl_conn_peer(const struct sl_conn *conn);
 
-/*
- * The fields of a response, handed to `emit` one by one as the head is
- * written (no list needs to be built). Returns SL_OK, or an error that
- * drops the connection.
- */
-typedef int (*sl_conn_fields_fn)(sl_header_fn emit, void *emit_arg, void *arg);
+/* The fields of a response (sink.h); an error drops the connection. */
+typedef sl_sink_fields_fn sl_conn_fields_fn;
 
 /*
  * Write a response and finish the current request on `conn`. `fields`

@@ -46,6 +46,7 @@ struct sl_queue_item {
     const char *key;              /* fair key, borrowed from the container */
     size_t bytes;
     int64_t enqueued_us;          /* first time it was parked */
+    int64_t deadline_us;          /* the container's: served by then or not at all; 0 = none */
 };
 
 /* Global caps and counters, shared by all routes' queues. */

@@ -7,8 +7,8 @@
  * as nginx's prefix locations: "/api" matches "/api", "/api/x" and "/apix".
  *
  * Ownership: the table owns its routes; a route owns its queue, limiter and
- * config copy. `timer` is created and freed by the dispatcher, which must
- * free it before sl_route_table_fini().
+ * config copy. `sched.timer` is created and freed by the dispatcher, which
+ * must free it before sl_route_table_fini().
  */
 #ifndef SL_ROUTE_H
 #define SL_ROUTE_H
@@ -23,19 +23,32 @@
 #include "queue.h"
 
 struct event;
+struct sl_dispatch_ops;
 
+/* The dispatcher's per-route state (dispatcher.h); nothing else writes it. */
+struct sl_route_sched {
+    struct event *timer;
+    int64_t timer_at_us;           /* when the timer fires; 0 = not armed */
+    const struct sl_dispatch_ops *ops;
+    void *ops_arg;
+    bool in_pass;                  /* a pass of this route is running */
+    bool again;                    /* ...and was kicked meanwhile: go round once more */
+    bool frozen;                   /* stopping now: nothing more is dispatched */
+};
+
+/*
+ * in_flight and paused_until_us change only through the functions below;
+ * cfg, queue, limiter and stats belong to whoever the comments name.
+ */
 struct sl_route {
     struct sl_route_config cfg;    /* copy; a reload replaces it in place */
     struct sl_queue queue;
-    struct sl_limiter limiter;
+    struct sl_limiter limiter;     /* taken by the dispatcher, dated by the request */
     struct sl_route_stats stats;
     unsigned in_flight;
     int64_t paused_until_us;       /* monotonic; 0 = not paused */
-    int64_t timer_at_us;           /* when the dispatch timer fires; 0 = not armed */
-    struct event *timer;           /* the dispatcher's */
+    struct sl_route_sched sched;
     bool retired;                  /* removed by a reload; only its calls under way remain */
-    bool frozen;                   /* stopping now: nothing more is dispatched */
-    void *owner;                   /* back pointer for callbacks (the proxy) */
 };
 
 struct sl_route_table {
@@ -63,7 +76,31 @@ void sl_route_free(struct sl_route *r);
 /* The route whose match is the longest prefix of `path`, or NULL. */
 struct sl_route *sl_route_match(const struct sl_route_table *t, const char *path);
 
+/* The route for a request target ("/path?query"): matched on its path alone. */
+struct sl_route *sl_route_match_target(const struct sl_route_table *t, const char *target);
+
 /* The route named `name`, or NULL. */
 struct sl_route *sl_route_find(const struct sl_route_table *t, const char *name);
+
+/* A call of this route started / ended (max_in_flight is counted here). */
+void sl_route_flight_begin(struct sl_route *r);
+void sl_route_flight_end(struct sl_route *r);
+
+/* A call of `from` now counts against `to` (a reload moved it). */
+void sl_route_flight_move(struct sl_route *from, struct sl_route *to);
+
+/*
+ * Hold every request of the route until now + pause_us; a later pause wins,
+ * a shorter one changes nothing. Returns true if the pause was extended
+ * (counted in stats.pauses and logged).
+ */
+bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us);
+
+/*
+ * `to` replaces `from` (same name, new config): it takes over the limiter's
+ * history (so a reload never lets a burst through), the counters and the
+ * pause. Parked and in-flight requests are their owner's to move.
+ */
+void sl_route_carry_over(struct sl_route *to, const struct sl_route *from);
 
 #endif

@@ -16,14 +16,16 @@
 
 #include "clock.h"
 #include "dispatcher.h"
-#include "frontend.h"
 #include "log.h"
-#include "proxy.h"
+#include "metrics.h"
+#include "queue.h"
+#include "route.h"
 #include "sluice.h"
 
 struct sl_admin {
-    struct sl_proxy *proxy;
     struct evhttp *http;
+    sl_admin_view_fn view;
+    void *view_arg;
 };
 
 static void reply(struct evhttp_request *req, int status, const char *type,
@@ -59,19 +61,18 @@ static void reply_json(struct evhttp_request *req, int status, json_t *j)
     free(s);
 }
 
-static void admin_health(struct sl_admin *a, struct evhttp_request *req)
+static void admin_health(const struct sl_admin_view *v, struct evhttp_request *req)
 {
-    if (a->proxy->draining)
+    if (v->draining)
         reply_json(req, 503, json_pack("{s:s,s:s}", "status", "draining", "reason",
                                        "shutting down"));
     else
         reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
 }
 
-static void admin_metrics(struct sl_admin *a, struct evhttp_request *req)
+static void admin_metrics(const struct sl_admin_view *v, struct evhttp_request *req)
 {
-    struct sl_proxy *p = a->proxy;
-    size_t n = p->routes.n + p->n_retired;
+    size_t n = v->n_routes + v->n_retired;
     struct sl_metrics_route *views = calloc(n + 1, sizeof(*views));
     struct sl_metrics_global g;
     struct evbuffer *b = evbuffer_new();
@@ -80,8 +81,7 @@ static void admin_metrics(struct sl_admin *a, struct evhttp_request *req)
         goto fail;
     /* Retired routes (removed by a reload, calls still under way) count too. */
     for (size_t i = 0; i < n; i++) {
-        const struct sl_route *r =
-            i < p->routes.n ? p->routes.routes[i] : p->retired[i - p->routes.n];
+        const struct sl_route *r = i < v->n_routes ? v->routes[i] : v->retired[i - v->n_routes];
 
         views[i].name = r->cfg.name;
         views[i].stats = &r->stats;
@@ -91,13 +91,13 @@ static void admin_metrics(struct sl_admin *a, struct evhttp_request *req)
         views[i].paused = r->paused_until_us > sl_clock_now();
     }
     memset(&g, 0, sizeof(g));
-    g.queue_depth = p->totals.depth;
-    g.queue_bytes = p->totals.bytes;
-    g.connections = sl_frontend_connections(p->frontend);
-    g.draining = p->draining;
-    g.reloads = p->reloads;
-    g.start_time_seconds = p->start_time;
-    if (sl_metrics_write(b, views, n, &p->unrouted, &g) != SL_OK)
+    g.queue_depth = v->totals->depth;
+    g.queue_bytes = v->totals->bytes;
+    g.connections = v->connections;
+    g.draining = v->draining;
+    g.reloads = v->reloads;
+    g.start_time_seconds = v->start_time;
+    if (sl_metrics_write(b, views, n, v->unrouted, &g) != SL_OK)
         goto fail;
     reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b);
     evbuffer_free(b);
@@ -143,32 +143,41 @@ static json_t *route_json(const struct sl_route *r, int64_t now)
                      "dispatched", (json_int_t)r->stats.dispatched, "outcomes", outcomes);
 }
 
-static void admin_status(struct sl_admin *a, struct evhttp_request *req)
+static void admin_status(const struct sl_admin_view *v, struct evhttp_request *req)
 {
-    struct sl_proxy *p = a->proxy;
     int64_t now = sl_clock_now();
     json_t *routes = json_array();
 
-    for (size_t i = 0; i < p->routes.n; i++)
-        json_array_append_new(routes, route_json(p->routes.routes[i], now));
+    for (size_t i = 0; i < v->n_routes; i++)
+        json_array_append_new(routes, route_json(v->routes[i], now));
     reply_json(req, 200,
                json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:o}", "version", SLUICE_VERSION,
-                         "draining", p->draining, "queue_depth", (json_int_t)p->totals.depth,
-                         "queue_bytes", (json_int_t)p->totals.bytes, "queue_max_depth",
-                         (json_int_t)p->totals.max_depth, "connections",
-                         (json_int_t)sl_frontend_connections(p->frontend), "reloads",
-                         (json_int_t)p->reloads, "routes", routes));
+                         "draining", v->draining, "queue_depth", (json_int_t)v->totals->depth,
+                         "queue_bytes", (json_int_t)v->totals->bytes, "queue_max_depth",
+                         (json_int_t)v->totals->max_depth, "connections",
+                         (json_int_t)v->connections, "reloads", (json_int_t)v->reloads,
+                         "routes", routes));
 }
 
-static bool authorized(const struct sl_admin *a, struct evhttp_request *req)
+/* Constant time in the token's bytes: response timing must not reveal a matching prefix. */
+static bool token_equal(const char *given, const char *token)
 {
-    const char *token = a->proxy->cfg->admin_token;
+    size_t gl = strlen(given), tl = strlen(token);
+    unsigned char diff = gl != tl;
+
+    for (size_t i = 0; i < tl; i++)
+        diff |= (unsigned char)(token[i] ^ given[i < gl ? i : 0]);
+    return diff == 0;
+}
+
+static bool authorized(const char *token, struct evhttp_request *req)
+{
     const char *auth;
 
-    if (token[0] == '\0')
+    if (token == NULL || token[0] == '\0')
         return true;
     auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    return auth != NULL && strncmp(auth, "Bearer ", 7) == 0 && strcmp(auth + 7, token) == 0;
+    return auth != NULL && strncmp(auth, "Bearer ", 7) == 0 && token_equal(auth + 7, token);
 }
 
 static void admin_on_request(struct evhttp_request *req, void *arg)
@@ -176,24 +185,28 @@ static void admin_on_request(struct evhttp_request *req, void *arg)
     struct sl_admin *a = arg;
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    struct sl_admin_view v;
 
-    if (!authorized(a, req)) {
+    memset(&v, 0, sizeof(v));
+    a->view(&v, a->view_arg);
+    if (!authorized(v.token, req)) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
         reply_text(req, 401, "application/json", "{\"error\":\"unauthorized\"}\n");
     } else if (path == NULL) {
         reply_text(req, 400, "application/json", "{\"error\":\"bad_request\"}\n");
     } else if (strcmp(path, "/health") == 0) {
-        admin_health(a, req);
+        admin_health(&v, req);
     } else if (strcmp(path, "/metrics") == 0) {
-        admin_metrics(a, req);
+        admin_metrics(&v, req);
     } else if (strcmp(path, "/status") == 0) {
-        admin_status(a, req);
+        admin_status(&v, req);
     } else {
         reply_text(req, 404, "application/json", "{\"error\":\"not_found\"}\n");
     }
 }
 
-struct sl_admin *sl_admin_new(struct sl_proxy *p)
+struct sl_admin *sl_admin_new(struct event_base *base, const char *addr, sl_admin_view_fn view,
+                              void *arg)
 {
     struct sl_admin *a = calloc(1, sizeof(*a));
     struct sockaddr_storage ss;
@@ -202,20 +215,21 @@ struct sl_admin *sl_admin_new(struct sl_proxy *p)
 
     if (a == NULL)
         return NULL;
-    a->proxy = p;
-    a->http = evhttp_new(p->base);
+    a->view = view;
+    a->view_arg = arg;
+    a->http = evhttp_new(base);
     if (a->http == NULL)
         goto fail;
-    if (evutil_parse_sockaddr_port(p->cfg->admin_listen, (struct sockaddr *)&ss, &len) != 0) {
-        sl_log_error("cannot parse admin_listen", "addr=%s", p->cfg->admin_listen);
+    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &len) != 0) {
+        sl_log_error("cannot parse admin_listen", "addr=%s", addr);
         goto fail;
     }
-    lev = evconnlistener_new_bind(p->base, NULL, NULL,
+    lev = evconnlistener_new_bind(base, NULL, NULL,
                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
                                       LEV_OPT_REUSEABLE,
                                   128, (struct sockaddr *)&ss, len);
     if (lev == NULL) {
-        sl_log_error("cannot listen", "addr=%s reason=\"%s\"", p->cfg->admin_listen,
+        sl_log_error("cannot listen", "addr=%s reason=\"%s\"", addr,
                      evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         goto fail;
     }
@@ -228,7 +242,7 @@ struct sl_admin *sl_admin_new(struct sl_proxy *p)
     evhttp_set_max_headers_size(a->http, 16384);
     evhttp_set_max_body_size(a->http, 4096);
     evhttp_set_gencb(a->http, admin_on_request, a);
-    sl_log_info("admin listening", "addr=%s", p->cfg->admin_listen);
+    sl_log_info("admin listening", "addr=%s", addr);
     return a;
 fail:
     if (a->http != NULL)

@@ -296,6 +296,42 @@ int sl_config_parse_limit(const char *s, struct sl_limit *out)
     return 0;
 }
 
+/* Did option o's value differ between a and b (struct sl_config)? */
+static bool option_differs(const struct option *o, const char *a, const char *b)
+{
+    if (o->type == OPT_ADDRS) {
+        size_t n = *(const size_t *)(a + o->count_off);
+
+        if (n != *(const size_t *)(b + o->count_off))
+            return true;
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(a + o->offset + i * SL_CONFIG_ADDR_LEN, b + o->offset + i * SL_CONFIG_ADDR_LEN) != 0)
+                return true;
+        return false;
+    }
+    if (o->type == OPT_ADDR || o->type == OPT_STRING)
+        return strcmp(a + o->offset, b + o->offset) != 0;
+    return memcmp(a + o->offset, b + o->offset, o->size) != 0;
+}
+
+void sl_config_keep_restart_keys(struct sl_config *cfg, const struct sl_config *old,
+                                 void (*changed)(const char *key, void *arg), void *arg)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const struct option *o = &options[i];
+        char *dst = (char *)cfg;
+        const char *src = (const char *)old;
+
+        if (o->reloadable || o->section == SEC_ROUTE)
+            continue;
+        if (option_differs(o, dst, src) && changed != NULL)
+            changed(o->key, arg);
+        memcpy(dst + o->offset, src + o->offset, o->size);
+        if (o->count_off != 0)
+            memcpy(dst + o->count_off, src + o->count_off, sizeof(size_t));
+    }
+}
+
 int sl_config_find_route(const struct sl_config *cfg, const char *name)
 {
     if (cfg == NULL || name == NULL)

@@ -10,46 +10,34 @@
 #include <event2/event.h>
 
 #include "clock.h"
+#include "config.h"
 #include "limiter.h"
-#include "request.h"
-#include "route.h"
+#include "queue.h"
 #include "sluice.h"
-
-/* Dispatches per pass before yielding to the loop (fairness between routes). */
-#define DISPATCH_BATCH 256
-
-/* Re-entrancy guard: a kick during a pass of the same route asks for one more pass. */
-static struct sl_route *dispatching;
-static int kick_again;
 
 static void arm(struct sl_route *r, int64_t at, int64_t now)
 {
-    if (r->timer == NULL) /* retired by a reload: nothing left to dispatch */
-        return;
-    struct timeval tv = sl_clock_timeval(at - now);
+    struct sl_route_sched *s = &r->sched;
+    struct timeval tv;
 
-    if (r->timer_at_us == at && evtimer_pending(r->timer, NULL))
+    if (s->timer == NULL) /* detached (retired by a reload): nothing left to dispatch */
         return;
+    if (s->timer_at_us == at && evtimer_pending(s->timer, NULL))
+        return;
+    tv = sl_clock_timeval(at - now);
     /* evtimer_add re-schedules a pending timer; it fails only on bad input. */
-    if (evtimer_add(r->timer, &tv) == 0)
-        r->timer_at_us = at;
+    if (evtimer_add(s->timer, &tv) == 0)
+        s->timer_at_us = at;
 }
 
 static void disarm(struct sl_route *r)
 {
-    if (r->timer != NULL && r->timer_at_us != 0) {
-        evtimer_del(r->timer);
-        r->timer_at_us = 0;
-    }
-}
+    struct sl_route_sched *s = &r->sched;
 
-/* Is the head request past its deadline? Then it leaves without a token. */
-static int expire_head(struct sl_request *req, int64_t now)
-{
-    if (req->deadline_us == 0 || now < req->deadline_us)
-        return 0;
-    sl_request_expire(req);
-    return 1;
+    if (s->timer != NULL && s->timer_at_us != 0) {
+        evtimer_del(s->timer);
+        s->timer_at_us = 0;
+    }
 }
 
 bool sl_dispatcher_ready(const struct sl_route *r, int64_t now)
@@ -58,67 +46,87 @@ bool sl_dispatcher_ready(const struct sl_route *r, int64_t now)
            sl_limiter_next(&r->limiter, now) <= now;
 }
 
-/* One pass: returns 1 if it stopped only because of the batch bound. */
-static int dispatch_pass(struct sl_route *r)
+/*
+ * The head may go now? Otherwise arm for when it may (or disarm when only a
+ * completion can free it) and return false.
+ */
+static bool head_may_go(struct sl_route *r, int64_t now)
 {
-    if (r->frozen || r->retired) {
-        disarm(r);
-        return 0;
+    int64_t next;
+
+    if (r->in_flight >= r->cfg.max_in_flight) {
+        disarm(r); /* a completion kicks us */
+        return false;
     }
-    for (int i = 0; i < DISPATCH_BATCH; i++) {
+    if (r->paused_until_us > now) {
+        arm(r, r->paused_until_us, now);
+        return false;
+    }
+    next = sl_limiter_next(&r->limiter, now);
+    if (next > now) {
+        arm(r, next, now);
+        return false;
+    }
+    return true;
+}
+
+/* One pass: returns true if it stopped only because of the batch bound. */
+static bool dispatch_pass(struct sl_route *r)
+{
+    const struct sl_route_sched *s = &r->sched;
+
+    if (s->frozen || s->timer == NULL) {
+        disarm(r);
+        return false;
+    }
+    for (int i = 0; i < SL_DISPATCH_BATCH; i++) {
         int64_t now = sl_clock_now();
         struct sl_queue_item *it = sl_queue_peek(&r->queue);
-        struct sl_request *req;
-        int64_t next;
 
         if (it == NULL) {
             disarm(r);
-            return 0;
+            return false;
         }
-        req = sl_request_of_item(it);
-        if (expire_head(req, now))
+        /* Past its deadline: it leaves without a token. */
+        if (it->deadline_us != 0 && now >= it->deadline_us) {
+            s->ops->expire(r, it, s->ops_arg);
             continue;
-        if (r->in_flight >= r->cfg.max_in_flight) {
-            disarm(r); /* a completion kicks us */
-            return 0;
         }
-        if (r->paused_until_us > now) {
-            arm(r, r->paused_until_us, now);
-            return 0;
-        }
-        next = sl_limiter_next(&r->limiter, now);
-        if (next > now) {
-            arm(r, next, now);
-            return 0;
-        }
+        if (!head_may_go(r, now))
+            return false;
         (void)sl_queue_pop(&r->queue);
-        /* next <= now, so the take cannot fail. */
+        /* head_may_go saw next <= now, so the take cannot fail. */
         (void)sl_limiter_take(&r->limiter, now);
         r->stats.dispatched++;
-        sl_request_dispatch(req, now);
+        sl_route_flight_begin(r);
+        s->ops->dispatch(r, it, now, s->ops_arg);
     }
-    return 1;
+    return true;
 }
 
 void sl_dispatcher_kick(struct sl_route *r)
 {
-    struct sl_route *outer = dispatching;
-    int outer_again = kick_again;
-    int more;
+    struct sl_route_sched *s = &r->sched;
+    bool more;
 
-    if (dispatching == r) {
-        kick_again = 1;
+    if (s->in_pass) {
+        s->again = true;
         return;
     }
-    dispatching = r;
+    s->in_pass = true;
     do {
-        kick_again = 0;
+        s->again = false;
         more = dispatch_pass(r);
-    } while (kick_again && !more);
-    dispatching = outer;
-    kick_again = outer_again;
+    } while (s->again && !more);
+    s->in_pass = false;
     if (more)
         arm(r, sl_clock_now(), sl_clock_now());
+}
+
+void sl_dispatcher_freeze(struct sl_route *r)
+{
+    r->sched.frozen = true;
+    disarm(r);
 }
 
 static void dispatcher_on_timer(evutil_socket_t fd, short what, void *arg)
@@ -127,29 +135,56 @@ static void dispatcher_on_timer(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    r->timer_at_us = 0;
+    r->sched.timer_at_us = 0;
     sl_dispatcher_kick(r);
 }
 
-int sl_dispatcher_attach(struct sl_route *r, struct event_base *base)
+int sl_dispatcher_attach(struct sl_route *r, struct event_base *base,
+                         const struct sl_dispatch_ops *ops, void *arg)
 {
-    r->timer = evtimer_new(base, dispatcher_on_timer, r);
-    r->timer_at_us = 0;
-    if (r->timer == NULL)
+    struct sl_route_sched *s = &r->sched;
+
+    s->ops = ops;
+    s->ops_arg = arg;
+    s->timer_at_us = 0;
+    s->timer = evtimer_new(base, dispatcher_on_timer, r);
+    if (s->timer == NULL)
         return SL_ENOMEM;
     /* Dispatch before client I/O (see upstream.h on priorities). */
-    return event_priority_set(r->timer, 0) == 0 ? SL_OK : SL_ERR;
+    return event_priority_set(s->timer, 0) == 0 ? SL_OK : SL_ERR;
 }
 
 void sl_dispatcher_detach(struct sl_route *r)
 {
-    if (r->timer != NULL)
-        event_free(r->timer);
-    r->timer = NULL;
-    r->timer_at_us = 0;
+    struct sl_route_sched *s = &r->sched;
+
+    if (s->timer != NULL)
+        event_free(s->timer);
+    s->timer = NULL;
+    s->timer_at_us = 0;
+}
+
+int sl_dispatcher_table_init(struct sl_route_table *t, const struct sl_config *cfg,
+                             struct sl_queue_totals *totals, struct event_base *base,
+                             const struct sl_dispatch_ops *ops, void *arg)
+{
+    int rc = sl_route_table_init(t, cfg, totals);
+
+    for (size_t i = 0; rc == SL_OK && i < t->n; i++)
+        rc = sl_dispatcher_attach(t->routes[i], base, ops, arg);
+    if (rc != SL_OK)
+        sl_dispatcher_table_fini(t);
+    return rc;
+}
+
+void sl_dispatcher_table_fini(struct sl_route_table *t)
+{
+    for (size_t i = 0; t->routes != NULL && i < t->n; i++)
+        sl_dispatcher_detach(t->routes[i]);
+    sl_route_table_fini(t);
 }
 
 int64_t sl_dispatcher_next(const struct sl_route *r)
 {
-    return r->timer_at_us;
+    return r->sched.timer_at_us;
 }

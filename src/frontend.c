@@ -69,6 +69,7 @@ struct sl_conn {
     bool http10;
     bool head;                          /* the request being served is HEAD */
     bool close_after_write;
+    struct sl_sink sink;                /* this connection as a reply sink */
     void *owner;
     char peer[INET6_ADDRSTRLEN];
 };
@@ -95,34 +96,12 @@ struct sl_frontend {
     size_t max_header_size;
 };
 
+static const struct sl_sink_ops conn_sink_ops;
 static void conn_free(struct sl_conn *c);
 static void conn_parse(struct sl_conn *c);
 static void conn_refuse(struct sl_conn *c, enum sl_outcome o, const char *detail);
 
 /* --- small helpers ------------------------------------------------------ */
-
-void sl_http_msg_free(struct sl_http_msg *msg)
-{
-    if (msg == NULL)
-        return;
-    sl_headers_clear(&msg->headers);
-    if (msg->body != NULL)
-        evbuffer_free(msg->body);
-    free(msg);
-}
-
-/* The message and its target in one allocation. */
-static struct sl_http_msg *msg_new(const char *target, size_t target_len)
-{
-    struct sl_http_msg *m = sl_zalloc(sizeof(*m) + target_len + 1);
-
-    if (m == NULL)
-        return NULL;
-    TAILQ_INIT(&m->headers);
-    m->target = (char *)(m + 1);
-    memcpy(m->target, target, target_len);
-    return m;
-}
 
 /* Methods are case-sensitive; the message keeps one of these static strings. */
 static const char *known_method(const char *m, size_t n)
@@ -160,7 +139,7 @@ static enum sl_outcome msg_from_head(struct sl_conn *c, const struct sl_http1_he
     const char *method = known_method(h->method, h->method_len);
 
     *detail = "out of memory";
-    if ((c->msg = msg_new(h->target, h->target_len)) == NULL)
+    if ((c->msg = sl_http_msg_new(h->target, h->target_len)) == NULL)
         return SL_OUTCOME_INTERNAL_ERROR;
     c->msg->header_bytes = h->head_len;
     c->msg->method = method != NULL ? method : "-";
@@ -548,7 +527,7 @@ static void conn_refuse(struct sl_conn *c, enum sl_outcome o, const char *detail
     c->state = CONN_SERVING;
     c->keep_alive = false;
     if (c->msg == NULL)
-        c->msg = msg_new("", 0);
+        c->msg = sl_http_msg_new("", 0);
     fe->cb.refused(c, o, detail, fe->arg);
 }
 
@@ -712,6 +691,7 @@ static void frontend_on_accept(struct evconnlistener *lev, evutil_socket_t fd,
         return;
     }
     c->rd = (struct event *)(void *)(c + 1);
+    c->sink.ops = &conn_sink_ops;
     c->in = evbuffer_new();
     c->bev = c->in != NULL ? bufferevent_socket_new(fe->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
     if (c->bev == NULL || event_assign(c->rd, fe->base, fd, EV_READ | EV_PERSIST,
@@ -927,6 +907,34 @@ void sl_frontend_free(struct sl_frontend *fe)
 void sl_conn_set_owner(struct sl_conn *c, void *owner)
 {
     c->owner = owner;
+}
+
+/* --- the connection as a reply sink ------------------------------------- */
+
+static struct sl_conn *conn_of_sink(struct sl_sink *s)
+{
+    return (struct sl_conn *)(void *)((char *)s - offsetof(struct sl_conn, sink));
+}
+
+static void sink_adopt(struct sl_sink *s, void *owner)
+{
+    conn_of_sink(s)->owner = owner;
+}
+
+static void sink_respond(struct sl_sink *s, int status, sl_sink_fields_fn fields,
+                         void *fields_arg, struct evbuffer *body, bool keep_length, bool close)
+{
+    sl_conn_respond(conn_of_sink(s), status, fields, fields_arg, body, keep_length, close);
+}
+
+static const struct sl_sink_ops conn_sink_ops = {
+    .adopt = sink_adopt,
+    .respond = sink_respond,
+};
+
+struct sl_sink *sl_conn_sink(struct sl_conn *c)
+{
+    return &c->sink;
 }
 
 const char *sl_conn_peer(const struct sl_conn *c)

@@ -16,16 +16,42 @@
 
 #include "admin.h"
 #include "clock.h"
+#include "config.h"
 #include "dispatcher.h"
 #include "frontend.h"
 #include "log.h"
+#include "queue.h"
 #include "reload.h"
 #include "request.h"
+#include "route.h"
 #include "sluice.h"
 #include "upstream.h"
 
 /* After the last request, give responses this long to reach their clients. */
 #define PROXY_FLUSH_SEC 2
+#define DRAIN_DETAIL "sluice is shutting down and the drain time is over"
+
+struct sl_proxy {
+    struct event_base *base;
+    struct sl_config *cfg;              /* owned */
+    struct sl_route_table routes;       /* owned, with their timers */
+    struct sl_retired retired;          /* removed by a reload, calls still under way */
+    struct sl_queue_totals totals;
+    struct sl_frontend *frontend;       /* owned */
+    struct sl_upstream *upstream;       /* owned */
+    struct sl_admin *admin;             /* owned */
+    struct sl_requests requests;        /* every live request */
+    struct event *signals[4];
+    struct event *drain_timer;          /* drain_timeout, then the exit check */
+    struct event *watchdog;             /* systemd WATCHDOG=1, when asked for */
+    bool draining;
+    bool drain_expired;
+    uint64_t reloads;
+    double start_time;                  /* wall clock seconds */
+    int exit_code;
+};
+
+static void proxy_check_drained(struct sl_proxy *p);
 
 static void notify(const char *state)
 {
@@ -43,7 +69,7 @@ static void notify_status(const struct sl_proxy *p, const char *what)
     char s[256];
 
     snprintf(s, sizeof(s), "STATUS=%s; %zu routes, %zu parked, %zu requests live", what,
-             p->routes.n, p->totals.depth, p->n_requests);
+             p->routes.n, p->totals.depth, p->requests.n_live);
     notify(s);
 }
 
@@ -83,14 +109,16 @@ static int proxy_watchdog(struct sl_proxy *p)
 
 static void proxy_on_request(struct sl_conn *conn, struct sl_http_msg *msg, void *arg)
 {
-    sl_request_intake(arg, conn, msg);
+    struct sl_proxy *p = arg;
+
+    sl_request_submit(&p->requests, sl_conn_sink(conn), msg, sl_conn_peer(conn));
 }
 
 static void proxy_on_gone(struct sl_conn *conn, void *owner, void *arg)
 {
     (void)conn;
     (void)arg;
-    sl_request_client_gone(owner);
+    sl_request_sink_gone(owner);
 }
 
 static void proxy_on_refused(struct sl_conn *conn, enum sl_outcome o, const char *detail,
@@ -98,12 +126,12 @@ static void proxy_on_refused(struct sl_conn *conn, enum sl_outcome o, const char
 {
     struct sl_proxy *p = arg;
 
-    sl_request_refuse(p, conn, &p->unrouted, o, detail, true);
+    sl_request_refuse(&p->requests, sl_conn_sink(conn), sl_conn_peer(conn), o, detail, true);
 }
 
 static void proxy_on_idle(void *arg)
 {
-    sl_proxy_check_drained(arg);
+    proxy_check_drained(arg);
 }
 
 static const struct sl_frontend_callbacks proxy_frontend_cb = {
@@ -113,31 +141,57 @@ static const struct sl_frontend_callbacks proxy_frontend_cb = {
     .idle = proxy_on_idle,
 };
 
+/* --- request hooks ------------------------------------------------------- */
+
+static void proxy_on_queue_full(void *arg)
+{
+    struct sl_proxy *p = arg;
+
+    sl_frontend_pause(p->frontend, SL_PAUSE_QUEUE);
+}
+
+/* A request left the queue: re-evaluate backpressure. */
+static void proxy_on_queue_changed(void *arg)
+{
+    struct sl_proxy *p = arg;
+    const struct sl_queue_totals *t = &p->totals;
+
+    /* Resume accepting below 90% so that accept does not flap at the cap. */
+    if (t->depth < t->max_depth - t->max_depth / 10 && t->bytes < t->max_bytes - t->max_bytes / 10)
+        sl_frontend_resume(p->frontend, SL_PAUSE_QUEUE);
+}
+
+/* --- admin view ---------------------------------------------------------- */
+
+static void proxy_view(struct sl_admin_view *v, void *arg)
+{
+    struct sl_proxy *p = arg;
+
+    v->token = p->cfg->admin_token;
+    v->routes = p->routes.routes;
+    v->n_routes = p->routes.n;
+    v->retired = p->retired.v;
+    v->n_retired = p->retired.n;
+    v->unrouted = &p->requests.unrouted;
+    v->totals = &p->totals;
+    v->connections = sl_frontend_connections(p->frontend);
+    v->draining = p->draining;
+    v->reloads = p->reloads;
+    v->start_time = p->start_time;
+}
+
 /* --- drain --------------------------------------------------------------- */
 
 /*
  * Frozen routes dispatch nothing: finishing an in-flight request kicks its
  * route, which would otherwise send (and maybe free) parked requests while
- * finish_all() walks the list - and send requests whose clients are then
+ * every request is being finished - and send requests whose clients are then
  * told they were not processed.
  */
 static void freeze_routes(struct sl_proxy *p)
 {
     for (size_t i = 0; i < p->routes.n; i++)
-        p->routes.routes[i]->frozen = true;
-}
-
-/* Finish every request in `state` (or every request when state < 0) as draining. */
-static void finish_all(struct sl_proxy *p, int state)
-{
-    struct sl_request *r, *next;
-
-    for (r = TAILQ_FIRST(&p->requests); r != NULL; r = next) {
-        next = TAILQ_NEXT(r, link);
-        if (state < 0 || (int)r->state == state)
-            sl_request_finish(r, SL_OUTCOME_DRAINING, NULL,
-                              "sluice is shutting down and the drain time is over");
-    }
+        sl_dispatcher_freeze(p->routes.routes[i]);
 }
 
 static void proxy_on_drain_timer(evutil_socket_t fd, short what, void *arg)
@@ -146,22 +200,24 @@ static void proxy_on_drain_timer(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    if (p->n_requests == 0) {
+    if (p->requests.n_live == 0) {
         /* The flush grace is over: stop even if a client is slow to read. */
         event_base_loopexit(p->base, NULL);
         return;
     }
     sl_log_info("drain time over", "parked=%zu", p->totals.depth);
     p->drain_expired = true;
-    finish_all(p, SL_REQ_PARKED);
-    sl_proxy_check_drained(p);
+    p->requests.no_retry = true;
+    sl_requests_finish_all(&p->requests, false, DRAIN_DETAIL);
+    proxy_check_drained(p);
 }
 
-void sl_proxy_check_drained(struct sl_proxy *p)
+/* Called when the last request finished; finishes a drain. */
+static void proxy_check_drained(struct sl_proxy *p)
 {
     struct timeval tv = {PROXY_FLUSH_SEC, 0};
 
-    if (!p->draining || p->n_requests != 0)
+    if (!p->draining || p->requests.n_live != 0)
         return;
     sl_frontend_close_idle(p->frontend);
     if (sl_frontend_connections(p->frontend) == 0) {
@@ -170,16 +226,19 @@ void sl_proxy_check_drained(struct sl_proxy *p)
     }
     if (!p->drain_expired || !evtimer_pending(p->drain_timer, NULL)) {
         p->drain_expired = true;
+        p->requests.no_retry = true;
         evtimer_add(p->drain_timer, &tv);
     }
 }
 
-void sl_proxy_stop(struct sl_proxy *p, bool now)
+/* Start a graceful drain (as on SIGTERM); `now` stops without draining. */
+static void proxy_stop(struct sl_proxy *p, bool now)
 {
     struct timeval tv;
 
     if (!p->draining) {
         p->draining = true;
+        p->requests.refuse_new = true;
         notify("STOPPING=1");
         notify_status(p, "draining");
         sl_log_info("draining", "parked=%zu drain_timeout_ms=%lld", p->totals.depth,
@@ -191,10 +250,55 @@ void sl_proxy_stop(struct sl_proxy *p, bool now)
     if (now) {
         sl_log_info("stopping now", NULL);
         p->drain_expired = true;
+        p->requests.no_retry = true;
         freeze_routes(p);
-        finish_all(p, -1);
+        sl_requests_finish_all(&p->requests, true, DRAIN_DETAIL);
     }
-    sl_proxy_check_drained(p);
+    proxy_check_drained(p);
+}
+
+static int proxy_routes(struct sl_proxy *p, const struct sl_config *cfg,
+                        struct sl_route_table *t)
+{
+    return sl_dispatcher_table_init(t, cfg, &p->totals, p->base, &sl_request_dispatch_ops,
+                                    &p->requests);
+}
+
+/* Take `cfg` (owned) into use: everything that could fail is done already. */
+static void proxy_apply(struct sl_proxy *p, struct sl_config *cfg, struct sl_route_table *t)
+{
+    sl_reload_swap(&p->routes, t, &p->retired, &p->requests);
+    p->totals.max_depth = cfg->queue_max_depth;
+    p->totals.max_bytes = cfg->queue_max_bytes;
+    sl_log_set_level(cfg->log_level);
+    sl_frontend_configure(p->frontend, cfg);
+    sl_config_free(p->cfg);
+    p->cfg = cfg;
+    p->requests.cfg = cfg;
+    p->reloads++;
+    proxy_on_queue_changed(p);
+    for (size_t i = 0; i < p->routes.n; i++)
+        sl_dispatcher_kick(p->routes.routes[i]);
+    sl_log_info("reloaded", "file=%s routes=%zu", cfg->path, p->routes.n);
+}
+
+/* Re-read the config file (SIGHUP); the old config stays on error. */
+static void proxy_reload(struct sl_proxy *p)
+{
+    struct sl_config *cfg;
+    struct sl_route_table t;
+
+    notify("RELOADING=1\nSTATUS=reloading");
+    cfg = sl_reload_load(p->cfg);
+    if (cfg != NULL && proxy_routes(p, cfg, &t) != SL_OK) {
+        sl_log_error("reload refused: cannot build the routes", "file=%s", cfg->path);
+        sl_config_free(cfg);
+        cfg = NULL;
+    }
+    if (cfg != NULL)
+        proxy_apply(p, cfg, &t);
+    notify_status(p, cfg != NULL ? "reloaded" : "reload refused, old config in force");
+    notify("READY=1");
 }
 
 static void proxy_on_signal(evutil_socket_t sig, short what, void *arg)
@@ -203,31 +307,11 @@ static void proxy_on_signal(evutil_socket_t sig, short what, void *arg)
 
     (void)what;
     if (sig == SIGHUP) {
-        (void)sl_proxy_reload(p);
+        proxy_reload(p);
         return;
     }
     /* A second SIGTERM/SIGINT means "now". */
-    sl_proxy_stop(p, p->draining);
-}
-
-int sl_proxy_reload(struct sl_proxy *p)
-{
-    int rc;
-
-    notify("RELOADING=1\nSTATUS=reloading");
-    rc = sl_reload(p);
-    notify_status(p, rc == SL_OK ? "reloaded" : "reload refused, old config in force");
-    notify("READY=1");
-    return rc;
-}
-
-void sl_proxy_queue_changed(struct sl_proxy *p)
-{
-    const struct sl_queue_totals *t = &p->totals;
-
-    /* Resume accepting below 90% so that accept does not flap at the cap. */
-    if (t->depth < t->max_depth - t->max_depth / 10 && t->bytes < t->max_bytes - t->max_bytes / 10)
-        sl_frontend_resume(p->frontend, SL_PAUSE_QUEUE);
+    proxy_stop(p, p->draining);
 }
 
 /* --- life ---------------------------------------------------------------- */
@@ -253,18 +337,6 @@ static unsigned total_in_flight(const struct sl_config *cfg)
     return n;
 }
 
-static int proxy_routes(struct sl_proxy *p)
-{
-    if (sl_route_table_init(&p->routes, p->cfg, &p->totals) != SL_OK)
-        return SL_ERR;
-    for (size_t i = 0; i < p->routes.n; i++) {
-        p->routes.routes[i]->owner = p;
-        if (sl_dispatcher_attach(p->routes.routes[i], p->base) != SL_OK)
-            return SL_ERR;
-    }
-    return SL_OK;
-}
-
 struct sl_proxy *sl_proxy_new(struct sl_config *cfg)
 {
     struct sl_proxy *p = calloc(1, sizeof(*p));
@@ -273,7 +345,6 @@ struct sl_proxy *sl_proxy_new(struct sl_config *cfg)
     if (p == NULL || ec == NULL)
         goto fail;
     p->cfg = cfg;
-    TAILQ_INIT(&p->requests);
     sl_log_set_level(cfg->log_level);
     /* timerfd: epoll's millisecond timeouts would cost rate at high limits. */
     event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
@@ -283,14 +354,25 @@ struct sl_proxy *sl_proxy_new(struct sl_config *cfg)
     /* Priority 0: dispatch timers and upstream I/O; 1 (default): clients. */
     if (p->base == NULL || event_base_priority_init(p->base, 2) != 0)
         goto fail;
+    sl_requests_init(&p->requests, p->base);
+    p->requests.cfg = cfg;
+    p->requests.routes = &p->routes;
+    p->requests.totals = &p->totals;
+    p->requests.hooks = (struct sl_request_hooks){
+        .queue_full = proxy_on_queue_full,
+        .queue_changed = proxy_on_queue_changed,
+        .idle = proxy_on_idle,
+    };
+    p->requests.hooks_arg = p;
     p->totals.max_depth = cfg->queue_max_depth;
     p->totals.max_bytes = cfg->queue_max_bytes;
     p->start_time = (double)sl_clock_wall() / 1e6;
-    if (proxy_routes(p) != SL_OK)
+    if (proxy_routes(p, cfg, &p->routes) != SL_OK)
         goto fail;
     p->drain_timer = evtimer_new(p->base, proxy_on_drain_timer, p);
     p->frontend = sl_frontend_new(p->base, cfg, &proxy_frontend_cb, p);
     p->upstream = sl_upstream_new(p->base, total_in_flight(cfg) + 16);
+    p->requests.upstream = p->upstream;
     if (p->drain_timer == NULL || p->frontend == NULL || p->upstream == NULL ||
         proxy_signals(p) != SL_OK)
         goto fail;
@@ -309,7 +391,7 @@ int sl_proxy_run(struct sl_proxy *p)
     if (sl_frontend_listen(p->frontend) != SL_OK)
         return 2;
     if (p->cfg->admin_listen[0] != '\0') {
-        p->admin = sl_admin_new(p);
+        p->admin = sl_admin_new(p->base, p->cfg->admin_listen, proxy_view, p);
         if (p->admin == NULL)
             return 2;
     }
@@ -343,14 +425,12 @@ void sl_proxy_free(struct sl_proxy *p)
     /* Requests first: they cancel upstream calls and answer their clients. */
     if (p->upstream != NULL && p->frontend != NULL) {
         freeze_routes(p);
-        finish_all(p, -1);
+        sl_requests_finish_all(&p->requests, true, DRAIN_DETAIL);
     }
     sl_admin_free(p->admin);
     sl_frontend_free(p->frontend);
-    for (size_t i = 0; i < p->routes.n; i++)
-        sl_dispatcher_detach(p->routes.routes[i]);
-    sl_route_table_fini(&p->routes);
-    sl_reload_reap(p, 1);
+    sl_dispatcher_table_fini(&p->routes);
+    sl_reload_reap(&p->retired, true);
     if (p->watchdog != NULL)
         event_free(p->watchdog);
     sl_upstream_free(p->upstream);

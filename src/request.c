@@ -1,9 +1,10 @@
 /*
- * request.c - intake, dispatch and the single exit of a client request.
+ * request.c - intake, dispatch, retries and the single exit of a request.
  *
- * Every accepted request ends in sl_request_finish(): relayed upstream
- * response, or sluice's own JSON error with X-Sluice-Error. That one exit is
- * what makes "nothing dropped, every outcome counted" checkable.
+ * Every accepted request ends in request_finish(): relayed upstream
+ * response, or sluice's own JSON error with X-Sluice-Error, through its
+ * sink. That one exit is what makes "nothing dropped, every outcome counted"
+ * checkable.
  */
 #include "request.h"
 
@@ -21,18 +22,51 @@
 #include "clock.h"
 #include "config.h"
 #include "dispatcher.h"
-#include "frontend.h"
 #include "headers.h"
 #include "http1.h"
+#include "http_msg.h"
 #include "limiter.h"
 #include "log.h"
-#include "proxy.h"
 #include "retry.h"
 #include "route.h"
 #include "sluice.h"
 #include "upstream.h"
 
 #define RESERVED_PREFIX "/_sluice/"
+
+struct sl_request {
+    struct sl_queue_item item;          /* while PARKED; its deadline_us is the request's */
+    TAILQ_ENTRY(sl_request) link;       /* q->live */
+    struct sl_requests *q;
+    struct sl_route *route;
+    struct sl_sink *sink;               /* NULL once it has gone */
+    struct sl_http_msg *msg;            /* owned */
+    struct event *deadline;             /* queue timeout while PARKED; in this allocation */
+    struct sl_upstream_call *call;      /* while IN_FLIGHT, owned */
+    enum sl_request_state state;
+    int64_t arrived_us;
+    int64_t dispatched_us;              /* last dispatch (the limiter's take) */
+    int64_t sent_us;                    /* when that dispatch reached the socket */
+    int64_t upstream_us;                /* time spent in upstream calls */
+    unsigned attempts;
+    char client[46];                    /* where it came from, kept for logs and XFF */
+    /* The last upstream answer of a request parked again for a retry (429,
+     * 503...): what the client gets if its deadline passes first. Owned. */
+    int last_status;                    /* 0 = none */
+    struct evkeyvalq last_headers;
+    struct evbuffer *last_body;
+};
+
+static struct sl_request *request_of_item(struct sl_queue_item *it)
+{
+    return (struct sl_request *)(void *)((char *)it - offsetof(struct sl_request, item));
+}
+
+static void hook(const struct sl_requests *q, void (*fn)(void *))
+{
+    if (fn != NULL)
+        fn(q->hooks_arg);
+}
 
 /* --- responses sluice makes itself -------------------------------------- */
 
@@ -99,8 +133,8 @@ static unsigned retry_after_seconds(const struct sl_route *route)
     return secs < 1 ? 1 : secs > 86400 ? 86400 : (unsigned)secs;
 }
 
-/* Write sluice's own error response for `o` on conn. `r` adds timing headers. */
-static void respond_error(struct sl_conn *conn, const struct sl_request *r,
+/* Write sluice's own error response for `o` to sink. `r` adds timing headers. */
+static void respond_error(struct sl_sink *sink, const struct sl_request *r,
                           const struct sl_route *route, enum sl_outcome o, const char *detail,
                           bool close)
 {
@@ -121,14 +155,14 @@ static void respond_error(struct sl_conn *conn, const struct sl_request *r,
         json_escape(body, detail != NULL ? detail : "");
         evbuffer_add(body, "\"}\n", 3);
     }
-    sl_conn_respond(conn, sl_outcome_status(o), emit_fields, &(struct fields){&h, r, false, false},
-                    body, false, close);
+    sink->ops->respond(sink, sl_outcome_status(o), emit_fields,
+                       &(struct fields){&h, r, false, false}, body, false, close);
     sl_headers_clear(&h);
     if (body != NULL)
         evbuffer_free(body);
 }
 
-static void access_log(const struct sl_proxy *p, const char *route, const char *method,
+static void access_log(const struct sl_requests *q, const char *route, const char *method,
                        const char *target, int status, enum sl_outcome o, double queue_ms,
                        double upstream_ms, unsigned attempts, const char *client)
 {
@@ -136,7 +170,7 @@ static void access_log(const struct sl_proxy *p, const char *route, const char *
     char path[400];
     size_t n;
 
-    if (!p->cfg->access_log || sl_log_get_level() < SL_LOG_INFO)
+    if (!q->cfg->access_log || sl_log_get_level() < SL_LOG_INFO)
         return;
     /* The query string may carry credentials: log the path only. */
     n = target != NULL ? strcspn(target, "?") : 0;
@@ -152,12 +186,20 @@ static void access_log(const struct sl_proxy *p, const char *route, const char *
            upstream_ms, attempts, client != NULL ? client : "-");
 }
 
-void sl_request_refuse(struct sl_proxy *p, struct sl_conn *conn, struct sl_route_stats *stats,
-                       enum sl_outcome o, const char *detail, bool close)
+/* Answer a request that never became a struct sl_request; count it in `stats`. */
+static void refuse(struct sl_requests *q, struct sl_sink *sink, const char *client,
+                   struct sl_route_stats *stats, enum sl_outcome o, const char *detail,
+                   bool close)
 {
     sl_route_stats_finish(stats, o, SL_LANE_NORMAL, -1);
-    access_log(p, "", NULL, NULL, sl_outcome_status(o), o, 0, 0, 0, sl_conn_peer(conn));
-    respond_error(conn, NULL, NULL, o, detail, close);
+    access_log(q, "", NULL, NULL, sl_outcome_status(o), o, 0, 0, 0, client);
+    respond_error(sink, NULL, NULL, o, detail, close);
+}
+
+void sl_request_refuse(struct sl_requests *q, struct sl_sink *sink, const char *client,
+                       enum sl_outcome o, const char *detail, bool close)
+{
+    refuse(q, sink, client, &q->unrouted, o, detail, close);
 }
 
 /* --- the single exit ---------------------------------------------------- */
@@ -169,7 +211,7 @@ static void relay(struct sl_request *r, int status, struct evkeyvalq *headers,
     bool keep_length = r->msg->head || status == 304;
     struct fields f = {headers, r, true, keep_length};
 
-    sl_conn_respond(r->conn, status, emit_fields, &f, body, keep_length, false);
+    r->sink->ops->respond(r->sink, status, emit_fields, &f, body, keep_length, false);
 }
 
 /* Keep an upstream answer for the client in case the retry cannot happen in time. */
@@ -194,10 +236,10 @@ static int keep_last(struct sl_request *r, struct sl_upstream_response *resp)
 
 static void request_free(struct sl_request *r)
 {
-    struct sl_proxy *p = r->proxy;
+    struct sl_requests *q = r->q;
 
-    TAILQ_REMOVE(&p->requests, r, link);
-    p->n_requests--;
+    TAILQ_REMOVE(&q->live, r, link);
+    q->n_live--;
     event_del(r->deadline);
     sl_headers_clear(&r->last_headers);
     if (r->last_body != NULL)
@@ -211,21 +253,25 @@ static int request_detach(struct sl_request *r)
 {
     if (r->state == SL_REQ_PARKED) {
         sl_queue_remove(&r->route->queue, &r->item);
-        sl_proxy_queue_changed(r->proxy);
+        hook(r->q, r->q->hooks.queue_changed);
     } else if (r->state == SL_REQ_IN_FLIGHT) {
         if (r->call != NULL)
             sl_upstream_cancel(r->call);
         r->call = NULL;
-        r->route->in_flight--;
+        sl_route_flight_end(r->route);
         return 1;
     }
     return 0;
 }
 
-void sl_request_finish(struct sl_request *r, enum sl_outcome o,
-                       struct sl_upstream_response *resp, const char *detail)
+/*
+ * The single exit: answer with an upstream response (outcome RELAYED, resp
+ * non-NULL, or the kept last answer) or with sluice's own error for `o`.
+ */
+static void request_finish(struct sl_request *r, enum sl_outcome o,
+                           struct sl_upstream_response *resp, const char *detail)
 {
-    struct sl_proxy *p = r->proxy;
+    struct sl_requests *q = r->q;
     struct sl_route *route = r->route;
     int64_t end = r->dispatched_us != 0 ? r->dispatched_us : sl_clock_now();
     double wait = (double)(end - r->arrived_us) / 1e6;
@@ -236,21 +282,21 @@ void sl_request_finish(struct sl_request *r, enum sl_outcome o,
 
     r->state = SL_REQ_NEW;
     sl_route_stats_finish(&route->stats, o, r->item.lane, wait);
-    access_log(p, route->cfg.name, r->msg->method, r->msg->target, status, o, wait * 1000.0,
-               (double)r->upstream_us / 1000.0, r->attempts,
-               r->client);
-    if (r->conn != NULL) {
+    access_log(q, route->cfg.name, r->msg->method, r->msg->target, status, o, wait * 1000.0,
+               (double)r->upstream_us / 1000.0, r->attempts, r->client);
+    if (r->sink != NULL) {
         if (o == SL_OUTCOME_RELAYED && resp != NULL)
             relay(r, resp->status, &resp->headers, resp->body);
         else if (o == SL_OUTCOME_RELAYED && r->last_status != 0)
             relay(r, r->last_status, &r->last_headers, r->last_body);
         else
-            respond_error(r->conn, r, route, o, detail, o == SL_OUTCOME_DRAINING);
+            respond_error(r->sink, r, route, o, detail, o == SL_OUTCOME_DRAINING);
     }
     request_free(r);
     if (freed_slot)
         sl_dispatcher_kick(route);
-    sl_proxy_check_drained(p);
+    if (q->n_live == 0)
+        hook(q, q->hooks.idle);
 }
 
 /* --- intake ------------------------------------------------------------- */
@@ -276,13 +322,17 @@ static bool has_dot_segment(const char *path, size_t len)
     return false;
 }
 
-void sl_request_expire(struct sl_request *r)
+/*
+ * The deadline of a parked request passed: it leaves without a token, with
+ * the last upstream response if it had one (a retried 429), else 504.
+ */
+static void request_expire(struct sl_request *r)
 {
     if (r->last_status != 0)
-        sl_request_finish(r, SL_OUTCOME_RELAYED, NULL, NULL);
+        request_finish(r, SL_OUTCOME_RELAYED, NULL, NULL);
     else
-        sl_request_finish(r, SL_OUTCOME_QUEUE_TIMEOUT, NULL,
-                          "the request was not dispatched before its deadline");
+        request_finish(r, SL_OUTCOME_QUEUE_TIMEOUT, NULL,
+                       "the request was not dispatched before its deadline");
 }
 
 static void request_on_deadline(evutil_socket_t fd, short what, void *arg)
@@ -292,15 +342,15 @@ static void request_on_deadline(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (r->state == SL_REQ_PARKED)
-        sl_request_expire(r);
+        request_expire(r);
 }
 
 /* Lane and deadline from the request's own headers; detail set on error. */
-static int read_controls(const struct sl_proxy *p, const struct sl_http_msg *msg,
+static int read_controls(const struct sl_requests *q, const struct sl_http_msg *msg,
                          enum sl_lane *lane, int64_t *deadline_us, const char **detail)
 {
     const char *v = evhttp_find_header(&msg->headers, "X-Sluice-Priority");
-    int64_t limit = p->cfg->queue_timeout_us;
+    int64_t limit = q->cfg->queue_timeout_us;
 
     *lane = SL_LANE_NORMAL;
     if (v != NULL && sl_lane_parse(v, lane) != 0) {
@@ -321,8 +371,9 @@ static int read_controls(const struct sl_proxy *p, const struct sl_http_msg *msg
     return SL_OK;
 }
 
-static struct sl_request *request_new(struct sl_proxy *p, struct sl_conn *conn,
-                                      struct sl_http_msg *msg, struct sl_route *route)
+static struct sl_request *request_new(struct sl_requests *q, struct sl_sink *sink,
+                                      const char *client, struct sl_http_msg *msg,
+                                      struct sl_route *route)
 {
     /* The deadline timer lives in the same allocation (event_assign). */
     struct sl_request *r = sl_zalloc(sizeof(*r) + event_get_struct_event_size());
@@ -330,52 +381,45 @@ static struct sl_request *request_new(struct sl_proxy *p, struct sl_conn *conn,
     if (r == NULL)
         return NULL;
     r->deadline = (struct event *)(r + 1);
-    if (event_assign(r->deadline, p->base, -1, 0, request_on_deadline, r) != 0) {
+    if (event_assign(r->deadline, q->base, -1, 0, request_on_deadline, r) != 0) {
         free(r);
         return NULL;
     }
     TAILQ_INIT(&r->last_headers);
     r->item.lane = SL_LANE_NORMAL;
     /* Addresses are at most INET6_ADDRSTRLEN (46) with the NUL. */
-    strncpy(r->client, sl_conn_peer(conn), sizeof(r->client) - 1);
-    r->proxy = p;
+    strncpy(r->client, client != NULL ? client : "-", sizeof(r->client) - 1);
+    r->q = q;
     r->route = route;
-    r->conn = conn;
+    r->sink = sink;
     r->msg = msg;
     r->arrived_us = sl_clock_now();
-    TAILQ_INSERT_TAIL(&p->requests, r, link);
-    p->n_requests++;
+    TAILQ_INSERT_TAIL(&q->live, r, link);
+    q->n_live++;
     return r;
 }
 
 /* Find the route, or answer the request and return NULL. */
-static struct sl_route *intake_route(struct sl_proxy *p, struct sl_conn *conn,
-                                     const struct sl_http_msg *msg)
+static struct sl_route *intake_route(struct sl_requests *q, struct sl_sink *sink,
+                                     const char *client, const struct sl_http_msg *msg)
 {
     const char *target = msg->target;
-    size_t len = strcspn(target, "?#");
-    char path[SL_CONFIG_PATH_LEN + 1];
     struct sl_route *route;
 
     if (strncmp(target, RESERVED_PREFIX, strlen(RESERVED_PREFIX)) == 0) {
-        sl_request_refuse(p, conn, &p->unrouted, SL_OUTCOME_NO_ROUTE,
+        sl_request_refuse(q, sink, client, SL_OUTCOME_NO_ROUTE,
                           "no such endpoint under the reserved prefix /_sluice/", false);
         return NULL;
     }
-    if (has_dot_segment(target, len)) {
-        sl_request_refuse(p, conn, &p->unrouted, SL_OUTCOME_BAD_REQUEST,
+    if (has_dot_segment(target, strcspn(target, "?#"))) {
+        sl_request_refuse(q, sink, client, SL_OUTCOME_BAD_REQUEST,
                           "dot segments are not allowed in the path", false);
         return NULL;
     }
-    /* Routes match prefixes of at most SL_CONFIG_PATH_LEN - 1 bytes. */
-    if (len > SL_CONFIG_PATH_LEN)
-        len = SL_CONFIG_PATH_LEN;
-    memcpy(path, target, len);
-    path[len] = '\0';
-    route = sl_route_match(&p->routes, path);
+    route = sl_route_match_target(q->routes, target);
     if (route == NULL)
-        sl_request_refuse(p, conn, &p->unrouted, SL_OUTCOME_NO_ROUTE,
-                          "no route matches the path", false);
+        sl_request_refuse(q, sink, client, SL_OUTCOME_NO_ROUTE, "no route matches the path",
+                          false);
     return route;
 }
 
@@ -390,11 +434,11 @@ static const char *fair_key(const struct sl_request *r)
 /* Park r in its route's queue: SL_OK, SL_EAGAIN (full, reject mode) or SL_ENOMEM. */
 static int intake_park(struct sl_request *r, enum sl_lane lane, size_t bytes)
 {
-    struct sl_proxy *p = r->proxy;
-    bool fits = sl_queue_fits(&p->totals, bytes);
+    struct sl_requests *q = r->q;
+    bool fits = sl_queue_fits(q->totals, bytes);
     int rc;
 
-    if (!fits && p->cfg->overflow == SL_OVERFLOW_REJECT)
+    if (!fits && q->cfg->overflow == SL_OVERFLOW_REJECT)
         return SL_EAGAIN;
     /* Backpressure: park anyway (at most one per open connection) and stop accepting. */
     rc = sl_queue_push(&r->route->queue, &r->item, lane, fair_key(r), bytes, r->arrived_us, true);
@@ -402,23 +446,24 @@ static int intake_park(struct sl_request *r, enum sl_lane lane, size_t bytes)
         return rc;
     r->state = SL_REQ_PARKED;
     /* Reject mode keeps accepting: the client gets its 503 now, not after a wait. */
-    if (p->cfg->overflow == SL_OVERFLOW_BACKPRESSURE && !sl_queue_fits(&p->totals, 0))
-        sl_frontend_pause(p->frontend, SL_PAUSE_QUEUE);
+    if (q->cfg->overflow == SL_OVERFLOW_BACKPRESSURE && !sl_queue_fits(q->totals, 0))
+        hook(q, q->hooks.queue_full);
     return SL_OK;
 }
 
 static void arm_deadline(struct sl_request *r)
 {
-    struct timeval tv = sl_clock_timeval(r->deadline_us - sl_clock_now());
+    struct timeval tv = sl_clock_timeval(r->item.deadline_us - sl_clock_now());
 
-    if (r->deadline_us == 0)
+    if (r->item.deadline_us == 0)
         return;
     evtimer_add(r->deadline, &tv);
 }
 
-void sl_request_intake(struct sl_proxy *p, struct sl_conn *conn, struct sl_http_msg *msg)
+void sl_request_submit(struct sl_requests *q, struct sl_sink *sink, struct sl_http_msg *msg,
+                       const char *client)
 {
-    struct sl_route *route;
+    struct sl_route *route = NULL;
     struct sl_request *r;
     const char *detail = NULL;
     enum sl_lane lane;
@@ -426,55 +471,43 @@ void sl_request_intake(struct sl_proxy *p, struct sl_conn *conn, struct sl_http_
     bool at_once;
     int rc;
 
-    if (p->draining) {
-        sl_request_refuse(p, conn, &p->unrouted, SL_OUTCOME_DRAINING,
-                          "sluice is shutting down", true);
-        sl_http_msg_free(msg);
-        return;
-    }
-    route = intake_route(p, conn, msg);
-    if (route == NULL) {
-        sl_http_msg_free(msg);
-        return;
-    }
-    if (read_controls(p, msg, &lane, &timeout_us, &detail) != SL_OK) {
-        sl_request_refuse(p, conn, &route->stats, SL_OUTCOME_BAD_REQUEST, detail, false);
-        sl_http_msg_free(msg);
-        return;
-    }
-    r = request_new(p, conn, msg, route);
-    if (r == NULL) {
-        sl_request_refuse(p, conn, &route->stats, SL_OUTCOME_INTERNAL_ERROR, "out of memory",
-                          true);
-        sl_http_msg_free(msg);
-        return;
-    }
-    r->deadline_us = timeout_us > 0 ? r->arrived_us + timeout_us : 0;
+    if (q->refuse_new)
+        sl_request_refuse(q, sink, client, SL_OUTCOME_DRAINING, "sluice is shutting down", true);
+    else if ((route = intake_route(q, sink, client, msg)) == NULL)
+        ;
+    else if (read_controls(q, msg, &lane, &timeout_us, &detail) != SL_OK)
+        refuse(q, sink, client, &route->stats, SL_OUTCOME_BAD_REQUEST, detail, false);
+    else if ((r = request_new(q, sink, client, msg, route)) == NULL)
+        refuse(q, sink, client, &route->stats, SL_OUTCOME_INTERNAL_ERROR, "out of memory", true);
+    else
+        goto admitted;
+    sl_http_msg_free(msg);
+    return;
+
+admitted:
+    r->item.deadline_us = timeout_us > 0 ? r->arrived_us + timeout_us : 0;
     /* Alone in its queue and the route is ready: the kick below dispatches it. */
     at_once = sl_queue_depth(&route->queue) == 0 && sl_dispatcher_ready(route, r->arrived_us);
-    rc = intake_park(r, lane,
-                     msg->header_bytes + (msg->body != NULL ? evbuffer_get_length(msg->body) : 0));
+    rc = intake_park(r, lane, msg->header_bytes + sl_http_msg_body_len(msg));
     if (rc != SL_OK) {
-        sl_request_finish(r, rc == SL_EAGAIN ? SL_OUTCOME_QUEUE_FULL : SL_OUTCOME_INTERNAL_ERROR,
-                          NULL,
-                          rc == SL_EAGAIN ? "the queue is full" : "out of memory");
+        request_finish(r, rc == SL_EAGAIN ? SL_OUTCOME_QUEUE_FULL : SL_OUTCOME_INTERNAL_ERROR,
+                       NULL, rc == SL_EAGAIN ? "the queue is full" : "out of memory");
         return;
     }
-    sl_conn_set_owner(conn, r);
+    sink->ops->adopt(sink, r);
     /* A request dispatched at once needs no timer (saves a heap insert and removal). */
     if (!at_once)
         arm_deadline(r);
     sl_dispatcher_kick(route);
 }
 
-void sl_request_client_gone(struct sl_request *r)
+void sl_request_sink_gone(struct sl_request *r)
 {
-    r->conn = NULL;
-    r->client_gone = true;
+    r->sink = NULL;
     r->route->stats.client_gone++;
     /* Parked: leave without a token. In flight: the token is spent; let it land. */
     if (r->state == SL_REQ_PARKED)
-        sl_request_finish(r, SL_OUTCOME_CLIENT_GONE, NULL, "the client closed the connection");
+        request_finish(r, SL_OUTCOME_CLIENT_GONE, NULL, "the client closed the connection");
 }
 
 /* --- upstream ----------------------------------------------------------- */
@@ -507,19 +540,6 @@ static uint64_t *jitter(void)
     return &jitter_state;
 }
 
-/* Hold every request of the route until now + pause (a later pause wins). */
-static void pause_route(struct sl_route *route, int64_t now, int64_t pause_us)
-{
-    int64_t until = now + pause_us;
-
-    if (pause_us <= 0 || until <= route->paused_until_us)
-        return;
-    route->paused_until_us = until;
-    route->stats.pauses++;
-    sl_log_info("route paused", "route=%s pause_ms=%lld", route->cfg.name,
-                (long long)(pause_us / 1000));
-}
-
 /* Any RateLimit* or X-RateLimit* field? A cheap test before the full parse. */
 static bool has_ratelimit_fields(const struct evkeyvalq *headers)
 {
@@ -548,11 +568,11 @@ static void heed_upstream(struct sl_route *route, const struct sl_upstream_respo
         const char *ra = evhttp_find_header(&resp->headers, "Retry-After");
 
         if (ra != NULL && sl_retry_after_parse(ra, sl_clock_wall(), &pause) == 0)
-            pause_route(route, now, pause);
+            (void)sl_route_pause(route, now, pause);
     }
     if (has_ratelimit_fields(&resp->headers) &&
         sl_retry_ratelimit_exhausted(&resp->headers, sl_clock_wall(), &pause) == 1)
-        pause_route(route, now, pause);
+        (void)sl_route_pause(route, now, pause);
 }
 
 /*
@@ -599,10 +619,10 @@ static void requeue(struct sl_request *r)
 {
     struct sl_route *route = r->route;
 
-    route->in_flight--;
+    sl_route_flight_end(route);
     r->state = SL_REQ_NEW;
     if (sl_queue_push_head(&route->queue, &r->item) != SL_OK) {
-        sl_request_finish(r, SL_OUTCOME_INTERNAL_ERROR, NULL, "out of memory");
+        request_finish(r, SL_OUTCOME_INTERNAL_ERROR, NULL, "out of memory");
         return;
     }
     r->state = SL_REQ_PARKED;
@@ -617,16 +637,16 @@ static int try_retry(struct sl_request *r, struct sl_upstream_response *resp, in
     int64_t wait_us = 0;
 
     /* A retired route (removed by a reload) has no queue that is served. */
-    if (r->conn == NULL || r->proxy->drain_expired || r->route->retired ||
+    if (r->sink == NULL || r->q->no_retry || r->route->retired ||
         !retry_plan(r, resp, &reason, &wait_us))
         return 0;
     /* A retry that cannot happen before the deadline is no retry: answer now. */
-    if (r->deadline_us != 0 && now + wait_us >= r->deadline_us)
+    if (r->item.deadline_us != 0 && now + wait_us >= r->item.deadline_us)
         return 0;
     if (resp->error == SL_UPSTREAM_OK && keep_last(r, resp) != SL_OK)
         return 0;
     r->route->stats.retries[reason]++;
-    pause_route(r->route, now, wait_us);
+    (void)sl_route_pause(r->route, now, wait_us);
     sl_log_debug("retrying", "route=%s attempt=%u reason=%s wait_ms=%lld", r->route->cfg.name,
                  r->attempts, sl_retry_reason_name(reason), (long long)(wait_us / 1000));
     requeue(r);
@@ -644,15 +664,14 @@ static void request_on_upstream(struct sl_upstream_response *resp, void *arg)
     heed_upstream(r->route, resp, now);
     if (try_retry(r, resp, now))
         return;
-    if (r->conn == NULL)
-        sl_request_finish(r, SL_OUTCOME_CLIENT_GONE, NULL, "the client closed the connection");
+    if (r->sink == NULL)
+        request_finish(r, SL_OUTCOME_CLIENT_GONE, NULL, "the client closed the connection");
     else if (resp->error == SL_UPSTREAM_OK)
-        sl_request_finish(r, SL_OUTCOME_RELAYED, resp, NULL);
+        request_finish(r, SL_OUTCOME_RELAYED, resp, NULL);
     else if (resp->error == SL_UPSTREAM_TIMEOUT)
-        sl_request_finish(r, SL_OUTCOME_UPSTREAM_TIMEOUT, NULL,
-                          "the upstream did not answer in time");
+        request_finish(r, SL_OUTCOME_UPSTREAM_TIMEOUT, NULL, "the upstream did not answer in time");
     else
-        sl_request_finish(r, SL_OUTCOME_UPSTREAM_UNREACHABLE, NULL, resp->detail);
+        request_finish(r, SL_OUTCOME_UPSTREAM_UNREACHABLE, NULL, resp->detail);
 }
 
 /* Date the dispatch by when the request left (after a connect), not when it was decided. */
@@ -665,7 +684,8 @@ static void request_on_sent(void *arg)
     r->sent_us = now;
 }
 
-void sl_request_dispatch(struct sl_request *r, int64_t now)
+/* The dispatcher popped r, took its token and counted it in flight: send it. */
+static void request_dispatch(struct sl_request *r, int64_t now)
 {
     struct sl_route *route = r->route;
     struct sl_upstream_request ur;
@@ -673,14 +693,13 @@ void sl_request_dispatch(struct sl_request *r, int64_t now)
     char url[SL_CONFIG_URL_LEN + 8192];
 
     r->state = SL_REQ_IN_FLIGHT;
-    route->in_flight++;
     r->attempts++;
     r->dispatched_us = now;
     r->sent_us = now;
     evtimer_del(r->deadline);
-    sl_proxy_queue_changed(r->proxy);
+    hook(r->q, r->q->hooks.queue_changed);
     if (sl_upstream_url(route->cfg.upstream, r->msg->target, url, sizeof(url)) != SL_OK) {
-        sl_request_finish(r, SL_OUTCOME_BAD_REQUEST, NULL, "request target too long");
+        request_finish(r, SL_OUTCOME_BAD_REQUEST, NULL, "request target too long");
         return;
     }
     ur.method = r->msg->method;
@@ -691,10 +710,91 @@ void sl_request_dispatch(struct sl_request *r, int64_t now)
     ur.headers = &r->msg->headers;
     ur.forward = &fwd;
     ur.sent = request_on_sent;
-    ur.body_len = r->msg->body != NULL ? evbuffer_get_length(r->msg->body) : 0;
+    ur.body_len = sl_http_msg_body_len(r->msg);
     ur.body = ur.body_len > 0 ? evbuffer_pullup(r->msg->body, -1) : NULL;
     ur.timeout_us = route->cfg.timeout_us;
-    r->call = sl_upstream_start(r->proxy->upstream, &ur, request_on_upstream, r);
+    r->call = sl_upstream_start(r->q->upstream, &ur, request_on_upstream, r);
     if (r->call == NULL)
-        sl_request_finish(r, SL_OUTCOME_INTERNAL_ERROR, NULL, "could not start the upstream call");
+        request_finish(r, SL_OUTCOME_INTERNAL_ERROR, NULL, "could not start the upstream call");
+}
+
+static void requests_on_dispatch(struct sl_route *route, struct sl_queue_item *it, int64_t now,
+                                 void *arg)
+{
+    (void)route;
+    (void)arg;
+    request_dispatch(request_of_item(it), now);
+}
+
+static void requests_on_expire(struct sl_route *route, struct sl_queue_item *it, void *arg)
+{
+    (void)route;
+    (void)arg;
+    request_expire(request_of_item(it));
+}
+
+const struct sl_dispatch_ops sl_request_dispatch_ops = {
+    .dispatch = requests_on_dispatch,
+    .expire = requests_on_expire,
+};
+
+/* --- the set of live requests ------------------------------------------- */
+
+void sl_requests_init(struct sl_requests *q, struct event_base *base)
+{
+    memset(q, 0, sizeof(*q));
+    q->base = base;
+    TAILQ_INIT(&q->live);
+}
+
+void sl_requests_finish_all(struct sl_requests *q, bool all, const char *detail)
+{
+    struct sl_request *r, *next;
+
+    for (r = TAILQ_FIRST(&q->live); r != NULL; r = next) {
+        next = TAILQ_NEXT(r, link);
+        if (all || r->state == SL_REQ_PARKED)
+            request_finish(r, SL_OUTCOME_DRAINING, NULL, detail);
+    }
+}
+
+/* Park r (popped from its old route's queue) at the tail of its lane in `to`. */
+static int move_parked(struct sl_request *r, struct sl_route *to)
+{
+    struct sl_queue_item *it = &r->item;
+    int64_t since = it->enqueued_us;
+
+    /* Forced and into an existing lane: the pop just returned the capacity. */
+    if (to == NULL || sl_queue_push(&to->queue, it, it->lane, it->key, it->bytes, since, true) !=
+                          SL_OK)
+        return SL_ERR;
+    it->enqueued_us = since;
+    r->route = to;
+    return SL_OK;
+}
+
+void sl_requests_move_route(struct sl_requests *q, struct sl_route *from, struct sl_route *to,
+                            const struct sl_route_table *t)
+{
+    struct sl_queue_item *it;
+    struct sl_request *r;
+
+    while ((it = sl_queue_pop(&from->queue)) != NULL) {
+        r = request_of_item(it);
+        if (move_parked(r, to != NULL ? to : sl_route_match_target(t, r->msg->target)) ==
+            SL_OK)
+            continue;
+        r->state = SL_REQ_NEW;
+        request_finish(r, to != NULL ? SL_OUTCOME_INTERNAL_ERROR : SL_OUTCOME_NO_ROUTE, NULL,
+                       to != NULL ? "out of memory during reload"
+                                  : "the route of this request was removed by a reload");
+    }
+    if (to == NULL)
+        return;
+    TAILQ_FOREACH(r, &q->live, link) {
+        if (r->route == from && r->state == SL_REQ_IN_FLIGHT) {
+            r->route = to;
+            sl_route_flight_move(from, to);
+        }
+    }
 }

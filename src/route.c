@@ -138,3 +138,53 @@ struct sl_route *sl_route_find(const struct sl_route_table *t, const char *name)
     }
     return NULL;
 }
+
+struct sl_route *sl_route_match_target(const struct sl_route_table *t, const char *target)
+{
+    char path[SL_CONFIG_PATH_LEN + 1];
+    size_t len = strcspn(target, "?#");
+
+    /* Routes match prefixes of at most SL_CONFIG_PATH_LEN - 1 bytes. */
+    if (len > SL_CONFIG_PATH_LEN)
+        len = SL_CONFIG_PATH_LEN;
+    memcpy(path, target, len);
+    path[len] = '\0';
+    return sl_route_match(t, path);
+}
+
+void sl_route_flight_begin(struct sl_route *r)
+{
+    r->in_flight++;
+}
+
+void sl_route_flight_end(struct sl_route *r)
+{
+    if (r->in_flight > 0)
+        r->in_flight--;
+}
+
+void sl_route_flight_move(struct sl_route *from, struct sl_route *to)
+{
+    sl_route_flight_end(from);
+    sl_route_flight_begin(to);
+}
+
+bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us)
+{
+    int64_t until = now + pause_us;
+
+    if (pause_us <= 0 || until <= r->paused_until_us)
+        return false;
+    r->paused_until_us = until;
+    r->stats.pauses++;
+    sl_log_info("route paused", "route=%s pause_ms=%lld", r->cfg.name,
+                (long long)(pause_us / 1000));
+    return true;
+}
+
+void sl_route_carry_over(struct sl_route *to, const struct sl_route *from)
+{
+    sl_limiter_inherit(&to->limiter, &from->limiter);
+    to->stats = from->stats;
+    to->paused_until_us = from->paused_until_us;
+}

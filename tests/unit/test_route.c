@@ -162,8 +162,8 @@ static void test_find_and_state(void **state)
     /* Runtime state starts clear. */
     assert_int_equal(api->in_flight, 0);
     assert_int_equal(api->paused_until_us, 0);
-    assert_int_equal(api->timer_at_us, 0);
-    assert_null(api->timer);
+    assert_int_equal(api->sched.timer_at_us, 0);
+    assert_null(api->sched.timer);
     assert_int_equal(api->stats.dispatched, 0);
     /* The queue counts into the shared totals; fini takes it off again. */
     memset(&item, 0, sizeof(item));
