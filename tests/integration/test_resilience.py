@@ -62,15 +62,38 @@ class ResilienceTest(SluiceTestCase):
         self.assertGreaterEqual(times[2] - times[1], 1_000_000)
 
     def test_deadline_returns_the_last_upstream_answer(self):
+        # A 429 whose retry is planned before the deadline, but whose token
+        # comes after it: the request is parked again and its deadline fires
+        # while it waits, so sluice answers with the 429 it kept (not 504).
+        # rate 30/m: one dispatch every 2 s. Arrival t=0, dispatch ~0, 429
+        # with Retry-After: 1 -> retry planned for t=1 s < deadline 1.5 s;
+        # the limiter's next token is t~2 s > 1.5 s: the deadline fires first.
+        # (A retry that cannot be planned before the deadline is answered at
+        # once with the upstream's response: a different path, no wait.)
         mock = self.start_mock("--fail-first", "1000", "--fail-status", "429",
                                "--retry-after", "1")
-        self.start_sluice(route(upstream_port=mock.port, rate="100/s"))
-        status, headers, _ = self.request(self.sluice.port, "GET", "/d",
-                                          headers={"X-Sluice-Deadline": "2500ms"})
+        s = self.start_sluice(route(upstream_port=mock.port, rate="30/m"))
+        t0 = time.monotonic()
+        status, headers, _ = self.request(s.port, "GET", "/d",
+                                          headers={"X-Sluice-Deadline": "1500ms"})
+        elapsed = time.monotonic() - t0
         self.assertEqual(status, 429)
         self.assertNotIn("x-sluice-error", headers)
-        self.assertGreaterEqual(int(headers["x-sluice-attempts"]), 2)
         self.assertEqual(headers.get("retry-after"), "1")
+        # One attempt: the retry was planned, never dispatched.
+        self.assertEqual(headers["x-sluice-attempts"], "1")
+        self.assertEqual(len(read_arrivals(mock.log)), 1)
+        self.assertEqual(self.metric_value(self.metrics(), "sluice_retries_total",
+                                           route="default", reason="429"), 1)
+        # Answered when the deadline fired, not when the 429 came back.
+        self.assertGreaterEqual(elapsed, 1.4, "answered before the deadline")
+        self.assertLess(elapsed, 3.0, "answered long after the deadline")
+        log = wait_for(lambda: [l for l in s.stderr_text().splitlines()
+                                if "msg=request " in l and "path=/d " in l],
+                       what="the access log line")
+        self.assertEqual(len(log), 1, log)
+        self.assertIn(" status=429 outcome=relayed ", log[0])
+        self.assertIn(" attempts=1 ", log[0])
 
     def test_ratelimit_headers_prevent_429s(self):
         mock = self.start_mock("--ratelimit-budget", "10", "--ratelimit-window", "1")
