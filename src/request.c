@@ -27,6 +27,7 @@
 #include "http_msg.h"
 #include "limiter.h"
 #include "log.h"
+#include "path.h"
 #include "retry.h"
 #include "route.h"
 #include "sluice.h"
@@ -301,27 +302,6 @@ static void request_finish(struct sl_request *r, enum sl_outcome o,
 
 /* --- intake ------------------------------------------------------------- */
 
-/* Dot segments would let a path match one route and reach another upstream path. */
-static bool has_dot_segment(const char *path, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        size_t seg;
-
-        if (path[i] != '/')
-            continue;
-        seg = i + 1;
-        if (seg < len && path[seg] == '.') {
-            size_t end = seg + 1;
-
-            if (end < len && path[end] == '.')
-                end++;
-            if (end == len || path[end] == '/')
-                return true;
-        }
-    }
-    return false;
-}
-
 /*
  * The deadline of a parked request passed: it leaves without a token, with
  * the last upstream response if it had one (a retried 429), else 504.
@@ -399,21 +379,27 @@ static struct sl_request *request_new(struct sl_requests *q, struct sl_sink *sin
     return r;
 }
 
-/* Find the route, or answer the request and return NULL. */
+/*
+ * Normalise the target in place (path.h: the upstream gets the form that
+ * was routed, so no spelling of a path reaches another route's), then find
+ * the route; or answer the request and return NULL.
+ */
 static struct sl_route *intake_route(struct sl_requests *q, struct sl_sink *sink,
-                                     const char *client, const struct sl_http_msg *msg)
+                                     const char *client, struct sl_http_msg *msg)
 {
-    const char *target = msg->target;
+    char *target = msg->target;
+    size_t len = strlen(target);
+    const char *detail = NULL;
     struct sl_route *route;
 
+    if (sl_path_normalize(target, len, target, len + 1, &detail) != SL_OK) {
+        sl_request_refuse(q, sink, client, SL_OUTCOME_BAD_REQUEST, detail, false);
+        return NULL;
+    }
+    /* After normalising: "//_sluice/" and "/%5Fsluice/" are reserved too. */
     if (strncmp(target, RESERVED_PREFIX, strlen(RESERVED_PREFIX)) == 0) {
         sl_request_refuse(q, sink, client, SL_OUTCOME_NO_ROUTE,
                           "no such endpoint under the reserved prefix /_sluice/", false);
-        return NULL;
-    }
-    if (has_dot_segment(target, strcspn(target, "?#"))) {
-        sl_request_refuse(q, sink, client, SL_OUTCOME_BAD_REQUEST,
-                          "dot segments are not allowed in the path", false);
         return NULL;
     }
     route = sl_route_match_target(q->routes, target);
