@@ -59,39 +59,27 @@ struct sl_forward_info {
 /* Is `name` hop-by-hop, either always or because `hdrs`' Connection names it? */
 bool sl_headers_is_hop_by_hop(const char *name, const struct evkeyvalq *hdrs);
 
-/*
- * Client request headers -> upstream request headers. Besides the hop-by-hop
- * and X-Sluice-* fields, drops Content-Length and Expect (the upstream client
- * computes its own framing), drops Host unless preserve_host, appends the
- * client to X-Forwarded-For, sets X-Forwarded-Proto and appends
- * "Via: 1.1 sluice". Returns SL_OK or SL_ENOMEM.
- */
-int sl_headers_to_upstream(const struct evkeyvalq *in, struct evkeyvalq *out,
-                           const struct sl_forward_info *fi);
-
-/* Called once per field by sl_headers_each_to_upstream(); non-SL_OK stops the walk. */
+/* Called once per field by the walks below; non-SL_OK stops the walk. */
 typedef int (*sl_header_fn)(const char *name, const char *value, void *arg);
 
 /*
- * The same translation without building a list: `fn` sees each field
- * sl_headers_to_upstream() would add, in the same order, so a serializer can
- * write them straight out. Returns SL_OK, SL_ENOMEM or fn's first error.
+ * Client request headers -> upstream request headers, handed to `fn` one by
+ * one so a serializer writes them straight out (no list is built). Besides
+ * the hop-by-hop and X-Sluice-* fields, drops Content-Length and Expect (the
+ * upstream client computes its own framing), drops Host unless
+ * preserve_host, appends the client to X-Forwarded-For, sets
+ * X-Forwarded-Proto and appends "Via: 1.1 sluice". Returns SL_OK, SL_ENOMEM
+ * or fn's first error.
  */
 int sl_headers_each_to_upstream(const struct evkeyvalq *in, const struct sl_forward_info *fi,
                                 sl_header_fn fn, void *arg);
 
 /*
- * Upstream response headers -> client response headers. Besides the
- * hop-by-hop and X-Sluice-* fields, drops Content-Length unless keep_length
- * (HEAD: the length describes a body that is not sent), and appends
- * "Via: 1.1 sluice". Returns SL_OK or SL_ENOMEM.
- */
-int sl_headers_from_upstream(const struct evkeyvalq *in, struct evkeyvalq *out, bool keep_length);
-
-/*
- * The same translation without building a list: `fn` sees each field
- * sl_headers_from_upstream() would add, in order, so the response head is
- * written straight from the answer's fields. Returns SL_OK, SL_ENOMEM or
+ * Upstream response headers -> client response headers, handed to `fn` one
+ * by one, so the response head is written straight from the answer's
+ * fields. Besides the hop-by-hop and X-Sluice-* fields, drops
+ * Content-Length unless keep_length (HEAD: the length describes a body that
+ * is not sent), and appends "Via: 1.1 sluice". Returns SL_OK, SL_ENOMEM or
  * fn's first error.
  */
 int sl_headers_each_from_upstream(const struct evkeyvalq *in, bool keep_length, sl_header_fn fn,

@@ -137,4 +137,19 @@ long sl_http1_chunked_feed(struct sl_http1_chunked *d, const char *in, size_t le
  */
 char *sl_http1_u64(char *end, uint64_t v);
 
+/* Optional white space (RFC 9110 5.6.3). */
+static inline bool sl_http1_is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* Narrow [*a, *b) so that it neither starts nor ends with OWS. */
+static inline void sl_http1_trim(const char **a, const char **b)
+{
+    while (*a < *b && sl_http1_is_ows(**a))
+        (*a)++;
+    while (*b > *a && sl_http1_is_ows((*b)[-1]))
+        (*b)--;
+}
+
 #endif

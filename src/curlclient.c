@@ -285,13 +285,12 @@ static void call_free(struct curl_call *call)
     free(call);
 }
 
+/* A header line without its line end and surrounding OWS. */
 static void trim(const char **start, const char **end)
 {
-    while (*start < *end && (**start == ' ' || **start == '\t'))
-        (*start)++;
-    while (*end > *start && ((*end)[-1] == ' ' || (*end)[-1] == '\t' ||
-                             (*end)[-1] == '\r' || (*end)[-1] == '\n'))
+    while (*end > *start && ((*end)[-1] == '\r' || (*end)[-1] == '\n'))
         (*end)--;
+    sl_http1_trim(start, end);
 }
 
 /*

@@ -247,11 +247,6 @@ void sl_headers_clear(struct evkeyvalq *q)
     }
 }
 
-static bool is_ows(char c)
-{
-    return c == ' ' || c == '\t';
-}
-
 /*
  * Walk the comma-separated list `list`: fn sees each non-empty token (not
  * NUL-terminated); a true return stops the walk and is returned.
@@ -262,13 +257,13 @@ static bool each_token(const char *list, bool (*fn)(const char *t, size_t n, con
     const char *p = list;
 
     while (*p != '\0') {
-        while (is_ows(*p) || *p == ',')
+        while (sl_http1_is_ows(*p) || *p == ',')
             p++;
         const char *start = p;
         while (*p != '\0' && *p != ',')
             p++;
         const char *end = p;
-        while (end > start && is_ows(end[-1]))
+        while (end > start && sl_http1_is_ows(end[-1]))
             end--;
         if (end > start && fn(start, (size_t)(end - start), arg))
             return true;
@@ -430,19 +425,6 @@ int sl_headers_each_to_upstream(const struct evkeyvalq *in, const struct sl_forw
     return emit_joined(in, R_VIA, sc.via, "Via", SLUICE_VIA, fn, arg);
 }
 
-static int add_to_list(const char *name, const char *value, void *arg)
-{
-    int rc = sl_headers_add(arg, name, value);
-
-    return rc == SL_ERR ? SL_OK : rc; /* no list holds CR/LF: nothing to refuse here */
-}
-
-int sl_headers_to_upstream(const struct evkeyvalq *in, struct evkeyvalq *out,
-                           const struct sl_forward_info *fi)
-{
-    return sl_headers_each_to_upstream(in, fi, add_to_list, out);
-}
-
 /* ctx: the bool keep_length (HEAD and 304 answers keep Content-Length). */
 static bool dropped_client_bound(enum role r, const void *ctx)
 {
@@ -460,11 +442,6 @@ int sl_headers_each_from_upstream(const struct evkeyvalq *in, bool keep_length, 
         return rc;
     /* Most answers carry no Via: then ours is the value, no join needed. */
     return emit_joined(in, R_VIA, sc.via, "Via", SLUICE_VIA, fn, arg);
-}
-
-int sl_headers_from_upstream(const struct evkeyvalq *in, struct evkeyvalq *out, bool keep_length)
-{
-    return sl_headers_each_from_upstream(in, keep_length, add_to_list, out);
 }
 
 int sl_headers_each(const struct evkeyvalq *q, sl_header_fn fn, void *arg)

@@ -82,11 +82,6 @@ static inline const char *span(const char *p, const char *end, unsigned want)
     return p;
 }
 
-static inline bool is_ows(char c)
-{
-    return c == ' ' || c == '\t';
-}
-
 /*
  * s[0..n) equals `lower` in any case. Or-ing 0x20 folds only a letter onto
  * its other case here: the sole non-letter of our literals is '-', which
@@ -242,10 +237,7 @@ static bool list_next(const char **cur, const char *end, const char **s, size_t 
     comma = memchr(a, ',', (size_t)(end - a));
     b = comma != NULL ? comma : end;
     *cur = comma != NULL ? comma + 1 : NULL;
-    while (a < b && is_ows(*a))
-        a++;
-    while (b > a && is_ows(b[-1]))
-        b--;
+    sl_http1_trim(&a, &b);
     *s = a;
     *n = (size_t)(b - a);
     return true;
@@ -285,7 +277,7 @@ static int transfer_encoding(struct parse *ps, const struct sl_http1_field *f)
     ps->h->transfer_encoding = true;
     while (list_next(&cur, f->value + f->value_len, &s, &n)) {
         if ((semi = memchr(s, ';', n)) != NULL)
-            for (n = (size_t)(semi - s); n > 0 && is_ows(s[n - 1]); n--)
+            for (n = (size_t)(semi - s); n > 0 && sl_http1_is_ows(s[n - 1]); n--)
                 ;
         if (n == 0)
             continue;
@@ -337,13 +329,13 @@ static inline int value_line(struct parse *ps, const char *from, const char **v,
     const char *a = from, *b;
     int n;
 
-    while (a < ps->end && is_ows(*a))
+    while (a < ps->end && sl_http1_is_ows(*a))
         a++;
     b = span(a, ps->end, C_VALUE);
     if ((n = eol(b, ps->end)) <= 0)
         return n < 0 ? SL_HTTP1_PARTIAL : bad_byte(ps, b, "invalid character in field value");
     ps->p = b + n;
-    while (b > a && is_ows(b[-1]))
+    while (b > a && sl_http1_is_ows(b[-1]))
         b--;
     *v = a;
     *ve = b;
@@ -385,7 +377,7 @@ static int folds(struct parse *ps, struct sl_http1_field *f)
     const char *v, *ve;
     int rc;
 
-    while (ps->p < ps->end && is_ows(*ps->p)) {
+    while (ps->p < ps->end && sl_http1_is_ows(*ps->p)) {
         if (ps->request)
             return fail(ps->h, "obsolete line folding");
         /* The buffer changes only once the whole fold line is here. */
@@ -418,7 +410,7 @@ static int field_line(struct parse *ps)
     f = &h->fields[h->n_fields];
     *f = (struct sl_http1_field){p, v, (uint32_t)(q - p), (uint32_t)(ve - v)};
     /* The next line could still be a fold: its first byte must be here. */
-    if (ps->p == ps->end || (is_ows(*ps->p) && (rc = folds(ps, f)) != SL_HTTP1_DONE))
+    if (ps->p == ps->end || (sl_http1_is_ows(*ps->p) && (rc = folds(ps, f)) != SL_HTTP1_DONE))
         return ps->p == ps->end ? SL_HTTP1_PARTIAL : rc;
     h->n_fields++;
     return framing(ps, f);
@@ -429,7 +421,7 @@ static int fields(struct parse *ps)
 {
     int n, rc;
 
-    if (ps->p < ps->end && is_ows(*ps->p)) /* RFC 9112 2.2 */
+    if (ps->p < ps->end && sl_http1_is_ows(*ps->p)) /* RFC 9112 2.2 */
         return fail(ps->h, "whitespace after the start line");
     while ((n = eol(ps->p, ps->end)) == 0)
         if ((rc = field_line(ps)) != SL_HTTP1_DONE)
@@ -548,9 +540,9 @@ static const char *size_byte(struct sl_http1_chunked *d, const char *p)
                        (unsigned)(is(*p, C_DIGIT) ? *p - '0' : (*p | 0x20) - 'a' + 10);
         return p + 1;
     }
-    if (d->digits == 0 || (d->state == CH_SIZE_WS && !is_ows(*p) && *p != ';'))
+    if (d->digits == 0 || (d->state == CH_SIZE_WS && !sl_http1_is_ows(*p) && *p != ';'))
         return ch_fail(d, "malformed chunk size");
-    if (*p == ';' || is_ows(*p)) {
+    if (*p == ';' || sl_http1_is_ows(*p)) {
         d->state = *p == ';' ? CH_EXT : CH_SIZE_WS;
         return p + 1;
     }

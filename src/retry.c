@@ -19,6 +19,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "clock.h"
+#include "http1.h"
 #include "sluice.h"
 
 /* Whole seconds above this are clamped: the product still fits in int64_t. */
@@ -42,11 +43,6 @@ static const char *const long_day_names[] = {
     "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
 };
 
-static bool is_ows(char c)
-{
-    return c == ' ' || c == '\t';
-}
-
 static bool is_digit(char c)
 {
     return c >= '0' && c <= '9';
@@ -65,17 +61,9 @@ static bool is_alpha(char c)
 /* [start, end) of s without leading and trailing OWS. */
 static void trim(const char *s, const char **start, const char **end)
 {
-    const char *b = s;
-    const char *e;
-
-    while (is_ows(*b))
-        b++;
-    e = b + strlen(b);
-
-    while (e > b && is_ows(e[-1]))
-        e--;
-    *start = b;
-    *end = e;
+    *start = s;
+    *end = s + strlen(s);
+    sl_http1_trim(start, end);
 }
 
 static int64_t secs_to_us(int64_t s)
@@ -176,7 +164,7 @@ static bool lit(struct cur *c, const char *s)
 
 static void ows(struct cur *c)
 {
-    while (c->p < c->end && is_ows(*c->p))
+    while (c->p < c->end && sl_http1_is_ows(*c->p))
         c->p++;
 }
 
