@@ -133,6 +133,18 @@ static void send_continue(struct sl_conn *c)
 }
 
 /* Copy the parsed head into a new message (h points into the input buffer). */
+/* RFC 9112 3.2: one Host in HTTP/1.1, never two. NULL when it holds, else why not. */
+static const char *host_problem(const struct sl_http1_head *h)
+{
+    unsigned hosts = 0;
+
+    for (size_t i = 0; i < h->n_fields; i++)
+        hosts += h->fields[i].name_len == 4 && strncasecmp(h->fields[i].name, "Host", 4) == 0;
+    if (hosts > 1)
+        return "repeated Host field";
+    return hosts == 0 && h->minor >= 1 ? "missing Host field (required in HTTP/1.1)" : NULL;
+}
+
 static enum sl_outcome msg_from_head(struct sl_conn *c, const struct sl_http1_head *h,
                                      const char **detail)
 {
@@ -154,6 +166,8 @@ static enum sl_outcome msg_from_head(struct sl_conn *c, const struct sl_http1_he
         *detail = "request target must be an absolute path";
         return SL_OUTCOME_BAD_REQUEST;
     }
+    if ((*detail = host_problem(h)) != NULL)
+        return SL_OUTCOME_BAD_REQUEST;
     if (h->content_length > 0 && (uint64_t)h->content_length > c->fe->max_body_size) {
         *detail = "request body exceeds max_body_size";
         return SL_OUTCOME_BODY_TOO_LARGE;

@@ -1405,11 +1405,9 @@ static const char *request_with_fields(int n)
 }
 
 /*
- * KNOWN DEFECT, skipped: an HTTP/1.1 request without Host, or with more than
- * one Host field, must be refused as bad_request (SPEC section 6: "missing or
- * repeated Host"; RFC 9112 section 3.2: a server MUST answer 400). frontend.c
- * hands both to `request`, and nothing further up checks Host either. Run with
- * SLUICE_TEST_KNOWN_DEFECTS=1 to see it fail; drop the skip once fixed.
+ * An HTTP/1.1 request without Host, or any request with more than one Host
+ * field, is refused as bad_request (SPEC section 6: "missing or repeated
+ * Host"; RFC 9112 section 3.2: a server MUST answer 400).
  */
 static void test_host_required(void **state)
 {
@@ -1421,8 +1419,6 @@ static void test_host_required(void **state)
     int c;
 
     (void)state;
-    if (getenv("SLUICE_TEST_KNOWN_DEFECTS") == NULL)
-        skip();
     start(NULL);
     for (size_t i = 0; i < SL_ARRAY_LEN(bad); i++)
         expect_refusal(&bad[i]);
