@@ -73,7 +73,9 @@ struct sl_config {
     char admin_listen[SL_CONFIG_ADDR_LEN]; /* "" disables */
     char admin_token[SL_CONFIG_TOKEN_LEN]; /* "" = no token */
     unsigned max_connections;          /* default 10000 */
-    int64_t client_timeout_us;         /* default 60s */
+    int64_t client_timeout_us;         /* default 60s: idle between requests */
+    int64_t client_header_timeout_us;  /* default 10s: a whole request head */
+    int64_t client_body_timeout_us;    /* default 60s: a whole request body */
     size_t max_header_size;            /* default 16k */
     size_t max_body_size;              /* default 8m */
     int64_t drain_timeout_us;          /* default 30s */

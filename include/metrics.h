@@ -26,6 +26,7 @@ struct evbuffer;
 #define SL_OUTCOMES(X)                                     \
     X(RELAYED, "relayed", 0)                               \
     X(BAD_REQUEST, "bad_request", 400)                     \
+    X(REQUEST_TIMEOUT, "request_timeout", 408)             \
     X(NO_ROUTE, "no_route", 404)                           \
     X(BODY_TOO_LARGE, "body_too_large", 413)               \
     X(HEADERS_TOO_LARGE, "headers_too_large", 431)         \

@@ -98,6 +98,8 @@ static const struct option options[] = {
     {SEC_SERVER, "admin_token", OPT_STRING, CFG(admin_token), 0, 0, 0, "", NULL, true},
     {SEC_SERVER, "max_connections", OPT_UINT, CFG(max_connections), 0, 1, 1000000, "10000", NULL, true},
     {SEC_SERVER, "client_timeout", OPT_DURATION, CFG(client_timeout_us), 0, USEC_MS, MAX_DURATION, "60s", NULL, true},
+    {SEC_SERVER, "client_header_timeout", OPT_DURATION, CFG(client_header_timeout_us), 0, USEC_MS, MAX_DURATION, "10s", NULL, true},
+    {SEC_SERVER, "client_body_timeout", OPT_DURATION, CFG(client_body_timeout_us), 0, USEC_MS, MAX_DURATION, "60s", NULL, true},
     {SEC_SERVER, "max_header_size", OPT_SIZE, CFG(max_header_size), 0, 1024, NO_MAX, "16k", NULL, true},
     {SEC_SERVER, "max_body_size", OPT_SIZE, CFG(max_body_size), 0, 0, NO_MAX, "8m", NULL, true},
     {SEC_SERVER, "drain_timeout", OPT_DURATION, CFG(drain_timeout_us), 0, 0, MAX_DURATION, "30s", NULL, true},

@@ -39,6 +39,13 @@
 #define FRONTEND_LINGER_SEC 2
 #define FRONTEND_MAX_FIELDS 100           /* per request, like Apache's LimitRequestFields */
 
+/* Which deadline a request being read is under (client_header/body_timeout). */
+enum conn_phase {
+    PHASE_NONE,
+    PHASE_HEAD,
+    PHASE_BODY,
+};
+
 enum conn_state {
     CONN_READING,
     CONN_SERVING,
@@ -56,6 +63,8 @@ struct sl_conn {
     struct sl_frontend *fe;
     struct bufferevent *bev;            /* owns the socket */
     struct event *rd;                   /* EV_READ | EV_PERSIST; in this allocation */
+    struct event *phase_timer;          /* the head's or body's deadline; in this allocation */
+    enum conn_phase phase;
     struct evbuffer *in;                /* what was read and not parsed yet */
     int64_t linger_until;               /* LINGERING: close then, whatever still arrives */
     enum conn_state state;
@@ -92,6 +101,8 @@ struct sl_frontend {
     unsigned max_connections;
     struct timeval client_timeout;
     const struct timeval *read_timeout; /* client_timeout as a common timeout (O(1) re-arm) */
+    struct timeval header_timeout, body_timeout;
+    const struct timeval *phase_timeout[PHASE_BODY + 1]; /* as common timeouts, by phase */
     size_t max_body_size;
     size_t max_header_size;
 };
@@ -523,6 +534,7 @@ static void conn_free(struct sl_conn *c)
     TAILQ_REMOVE(&fe->conns, c, link);
     fe->n_conns--;
     event_del(c->rd);
+    event_del(c->phase_timer);
     bufferevent_free(c->bev);
     evbuffer_free(c->in);
     sl_http_msg_free(c->msg);
@@ -556,15 +568,56 @@ static void conn_serve(struct sl_conn *c)
     fe->cb.request(c, msg, fe->arg);
 }
 
+/*
+ * A request that did not arrive in one read is under a deadline for its
+ * whole head, then for its whole body: re-arming the idle timeout on every
+ * read let a client trickling a byte at a time hold its connection for
+ * ever. Most requests arrive whole, and never arm this timer.
+ */
+static void conn_phase(struct sl_conn *c, enum conn_phase p)
+{
+    if (c->phase == p)
+        return;
+    c->phase = p;
+    if (p == PHASE_NONE)
+        event_del(c->phase_timer);
+    else if (event_add(c->phase_timer, c->fe->phase_timeout[p]) != 0)
+        c->phase = PHASE_NONE; /* only bad input fails; the idle timeout still holds */
+}
+
+static void conn_on_phase_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_conn *c = arg;
+    enum conn_phase p = c->phase;
+
+    (void)fd;
+    (void)what;
+    c->phase = PHASE_NONE;
+    if (c->state != CONN_READING || p == PHASE_NONE)
+        return;
+    conn_refuse(c, SL_OUTCOME_REQUEST_TIMEOUT,
+                p == PHASE_HEAD ? "the request head did not arrive within client_header_timeout"
+                                : "the request body did not arrive within client_body_timeout");
+}
+
 /* Read one request: its head, then its body; serve it once complete. */
 static void conn_parse(struct sl_conn *c)
 {
+    int rc;
+
     if (c->state != CONN_READING)
         return;
-    if (c->msg == NULL && read_head(c, c->in) != 0)
+    if (c->msg == NULL && (rc = read_head(c, c->in)) != 0) {
+        if (rc > 0 && evbuffer_get_length(c->in) > 0)
+            conn_phase(c, PHASE_HEAD);
         return;
-    if (read_body(c, c->in) != 0)
+    }
+    if ((rc = read_body(c, c->in)) != 0) {
+        if (rc > 0)
+            conn_phase(c, PHASE_BODY);
         return;
+    }
+    conn_phase(c, PHASE_NONE);
     conn_serve(c);
 }
 
@@ -699,17 +752,20 @@ static void frontend_on_accept(struct evconnlistener *lev, evutil_socket_t fd,
 
     (void)lev;
     (void)socklen;
-    c = calloc(1, sizeof(*c) + event_get_struct_event_size());
+    /* Both events live in the connection's allocation. */
+    c = calloc(1, sizeof(*c) + 2 * event_get_struct_event_size());
     if (c == NULL) {
         evutil_closesocket(fd);
         return;
     }
     c->rd = (struct event *)(void *)(c + 1);
+    c->phase_timer = (struct event *)(void *)((char *)(c + 1) + event_get_struct_event_size());
     c->sink.ops = &conn_sink_ops;
     c->in = evbuffer_new();
     c->bev = c->in != NULL ? bufferevent_socket_new(fe->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
-    if (c->bev == NULL || event_assign(c->rd, fe->base, fd, EV_READ | EV_PERSIST,
-                                       conn_on_readable, c) != 0) {
+    if (c->bev == NULL ||
+        event_assign(c->rd, fe->base, fd, EV_READ | EV_PERSIST, conn_on_readable, c) != 0 ||
+        event_assign(c->phase_timer, fe->base, -1, 0, conn_on_phase_timeout, c) != 0) {
         if (c->bev != NULL)
             bufferevent_free(c->bev);
         else
@@ -782,6 +838,14 @@ struct sl_frontend *sl_frontend_new(struct event_base *base, const struct sl_con
     return fe;
 }
 
+/* `tv` as a common timeout (O(1) to re-arm), or itself if libevent has no more. */
+static const struct timeval *common_timeout(struct event_base *base, const struct timeval *tv)
+{
+    const struct timeval *common = event_base_init_common_timeout(base, tv);
+
+    return common != NULL ? common : tv;
+}
+
 void sl_frontend_configure(struct sl_frontend *fe, const struct sl_config *cfg)
 {
     fe->cfg = cfg;
@@ -789,10 +853,12 @@ void sl_frontend_configure(struct sl_frontend *fe, const struct sl_config *cfg)
     fe->max_body_size = cfg->max_body_size;
     fe->client_timeout = sl_clock_timeval(cfg->client_timeout_us);
     /* A common timeout: re-arming it after every read is O(1), not a heap update. */
-    fe->read_timeout = event_base_init_common_timeout(fe->base, &fe->client_timeout);
-    if (fe->read_timeout == NULL)
-        fe->read_timeout = &fe->client_timeout;
+    fe->read_timeout = common_timeout(fe->base, &fe->client_timeout);
     fe->max_header_size = cfg->max_header_size;
+    fe->header_timeout = sl_clock_timeval(cfg->client_header_timeout_us);
+    fe->body_timeout = sl_clock_timeval(cfg->client_body_timeout_us);
+    fe->phase_timeout[PHASE_HEAD] = common_timeout(fe->base, &fe->header_timeout);
+    fe->phase_timeout[PHASE_BODY] = common_timeout(fe->base, &fe->body_timeout);
     if (fe->n_conns < fe->max_connections)
         sl_frontend_resume(fe, SL_PAUSE_CONNECTIONS);
     else
