@@ -28,6 +28,7 @@ struct evbuffer;
     X(BAD_REQUEST, "bad_request", 400)                     \
     X(REQUEST_TIMEOUT, "request_timeout", 408)             \
     X(NO_ROUTE, "no_route", 404)                           \
+    X(URI_TOO_LONG, "uri_too_long", 414)                   \
     X(BODY_TOO_LARGE, "body_too_large", 413)               \
     X(HEADERS_TOO_LARGE, "headers_too_large", 431)         \
     X(QUEUE_FULL, "queue_full", 503)                       \

@@ -34,6 +34,8 @@
 #include "upstream.h"
 
 #define RESERVED_PREFIX "/_sluice/"
+/* The upstream URL: the route's base and the target. Checked at intake. */
+#define URL_MAX (SL_CONFIG_URL_LEN + 8192)
 
 struct sl_request {
     struct sl_queue_item item;          /* while PARKED; its deadline_us is the request's */
@@ -403,9 +405,15 @@ static struct sl_route *intake_route(struct sl_requests *q, struct sl_sink *sink
         return NULL;
     }
     route = sl_route_match_target(q->routes, target);
-    if (route == NULL)
+    if (route == NULL) {
         sl_request_refuse(q, sink, client, SL_OUTCOME_NO_ROUTE, "no route matches the path",
                           false);
+    } else if (strlen(route->cfg.upstream) + strlen(target) >= URL_MAX) {
+        /* Refused now: at dispatch it would have cost a token (and a wait). */
+        refuse(q, sink, client, &route->stats, SL_OUTCOME_URI_TOO_LONG,
+               "the request target is too long for the upstream URL", false);
+        route = NULL;
+    }
     return route;
 }
 
@@ -676,7 +684,7 @@ static void request_dispatch(struct sl_request *r, int64_t now)
     struct sl_route *route = r->route;
     struct sl_upstream_request ur;
     struct sl_forward_info fwd;
-    char url[SL_CONFIG_URL_LEN + 8192];
+    char url[URL_MAX];
 
     r->state = SL_REQ_IN_FLIGHT;
     r->attempts++;
