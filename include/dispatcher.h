@@ -66,7 +66,8 @@ void sl_dispatcher_freeze(struct sl_route *r);
 
 /*
  * Would the head of the route's queue be dispatched at `now`? The same test
- * sl_dispatcher_kick() applies (in-flight cap, pause, limiter).
+ * sl_dispatcher_kick() applies (frozen or detached, in-flight cap, pause,
+ * limiter).
  */
 bool sl_dispatcher_ready(const struct sl_route *r, int64_t now);
 

@@ -63,6 +63,13 @@ struct sl_frontend *sl_frontend_new(struct event_base *base, const struct sl_con
 /* Adopt limits and timeouts from a (new) config; listen addresses are not changed. */
 void sl_frontend_configure(struct sl_frontend *fe, const struct sl_config *cfg);
 
+/*
+ * Accept at most `cap` connections, below cfg->max_connections when the
+ * descriptor limit leaves no room for more (the caller keeps descriptors
+ * for upstreams). Stays until the next sl_frontend_configure().
+ */
+void sl_frontend_cap_connections(struct sl_frontend *fe, unsigned cap);
+
 /* Bind every cfg->listen address. Returns SL_OK or SL_ERR (logged). */
 int sl_frontend_listen(struct sl_frontend *fe);
 

@@ -42,7 +42,7 @@ static void disarm(struct sl_route *r)
 
 bool sl_dispatcher_ready(const struct sl_route *r, int64_t now)
 {
-    return r->in_flight < r->cfg.max_in_flight && r->paused_until_us <= now &&
+    return !r->sched.frozen && r->sched.timer != NULL && r->in_flight < r->cfg.max_in_flight && r->paused_until_us <= now &&
            sl_limiter_next(&r->limiter, now) <= now;
 }
 
@@ -83,6 +83,9 @@ static bool dispatch_pass(struct sl_route *r)
         int64_t now = sl_clock_now();
         struct sl_queue_item *it = sl_queue_peek(&r->queue);
 
+        /* A callback may have frozen or detached the route. */
+        if (s->frozen || s->timer == NULL)
+            return false;
         if (it == NULL) {
             disarm(r);
             return false;

@@ -846,6 +846,22 @@ static const struct timeval *common_timeout(struct event_base *base, const struc
     return common != NULL ? common : tv;
 }
 
+static void apply_connection_cap(struct sl_frontend *fe)
+{
+    if (fe->n_conns < fe->max_connections)
+        sl_frontend_resume(fe, SL_PAUSE_CONNECTIONS);
+    else
+        sl_frontend_pause(fe, SL_PAUSE_CONNECTIONS);
+}
+
+void sl_frontend_cap_connections(struct sl_frontend *fe, unsigned cap)
+{
+    if (cap < fe->max_connections) {
+        fe->max_connections = cap;
+        apply_connection_cap(fe);
+    }
+}
+
 void sl_frontend_configure(struct sl_frontend *fe, const struct sl_config *cfg)
 {
     fe->cfg = cfg;
@@ -859,10 +875,7 @@ void sl_frontend_configure(struct sl_frontend *fe, const struct sl_config *cfg)
     fe->body_timeout = sl_clock_timeval(cfg->client_body_timeout_us);
     fe->phase_timeout[PHASE_HEAD] = common_timeout(fe->base, &fe->header_timeout);
     fe->phase_timeout[PHASE_BODY] = common_timeout(fe->base, &fe->body_timeout);
-    if (fe->n_conns < fe->max_connections)
-        sl_frontend_resume(fe, SL_PAUSE_CONNECTIONS);
-    else
-        sl_frontend_pause(fe, SL_PAUSE_CONNECTIONS);
+    apply_connection_cap(fe);
 }
 
 static int listener_port(struct evconnlistener *lev)

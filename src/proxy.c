@@ -5,6 +5,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -257,6 +258,61 @@ static void proxy_stop(struct sl_proxy *p, bool now)
     proxy_check_drained(p);
 }
 
+static unsigned total_in_flight(const struct sl_config *cfg)
+{
+    unsigned n = 0;
+
+    for (size_t i = 0; i < cfg->n_routes; i++)
+        n += cfg->routes[i].max_in_flight;
+    return n;
+}
+
+/*
+ * Descriptors kept for everything but clients: upstream connections (in
+ * flight, and as many idle in the pools), listeners, the admin side, DNS,
+ * curl's own, Redis, logs.
+ */
+static unsigned fd_reserve(const struct sl_config *cfg)
+{
+    return 2 * total_in_flight(cfg) + 64;
+}
+
+/* Start only: take every descriptor the hard limit allows (as nginx's worker_rlimit_nofile). */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            sl_log_warn("cannot raise the descriptor limit", "hard=%llu",
+                        (unsigned long long)rl.rlim_max);
+    }
+}
+
+/*
+ * Clients may not take the descriptors upstream connects need: with
+ * ulimit -n 256 and max_connections = 10000, clients held them all and
+ * upstream connects failed. Cap the frontend below the limit and say so.
+ */
+static void fit_connections(struct sl_proxy *p)
+{
+    const struct sl_config *cfg = p->cfg;
+    unsigned reserve = fd_reserve(cfg);
+    struct rlimit rl;
+    unsigned long long room;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return;
+    room = rl.rlim_cur > reserve ? (unsigned long long)(rl.rlim_cur - reserve) : 1;
+    if (room >= cfg->max_connections)
+        return;
+    sl_log_warn("max_connections does not fit the descriptor limit; clients capped",
+                "max_connections=%u nofile=%llu reserved=%u cap=%llu", cfg->max_connections,
+                (unsigned long long)rl.rlim_cur, reserve, room);
+    sl_frontend_cap_connections(p->frontend, (unsigned)room);
+}
+
 static int proxy_routes(struct sl_proxy *p, const struct sl_config *cfg,
                         struct sl_route_table *t)
 {
@@ -274,6 +330,7 @@ static void proxy_apply(struct sl_proxy *p, struct sl_config *cfg, struct sl_rou
     sl_frontend_configure(p->frontend, cfg);
     sl_config_free(p->cfg);
     p->cfg = cfg;
+    fit_connections(p);
     p->requests.cfg = cfg;
     p->reloads++;
     proxy_on_queue_changed(p);
@@ -328,15 +385,6 @@ static int proxy_signals(struct sl_proxy *p)
     return SL_OK;
 }
 
-static unsigned total_in_flight(const struct sl_config *cfg)
-{
-    unsigned n = 0;
-
-    for (size_t i = 0; i < cfg->n_routes; i++)
-        n += cfg->routes[i].max_in_flight;
-    return n;
-}
-
 struct sl_proxy *sl_proxy_new(struct sl_config *cfg)
 {
     struct sl_proxy *p = calloc(1, sizeof(*p));
@@ -376,6 +424,8 @@ struct sl_proxy *sl_proxy_new(struct sl_config *cfg)
     if (p->drain_timer == NULL || p->frontend == NULL || p->upstream == NULL ||
         proxy_signals(p) != SL_OK)
         goto fail;
+    raise_nofile();
+    fit_connections(p);
     return p;
 fail:
     if (ec != NULL)

@@ -166,13 +166,14 @@ class SluiceTestCase(unittest.TestCase):
         return ("[server]\nlisten = 127.0.0.1:%d\nadmin_listen = 127.0.0.1:%d\n%s\n"
                 "[queue]\n%s\n%s\n" % (port, admin, server, queue, routes))
 
-    def start_sluice(self, routes, server="", queue="", name="sluice", env=None):
-        """routes: the [route ...] sections as text. Returns the Proc with .port/.admin."""
+    def start_sluice(self, routes, server="", queue="", name="sluice", env=None, wrap=()):
+        """routes: the [route ...] sections as text; wrap: a command prefix (prlimit...).
+        Returns the Proc with .port/.admin."""
         port, admin = free_port(), free_port()
         text = self.sluice_config(routes, server, queue, port, admin)
         path = self.write_config(text, name + ".conf")
         full_env = dict(os.environ, **env) if env else None
-        proc = Proc(name, [SLUICE_BIN, "-c", path], self.workdir, env=full_env)
+        proc = Proc(name, list(wrap) + [SLUICE_BIN, "-c", path], self.workdir, env=full_env)
         self.procs.append(proc)
         self.sluice = proc
         wait_for(lambda: proc.p.poll() is not None or (port_open(port) and port_open(admin)),
