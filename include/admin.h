@@ -21,6 +21,7 @@
 
 struct event_base;
 struct sl_admin;
+struct sl_jobs;
 struct sl_queue_totals;
 struct sl_route;
 struct sl_route_stats;
@@ -38,6 +39,7 @@ struct sl_admin_view {
     bool draining;
     uint64_t reloads;
     double start_time;                   /* wall clock seconds */
+    const struct sl_jobs *jobs;          /* async jobs */
 };
 
 typedef void (*sl_admin_view_fn)(struct sl_admin_view *view, void *arg);

@@ -61,7 +61,23 @@ struct sl_route_config {
     bool honor_retry_after;            /* default on */
     bool preserve_host;                /* default off */
     char fair_key[SL_CONFIG_HEADER_LEN]; /* header name of "header:NAME", "" = none */
+    size_t max_response_size;          /* stored answers (async jobs); default 64m */
     int line;                          /* line of the [route NAME] header */
+};
+
+/*
+ * A [redis] url, parsed at load: redis://[:password@]host[:port][/db] with an
+ * IP literal host ("localhost" is resolved to 127.0.0.1 here: hiredis 0.14
+ * would resolve names with a blocking getaddrinfo on the loop), or
+ * unix:/path[?db=N[&password=P]].
+ */
+struct sl_redis_url {
+    char text[SL_CONFIG_URL_LEN];      /* as written; holds the password: never log it */
+    char host[48];                     /* IP literal; "" for a unix socket */
+    unsigned port;                     /* default 6379 */
+    char path[108];                    /* unix socket path, "" for TCP */
+    char password[256];                /* "" = no AUTH */
+    unsigned db;                       /* SELECT on connect when > 0 */
 };
 
 struct sl_config {
@@ -88,13 +104,15 @@ struct sl_config {
     enum sl_overflow overflow;         /* default backpressure */
     int64_t queue_timeout_us;          /* default 300s; 0 = no limit */
 
-    /* [redis] (parsed; rejected as "not supported yet" until its issue) */
+    /* [redis]: absent = memory only. result_ttl also applies to memory jobs. */
     bool has_redis;
-    char redis_url[SL_CONFIG_URL_LEN];
+    struct sl_redis_url redis_url;
     char redis_prefix[SL_CONFIG_NAME_LEN];
-    bool redis_jobs;
-    bool redis_shared_limit;
-    int64_t redis_result_ttl_us;
+    bool redis_jobs;                   /* default on (with a [redis] section) */
+    bool redis_shared_limit;           /* default off; "not supported yet" when on */
+    int64_t redis_result_ttl_us;       /* default 1h */
+    unsigned redis_max_deliveries;     /* default 5 */
+    int64_t redis_claim_after_us;      /* default 30s */
 
     struct sl_route_config *routes;    /* owned; n_routes >= 1 */
     size_t n_routes;
@@ -114,6 +132,15 @@ int sl_config_parse_duration(const char *s, int64_t *out_us);
 
 /* "512 16k 8m 1g" (binary multiples). 0 on success, -1 if bad. */
 int sl_config_parse_size(const char *s, size_t *out);
+
+/*
+ * Parse a [redis] url (struct sl_redis_url). 0 on success; -1 with *detail
+ * set to what is wrong.
+ */
+int sl_config_parse_redis_url(const char *s, struct sl_redis_url *out, const char **detail);
+
+/* Are Redis-backed jobs in use (a [redis] section with jobs = on)? */
+bool sl_config_redis_jobs(const struct sl_config *cfg);
 
 /* "10/s", "0.5/s", "5000/h", "100000/d". 0 on success, -1 if bad. */
 int sl_config_parse_limit(const char *s, struct sl_limit *out);

@@ -37,7 +37,10 @@ struct evbuffer;
     X(UPSTREAM_UNREACHABLE, "upstream_unreachable", 502)   \
     X(UPSTREAM_TIMEOUT, "upstream_timeout", 504)           \
     X(CLIENT_GONE, "client_gone", 499)                     \
-    X(INTERNAL_ERROR, "internal_error", 500)
+    X(INTERNAL_ERROR, "internal_error", 500)               \
+    X(JOB_NOT_FOUND, "job_not_found", 404)                 \
+    X(RESPONSE_TOO_LARGE, "response_too_large", 502)       \
+    X(REDIS_UNAVAILABLE, "redis_unavailable", 503)
 
 enum sl_outcome {
 #define SL_OUTCOME_ENUM(e, label, status) SL_OUTCOME_##e,
@@ -69,6 +72,22 @@ enum sl_retry_reason {
 };
 
 const char *sl_retry_reason_name(enum sl_retry_reason r);
+
+/* X(ENUM, "label") - where an async job is (GET /_sluice/jobs/{id}). */
+#define SL_JOB_STATES(X)      \
+    X(QUEUED, "queued")       \
+    X(RUNNING, "running")     \
+    X(DONE, "done")           \
+    X(FAILED, "failed")
+
+enum sl_job_state {
+#define SL_JOB_STATE_ENUM(e, label) SL_JOB_##e,
+    SL_JOB_STATES(SL_JOB_STATE_ENUM)
+#undef SL_JOB_STATE_ENUM
+    SL_JOB_STATE_COUNT
+};
+
+const char *sl_job_state_name(enum sl_job_state s);
 
 /* Upper bounds in seconds; the writer adds +Inf. */
 #define SL_HISTOGRAM_BOUNDS \
@@ -118,6 +137,11 @@ struct sl_metrics_global {
     bool draining;
     uint64_t reloads;
     double start_time_seconds; /* wall clock */
+    /* async jobs (jobs.h) */
+    uint64_t jobs[SL_JOB_STATE_COUNT]; /* held now, by state */
+    uint64_t jobs_accepted;            /* 202s given */
+    uint64_t jobs_expired;             /* results gone after result_ttl */
+    uint64_t jobs_evicted;             /* results dropped early by the caps */
 };
 
 /*

@@ -3,8 +3,8 @@
  *
  * A request does not know what brought it in. Its source gives it a sink;
  * the request's single exit answers through it exactly once. Today a sink
- * is a client connection (frontend.h); an async job's store and a batch
- * slot are sinks of the same kind. A sink can go away before the answer
+ * is a client connection (frontend.h) or an async job (jobs.h); a batch
+ * slot is a sink of the same kind. A sink can go away before the answer
  * (the client hung up, the batch was cancelled): its source then tells the
  * request (sl_request_sink_gone), which leaves its queue without a token.
  *
@@ -43,6 +43,11 @@ struct sl_sink_ops {
      */
     void (*respond)(struct sl_sink *s, int status, sl_sink_fields_fn fields, void *fields_arg,
                     struct evbuffer *body, bool keep_length, bool close);
+    /*
+     * Optional (may be NULL): the request was handed to the upstream, for
+     * the `attempt`-th time (an async job shows "running" from then on).
+     */
+    void (*dispatched)(struct sl_sink *s, unsigned attempt);
 };
 
 /* Embedded first in the source's own object (a connection, a job, a slot). */

@@ -16,6 +16,7 @@
 
 #include "clock.h"
 #include "dispatcher.h"
+#include "jobs.h"
 #include "log.h"
 #include "metrics.h"
 #include "queue.h"
@@ -97,6 +98,16 @@ static void admin_metrics(const struct sl_admin_view *v, struct evhttp_request *
     g.draining = v->draining;
     g.reloads = v->reloads;
     g.start_time_seconds = v->start_time;
+    if (v->jobs != NULL) {
+        struct sl_jobs_stats js;
+
+        sl_jobs_stats(v->jobs, &js);
+        for (int s = 0; s < SL_JOB_STATE_COUNT; s++)
+            g.jobs[s] = js.by_state[s];
+        g.jobs_accepted = js.accepted;
+        g.jobs_expired = js.expired;
+        g.jobs_evicted = js.evicted;
+    }
     if (sl_metrics_write(b, views, n, v->unrouted, &g) != SL_OK)
         goto fail;
     reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b);
@@ -143,6 +154,29 @@ static json_t *route_json(const struct sl_route *r, int64_t now)
                      "dispatched", (json_int_t)r->stats.dispatched, "outcomes", outcomes);
 }
 
+static json_t *jobs_json(const struct sl_jobs *jobs)
+{
+    struct sl_jobs_stats js;
+    json_t *o;
+
+    if (jobs == NULL)
+        return json_null();
+    sl_jobs_stats(jobs, &js);
+    o = json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:I}", "mode", js.durable ? "redis" : "memory",
+                  "durable", js.durable, "accepted", (json_int_t)js.accepted, "expired",
+                  (json_int_t)js.expired, "evicted", (json_int_t)js.evicted, "too_large",
+                  (json_int_t)js.too_large, "stored_bytes", (json_int_t)js.stored_bytes);
+    if (o == NULL)
+        return NULL;
+    for (int s = 0; s < SL_JOB_STATE_COUNT; s++)
+        json_object_set_new(o, sl_job_state_name((enum sl_job_state)s),
+                            json_integer((json_int_t)js.by_state[s]));
+    if (!js.durable)
+        json_object_set_new(o, "note", json_string("memory mode: jobs are not durable, they "
+                                                   "are lost when sluice stops"));
+    return o;
+}
+
 static void admin_status(const struct sl_admin_view *v, struct evhttp_request *req)
 {
     int64_t now = sl_clock_now();
@@ -151,12 +185,12 @@ static void admin_status(const struct sl_admin_view *v, struct evhttp_request *r
     for (size_t i = 0; i < v->n_routes; i++)
         json_array_append_new(routes, route_json(v->routes[i], now));
     reply_json(req, 200,
-               json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:o}", "version", SLUICE_VERSION,
+               json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:o,s:o}", "version", SLUICE_VERSION,
                          "draining", v->draining, "queue_depth", (json_int_t)v->totals->depth,
                          "queue_bytes", (json_int_t)v->totals->bytes, "queue_max_depth",
                          (json_int_t)v->totals->max_depth, "connections",
                          (json_int_t)v->connections, "reloads", (json_int_t)v->reloads,
-                         "routes", routes));
+                         "routes", routes, "jobs", jobs_json(v->jobs)));
 }
 
 /* Constant time in the token's bytes: response timing must not reveal a matching prefix. */

@@ -62,6 +62,7 @@ enum opt_type {
     OPT_MATCH,
     OPT_UPSTREAM,
     OPT_FAIR_KEY,
+    OPT_REDIS_URL,
 };
 
 /*
@@ -111,11 +112,13 @@ static const struct option options[] = {
     {SEC_QUEUE, "overflow", OPT_ENUM, CFG(overflow), 0, 0, 0, "backpressure", overflow_names, true},
     {SEC_QUEUE, "timeout", OPT_DURATION, CFG(queue_timeout_us), 0, 0, MAX_DURATION, "300s", NULL, true},
 
-    {SEC_REDIS, "url", OPT_STRING, CFG(redis_url), 0, 1, 0, "redis://127.0.0.1:6379/0", NULL, false},
+    {SEC_REDIS, "url", OPT_REDIS_URL, CFG(redis_url), 0, 0, 0, "redis://127.0.0.1:6379/0", NULL, false},
     {SEC_REDIS, "prefix", OPT_STRING, CFG(redis_prefix), 0, 1, 0, "sluice:", NULL, false},
     {SEC_REDIS, "jobs", OPT_BOOL, CFG(redis_jobs), 0, 0, 0, "on", NULL, true},
     {SEC_REDIS, "shared_limit", OPT_BOOL, CFG(redis_shared_limit), 0, 0, 0, "off", NULL, true},
     {SEC_REDIS, "result_ttl", OPT_DURATION, CFG(redis_result_ttl_us), 0, USEC_S, MAX_DURATION, "1h", NULL, true},
+    {SEC_REDIS, "max_deliveries", OPT_UINT, CFG(redis_max_deliveries), 0, 1, 1000, "5", NULL, true},
+    {SEC_REDIS, "claim_after", OPT_DURATION, CFG(redis_claim_after_us), 0, USEC_S, MAX_DURATION, "30s", NULL, true},
 
     {SEC_ROUTE, "match", OPT_MATCH, RT(match), 0, 0, 0, NULL, NULL, true},
     {SEC_ROUTE, "upstream", OPT_UPSTREAM, RT(upstream), 0, 0, 0, NULL, NULL, true},
@@ -128,6 +131,7 @@ static const struct option options[] = {
     {SEC_ROUTE, "honor_retry_after", OPT_BOOL, RT(honor_retry_after), 0, 0, 0, "on", NULL, true},
     {SEC_ROUTE, "preserve_host", OPT_BOOL, RT(preserve_host), 0, 0, 0, "off", NULL, true},
     {SEC_ROUTE, "fair_key", OPT_FAIR_KEY, RT(fair_key), 0, 0, 0, "", NULL, true},
+    {SEC_ROUTE, "max_response_size", OPT_SIZE, RT(max_response_size), 0, 0, NO_MAX, "64m", NULL, true},
 };
 
 #define N_OPTIONS SL_ARRAY_LEN(options)
@@ -311,7 +315,7 @@ static bool option_differs(const struct option *o, const char *a, const char *b)
                 return true;
         return false;
     }
-    if (o->type == OPT_ADDR || o->type == OPT_STRING)
+    if (o->type == OPT_ADDR || o->type == OPT_STRING || o->type == OPT_REDIS_URL)
         return strcmp(a + o->offset, b + o->offset) != 0;
     return memcmp(a + o->offset, b + o->offset, o->size) != 0;
 }
@@ -787,6 +791,170 @@ static int set_fair_key(struct parser *p, const struct option *o, void *field, c
     return 0;
 }
 
+/* A decimal number in [0, max] that ends the text or at `*end`. */
+static int url_number(const char *s, size_t len, uint64_t max, unsigned *out)
+{
+    char buf[16];
+    const char *p = buf;
+    uint64_t v;
+
+    if (len == 0 || len >= sizeof(buf))
+        return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    if (parse_digits(&p, max, &v) != 0 || *p != '\0')
+        return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
+/* unix:/path[?db=N[&password=P]] */
+static int parse_unix_url(const char *s, struct sl_redis_url *u, const char **detail)
+{
+    const char *q = strchr(s, '?');
+    size_t n = q != NULL ? (size_t)(q - s) : strlen(s);
+
+    if (n < 2 || s[0] != '/' || n >= sizeof(u->path)) {
+        *detail = "expected unix:/absolute/path (at most 107 characters)";
+        return -1;
+    }
+    memcpy(u->path, s, n);
+    u->path[n] = '\0';
+    while (q != NULL) {
+        const char *item = q + 1;
+        const char *amp = strchr(item, '&');
+        size_t len = amp != NULL ? (size_t)(amp - item) : strlen(item);
+
+        if (len > 3 && strncmp(item, "db=", 3) == 0) {
+            if (url_number(item + 3, len - 3, 1000000, &u->db) != 0) {
+                *detail = "db must be a number";
+                return -1;
+            }
+        } else if (len > 9 && strncmp(item, "password=", 9) == 0 &&
+                   len - 9 < sizeof(u->password)) {
+            memcpy(u->password, item + 9, len - 9);
+            u->password[len - 9] = '\0';
+        } else {
+            *detail = "unix: urls take only ?db=N and &password=P";
+            return -1;
+        }
+        q = amp;
+    }
+    return 0;
+}
+
+/* host[:port]: an IP literal ([v6] for IPv6) or localhost. */
+static int parse_redis_host(const char *s, size_t len, struct sl_redis_url *u,
+                            const char **detail)
+{
+    const char *end = s + len, *colon = NULL;
+    char host[SL_CONFIG_ADDR_LEN];
+    unsigned char addr[16];
+    size_t hlen;
+
+    if (len > 0 && s[0] == '[') {
+        const char *rb = memchr(s, ']', len);
+
+        if (rb == NULL)
+            goto bad;
+        colon = rb + 1 < end ? rb + 1 : NULL;
+        if (colon != NULL && *colon != ':')
+            goto bad;
+        hlen = (size_t)(rb - s - 1);
+        s++;
+    } else {
+        colon = memchr(s, ':', len);
+        hlen = colon != NULL ? (size_t)(colon - s) : len;
+    }
+    if (hlen == 0 || hlen >= sizeof(u->host))
+        goto bad;
+    memcpy(host, s, hlen);
+    host[hlen] = '\0';
+    u->port = 6379;
+    if (colon != NULL) {
+        if (url_number(colon + 1, (size_t)(end - colon - 1), 65535, &u->port) != 0 ||
+            u->port == 0) {
+            *detail = "the port must be 1-65535";
+            return -1;
+        }
+    }
+    if (strcasecmp(host, "localhost") == 0)
+        snprintf(host, sizeof(host), "127.0.0.1");
+    if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1) {
+        *detail = "the host must be an IP address or localhost (a name would be resolved "
+                  "with a blocking lookup)";
+        return -1;
+    }
+    memcpy(u->host, host, strlen(host) + 1);
+    return 0;
+bad:
+    *detail = "expected host:port with an IP address, [v6] or localhost";
+    return -1;
+}
+
+int sl_config_parse_redis_url(const char *s, struct sl_redis_url *out, const char **detail)
+{
+    struct sl_redis_url u;
+    const char *auth, *at, *slash;
+
+    memset(&u, 0, sizeof(u));
+    *detail = "expected redis://[:password@]host:port/db or unix:/path?db=N";
+    if (s == NULL || strlen(s) >= sizeof(u.text))
+        return -1;
+    memcpy(u.text, s, strlen(s) + 1);
+    if (strncmp(s, "unix:", 5) == 0) {
+        s += 5;
+        if (strncmp(s, "//", 2) == 0)
+            s += 2;
+        if (parse_unix_url(s, &u, detail) != 0)
+            return -1;
+        *out = u;
+        return 0;
+    }
+    if (strncasecmp(s, "redis://", 8) != 0)
+        return -1;
+    auth = s + 8;
+    slash = auth + strcspn(auth, "/");
+    at = memrchr(auth, '@', (size_t)(slash - auth));
+    if (at != NULL) {
+        size_t n = (size_t)(at - auth);
+
+        /* ":password@"; a user name (Redis 6 ACL) is not supported. */
+        if (n < 2 || auth[0] != ':' || n - 1 >= sizeof(u.password)) {
+            *detail = "credentials must be written :password@ (no user name)";
+            return -1;
+        }
+        memcpy(u.password, auth + 1, n - 1);
+        u.password[n - 1] = '\0';
+        auth = at + 1;
+    }
+    if (parse_redis_host(auth, (size_t)(slash - auth), &u, detail) != 0)
+        return -1;
+    if (*slash == '/' && slash[1] != '\0' &&
+        url_number(slash + 1, strlen(slash + 1), 1000000, &u.db) != 0) {
+        *detail = "the database must be a number: redis://host:port/0";
+        return -1;
+    }
+    *out = u;
+    return 0;
+}
+
+bool sl_config_redis_jobs(const struct sl_config *cfg)
+{
+    return cfg->has_redis && cfg->redis_jobs;
+}
+
+static int set_redis_url(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    const char *detail;
+
+    if (sl_config_parse_redis_url(v, field, &detail) != 0) {
+        report(p, p->lineno, o->key, "%s, got \"%s\"", detail, v);
+        return -1;
+    }
+    return 0;
+}
+
 /* Parse `v` into the option's field of `base` (a config or a route). */
 static int set_option(struct parser *p, const struct option *o, void *base, const char *v)
 {
@@ -806,6 +974,7 @@ static int set_option(struct parser *p, const struct option *o, void *base, cons
     case OPT_MATCH: return set_match(p, o, field, v);
     case OPT_UPSTREAM: return set_upstream(p, o, field, v);
     case OPT_FAIR_KEY: return set_fair_key(p, o, field, v);
+    case OPT_REDIS_URL: return set_redis_url(p, o, field, v);
     }
     return -1;
 }
@@ -1185,9 +1354,11 @@ static void validate(struct parser *p)
 {
     const struct sl_config *cfg = p->cfg;
 
-    /* Memory mode only, until the Redis issue lands: the one place to lift. */
-    if (cfg->has_redis)
-        report(p, p->seen_section[SEC_REDIS], "[redis]", "not supported yet (memory mode only)");
+    /* Durable jobs land step by step; shared limits are their own issue. */
+    if (cfg->has_redis && cfg->redis_jobs)
+        report(p, p->seen_section[SEC_REDIS], "[redis]", "jobs = on: not supported yet");
+    if (cfg->has_redis && cfg->redis_shared_limit)
+        report(p, p->seen_section[SEC_REDIS], "[redis]", "shared_limit = on: not supported yet");
 
     for (size_t i = 0; i < cfg->n_listen && cfg->admin_listen[0] != '\0'; i++) {
         if (strcmp(cfg->listen[i], cfg->admin_listen) == 0) {

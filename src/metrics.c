@@ -75,6 +75,17 @@ const char *sl_retry_reason_name(enum sl_retry_reason r)
     return (unsigned)r < SL_RETRY_REASON_COUNT ? retry_reasons[r] : "unknown";
 }
 
+static const char *const job_states[SL_JOB_STATE_COUNT] = {
+#define SL_JOB_STATE_ROW(e, label) [SL_JOB_##e] = label,
+    SL_JOB_STATES(SL_JOB_STATE_ROW)
+#undef SL_JOB_STATE_ROW
+};
+
+const char *sl_job_state_name(enum sl_job_state s)
+{
+    return (unsigned)s < SL_JOB_STATE_COUNT ? job_states[s] : "unknown";
+}
+
 /* An out-of-range outcome is a bug, but still counted: nothing goes uncounted. */
 void sl_route_stats_finish(struct sl_route_stats *s, enum sl_outcome o, enum sl_lane lane,
                            double wait_seconds)
@@ -328,6 +339,15 @@ static void emit_build_info(struct writer *w, const struct family *f)
     sample(w, f->name, "", l, 1, "1");
 }
 
+static void emit_job_states(struct writer *w, const struct family *f)
+{
+    for (size_t st = 0; st < SL_JOB_STATE_COUNT; st++) {
+        struct label l[] = {{"state", job_states[st]}};
+
+        sample_u64(w, f->name, l, 1, w->g->jobs[st]);
+    }
+}
+
 static uint64_t in_flight(const struct sl_metrics_route *r) { return r->in_flight; }
 static uint64_t paused(const struct sl_metrics_route *r) { return r->paused ? 1 : 0; }
 static uint64_t client_gone(const struct sl_metrics_route *r) { return stats_of(r)->client_gone; }
@@ -340,6 +360,9 @@ static double connections(const struct sl_metrics_global *g) { return (double)g-
 static double draining(const struct sl_metrics_global *g) { return g->draining ? 1 : 0; }
 static double reloads(const struct sl_metrics_global *g) { return (double)g->reloads; }
 static double start_time(const struct sl_metrics_global *g) { return g->start_time_seconds; }
+static double jobs_accepted(const struct sl_metrics_global *g) { return (double)g->jobs_accepted; }
+static double jobs_expired(const struct sl_metrics_global *g) { return (double)g->jobs_expired; }
+static double jobs_evicted(const struct sl_metrics_global *g) { return (double)g->jobs_evicted; }
 
 #define HIST(field) .emit = emit_histograms, .hist_offset = offsetof(struct sl_route_stats, field)
 #define PER_ROUTE(fn) .emit = emit_route_value, .route_value = fn
@@ -381,6 +404,12 @@ static const struct family families[] = {
      GLOBAL(start_time)},
     {"sluice_build_info", "gauge", "Always 1; the version is the label.",
      .emit = emit_build_info},
+    {"sluice_jobs", "gauge", "Async jobs held now, by state.", .emit = emit_job_states},
+    {"sluice_jobs_accepted_total", "counter", "Async jobs accepted (202).", GLOBAL(jobs_accepted)},
+    {"sluice_jobs_expired_total", "counter", "Job results removed after result_ttl.",
+     GLOBAL(jobs_expired)},
+    {"sluice_jobs_evicted_total", "counter",
+     "Job results dropped before result_ttl to stay within the caps.", GLOBAL(jobs_evicted)},
 };
 
 int sl_metrics_write(struct evbuffer *out, const struct sl_metrics_route *routes,

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "dispatcher.h"
 #include "frontend.h"
+#include "jobs.h"
 #include "log.h"
 #include "queue.h"
 #include "reload.h"
@@ -41,6 +42,7 @@ struct sl_proxy {
     struct sl_frontend *frontend;       /* owned */
     struct sl_upstream *upstream;       /* owned */
     struct sl_admin *admin;             /* owned */
+    struct sl_jobs *jobs;               /* owned: async jobs */
     struct sl_requests requests;        /* every live request */
     struct event *signals[4];
     struct event *drain_timer;          /* drain_timeout, then the exit check */
@@ -112,6 +114,8 @@ static void proxy_on_request(struct sl_conn *conn, struct sl_http_msg *msg, void
 {
     struct sl_proxy *p = arg;
 
+    if (sl_jobs_take(p->jobs, sl_conn_sink(conn), msg, sl_conn_peer(conn)))
+        return;
     sl_request_submit(&p->requests, sl_conn_sink(conn), msg, sl_conn_peer(conn));
 }
 
@@ -179,6 +183,7 @@ static void proxy_view(struct sl_admin_view *v, void *arg)
     v->draining = p->draining;
     v->reloads = p->reloads;
     v->start_time = p->start_time;
+    v->jobs = p->jobs;
 }
 
 /* --- drain --------------------------------------------------------------- */
@@ -332,6 +337,7 @@ static void proxy_apply(struct sl_proxy *p, struct sl_config *cfg, struct sl_rou
     p->cfg = cfg;
     fit_connections(p);
     p->requests.cfg = cfg;
+    sl_jobs_configure(p->jobs, cfg);
     p->reloads++;
     proxy_on_queue_changed(p);
     for (size_t i = 0; i < p->routes.n; i++)
@@ -421,8 +427,9 @@ struct sl_proxy *sl_proxy_new(struct sl_config *cfg)
     p->frontend = sl_frontend_new(p->base, cfg, &proxy_frontend_cb, p);
     p->upstream = sl_upstream_new(p->base, total_in_flight(cfg) + 16);
     p->requests.upstream = p->upstream;
+    p->jobs = sl_jobs_new(p->base, &p->requests, cfg);
     if (p->drain_timer == NULL || p->frontend == NULL || p->upstream == NULL ||
-        proxy_signals(p) != SL_OK)
+        p->jobs == NULL || proxy_signals(p) != SL_OK)
         goto fail;
     raise_nofile();
     fit_connections(p);
@@ -477,6 +484,7 @@ void sl_proxy_free(struct sl_proxy *p)
         freeze_routes(p);
         sl_requests_finish_all(&p->requests, true, DRAIN_DETAIL);
     }
+    sl_jobs_free(p->jobs);
     sl_admin_free(p->admin);
     sl_frontend_free(p->frontend);
     sl_dispatcher_table_fini(&p->routes);

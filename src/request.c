@@ -692,6 +692,8 @@ static void request_dispatch(struct sl_request *r, int64_t now)
     r->sent_us = now;
     evtimer_del(r->deadline);
     hook(r->q, r->q->hooks.queue_changed);
+    if (r->sink != NULL && r->sink->ops->dispatched != NULL)
+        r->sink->ops->dispatched(r->sink, r->attempts);
     if (sl_upstream_url(route->cfg.upstream, r->msg->target, url, sizeof(url)) != SL_OK) {
         request_finish(r, SL_OUTCOME_BAD_REQUEST, NULL, "request target too long");
         return;

@@ -244,7 +244,12 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->overflow, SL_OVERFLOW_BACKPRESSURE);
     assert_int_equal(cfg->queue_timeout_us, 300 * 1000000LL);
     assert_false(cfg->has_redis);
-    assert_string_equal(cfg->redis_url, "redis://127.0.0.1:6379/0");
+    assert_string_equal(cfg->redis_url.text, "redis://127.0.0.1:6379/0");
+    assert_string_equal(cfg->redis_url.host, "127.0.0.1");
+    assert_int_equal(cfg->redis_url.port, 6379);
+    assert_int_equal(cfg->redis_max_deliveries, 5);
+    assert_int_equal(cfg->redis_claim_after_us, 30 * 1000000LL);
+    assert_int_equal(r->max_response_size, 64u << 20);
     assert_string_equal(cfg->redis_prefix, "sluice:");
     assert_true(cfg->redis_jobs);
     assert_false(cfg->redis_shared_limit);
@@ -630,22 +635,84 @@ static void test_match_fair_key_strings(void **state)
     expect_errors("[redis]\nprefix = 0123456789012345678901234567890123456789012345678901234567890123\n"
                   ROUTE_A,
                   "t.conf:2: prefix: too long (max 63 characters)\n"
-                  "t.conf:1: [redis]: not supported yet (memory mode only)\n");
-    expect_errors("[redis]\nurl =\n" ROUTE_A,
-                  "t.conf:2: url: must not be empty\n"
-                  "t.conf:1: [redis]: not supported yet (memory mode only)\n");
+                  "t.conf:1: [redis]: jobs = on: not supported yet\n");
+    expect_errors("[redis]\nurl =\njobs = off\n" ROUTE_A,
+                  "t.conf:2: url: expected redis://[:password@]host:port/db or unix:/path?db=N, "
+                  "got \"\"\n");
 }
 
-static void test_redis_rejected(void **state)
+static void test_redis_section(void **state)
 {
+    struct sl_config *cfg;
+
     (void)state;
+    /* Shared limits are another issue's. */
     expect_errors(ROUTE_A "\n[redis]   ; durable jobs\nurl = redis://10.0.0.1:6379/1\nprefix = p:\n"
                   "jobs = off\nshared_limit = on\nresult_ttl = 2h\n",
-                  "t.conf:6: [redis]: not supported yet (memory mode only)\n");
-    expect_errors("[redis]\nresult_ttl = 0\nbogus = 1\n" ROUTE_A,
+                  "t.conf:6: [redis]: shared_limit = on: not supported yet\n");
+    expect_errors("[redis]\nresult_ttl = 0\nbogus = 1\njobs = off\nmax_deliveries = 0\n"
+                  "claim_after = 10ms\n" ROUTE_A,
                   "t.conf:2: result_ttl: must be between 1s and 365d, got \"0\"\n"
                   "t.conf:3: bogus: unknown key in [redis]\n"
-                  "t.conf:1: [redis]: not supported yet (memory mode only)\n");
+                  "t.conf:5: max_deliveries: expected an integer from 1 to 1000, got \"0\"\n"
+                  "t.conf:6: claim_after: must be between 1s and 365d, got \"10ms\"\n");
+    expect_errors("[redis]\nurl = redis://redis.example:6379/0\njobs = off\n" ROUTE_A,
+                  "t.conf:2: url: the host must be an IP address or localhost (a name would be "
+                  "resolved with a blocking lookup), got \"redis://redis.example:6379/0\"\n");
+    cfg = load_ok("[redis]\nurl = redis://:s3cret@localhost:6380/2\njobs = off\n"
+                  "result_ttl = 2s\nmax_deliveries = 3\nclaim_after = 5s\n" ROUTE_A);
+    assert_true(cfg->has_redis);
+    assert_false(sl_config_redis_jobs(cfg));
+    assert_string_equal(cfg->redis_url.host, "127.0.0.1");
+    assert_int_equal(cfg->redis_url.port, 6380);
+    assert_int_equal(cfg->redis_url.db, 2);
+    assert_string_equal(cfg->redis_url.password, "s3cret");
+    assert_int_equal(cfg->redis_result_ttl_us, 2000000);
+    assert_int_equal(cfg->redis_max_deliveries, 3);
+    assert_int_equal(cfg->redis_claim_after_us, 5000000);
+    sl_config_free(cfg);
+}
+
+static void test_redis_url(void **state)
+{
+    static const char *const bad[] = {
+        "", "redis://", "redis://:@127.0.0.1", "redis://user:pw@127.0.0.1:1/0",
+        "redis://127.0.0.1:0", "redis://127.0.0.1:65536", "redis://127.0.0.1:x/0",
+        "redis://127.0.0.1:6379/db", "redis://[::1", "redis://[::1]x", "http://127.0.0.1",
+        "redis://host.example", "unix:", "unix:relative", "unix:/s?db=x", "unix:/s?user=a",
+    };
+    struct sl_redis_url u;
+    const char *detail;
+
+    (void)state;
+    for (size_t i = 0; i < SL_ARRAY_LEN(bad); i++) {
+        detail = NULL;
+        assert_int_equal(sl_config_parse_redis_url(bad[i], &u, &detail), -1);
+        assert_non_null(detail);
+    }
+    assert_int_equal(sl_config_parse_redis_url("redis://10.1.2.3", &u, &detail), 0);
+    assert_string_equal(u.host, "10.1.2.3");
+    assert_int_equal(u.port, 6379);
+    assert_int_equal(u.db, 0);
+    assert_string_equal(u.password, "");
+    assert_string_equal(u.path, "");
+    assert_int_equal(sl_config_parse_redis_url("redis://:p@ss:w@[::1]:7000/15", &u, &detail), 0);
+    assert_string_equal(u.host, "::1");
+    assert_int_equal(u.port, 7000);
+    assert_int_equal(u.db, 15);
+    assert_string_equal(u.password, "p@ss:w");
+    assert_int_equal(sl_config_parse_redis_url("REDIS://LocalHost:1/", &u, &detail), 0);
+    assert_string_equal(u.host, "127.0.0.1");
+    assert_int_equal(u.port, 1);
+    assert_int_equal(sl_config_parse_redis_url("unix:/run/redis.sock?db=3&password=x", &u,
+                                               &detail), 0);
+    assert_string_equal(u.path, "/run/redis.sock");
+    assert_string_equal(u.host, "");
+    assert_int_equal(u.db, 3);
+    assert_string_equal(u.password, "x");
+    assert_int_equal(sl_config_parse_redis_url("unix:///tmp/r.sock", &u, &detail), 0);
+    assert_string_equal(u.path, "/tmp/r.sock");
+    assert_string_equal(u.text, "unix:///tmp/r.sock");
 }
 
 /* Parsing goes on after an error: one run shows every problem. */
@@ -793,7 +860,8 @@ int main(void)
         cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_upstreams),
         cmocka_unit_test(test_match_fair_key_strings),
-        cmocka_unit_test(test_redis_rejected),
+        cmocka_unit_test(test_redis_section),
+        cmocka_unit_test(test_redis_url),
         cmocka_unit_test(test_many_errors),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),

@@ -363,6 +363,8 @@ static const char *const family_order[] = {
     "sluice_retries_total", "sluice_client_gone_total",
     "sluice_dispatched_total", "sluice_connections", "sluice_draining",
     "sluice_config_reloads_total", "sluice_start_time_seconds", "sluice_build_info",
+    "sluice_jobs", "sluice_jobs_accepted_total", "sluice_jobs_expired_total",
+    "sluice_jobs_evicted_total",
 };
 
 static void check_family_order(char **lines, size_t n)
