@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libevent-dev libcurl4-openssl-dev libinih-dev libjansson-dev
-  libsystemd-dev libcmocka-dev
+  libsystemd-dev libcmocka-dev libhiredis-dev redis-server
   python3 ca-certificates
   dpkg-dev file systemd groff-base
   "$@"
