@@ -65,6 +65,9 @@ struct sl_job_view {
  */
 char *sl_job_json(const struct sl_job_view *v);
 
+/* The static name of a method sluice serves ("GET"...), or NULL. */
+const char *sl_job_method(const char *m, size_t len);
+
 /* Header list <-> JSON [[name, value], ...] (order and repeats kept). NULL/SL_ERR on failure. */
 char *sl_job_headers_encode(const struct evkeyvalq *headers);
 int sl_job_headers_decode(const char *text, size_t len, struct evkeyvalq *out);

@@ -3,6 +3,7 @@
  */
 #include "admin.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -20,6 +21,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "queue.h"
+#include "redis.h"
 #include "route.h"
 #include "sluice.h"
 
@@ -64,11 +66,19 @@ static void reply_json(struct evhttp_request *req, int status, json_t *j)
 
 static void admin_health(const struct sl_admin_view *v, struct evhttp_request *req)
 {
-    if (v->draining)
+    const char *why = NULL;
+    char reason[256];
+
+    if (v->draining) {
         reply_json(req, 503, json_pack("{s:s,s:s}", "status", "draining", "reason",
                                        "shutting down"));
-    else
+    } else if (v->jobs != NULL && !sl_jobs_healthy(v->jobs, &why)) {
+        snprintf(reason, sizeof(reason), "redis unreachable: %s", why);
+        reply_json(req, 503, json_pack("{s:s,s:s}", "status", "redis_unavailable", "reason",
+                                       reason));
+    } else {
         reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
+    }
 }
 
 static void admin_metrics(const struct sl_admin_view *v, struct evhttp_request *req)
@@ -126,6 +136,17 @@ static json_t *limit_json(const struct sl_limit *l)
     return json_pack("{s:f,s:f}", "n", l->n, "period_s", (double)l->period_us / 1e6);
 }
 
+/* The route's streams (durable jobs), or null. */
+static json_t *route_streams_json(const struct sl_jobs *jobs, const char *name)
+{
+    struct sl_jobs_route jr;
+
+    if (jobs == NULL || !sl_jobs_route(jobs, name, &jr))
+        return json_null();
+    return json_pack("{s:I,s:I,s:I}", "stream_length", (json_int_t)jr.length, "pending",
+                     (json_int_t)jr.pending, "dead_letter", (json_int_t)jr.dead);
+}
+
 static json_t *route_json(const struct sl_route *r, int64_t now)
 {
     json_t *quotas = json_array();
@@ -171,9 +192,20 @@ static json_t *jobs_json(const struct sl_jobs *jobs)
     for (int s = 0; s < SL_JOB_STATE_COUNT; s++)
         json_object_set_new(o, sl_job_state_name((enum sl_job_state)s),
                             json_integer((json_int_t)js.by_state[s]));
-    if (!js.durable)
+    if (!js.durable) {
         json_object_set_new(o, "note", json_string("memory mode: jobs are not durable, they "
                                                    "are lost when sluice stops"));
+        return o;
+    }
+    json_object_set_new(o, "held", json_integer((json_int_t)js.held));
+    json_object_set_new(o, "dead_lettered", json_integer((json_int_t)js.dead_lettered));
+    json_object_set_new(o, "consumer", json_string(js.consumer));
+    json_object_set_new(o, "redis",
+                        json_pack("{s:s,s:b,s:s,s:I,s:I,s:I}", "addr", js.redis_addr, "up",
+                                  js.redis_up, "error", js.redis_error, "connects",
+                                  (json_int_t)js.redis->connects, "failures",
+                                  (json_int_t)js.redis->failures, "timeouts",
+                                  (json_int_t)js.redis->timeouts));
     return o;
 }
 
@@ -182,8 +214,12 @@ static void admin_status(const struct sl_admin_view *v, struct evhttp_request *r
     int64_t now = sl_clock_now();
     json_t *routes = json_array();
 
-    for (size_t i = 0; i < v->n_routes; i++)
-        json_array_append_new(routes, route_json(v->routes[i], now));
+    for (size_t i = 0; i < v->n_routes; i++) {
+        json_t *rj = route_json(v->routes[i], now);
+
+        json_object_set_new(rj, "jobs", route_streams_json(v->jobs, v->routes[i]->cfg.name));
+        json_array_append_new(routes, rj);
+    }
     reply_json(req, 200,
                json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:o,s:o}", "version", SLUICE_VERSION,
                          "draining", v->draining, "queue_depth", (json_int_t)v->totals->depth,

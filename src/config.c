@@ -114,7 +114,7 @@ static const struct option options[] = {
 
     {SEC_REDIS, "url", OPT_REDIS_URL, CFG(redis_url), 0, 0, 0, "redis://127.0.0.1:6379/0", NULL, false},
     {SEC_REDIS, "prefix", OPT_STRING, CFG(redis_prefix), 0, 1, 0, "sluice:", NULL, false},
-    {SEC_REDIS, "jobs", OPT_BOOL, CFG(redis_jobs), 0, 0, 0, "on", NULL, true},
+    {SEC_REDIS, "jobs", OPT_BOOL, CFG(redis_jobs), 0, 0, 0, "on", NULL, false},
     {SEC_REDIS, "shared_limit", OPT_BOOL, CFG(redis_shared_limit), 0, 0, 0, "off", NULL, true},
     {SEC_REDIS, "result_ttl", OPT_DURATION, CFG(redis_result_ttl_us), 0, USEC_S, MAX_DURATION, "1h", NULL, true},
     {SEC_REDIS, "max_deliveries", OPT_UINT, CFG(redis_max_deliveries), 0, 1, 1000, "5", NULL, true},
@@ -1354,9 +1354,7 @@ static void validate(struct parser *p)
 {
     const struct sl_config *cfg = p->cfg;
 
-    /* Durable jobs land step by step; shared limits are their own issue. */
-    if (cfg->has_redis && cfg->redis_jobs)
-        report(p, p->seen_section[SEC_REDIS], "[redis]", "jobs = on: not supported yet");
+    /* Shared limits are their own issue. */
     if (cfg->has_redis && cfg->redis_shared_limit)
         report(p, p->seen_section[SEC_REDIS], "[redis]", "shared_limit = on: not supported yet");
 

@@ -319,3 +319,14 @@ out:
     json_decref(a);
     return rc;
 }
+
+const char *sl_job_method(const char *m, size_t len)
+{
+    static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
+                                          "OPTIONS"};
+
+    for (size_t i = 0; i < SL_ARRAY_LEN(methods); i++)
+        if (m != NULL && strlen(methods[i]) == len && memcmp(methods[i], m, len) == 0)
+            return methods[i];
+    return NULL;
+}

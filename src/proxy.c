@@ -121,9 +121,11 @@ static void proxy_on_request(struct sl_conn *conn, struct sl_http_msg *msg, void
 
 static void proxy_on_gone(struct sl_conn *conn, void *owner, void *arg)
 {
+    struct sl_proxy *p = arg;
+
     (void)conn;
-    (void)arg;
-    sl_request_sink_gone(owner);
+    if (!sl_jobs_sink_gone(p->jobs, owner))
+        sl_request_sink_gone(owner);
 }
 
 static void proxy_on_refused(struct sl_conn *conn, enum sl_outcome o, const char *detail,
@@ -225,6 +227,9 @@ static void proxy_check_drained(struct sl_proxy *p)
 
     if (!p->draining || p->requests.n_live != 0)
         return;
+    /* Results of durable jobs still on their way to Redis, until the drain time is over. */
+    if (!p->drain_expired && sl_jobs_held(p->jobs) != 0)
+        return;
     sl_frontend_close_idle(p->frontend);
     if (sl_frontend_connections(p->frontend) == 0) {
         event_base_loopexit(p->base, NULL);
@@ -250,6 +255,7 @@ static void proxy_stop(struct sl_proxy *p, bool now)
         sl_log_info("draining", "parked=%zu drain_timeout_ms=%lld", p->totals.depth,
                     (long long)(p->cfg->drain_timeout_us / 1000));
         sl_frontend_close_listeners(p->frontend);
+        sl_jobs_drain(p->jobs);
         tv = sl_clock_timeval(p->cfg->drain_timeout_us);
         evtimer_add(p->drain_timer, &tv);
     }

@@ -384,34 +384,72 @@ static struct sl_request *request_new(struct sl_requests *q, struct sl_sink *sin
 /*
  * Normalise the target in place (path.h: the upstream gets the form that
  * was routed, so no spelling of a path reaches another route's), then find
- * the route; or answer the request and return NULL.
+ * the route. On a refusal returns NULL with *o and *detail set, and
+ * *counted the route whose stats count it (NULL: the unrouted ones).
  */
-static struct sl_route *intake_route(struct sl_requests *q, struct sl_sink *sink,
-                                     const char *client, struct sl_http_msg *msg)
+static struct sl_route *route_target(struct sl_requests *q, struct sl_http_msg *msg,
+                                     enum sl_outcome *o, const char **detail,
+                                     struct sl_route **counted)
 {
     char *target = msg->target;
     size_t len = strlen(target);
-    const char *detail = NULL;
     struct sl_route *route;
 
-    if (sl_path_normalize(target, len, target, len + 1, &detail) != SL_OK) {
-        sl_request_refuse(q, sink, client, SL_OUTCOME_BAD_REQUEST, detail, false);
+    *counted = NULL;
+    *o = SL_OUTCOME_NO_ROUTE;
+    if (sl_path_normalize(target, len, target, len + 1, detail) != SL_OK) {
+        *o = SL_OUTCOME_BAD_REQUEST;
         return NULL;
     }
     /* After normalising: "//_sluice/" and "/%5Fsluice/" are reserved too. */
     if (strncmp(target, RESERVED_PREFIX, strlen(RESERVED_PREFIX)) == 0) {
-        sl_request_refuse(q, sink, client, SL_OUTCOME_NO_ROUTE,
-                          "no such endpoint under the reserved prefix /_sluice/", false);
+        *detail = "no such endpoint under the reserved prefix /_sluice/";
         return NULL;
     }
     route = sl_route_match_target(q->routes, target);
     if (route == NULL) {
-        sl_request_refuse(q, sink, client, SL_OUTCOME_NO_ROUTE, "no route matches the path",
-                          false);
+        *detail = "no route matches the path";
     } else if (strlen(route->cfg.upstream) + strlen(target) >= URL_MAX) {
         /* Refused now: at dispatch it would have cost a token (and a wait). */
-        refuse(q, sink, client, &route->stats, SL_OUTCOME_URI_TOO_LONG,
-               "the request target is too long for the upstream URL", false);
+        *o = SL_OUTCOME_URI_TOO_LONG;
+        *detail = "the request target is too long for the upstream URL";
+        *counted = route;
+        route = NULL;
+    }
+    return route;
+}
+
+/* The route of msg; or answer the request and return NULL. */
+static struct sl_route *intake_route(struct sl_requests *q, struct sl_sink *sink,
+                                     const char *client, struct sl_http_msg *msg)
+{
+    struct sl_route *route, *counted;
+    const char *detail = NULL;
+    enum sl_outcome o;
+
+    route = route_target(q, msg, &o, &detail, &counted);
+    if (route == NULL)
+        refuse(q, sink, client, counted != NULL ? &counted->stats : &q->unrouted, o, detail,
+               false);
+    return route;
+}
+
+struct sl_route *sl_request_check(struct sl_requests *q, struct sl_http_msg *msg,
+                                  enum sl_outcome *o, const char **detail)
+{
+    struct sl_route *route, *counted;
+    enum sl_lane lane;
+    int64_t timeout_us;
+
+    *detail = NULL;
+    if (q->refuse_new) {
+        *o = SL_OUTCOME_DRAINING;
+        *detail = "sluice is shutting down";
+        return NULL;
+    }
+    route = route_target(q, msg, o, detail, &counted);
+    if (route != NULL && read_controls(q, msg, &lane, &timeout_us, detail) != SL_OK) {
+        *o = SL_OUTCOME_BAD_REQUEST;
         route = NULL;
     }
     return route;
