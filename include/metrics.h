@@ -128,6 +128,11 @@ struct sl_metrics_route {
     size_t lane_depth[SL_LANE_COUNT];
     unsigned in_flight;
     bool paused;
+    /* durable jobs: the route's streams as last polled */
+    bool has_streams;
+    uint64_t stream_length;
+    uint64_t stream_pending;
+    uint64_t dead_letter_length;
 };
 
 struct sl_metrics_global {
@@ -142,6 +147,13 @@ struct sl_metrics_global {
     uint64_t jobs_accepted;            /* 202s given */
     uint64_t jobs_expired;             /* results gone after result_ttl */
     uint64_t jobs_evicted;             /* results dropped early by the caps */
+    /* Redis (durable jobs); nothing is written without it */
+    bool has_redis;
+    bool redis_up;
+    uint64_t jobs_dead_lettered;       /* by this instance */
+    uint64_t redis_reconnects;         /* connections made again after a loss */
+    uint64_t redis_timeouts;           /* commands not answered in time */
+    const struct sl_histogram *redis_rtt; /* command round trips */
 };
 
 /*

@@ -81,6 +81,23 @@ static void admin_health(const struct sl_admin_view *v, struct evhttp_request *r
     }
 }
 
+static uint64_t reconnects(const struct sl_redis_stats *s)
+{
+    return s->connects > 0 ? s->connects - 1 : 0;
+}
+
+static void streams_view(const struct sl_jobs *jobs, struct sl_metrics_route *m)
+{
+    struct sl_jobs_route jr;
+
+    if (jobs == NULL || !sl_jobs_route(jobs, m->name, &jr))
+        return;
+    m->has_streams = true;
+    m->stream_length = jr.length > 0 ? (uint64_t)jr.length : 0;
+    m->stream_pending = jr.pending > 0 ? (uint64_t)jr.pending : 0;
+    m->dead_letter_length = jr.dead > 0 ? (uint64_t)jr.dead : 0;
+}
+
 static void admin_metrics(const struct sl_admin_view *v, struct evhttp_request *req)
 {
     size_t n = v->n_routes + v->n_retired;
@@ -100,6 +117,7 @@ static void admin_metrics(const struct sl_admin_view *v, struct evhttp_request *
             views[i].lane_depth[l] = sl_queue_lane_depth(&r->queue, (enum sl_lane)l);
         views[i].in_flight = r->in_flight;
         views[i].paused = r->paused_until_us > sl_clock_now();
+        streams_view(v->jobs, &views[i]);
     }
     memset(&g, 0, sizeof(g));
     g.queue_depth = v->totals->depth;
@@ -117,6 +135,14 @@ static void admin_metrics(const struct sl_admin_view *v, struct evhttp_request *
         g.jobs_accepted = js.accepted;
         g.jobs_expired = js.expired;
         g.jobs_evicted = js.evicted;
+        if (js.durable) {
+            g.has_redis = true;
+            g.redis_up = js.redis_up;
+            g.jobs_dead_lettered = js.dead_lettered;
+            g.redis_reconnects = reconnects(js.redis) + reconnects(js.reader);
+            g.redis_timeouts = js.redis->timeouts + js.reader->timeouts;
+            g.redis_rtt = &js.redis->rtt;
+        }
     }
     if (sl_metrics_write(b, views, n, v->unrouted, &g) != SL_OK)
         goto fail;

@@ -348,11 +348,39 @@ static void emit_job_states(struct writer *w, const struct family *f)
     }
 }
 
+static void emit_stream_value(struct writer *w, const struct family *f)
+{
+    for (size_t i = 0; i < w->n_routes; i++) {
+        const struct sl_metrics_route *r = &w->routes[i];
+        struct label l[] = {{"route", name_of(r)}};
+
+        if (r->has_streams)
+            sample_u64(w, f->name, l, 1, f->route_value(r));
+    }
+}
+
+static void emit_redis_value(struct writer *w, const struct family *f)
+{
+    if (w->g->has_redis)
+        emit_global_value(w, f);
+}
+
+static void emit_redis_rtt(struct writer *w, const struct family *f)
+{
+    struct label l[1] = {{NULL, NULL}};
+
+    if (w->g->has_redis && w->g->redis_rtt != NULL)
+        histogram(w, f->name, l, 0, w->g->redis_rtt);
+}
+
 static uint64_t in_flight(const struct sl_metrics_route *r) { return r->in_flight; }
 static uint64_t paused(const struct sl_metrics_route *r) { return r->paused ? 1 : 0; }
 static uint64_t client_gone(const struct sl_metrics_route *r) { return stats_of(r)->client_gone; }
 static uint64_t dispatched(const struct sl_metrics_route *r) { return stats_of(r)->dispatched; }
 static uint64_t pauses(const struct sl_metrics_route *r) { return stats_of(r)->pauses; }
+static uint64_t stream_length(const struct sl_metrics_route *r) { return r->stream_length; }
+static uint64_t stream_pending(const struct sl_metrics_route *r) { return r->stream_pending; }
+static uint64_t dead_letter(const struct sl_metrics_route *r) { return r->dead_letter_length; }
 
 static double queue_bytes(const struct sl_metrics_global *g) { return (double)g->queue_bytes; }
 static double queue_depth(const struct sl_metrics_global *g) { return (double)g->queue_depth; }
@@ -363,10 +391,16 @@ static double start_time(const struct sl_metrics_global *g) { return g->start_ti
 static double jobs_accepted(const struct sl_metrics_global *g) { return (double)g->jobs_accepted; }
 static double jobs_expired(const struct sl_metrics_global *g) { return (double)g->jobs_expired; }
 static double jobs_evicted(const struct sl_metrics_global *g) { return (double)g->jobs_evicted; }
+static double dead_lettered(const struct sl_metrics_global *g) { return (double)g->jobs_dead_lettered; }
+static double redis_up(const struct sl_metrics_global *g) { return g->redis_up ? 1 : 0; }
+static double redis_reconnects(const struct sl_metrics_global *g) { return (double)g->redis_reconnects; }
+static double redis_timeouts(const struct sl_metrics_global *g) { return (double)g->redis_timeouts; }
 
 #define HIST(field) .emit = emit_histograms, .hist_offset = offsetof(struct sl_route_stats, field)
 #define PER_ROUTE(fn) .emit = emit_route_value, .route_value = fn
 #define GLOBAL(fn) .emit = emit_global_value, .global_value = fn
+#define STREAM(fn) .emit = emit_stream_value, .route_value = fn
+#define REDIS(fn) .emit = emit_redis_value, .global_value = fn
 
 /* Exposition order; changing it is harmless but makes diffs of scrapes noisy. */
 static const struct family families[] = {
@@ -410,6 +444,22 @@ static const struct family families[] = {
      GLOBAL(jobs_expired)},
     {"sluice_jobs_evicted_total", "counter",
      "Job results dropped before result_ttl to stay within the caps.", GLOBAL(jobs_evicted)},
+    {"sluice_jobs_stream_length", "gauge",
+     "Entries in the route's job stream in Redis: queued and held.", STREAM(stream_length)},
+    {"sluice_jobs_stream_pending", "gauge",
+     "Entries of the route's job stream delivered and not acknowledged.", STREAM(stream_pending)},
+    {"sluice_jobs_dead_letter_length", "gauge",
+     "Entries in the route's dead-letter stream in Redis.", STREAM(dead_letter)},
+    {"sluice_jobs_dead_lettered_total", "counter",
+     "Jobs this instance moved to a dead-letter stream after max_deliveries.",
+     REDIS(dead_lettered)},
+    {"sluice_redis_up", "gauge", "1 while the Redis connection is up.", REDIS(redis_up)},
+    {"sluice_redis_reconnects_total", "counter", "Redis connections made again after a loss.",
+     REDIS(redis_reconnects)},
+    {"sluice_redis_timeouts_total", "counter",
+     "Redis commands not answered in time (the connection is dropped).", REDIS(redis_timeouts)},
+    {"sluice_redis_roundtrip_seconds", "histogram", "Round trip of each Redis command.",
+     .emit = emit_redis_rtt},
 };
 
 int sl_metrics_write(struct evbuffer *out, const struct sl_metrics_route *routes,

@@ -115,6 +115,12 @@ class RedisJobsTest(SluiceTestCase):
         wait_for(lambda: self.redis_cli("XLEN", "t:{default}:jobs") == "0", timeout=5,
                  what="stream emptied")
         self.assertEqual(self.redis_cli("XPENDING", "t:{default}:jobs", "sluice").split()[0], "0")
+        text = self.metrics()
+        self.assertGreater(self.metric_value(text, "sluice_redis_roundtrip_seconds_count"), n)
+        wait_for(lambda: self.metric_value(self.metrics(), "sluice_jobs_stream_length",
+                                           route="default") == 0, timeout=5, what="polled")
+        self.assertEqual(self.metric_value(self.metrics(), "sluice_jobs_stream_pending",
+                                           route="default"), 0)
         st = json.loads(self.request(s.admin, "GET", "/status")[2])
         self.assertEqual(st["jobs"]["mode"], "redis")
         self.assertTrue(st["jobs"]["durable"])
@@ -231,6 +237,12 @@ class RedisJobsTest(SluiceTestCase):
         seen = self.seqs_seen(mock)
         for seq, _ in accepted:
             self.assertIn(str(seq), seen, "accepted job %d never reached the upstream" % seq)
+        text = self.metrics()
+        self.assertEqual(self.metric_value(text, "sluice_redis_up"), 1)
+        self.assertGreaterEqual(self.metric_value(text, "sluice_redis_reconnects_total"), 1)
+        self.assertGreaterEqual(self.metric_value(text, "sluice_redis_timeouts_total"), 1)
+        self.assertEqual(self.metric_value(text, "sluice_requests_total", route="",
+                                           outcome="redis_unavailable"), len(refused))
         c.close()
 
     def test_dead_letter_after_max_deliveries(self):
@@ -260,6 +272,10 @@ class RedisJobsTest(SluiceTestCase):
         wait_for(lambda: json.loads(self.request(s2.admin, "GET", "/status")[2])
                  ["routes"][0]["jobs"]["dead_letter"] == 1, timeout=10, what="status")
         self.assertEqual(self.redis_cli("XLEN", "t:{default}:jobs"), "0")
+        text = self.metrics()
+        self.assertEqual(self.metric_value(text, "sluice_jobs_dead_lettered_total"), 1)
+        self.assertEqual(self.metric_value(text, "sluice_jobs_dead_letter_length",
+                                           route="default"), 1)
         c.close()
 
     def test_ids_refusals_and_ttl(self):

@@ -364,7 +364,10 @@ static const char *const family_order[] = {
     "sluice_dispatched_total", "sluice_connections", "sluice_draining",
     "sluice_config_reloads_total", "sluice_start_time_seconds", "sluice_build_info",
     "sluice_jobs", "sluice_jobs_accepted_total", "sluice_jobs_expired_total",
-    "sluice_jobs_evicted_total",
+    "sluice_jobs_evicted_total", "sluice_jobs_stream_length", "sluice_jobs_stream_pending",
+    "sluice_jobs_dead_letter_length", "sluice_jobs_dead_lettered_total", "sluice_redis_up",
+    "sluice_redis_reconnects_total", "sluice_redis_timeouts_total",
+    "sluice_redis_roundtrip_seconds",
 };
 
 static void check_family_order(char **lines, size_t n)
@@ -553,6 +556,57 @@ static void test_write_failure(void **state)
     evbuffer_free(buf);
 }
 
+/* Jobs and Redis: by state, per-route streams (durable mode only), the Redis connection. */
+static void test_jobs_and_redis(void **state)
+{
+    struct sl_route_stats st = {0};
+    struct sl_histogram rtt = {0};
+    struct sl_metrics_route routes[] = {
+        {.name = "api", .stats = &st, .has_streams = true, .stream_length = 12,
+         .stream_pending = 5, .dead_letter_length = 1},
+        {.name = "plain", .stats = &st},
+    };
+    struct sl_metrics_global g = {.jobs = {3, 2, 7, 1}, .jobs_accepted = 13, .has_redis = true,
+                                  .redis_up = true, .jobs_dead_lettered = 1,
+                                  .redis_reconnects = 2, .redis_timeouts = 4, .redis_rtt = &rtt};
+    static char *lines[MAX_LINES];
+    char *text;
+    size_t n;
+
+    (void)state;
+    sl_histogram_observe(&rtt, 0.0004);
+    sl_histogram_observe(&rtt, 0.02);
+    text = render(routes, 2, NULL, &g);
+    n = split_lines(text, lines);
+    assert_int_equal(validate(lines, n), SL_ARRAY_LEN(family_order));
+    expect_line(lines, n, "sluice_jobs{state=\"queued\"} 3");
+    expect_line(lines, n, "sluice_jobs{state=\"failed\"} 1");
+    expect_line(lines, n, "sluice_jobs_accepted_total 13");
+    expect_line(lines, n, "sluice_jobs_stream_length{route=\"api\"} 12");
+    expect_line(lines, n, "sluice_jobs_stream_pending{route=\"api\"} 5");
+    expect_line(lines, n, "sluice_jobs_dead_letter_length{route=\"api\"} 1");
+    assert_int_equal(count_prefix(lines, n, "sluice_jobs_stream_length{route=\"plain\"}"), 0);
+    expect_line(lines, n, "sluice_jobs_dead_lettered_total 1");
+    expect_line(lines, n, "sluice_redis_up 1");
+    expect_line(lines, n, "sluice_redis_reconnects_total 2");
+    expect_line(lines, n, "sluice_redis_timeouts_total 4");
+    expect_line(lines, n, "sluice_redis_roundtrip_seconds_bucket{le=\"0.001\"} 1");
+    expect_line(lines, n, "sluice_redis_roundtrip_seconds_bucket{le=\"+Inf\"} 2");
+    expect_line(lines, n, "sluice_redis_roundtrip_seconds_count 2");
+    free(text);
+
+    /* Memory mode: the Redis families are declared, with no samples. */
+    g.has_redis = false;
+    routes[0].has_streams = false;
+    text = render(routes, 2, NULL, &g);
+    n = split_lines(text, lines);
+    assert_int_equal(count_prefix(lines, n, "sluice_redis_up "), 0);
+    assert_int_equal(count_prefix(lines, n, "sluice_redis_roundtrip_seconds_"), 0);
+    assert_int_equal(count_prefix(lines, n, "sluice_jobs_stream_length{"), 0);
+    expect_line(lines, n, "sluice_jobs{state=\"done\"} 7");
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -560,6 +614,7 @@ int main(void)
         cmocka_unit_test(test_histogram_edges),
         cmocka_unit_test(test_route_stats_finish),
         cmocka_unit_test(test_two_routes),
+        cmocka_unit_test(test_jobs_and_redis),
         cmocka_unit_test(test_label_escaping),
         cmocka_unit_test(test_zero_routes),
         cmocka_unit_test(test_write_failure),
