@@ -323,6 +323,10 @@ static bool option_differs(const struct option *o, const char *a, const char *b)
 void sl_config_keep_restart_keys(struct sl_config *cfg, const struct sl_config *old,
                                  void (*changed)(const char *key, void *arg), void *arg)
 {
+    /* Adding or removing [redis] changes where jobs live: a restart. */
+    if (cfg->has_redis != old->has_redis && changed != NULL)
+        changed("[redis]", arg);
+    cfg->has_redis = old->has_redis;
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const struct option *o = &options[i];
         char *dst = (char *)cfg;

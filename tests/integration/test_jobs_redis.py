@@ -245,6 +245,31 @@ class RedisJobsTest(SluiceTestCase):
                                            outcome="redis_unavailable"), len(refused))
         c.close()
 
+    def test_drain_leaves_jobs_for_another_instance(self):
+        n = 12
+        self.start_redis()
+        mock = self.start_mock()
+        extra = "claim_after = 1s"
+        s = self.start_sluice(route(upstream_port=mock.port, rate="2/s"),
+                              server="access_log = off\ndrain_timeout = 1s\n" +
+                              self.redis_section(extra))
+        self.wait_up(s)
+        c = Client(s.port)
+        ids = [self.submit(c, "/d?seq=%d" % i) for i in range(n)]
+        c.close()
+        wait_for(lambda: len(read_arrivals(mock.log)) >= 2, timeout=10, what="dispatched")
+        t0 = time.monotonic()
+        self.assertEqual(s.stop(signal.SIGTERM), 0)
+        self.assertLess(time.monotonic() - t0, 5)
+        self.procs.remove(s)
+        # What it could not run in its drain time is left in Redis, not failed.
+        s2 = self.start(mock, rate="20/s", redis_extra=extra, name="sluice2")
+        c = Client(s2.port)
+        docs = self.wait_done(c, ids, timeout=20)
+        self.assertEqual({d["state"] for d in docs.values()}, {"done"})
+        self.assertEqual(sorted(self.seqs_seen(mock)), sorted(str(i) for i in range(n)))
+        c.close()
+
     def test_dead_letter_after_max_deliveries(self):
         self.start_redis()
         # The first arrival is never answered: the holder is killed meanwhile.
