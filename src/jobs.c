@@ -1,6 +1,14 @@
 /*
  * jobs.c - async jobs: intake with 202, the job as a reply sink, the result
- * table with its expiry, and GET /_sluice/jobs/{id}.
+ * table with its expiry, and GET /_sluice/jobs/{id}; in durable mode the
+ * same job sink, with Redis as the store: intake (MULTI: record + stream
+ * entry), the reader (XREADGROUP on its own connection), the tick
+ * (heartbeat, XAUTOCLAIM, dead letters, stats, stores that wait for Redis).
+ *
+ * A durable job here is "held": from its delivery until its result is in
+ * Redis and its entry acknowledged (or it is let go: draining, queue full,
+ * claimed again later). Its entry stays pending in Redis all that time, so
+ * a crash loses nothing that was accepted.
  */
 #include "jobs.h"
 
@@ -91,6 +99,7 @@ struct sl_jobs {
     size_t n_finished;
     struct event *expiry;               /* for the head of `finished` */
     struct sl_jobs_stats stats;
+    bool intake_adopted;                /* the job being submitted was adopted */
 
     /* Durable mode ([redis] jobs = on). */
     bool durable;
@@ -251,13 +260,17 @@ static struct sl_job *job_of_sink(struct sl_sink *s)
     return (struct sl_job *)(void *)s;
 }
 
-static void durable_finish(struct sl_job *job, bool failed, bool draining);
+static void durable_finish(struct sl_job *job, bool failed, bool not_run);
 static void durable_running(struct sl_job *job);
 
 static void job_on_adopt(struct sl_sink *s, void *owner)
 {
-    if (owner != NULL)
-        job_of_sink(s)->adopted = true;
+    struct sl_job *job = job_of_sink(s);
+
+    if (owner != NULL) {
+        job->adopted = true;
+        job->jobs->intake_adopted = true;
+    }
 }
 
 static void job_on_dispatched(struct sl_sink *s, unsigned attempt)
@@ -276,7 +289,7 @@ static void job_on_dispatched(struct sl_sink *s, unsigned attempt)
 struct collect {
     struct evkeyvalq *list;
     bool sluice_error;                  /* sluice answered itself */
-    bool draining;                      /* ...because it is stopping */
+    bool not_run;                       /* ...because it is stopping, or its queue is full */
 };
 
 static int collect_field(const char *name, const char *value, void *arg)
@@ -285,7 +298,8 @@ static int collect_field(const char *name, const char *value, void *arg)
 
     if (strcasecmp(name, "X-Sluice-Error") == 0) {
         c->sluice_error = true;
-        c->draining = strcmp(value, sl_outcome_name(SL_OUTCOME_DRAINING)) == 0;
+        c->not_run = strcmp(value, sl_outcome_name(SL_OUTCOME_DRAINING)) == 0 ||
+                     strcmp(value, sl_outcome_name(SL_OUTCOME_QUEUE_FULL)) == 0;
     }
     return sl_headers_add(c->list, name, value);
 }
@@ -319,10 +333,11 @@ static void store_error(struct sl_job *job, int status, const char *code, const 
 /*
  * Take the answer into the job: status, fields and body (drained), capped
  * at the route's max_response_size. Returns true when it is a failure
- * (sluice answered itself); *draining when that is a drain's refusal.
+ * (sluice answered itself); *not_run when the job was not run for reasons
+ * of this instance (draining, queue full): a durable job is then let go.
  */
 static bool capture(struct sl_job *job, int status, sl_sink_fields_fn fields, void *fields_arg,
-                    struct evbuffer *body, bool *draining)
+                    struct evbuffer *body, bool *not_run)
 {
     struct collect c = {&job->headers, false, false};
     size_t len = body != NULL ? evbuffer_get_length(body) : 0;
@@ -331,7 +346,7 @@ static bool capture(struct sl_job *job, int status, sl_sink_fields_fn fields, vo
     job->status = status;
     if (fields != NULL && fields(collect_field, &c, fields_arg) != SL_OK)
         sl_headers_clear(&job->headers);
-    *draining = c.draining;
+    *not_run = c.not_run;
     if (len > max) {
         char detail[160];
 
@@ -373,7 +388,7 @@ static void job_on_respond(struct sl_sink *s, int status, sl_sink_fields_fn fiel
                            void *fields_arg, struct evbuffer *body, bool keep_length, bool close)
 {
     struct sl_job *job = job_of_sink(s);
-    bool draining, failed;
+    bool not_run, failed;
 
     /* A memory job refused at intake: the client hears the refusal itself, no job exists. */
     if (!job->adopted && !job->durable) {
@@ -385,9 +400,9 @@ static void job_on_respond(struct sl_sink *s, int status, sl_sink_fields_fn fiel
     }
     if (job->state != SL_JOB_QUEUED && job->state != SL_JOB_RUNNING)
         return;
-    failed = capture(job, status, fields, fields_arg, body, &draining);
+    failed = capture(job, status, fields, fields_arg, body, &not_run);
     if (job->durable)
-        durable_finish(job, failed, draining);
+        durable_finish(job, failed, not_run);
     else
         memory_finish(job, failed);
 }
@@ -536,7 +551,8 @@ static struct sl_job *job_new(struct sl_jobs *j)
 static void jobs_intake(struct sl_jobs *j, struct sl_sink *sink, struct sl_http_msg *msg,
                         const char *client)
 {
-    struct sl_job *job = job_new(j);
+    struct sl_job *job = job_new(j), gone;
+    char id[SL_JOB_ID_LEN + 1];
 
     if (job == NULL || sl_job_prefer_strip(&msg->headers) != SL_OK) {
         if (job != NULL)
@@ -547,16 +563,26 @@ static void jobs_intake(struct sl_jobs *j, struct sl_sink *sink, struct sl_http_
         return;
     }
     find_route(j, msg, job->route, sizeof(job->route));
+    memcpy(id, job->id, sizeof(id));
     /* A refusal (no route, bad controls, queue full, draining) reaches the client as it is. */
     job->client = sink;
+    j->intake_adopted = false;
     sl_request_submit(j->requests, &job->sink, msg, client);
-    job->client = NULL;
-    if (!job->adopted) {
+    if (!j->intake_adopted) {
         job_drop(job);
         return;
     }
     j->stats.accepted++;
-    respond_accepted(sink, job);
+    /* Finished at once (and, with tiny caps, even evicted): the job may be gone. */
+    if ((job = table_find(j, id)) != NULL) {
+        job->client = NULL;
+        respond_accepted(sink, job);
+        return;
+    }
+    memset(&gone, 0, sizeof(gone));
+    memcpy(gone.id, id, sizeof(id));
+    gone.state = SL_JOB_DONE;
+    respond_accepted(sink, &gone);
 }
 
 /* --- durable jobs: keys ---------------------------------------------------- */
@@ -716,7 +742,7 @@ static struct sl_http_msg *entry_msg(struct sl_job *job, const redisReply *field
 static void held_submit(struct sl_job *job, struct sl_http_msg *msg)
 {
     job->msg = NULL;
-    /* A refusal here (queue full, draining...) reaches the job's sink: its result. */
+    /* A refusal reaches the job's sink: its result; queue full or draining let it go. */
     job->adopted = true;
     sl_request_submit(job->jobs->requests, &job->sink, msg, job->client_addr);
 }
@@ -737,12 +763,12 @@ static void durable_running(struct sl_job *job)
                            key, started, attempts);
 }
 
-static void durable_finish(struct sl_job *job, bool failed, bool draining)
+static void durable_finish(struct sl_job *job, bool failed, bool not_run)
 {
     struct sl_job_view v;
 
-    /* Stopping is not the job's fault: leave its entry pending for another instance. */
-    if (draining) {
+    /* Not the job's fault: leave its entry pending, to be claimed after claim_after. */
+    if (not_run) {
         held_release(job);
         return;
     }
