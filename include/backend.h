@@ -31,6 +31,7 @@ enum sl_upstream_error {
     SL_UPSTREAM_OK = 0,      /* a complete HTTP response was received */
     SL_UPSTREAM_CONNECT,     /* DNS, connect or TLS failure: nothing was sent */
     SL_UPSTREAM_TIMEOUT,     /* no complete response within the timeout */
+    SL_UPSTREAM_CLOSED,      /* sent, then the connection ended before a byte of answer */
     SL_UPSTREAM_PROTOCOL,    /* the upstream sent something that is not HTTP, or reset */
 };
 

@@ -56,6 +56,7 @@ int sl_outcome_status(enum sl_outcome o);
 #define SL_RETRY_REASONS(X)   \
     X(CONNECT, "connect")     \
     X(TIMEOUT, "timeout")     \
+    X(CLOSED, "closed")       \
     X(STATUS_429, "429")      \
     X(STATUS_502, "502")      \
     X(STATUS_503, "503")      \

@@ -600,6 +600,9 @@ static enum sl_upstream_error map_error(CURL *easy, CURLcode code)
         return SL_UPSTREAM_CONNECT;
     if (code == CURLE_OPERATION_TIMEDOUT)
         return timed_out_connecting(easy) ? SL_UPSTREAM_CONNECT : SL_UPSTREAM_TIMEOUT;
+    /* Sent, and the connection ended with no answer: as the native client says. */
+    if (code == CURLE_GOT_NOTHING)
+        return SL_UPSTREAM_CLOSED;
     return SL_UPSTREAM_PROTOCOL;
 }
 

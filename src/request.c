@@ -591,6 +591,12 @@ static int retry_plan(const struct sl_request *r, const struct sl_upstream_respo
     }
     if (resp->error == SL_UPSTREAM_CONNECT && budget) {
         *reason = SL_RETRY_CONNECT;
+    } else if (resp->error == SL_UPSTREAM_CLOSED && budget && idem) {
+        /* Most often the keep-alive race: a fresh connection goes at once,
+         * as a new dispatch with its own token. */
+        *reason = SL_RETRY_CLOSED;
+        *wait_us = 0;
+        return 1;
     } else if (resp->error == SL_UPSTREAM_TIMEOUT && budget && idem) {
         *reason = SL_RETRY_TIMEOUT;
     } else if (resp->error == SL_UPSTREAM_OK && budget && idem &&

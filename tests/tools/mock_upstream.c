@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -66,6 +67,7 @@ struct behaviour {
     int64_t fail_status;
     int64_t retry_after;
     int64_t hang_next;
+    int64_t drop_next;          /* read the request, close without a byte of answer */
 };
 
 /* Strict limit: ring of the instants of the last N admitted arrivals. */
@@ -117,7 +119,7 @@ struct mock {
     int64_t accept_warned_at;
 };
 
-enum kind { K_HANG, K_ERROR, K_ECHO };
+enum kind { K_HANG, K_DROP, K_ERROR, K_ECHO };
 
 /* The decision for one arrival, made before anything is logged or sent. */
 struct verdict {
@@ -589,6 +591,9 @@ static void decide(struct mock *m, struct evhttp_request *req, int64_t t,
         if (c->hang_next > 0) {
             c->hang_next--;
             v->kind = K_HANG;
+        } else if (c->drop_next > 0) {
+            c->drop_next--;
+            v->kind = K_DROP;
         } else if (c->fail_next > 0) {
             c->fail_next--;
             verdict_error(v, (int)c->fail_status, "mock_failure",
@@ -717,8 +722,19 @@ static void on_arrival(struct mock *m, struct evhttp_request *req)
     struct verdict v;
 
     decide(m, req, t, &v);
-    log_arrival(m, req, t, v.kind == K_HANG ? 0 : v.status);
-    m->by_status[v.kind == K_HANG ? 0 : v.status]++;
+    log_arrival(m, req, t, v.kind == K_HANG || v.kind == K_DROP ? 0 : v.status);
+    m->by_status[v.kind == K_HANG || v.kind == K_DROP ? 0 : v.status]++;
+    if (v.kind == K_DROP) {
+        /* Held like a hang (evhttp frees it with the connection), and the
+         * socket shut: the client sees the connection end with no answer. */
+        struct bufferevent *bev =
+            evhttp_connection_get_bufferevent(evhttp_request_get_connection(req));
+
+        deliver(m, req, 0, NULL, 0, 1);
+        if (bev != NULL)
+            (void)shutdown(bufferevent_getfd(bev), SHUT_RDWR);
+        return;
+    }
     if (v.kind == K_HANG) {
         deliver(m, req, 0, NULL, 0, 1);
         return;
@@ -767,9 +783,9 @@ static void send_config(struct mock *m, struct evhttp_request *req)
     }
     evbuffer_add_printf(b, "{\"latency\":%" PRId64 ",\"fail_next\":%" PRId64
                         ",\"fail_status\":%" PRId64 ",\"retry_after\":%" PRId64
-                        ",\"hang_next\":%" PRId64 "}",
+                        ",\"hang_next\":%" PRId64 ",\"drop_next\":%" PRId64 "}",
                         c->latency_ms, c->fail_next, c->fail_status,
-                        c->retry_after, c->hang_next);
+                        c->retry_after, c->hang_next, c->drop_next);
     send_json(req, 200, b);
     evbuffer_free(b);
 }
@@ -787,6 +803,8 @@ static int config_param(struct behaviour *c, const char *key, const char *val)
         return tool_parse_int(val, -1, 86400 * 365, &c->retry_after);
     if (strcmp(key, "hang_next") == 0)
         return tool_parse_int(val, 0, INT64_MAX, &c->hang_next);
+    if (strcmp(key, "drop_next") == 0)
+        return tool_parse_int(val, 0, INT64_MAX, &c->drop_next);
     return -1;
 }
 

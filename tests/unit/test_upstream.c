@@ -642,7 +642,7 @@ static void test_connect_timeout_is_connect(void **state)
     close(fd);
 }
 
-static void raw_error_case(const char *reply)
+static void raw_error_case(const char *reply, enum sl_upstream_error want)
 {
     char buf[64];
     const struct sl_upstream_request req = {
@@ -654,7 +654,7 @@ static void raw_error_case(const char *reply)
     F.res[0].calls = 0;
     assert_non_null(sl_upstream_start(F.up, &req, fx_on_done, &F.res[0]));
     fx_run_until(F.base, fx_result_done, &F.res[0]);
-    assert_int_equal(F.res[0].error, SL_UPSTREAM_PROTOCOL);
+    assert_int_equal(F.res[0].error, want);
     assert_int_equal(F.res[0].status, 0);
     assert_true(strlen(F.res[0].detail) > 0);
 }
@@ -662,9 +662,11 @@ static void raw_error_case(const char *reply)
 static void test_protocol_errors(void **state)
 {
     (void)state;
-    raw_error_case(NULL);                                 /* empty reply */
-    raw_error_case("SSH-2.0-OpenSSH\r\n\r\n");            /* not HTTP */
-    raw_error_case("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"); /* cut short */
+    /* Both paths: closed with no answer is its own kind (the caller may resend). */
+    raw_error_case(NULL, SL_UPSTREAM_CLOSED);                          /* empty reply */
+    raw_error_case("SSH-2.0-OpenSSH\r\n\r\n", SL_UPSTREAM_PROTOCOL); /* not HTTP */
+    raw_error_case("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+                   SL_UPSTREAM_PROTOCOL);                              /* cut short */
 }
 
 /* ---- tests: cancel, concurrency, teardown ------------------------------- */
