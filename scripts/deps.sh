@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config
   libevent-dev libcurl4-openssl-dev libinih-dev libjansson-dev
   libsystemd-dev libcmocka-dev
+  clang-14 libclang-rt-14-dev
   python3 ca-certificates
   dpkg-dev file systemd groff-base
   "$@"
