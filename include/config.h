@@ -60,6 +60,8 @@ struct sl_route_config {
     unsigned retries;                  /* default 2 */
     bool honor_retry_after;            /* default on */
     bool preserve_host;                /* default off */
+    int64_t window_guard_us;           /* default 3ms: extra age past each window */
+    bool jitter_proof;                 /* default off: date dispatches by their answers */
     char fair_key[SL_CONFIG_HEADER_LEN]; /* header name of "header:NAME", "" = none */
     int line;                          /* line of the [route NAME] header */
 };

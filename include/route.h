@@ -101,6 +101,6 @@ bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us);
  * history (so a reload never lets a burst through), the counters and the
  * pause. Parked and in-flight requests are their owner's to move.
  */
-void sl_route_carry_over(struct sl_route *to, const struct sl_route *from);
+void sl_route_carry_over(struct sl_route *to, const struct sl_route *from, int64_t now);
 
 #endif

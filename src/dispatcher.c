@@ -63,6 +63,10 @@ static bool head_may_go(struct sl_route *r, int64_t now)
         return false;
     }
     next = sl_limiter_next(&r->limiter, now);
+    if (next >= SL_LIMITER_UNANSWERED) {
+        disarm(r); /* waiting for an answer to date a dispatch: its completion kicks us */
+        return false;
+    }
     if (next > now) {
         arm(r, next, now);
         return false;

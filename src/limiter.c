@@ -20,6 +20,7 @@
 /* Lateness absorbed by the schedule is min(T / 4, 5 ms). */
 #define CATCHUP_MAX_US INT64_C(5000)
 #define GUARD_MAX_US INT64_C(3000)
+#define UNANSWERED SL_LIMITER_UNANSWERED
 
 static int is_whole(double x)
 {
@@ -144,12 +145,48 @@ static void log_shift(struct sl_limiter_log *lg, int64_t taken, int64_t sent)
     lg->ring[log_index(lg, i)] = sent;
 }
 
+void sl_limiter_set_dating(struct sl_limiter *l, int64_t guard_us, int by_answer)
+{
+    for (size_t i = 0; guard_us >= 0 && i < l->n_logs; i++)
+        l->logs[i].guard_us = guard_us;
+    l->by_answer = by_answer != 0;
+}
+
+/* Date the oldest unanswered entry (they are the newest, at the end). */
+static void log_answer(struct sl_limiter_log *lg, int64_t now)
+{
+    uint32_t i = lg->count;
+
+    while (i > 0 && log_at(lg, i - 1) == UNANSWERED)
+        i--;
+    if (i < lg->count)
+        lg->ring[log_index(lg, i)] = now;
+}
+
+void sl_limiter_answered(struct sl_limiter *l, int64_t now)
+{
+    for (size_t i = 0; i < l->n_logs; i++)
+        log_answer(&l->logs[i], now);
+}
+
 void sl_limiter_sent(struct sl_limiter *l, int64_t taken, int64_t sent)
 {
     if (sent <= taken)
         return;
     for (size_t i = 0; i < l->n_logs; i++)
         log_shift(&l->logs[i], taken, sent);
+}
+
+/* The newest instant of a log that is dated; INT64_MIN if none. */
+static int64_t last_dated(const struct sl_limiter_log *lg)
+{
+    for (uint32_t i = lg->count; i > 0; i--) {
+        int64_t at = log_at(lg, i - 1);
+
+        if (at != UNANSWERED)
+            return at;
+    }
+    return INT64_MIN;
 }
 
 int64_t sl_limiter_next(const struct sl_limiter *l, int64_t now)
@@ -164,8 +201,9 @@ int64_t sl_limiter_next(const struct sl_limiter *l, int64_t now)
 
         if (lg->count == 0)
             continue;
-        /* Time never runs backwards for a log: its instants stay sorted. */
-        at = log_at(lg, lg->count - 1);
+        /* Time never runs backwards for a log: its instants stay sorted.
+         * (An unanswered entry is no instant yet: the dating floor skips it.) */
+        at = last_dated(lg);
         if (at > next)
             next = at;
         if (lg->count < lg->n)
@@ -192,7 +230,7 @@ int sl_limiter_take(struct sl_limiter *l, int64_t now)
     l->tat_us = base + l->interval_us;
     l->started = 1;
     for (size_t i = 0; i < l->n_logs; i++)
-        log_append(&l->logs[i], now);
+        log_append(&l->logs[i], l->by_answer ? UNANSWERED : now);
     return SL_OK;
 }
 
@@ -208,7 +246,7 @@ static const struct sl_limiter_log *longest_history(const struct sl_limiter *old
     return best;
 }
 
-void sl_limiter_inherit(struct sl_limiter *l, const struct sl_limiter *old)
+void sl_limiter_inherit(struct sl_limiter *l, const struct sl_limiter *old, int64_t now)
 {
     const struct sl_limiter_log *src = longest_history(old);
 
@@ -222,7 +260,10 @@ void sl_limiter_inherit(struct sl_limiter *l, const struct sl_limiter *old)
 
         lg->head = 0;
         lg->count = m;
-        for (uint32_t j = 0; j < m; j++)
-            lg->ring[j] = log_at(src, src->count - m + j);
+        for (uint32_t j = 0; j < m; j++) {
+            int64_t at = log_at(src, src->count - m + j);
+
+            lg->ring[j] = at == UNANSWERED && !l->by_answer ? now : at;
+        }
     }
 }

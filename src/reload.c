@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "config.h"
 #include "dispatcher.h"
 #include "log.h"
@@ -105,7 +106,7 @@ void sl_reload_swap(struct sl_route_table *cur, struct sl_route_table *next,
         struct sl_route *route = sl_route_find(next, old.routes[i]->cfg.name);
 
         if (route != NULL) {
-            sl_route_carry_over(route, old.routes[i]);
+            sl_route_carry_over(route, old.routes[i], sl_clock_now());
             sl_requests_move_route(q, old.routes[i], route, next);
         }
     }

@@ -52,6 +52,7 @@ struct sl_request {
     int64_t sent_us;                    /* when that dispatch reached the socket */
     int64_t upstream_us;                /* time spent in upstream calls */
     unsigned attempts;
+    bool unanswered;                    /* dispatched, its answer not yet dated (limiter.h) */
     char client[46];                    /* where it came from, kept for logs and XFF */
     /* The last upstream answer of a request parked again for a retry (429,
      * 503...): what the client gets if its deadline passes first. Owned. */
@@ -251,6 +252,18 @@ static void request_free(struct sl_request *r)
     free(r);
 }
 
+/*
+ * The dispatch's answer came, or it ended without one: a jitter-proof
+ * limiter dates it now (a no-op otherwise). Exactly once per dispatch.
+ */
+static void date_answer(struct sl_request *r)
+{
+    if (r->unanswered) {
+        r->unanswered = false;
+        sl_limiter_answered(&r->route->limiter, sl_clock_now());
+    }
+}
+
 /* Leave the queue or the in-flight set; returns 1 if a dispatch slot was freed. */
 static int request_detach(struct sl_request *r)
 {
@@ -261,6 +274,7 @@ static int request_detach(struct sl_request *r)
         if (r->call != NULL)
             sl_upstream_cancel(r->call);
         r->call = NULL;
+        date_answer(r);
         sl_route_flight_end(r->route);
         return 1;
     }
@@ -659,6 +673,7 @@ static void request_on_upstream(struct sl_upstream_response *resp, void *arg)
     int64_t now = sl_clock_now();
 
     r->call = NULL;
+    date_answer(r);
     r->upstream_us += resp->duration_us;
     count_upstream(r->route, resp);
     heed_upstream(r->route, resp, now);
@@ -693,6 +708,7 @@ static void request_dispatch(struct sl_request *r, int64_t now)
     char url[URL_MAX];
 
     r->state = SL_REQ_IN_FLIGHT;
+    r->unanswered = true;
     r->attempts++;
     r->dispatched_us = now;
     r->sent_us = now;

@@ -31,6 +31,7 @@ static int route_new(const struct sl_route_config *cfg, struct sl_queue_totals *
         sl_queue_fini(&r->queue);
         goto fail;
     }
+    sl_limiter_set_dating(&r->limiter, cfg->window_guard_us, cfg->jitter_proof);
     *out = r;
     return SL_OK;
 
@@ -182,9 +183,9 @@ bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us)
     return true;
 }
 
-void sl_route_carry_over(struct sl_route *to, const struct sl_route *from)
+void sl_route_carry_over(struct sl_route *to, const struct sl_route *from, int64_t now)
 {
-    sl_limiter_inherit(&to->limiter, &from->limiter);
+    sl_limiter_inherit(&to->limiter, &from->limiter, now);
     to->stats = from->stats;
     to->paused_until_us = from->paused_until_us;
 }
