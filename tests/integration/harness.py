@@ -34,11 +34,21 @@ MOCK_PRIORITY = (["chrt", "-f", "20"]
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
+_handed_out = set()
+
+
 def free_port():
-    """A port that was free a moment ago (bind to 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that was free a moment ago (bind to 0, read it, close), and not
+    one this process handed out before: the kernel may offer the same port
+    twice in a row (sluice then refused admin_listen = listen)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise AssertionError("no fresh loopback port in 100 tries")
 
 
 def wait_for(predicate, timeout=10.0, interval=0.02, what="condition"):
