@@ -31,6 +31,9 @@
 
 static const struct sl_backend_ops curlclient_ops;
 
+/* Fields of one answer's head, as the native client allows (h1client.c). */
+#define MAX_FIELDS 256
+
 /* Easy handles kept for reuse; a handle is cheap, this only saves churn. */
 #define SPARE_MAX 16
 
@@ -53,6 +56,8 @@ struct curl_call {
     void *arg;
     int64_t started_us;
     bool body_started;  /* header lines after this are trailers: ignored */
+    unsigned n_fields;  /* of the head being read */
+    const char *why;    /* an answer refused while its head came in (static) */
     bool finishing;     /* unlinked, its callback runs: cancel is a no-op */
     char errbuf[CURL_ERROR_SIZE];
     struct sl_upstream_response resp;
@@ -348,21 +353,75 @@ static int header_add(struct evkeyvalq *hdrs, const char *line, size_t len)
     return rc;
 }
 
-/* CURLOPT_HEADERFUNCTION: every header line of every response, one at a time. */
+/* Refuse an answer while its head comes in (0 makes curl abort the transfer). */
+static size_t refuse_answer(struct curl_call *call, const char *why)
+{
+    call->why = why;
+    return 0;
+}
+
+/* A status line starts a head. We never ask to upgrade: a 101 is refused. */
+static size_t on_status_line(struct curl_call *call, const char *buf, size_t len)
+{
+    const char *sp = memchr(buf, ' ', len);
+
+    sl_headers_clear(&call->resp.headers);
+    call->n_fields = 0;
+    if (sp != NULL && (size_t)(sp - buf) + 4 <= len && strncmp(sp + 1, "101", 3) == 0)
+        return refuse_answer(call, "unexpected 101 Switching Protocols");
+    return len;
+}
+
+/* A CR not followed by LF: a line end curl would accept and the native client does not. */
+static bool has_bare_cr(const char *buf, size_t len)
+{
+    for (const char *p = memchr(buf, '\r', len); p != NULL;
+         p = memchr(p + 1, '\r', len - (size_t)(p + 1 - buf)))
+        if ((size_t)(p + 1 - buf) >= len || p[1] != '\n')
+            return true;
+    return false;
+}
+
+/* Was the field just added a Content-Length that disagrees with an earlier one? */
+static bool lengths_conflict(const struct evkeyvalq *hdrs)
+{
+    const struct evkeyval *last = TAILQ_LAST(hdrs, evkeyvalq), *h;
+
+    if (last == NULL || strcasecmp(last->key, "Content-Length") != 0)
+        return false;
+    TAILQ_FOREACH(h, hdrs, next)
+        if (h != last && strcasecmp(h->key, "Content-Length") == 0 &&
+            strcmp(h->value, last->value) != 0)
+            return true;
+    return false;
+}
+
+/*
+ * CURLOPT_HEADERFUNCTION: every header line of every response, one at a
+ * time. curl would relay what the native client refuses; both paths keep
+ * one contract (the field cap, conflicting lengths, 101).
+ */
 static size_t curl_on_header(char *buf, size_t size, size_t n, void *arg)
 {
     struct curl_call *call = arg;
     size_t len = size * n;
+    int rc;
 
     if (call->body_started || len == 0)
         return len;
-    if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
-        /* A new status line: a 1xx or a redirect before it no longer counts. */
-        sl_headers_clear(&call->resp.headers);
-        return len;
-    }
+    if (has_bare_cr(buf, len))
+        return refuse_answer(call, "bare CR");
+    if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0)
+        return on_status_line(call, buf, len);
+    if (buf[0] != '\r' && buf[0] != '\n' && ++call->n_fields > MAX_FIELDS)
+        return refuse_answer(call, "response has too many header fields (over 256)");
     /* SL_ERR: a value evhttp refuses (a bare CR); dropping it is safer. */
-    return header_add(&call->resp.headers, buf, len) == SL_ENOMEM ? 0 : len;
+    rc = header_add(&call->resp.headers, buf, len);
+    if (rc == SL_ENOMEM)
+        return 0;
+    if (rc == SL_OK && lengths_conflict(&call->resp.headers))
+        return refuse_answer(call, "conflicting Content-Length fields");
+    return len;
 }
 
 /* CURLOPT_WRITEFUNCTION: body bytes as received (no decoding). */
@@ -619,6 +678,11 @@ static void fill_response(struct curl_call *call, CURLcode code)
         return;
     }
     resp->status = 0;
+    if (call->why != NULL) {
+        resp->error = SL_UPSTREAM_PROTOCOL;
+        snprintf(resp->detail, sizeof(resp->detail), "Invalid HTTP response: %s", call->why);
+        return;
+    }
     snprintf(resp->detail, sizeof(resp->detail), "%s",
              call->errbuf[0] != '\0' ? call->errbuf : curl_easy_strerror(code));
 }

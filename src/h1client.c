@@ -655,7 +655,9 @@ static int read_head(struct sl_h1call *call, struct evbuffer *in)
     if (rc == SL_HTTP1_PARTIAL)
         return 1;
     if (rc == SL_HTTP1_TOO_LARGE)
-        return refuse(call, "response headers exceed 64 KiB");
+        return refuse(call, h.error != NULL && strstr(h.error, "fields") != NULL
+                                ? "response has too many header fields (over 256)"
+                                : "response headers exceed 64 KiB");
     if (rc != SL_HTTP1_DONE)
         return refuse(call, h.error);
     if (h.status == 101)

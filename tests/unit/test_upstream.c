@@ -669,6 +669,35 @@ static void test_protocol_errors(void **state)
                    SL_UPSTREAM_PROTOCOL);                              /* cut short */
 }
 
+/* What an upstream must not send, and the detail each path gives for it. */
+static void malformed_case(const char *reply, const char *detail_part)
+{
+    raw_error_case(reply, SL_UPSTREAM_PROTOCOL);
+    if (strstr(F.res[0].detail, detail_part) == NULL)
+        fail_msg("detail \"%s\" does not say \"%s\"", F.res[0].detail, detail_part);
+}
+
+/* Both paths refuse the same answers, at once, saying why (issue 16 item 6). */
+static void test_malformed_answers_alike(void **state)
+{
+    static char many[400 * 16 + 64];
+    size_t off;
+
+    (void)state;
+    malformed_case("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde",
+                   "Content-Length");
+    malformed_case("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\n\r\n",
+                   "101");
+    off = (size_t)snprintf(many, sizeof(many), "HTTP/1.1 200 OK\r\n");
+    for (int i = 0; i < 400; i++)
+        off += (size_t)snprintf(many + off, sizeof(many) - off, "X-F%03d: v\r\n", i);
+    snprintf(many + off, sizeof(many) - off, "Content-Length: 0\r\n\r\n");
+    malformed_case(many, "fields");
+    /* A status line ended by a CR alone: no line feed. */
+    malformed_case("HTTP/1.1 200 OK\rContent-Length: 0\r\n\r\n", "bare CR");
+}
+
 /* ---- tests: cancel, concurrency, teardown ------------------------------- */
 
 static void test_cancel(void **state)
@@ -826,6 +855,7 @@ int main(void)
         T(test_connect_refused),
         T(test_connect_timeout_is_connect),
         T(test_protocol_errors),
+        T(test_malformed_answers_alike),
         T(test_cancel),
         T(test_concurrent_50),
         T(test_done_may_start_and_cancel),
