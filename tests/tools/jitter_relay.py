@@ -18,8 +18,9 @@ import time
 LOOPBACK = ("127.", "localhost", "::1")
 
 
-async def pump_delayed(reader, writer, rng, lo, hi):
-    """Forward reader -> writer; each chunk leaves lo..hi ms after it came, in order."""
+async def pump(reader, writer, delay=None, half_close=False):
+    """Forward reader -> writer. With `delay` (a function giving seconds), each
+    chunk leaves that long after it came, never before the previous one."""
     last = 0.0
     loop = asyncio.get_running_loop()
     try:
@@ -27,35 +28,17 @@ async def pump_delayed(reader, writer, rng, lo, hi):
             data = await reader.read(65536)
             if not data:
                 break
-            due = max(last, loop.time() + rng.uniform(lo, hi) / 1000.0)
-            last = due
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if delay is not None:
+                last = max(last, loop.time() + delay())
+                if last > loop.time():
+                    await asyncio.sleep(last - loop.time())
             writer.write(data)
             await writer.drain()
     except (ConnectionError, asyncio.CancelledError):
         pass
     finally:
         try:
-            writer.write_eof()
-        except (OSError, RuntimeError):
-            pass
-
-
-async def pump(reader, writer):
-    try:
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, asyncio.CancelledError):
-        pass
-    finally:
-        try:
-            writer.close()
+            writer.write_eof() if half_close else writer.close()
         except (OSError, RuntimeError):
             pass
 
@@ -69,7 +52,8 @@ def handler(args, rng):
         except OSError:
             cwriter.close()
             return
-        await asyncio.gather(pump_delayed(creader, uwriter, rng, args.min_ms, args.max_ms),
+        delay = lambda: rng.uniform(args.min_ms, args.max_ms) / 1000.0  # noqa: E731
+        await asyncio.gather(pump(creader, uwriter, delay, half_close=True),
                              pump(ureader, cwriter))
     return on_client
 
