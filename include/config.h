@@ -29,6 +29,7 @@
 #define SL_CONFIG_URL_LEN 1024
 #define SL_CONFIG_TOKEN_LEN 256
 #define SL_CONFIG_HEADER_LEN 128
+#define SL_CONFIG_HOST_LEN 256     /* a DNS name, optionally with ":port" */
 
 #define SL_CONFIG_DEFAULT_PATH "/etc/sluice/sluice.conf"
 
@@ -50,6 +51,8 @@ struct sl_limit {
 struct sl_route_config {
     char name[SL_CONFIG_NAME_LEN];
     char match[SL_CONFIG_PATH_LEN];    /* path prefix, starts with '/' */
+    char host[SL_CONFIG_HOST_LEN];     /* only requests with this Host (lowercase); "" = any */
+    bool strip_prefix;                 /* default off: the upstream path keeps the match */
     char upstream[SL_CONFIG_URL_LEN];  /* scheme://host[:port][/base], no trailing '/' */
     struct sl_limit rate;              /* required */
     unsigned burst;                    /* >= 1, default 1 */

@@ -73,11 +73,17 @@ void sl_route_table_release(struct sl_route_table *t);
 /* Free one route taken out of a table (NULL is fine). */
 void sl_route_free(struct sl_route *r);
 
-/* The route whose match is the longest prefix of `path`, or NULL. */
-struct sl_route *sl_route_match(const struct sl_route_table *t, const char *path);
+/*
+ * The route for a request: among the routes whose `host` takes the request's
+ * Host (NULL: none), the longest match prefix of `path`; failing that, the
+ * same among the routes for any host. NULL if none matches.
+ */
+struct sl_route *sl_route_match(const struct sl_route_table *t, const char *host,
+                                const char *path);
 
-/* The route for a request target ("/path?query"): matched on its path alone. */
-struct sl_route *sl_route_match_target(const struct sl_route_table *t, const char *target);
+/* The same for a request target ("/path?query"): matched on its path, not its query. */
+struct sl_route *sl_route_match_target(const struct sl_route_table *t, const char *host,
+                                       const char *target);
 
 /* The route named `name`, or NULL. */
 struct sl_route *sl_route_find(const struct sl_route_table *t, const char *name);

@@ -62,6 +62,7 @@ enum opt_type {
     OPT_MATCH,
     OPT_UPSTREAM,
     OPT_FAIR_KEY,
+    OPT_HOST,     /* a Host value to route on: name[:port], stored lowercase */
 };
 
 /*
@@ -118,6 +119,8 @@ static const struct option options[] = {
     {SEC_REDIS, "result_ttl", OPT_DURATION, CFG(redis_result_ttl_us), 0, USEC_S, MAX_DURATION, "1h", NULL, true},
 
     {SEC_ROUTE, "match", OPT_MATCH, RT(match), 0, 0, 0, NULL, NULL, true},
+    {SEC_ROUTE, "host", OPT_HOST, RT(host), 0, 0, 0, "", NULL, true},
+    {SEC_ROUTE, "strip_prefix", OPT_BOOL, RT(strip_prefix), 0, 0, 0, "off", NULL, true},
     {SEC_ROUTE, "upstream", OPT_UPSTREAM, RT(upstream), 0, 0, 0, NULL, NULL, true},
     {SEC_ROUTE, "rate", OPT_LIMIT, RT(rate), 0, 0, 0, NULL, NULL, true},
     {SEC_ROUTE, "burst", OPT_UINT, RT(burst), 0, 1, 1000000, "1", NULL, true},
@@ -163,6 +166,7 @@ struct parser {
 
 static void report(struct parser *p, int line, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+static const struct option *find_option(enum section_kind sec, const char *key);
 
 /* One error line; `line` 0 means the file as a whole, `key` NULL none. */
 static void report(struct parser *p, int line, const char *key, const char *fmt, ...)
@@ -690,14 +694,7 @@ static int set_match(struct parser *p, const struct option *o, void *field, cons
                o->size - 1, v);
         return -1;
     }
-    /* The route being parsed is the last one; compare with the earlier ones. */
-    for (size_t i = 0; i + 1 < cfg->n_routes; i++) {
-        if (strcmp(cfg->routes[i].match, v) == 0) {
-            report(p, p->lineno, o->key, "\"%s\" is already the match of route %s", v,
-                   cfg->routes[i].name);
-            return -1;
-        }
-    }
+    (void)cfg; /* unique per host: checked when the section closes */
     memcpy(field, v, strlen(v) + 1);
     return 0;
 }
@@ -789,6 +786,30 @@ static int set_fair_key(struct parser *p, const struct option *o, void *field, c
     return 0;
 }
 
+/* "api.example.com", "localhost:8080", "[::1]:8080", or nothing. */
+static int set_host(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    size_t n = strlen(v);
+    const char *colon = strrchr(v, ':');
+    bool ok = n < o->size;
+
+    for (size_t i = 0; ok && i < n; i++)
+        ok = isalnum((unsigned char)v[i]) || strchr(".-:[]", v[i]) != NULL;
+    /* A port, if any, is digits only (a bracketed IPv6 has colons inside). */
+    if (ok && colon != NULL && strchr(v, ']') < colon)
+        ok = colon[1] != '\0' && strspn(colon + 1, "0123456789") == strlen(colon + 1);
+    if (!ok) {
+        report(p, p->lineno, o->key, "expected a host name, optionally with :port, got \"%s\"",
+               v);
+        /* Not "" either: the route is not a duplicate of a host-less one. */
+        snprintf(field, o->size, "%s", v);
+        return -1;
+    }
+    for (size_t i = 0; i <= n; i++)
+        ((char *)field)[i] = (char)tolower((unsigned char)v[i]);
+    return 0;
+}
+
 /* Parse `v` into the option's field of `base` (a config or a route). */
 static int set_option(struct parser *p, const struct option *o, void *base, const char *v)
 {
@@ -808,6 +829,7 @@ static int set_option(struct parser *p, const struct option *o, void *base, cons
     case OPT_MATCH: return set_match(p, o, field, v);
     case OPT_UPSTREAM: return set_upstream(p, o, field, v);
     case OPT_FAIR_KEY: return set_fair_key(p, o, field, v);
+    case OPT_HOST: return set_host(p, o, field, v);
     }
     return -1;
 }
@@ -831,8 +853,23 @@ static void apply_defaults(struct parser *p, enum section_kind sec, void *base)
 /* Close the current section: report the required keys it lacks. */
 static void end_section(struct parser *p)
 {
+    const struct sl_route_config *r;
+
     if (p->sec != SEC_ROUTE)
         return;
+    r = current_route(p);
+    /* The route being closed is the last one; compare with the earlier ones. */
+    for (size_t i = 0; i + 1 < p->cfg->n_routes; i++) {
+        const struct sl_route_config *o = &p->cfg->routes[i];
+
+        if (r->match[0] != '\0' && strcmp(o->match, r->match) == 0 &&
+            strcmp(o->host, r->host) == 0) {
+            report(p, p->key_line[find_option(SEC_ROUTE, "match") - options], "match",
+                   "\"%s\" is already the match of route %s%s%s", r->match, o->name,
+                   r->host[0] != '\0' ? " for host " : "", r->host);
+            break;
+        }
+    }
     for (size_t i = 0; i < N_OPTIONS; i++) {
         if (options[i].section == SEC_ROUTE && options[i].def == NULL && p->key_line[i] == 0)
             report(p, p->sec_line, NULL, "route %s: %s: required", current_route(p)->name,

@@ -395,6 +395,12 @@ static struct sl_request *request_new(struct sl_requests *q, struct sl_sink *sin
     return r;
 }
 
+/* The Host the client asked for (routes may match on it), or NULL. */
+static const char *request_host(const struct sl_http_msg *msg)
+{
+    return evhttp_find_header(&msg->headers, "Host");
+}
+
 /*
  * Normalise the target in place (path.h: the upstream gets the form that
  * was routed, so no spelling of a path reaches another route's), then find
@@ -418,7 +424,7 @@ static struct sl_route *intake_route(struct sl_requests *q, struct sl_sink *sink
                           "no such endpoint under the reserved prefix /_sluice/", false);
         return NULL;
     }
-    route = sl_route_match_target(q->routes, target);
+    route = sl_route_match_target(q->routes, request_host(msg), target);
     if (route == NULL) {
         sl_request_refuse(q, sink, client, SL_OUTCOME_NO_ROUTE, "no route matches the path",
                           false);
@@ -699,6 +705,30 @@ static void request_on_sent(void *arg)
     r->sent_us = now;
 }
 
+/*
+ * The upstream URL: the route's base, then the target, without the matched
+ * prefix when the route strips it (a target of the prefix alone becomes
+ * "/"). The target was normalised before it was routed, so no dot segment
+ * can climb out of the base path.
+ */
+static int upstream_url(const struct sl_route *route, const char *target, char *url,
+                        size_t size)
+{
+    char stripped[URL_MAX];
+    size_t n = strlen(route->cfg.match);
+
+    /* A reload may have moved the request to a route whose prefix it lacks. */
+    if (route->cfg.strip_prefix && strncmp(target, route->cfg.match, n) == 0) {
+        const char *rest = target + n;
+
+        if (snprintf(stripped, sizeof(stripped), "%s%s", rest[0] == '/' ? "" : "/", rest) >=
+            (int)sizeof(stripped))
+            return SL_ERR;
+        target = stripped;
+    }
+    return sl_upstream_url(route->cfg.upstream, target, url, size);
+}
+
 /* The dispatcher popped r, took its token and counted it in flight: send it. */
 static void request_dispatch(struct sl_request *r, int64_t now)
 {
@@ -714,7 +744,7 @@ static void request_dispatch(struct sl_request *r, int64_t now)
     r->sent_us = now;
     evtimer_del(r->deadline);
     hook(r->q, r->q->hooks.queue_changed);
-    if (sl_upstream_url(route->cfg.upstream, r->msg->target, url, sizeof(url)) != SL_OK) {
+    if (upstream_url(route, r->msg->target, url, sizeof(url)) != SL_OK) {
         request_finish(r, SL_OUTCOME_BAD_REQUEST, NULL, "request target too long");
         return;
     }
@@ -797,7 +827,8 @@ void sl_requests_move_route(struct sl_requests *q, struct sl_route *from, struct
 
     while ((it = sl_queue_pop(&from->queue)) != NULL) {
         r = request_of_item(it);
-        if (move_parked(r, to != NULL ? to : sl_route_match_target(t, r->msg->target)) ==
+        if (move_parked(r, to != NULL ? to : sl_route_match_target(t, request_host(r->msg),
+                                                                   r->msg->target)) ==
             SL_OK)
             continue;
         r->state = SL_REQ_NEW;

@@ -435,6 +435,28 @@ static void test_route_sections(void **state)
                   "t.conf:6: match: \"/\" is already the match of route a\n");
 }
 
+/* host and strip_prefix: one match per host, host names checked and lowercased. */
+static void test_route_host(void **state)
+{
+    struct sl_config *cfg;
+
+    (void)state;
+    cfg = load_ok(ROUTE_A "[route b]\nmatch = /\nhost = API.Example.com:8443\n"
+                  "strip_prefix = on\nupstream = http://h\nrate = 1/s\n");
+    assert_string_equal(cfg->routes[0].host, "");
+    assert_false(cfg->routes[0].strip_prefix);
+    assert_string_equal(cfg->routes[1].host, "api.example.com:8443");
+    assert_true(cfg->routes[1].strip_prefix);
+    sl_config_free(cfg);
+    expect_errors(ROUTE_A "[route b]\nhost = a.b\nmatch = /\nupstream = http://h\nrate = 1/s\n"
+                  "[route c]\nmatch = /\nupstream = http://h\nrate = 1/s\nhost = A.B\n",
+                  "t.conf:11: match: \"/\" is already the match of route b for host a.b\n");
+    expect_errors(ROUTE_A "[route b]\nmatch = /\nhost = a b\nupstream = http://h\nrate = 1/s\n",
+                  "t.conf:7: host: expected a host name, optionally with :port, got \"a b\"\n");
+    expect_errors(ROUTE_A "[route b]\nmatch = /\nhost = a:x1\nupstream = http://h\nrate = 1/s\n",
+                  "t.conf:7: host: expected a host name, optionally with :port, got \"a:x1\"\n");
+}
+
 static void test_too_many_routes(void **state)
 {
     size_t cap = (SL_CONFIG_MAX_ROUTES + 1) * 64;
@@ -795,6 +817,7 @@ int main(void)
         cmocka_unit_test(test_match_fair_key_strings),
         cmocka_unit_test(test_redis_rejected),
         cmocka_unit_test(test_many_errors),
+        cmocka_unit_test(test_route_host),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_parse_limit),
