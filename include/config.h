@@ -56,6 +56,8 @@ struct sl_route_config {
     char upstream[SL_CONFIG_URL_LEN];  /* scheme://host[:port][/base], no trailing '/' */
     struct sl_limit rate;              /* required */
     unsigned burst;                    /* >= 1, default 1 */
+    unsigned cost;                     /* units a dispatch takes, default 1 */
+    unsigned max_cost;                 /* most a request may ask with X-Sluice-Cost, default 1 */
     struct sl_limit quotas[SL_CONFIG_MAX_QUOTAS];
     size_t n_quotas;
     unsigned max_in_flight;            /* default 32 */

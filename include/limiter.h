@@ -90,6 +90,18 @@ int64_t sl_limiter_next(const struct sl_limiter *l, int64_t now);
 int sl_limiter_take(struct sl_limiter *l, int64_t now);
 
 /*
+ * The same for a dispatch that costs `units` (>= 1) of every limit: it
+ * counts as `units` dispatches at the same instant in every log, and moves
+ * the schedule `units` intervals on. A cost above a log's n can never go
+ * (the config refuses such routes).
+ */
+int64_t sl_limiter_next_units(const struct sl_limiter *l, int64_t now, uint32_t units);
+int sl_limiter_take_units(struct sl_limiter *l, int64_t now, uint32_t units);
+
+/* Whole dispatches of `units` each that one window of every log can hold. */
+uint32_t sl_limiter_max_units(const struct sl_limiter *l);
+
+/*
  * A dispatch taken at `taken` actually left at `sent` (a new upstream
  * connection had to be opened first): record the later instant, so that the
  * connect time does not eat into the guard. Only ever makes the limiter
@@ -112,6 +124,9 @@ void sl_limiter_set_dating(struct sl_limiter *l, int64_t guard_us, int by_answer
  * the mode.
  */
 void sl_limiter_answered(struct sl_limiter *l, int64_t now);
+
+/* The same for a dispatch of `units` (dates that many unanswered entries). */
+void sl_limiter_answered_units(struct sl_limiter *l, int64_t now, uint32_t units);
 
 /*
  * Carry history over from `old` into freshly initialised `l` (reload), so

@@ -93,6 +93,7 @@ struct sl_route_stats {
     uint64_t upstream_errors;                       /* no status: connect, timeout */
     uint64_t client_gone;
     uint64_t dispatched;                            /* tokens taken */
+    uint64_t units;                                 /* units taken (a dispatch's cost) */
     uint64_t retries[SL_RETRY_REASON_COUNT];        /* attempts repeated, by reason */
     uint64_t pauses;                                /* route paused by the upstream */
     struct sl_histogram queue_wait[SL_LANE_COUNT];  /* seconds parked, by lane */

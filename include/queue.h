@@ -47,6 +47,7 @@ struct sl_queue_item {
     size_t bytes;
     int64_t enqueued_us;          /* first time it was parked */
     int64_t deadline_us;          /* the container's: served by then or not at all; 0 = none */
+    uint32_t units;               /* the container's: what a dispatch costs (0 counts as 1) */
 };
 
 /* Global caps and counters, shared by all routes' queues. */

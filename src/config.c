@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <ini.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,8 @@ static const struct option options[] = {
     {SEC_ROUTE, "upstream", OPT_UPSTREAM, RT(upstream), 0, 0, 0, NULL, NULL, true},
     {SEC_ROUTE, "rate", OPT_LIMIT, RT(rate), 0, 0, 0, NULL, NULL, true},
     {SEC_ROUTE, "burst", OPT_UINT, RT(burst), 0, 1, 1000000, "1", NULL, true},
+    {SEC_ROUTE, "cost", OPT_UINT, RT(cost), 0, 1, 1000000, "1", NULL, true},
+    {SEC_ROUTE, "max_cost", OPT_UINT, RT(max_cost), 0, 1, 1000000, "1", NULL, true},
     {SEC_ROUTE, "quota", OPT_LIMITS, RT(quotas), RT_N(n_quotas), 0, 0, "", NULL, true},
     {SEC_ROUTE, "max_in_flight", OPT_UINT, RT(max_in_flight), 0, 1, 100000, "32", NULL, true},
     {SEC_ROUTE, "timeout", OPT_DURATION, RT(timeout_us), 0, USEC_MS, MAX_DURATION, "30s", NULL, true},
@@ -851,13 +854,47 @@ static void apply_defaults(struct parser *p, enum section_kind sec, void *base)
 }
 
 /* Close the current section: report the required keys it lacks. */
+/* Whole dispatches one window of `l` holds (a fractional N over a longer window holds 1). */
+static double limit_units(const struct sl_limit *l)
+{
+    return l->n >= 1.0 ? floor(l->n + 1e-9) : 1.0;
+}
+
+/*
+ * cost and max_cost: max_cost is at least cost unless set lower (an error),
+ * and no request may cost more than a window of every limit holds (it
+ * could never go).
+ */
+static void check_cost(struct parser *p, struct sl_route_config *r)
+{
+    int cost_line = p->key_line[find_option(SEC_ROUTE, "cost") - options];
+    int max_line = p->key_line[find_option(SEC_ROUTE, "max_cost") - options];
+
+    if (r->max_cost < r->cost && max_line != 0)
+        report(p, max_line, "max_cost", "%u is less than cost (%u)", r->max_cost, r->cost);
+    if (r->max_cost < r->cost)
+        r->max_cost = r->cost;
+    for (size_t i = 0; i <= r->n_quotas; i++) {
+        const struct sl_limit *l = i == 0 ? &r->rate : &r->quotas[i - 1];
+
+        if (l->n > 0 && (double)r->max_cost > limit_units(l)) {
+            report(p, max_line != 0 ? max_line : cost_line != 0 ? cost_line : p->sec_line,
+                   max_line != 0 ? "max_cost" : "cost",
+                   "%u units would never fit the %s of %g per window", r->max_cost,
+                   i == 0 ? "rate" : "quota", l->n);
+            return;
+        }
+    }
+}
+
 static void end_section(struct parser *p)
 {
-    const struct sl_route_config *r;
+    struct sl_route_config *r;
 
     if (p->sec != SEC_ROUTE)
         return;
     r = current_route(p);
+    check_cost(p, r);
     /* The route being closed is the last one; compare with the earlier ones. */
     for (size_t i = 0; i + 1 < p->cfg->n_routes; i++) {
         const struct sl_route_config *o = &p->cfg->routes[i];

@@ -163,10 +163,16 @@ static void log_answer(struct sl_limiter_log *lg, int64_t now)
         lg->ring[log_index(lg, i)] = now;
 }
 
+void sl_limiter_answered_units(struct sl_limiter *l, int64_t now, uint32_t units)
+{
+    for (uint32_t u = 0; u < units; u++)
+        for (size_t i = 0; i < l->n_logs; i++)
+            log_answer(&l->logs[i], now);
+}
+
 void sl_limiter_answered(struct sl_limiter *l, int64_t now)
 {
-    for (size_t i = 0; i < l->n_logs; i++)
-        log_answer(&l->logs[i], now);
+    sl_limiter_answered_units(l, now, 1);
 }
 
 void sl_limiter_sent(struct sl_limiter *l, int64_t taken, int64_t sent)
@@ -191,6 +197,21 @@ static int64_t last_dated(const struct sl_limiter_log *lg)
 
 int64_t sl_limiter_next(const struct sl_limiter *l, int64_t now)
 {
+    return sl_limiter_next_units(l, now, 1);
+}
+
+uint32_t sl_limiter_max_units(const struct sl_limiter *l)
+{
+    uint32_t m = UINT32_MAX;
+
+    for (size_t i = 0; i < l->n_logs; i++)
+        if (l->logs[i].n < m)
+            m = l->logs[i].n;
+    return m;
+}
+
+int64_t sl_limiter_next_units(const struct sl_limiter *l, int64_t now, uint32_t units)
+{
     int64_t next = now;
 
     if (l->started && l->tat_us - l->tolerance_us > next)
@@ -199,6 +220,8 @@ int64_t sl_limiter_next(const struct sl_limiter *l, int64_t now)
         const struct sl_limiter_log *lg = &l->logs[i];
         int64_t at;
 
+        if (units > lg->n)
+            return SL_LIMITER_UNANSWERED; /* never: more than a window holds */
         if (lg->count == 0)
             continue;
         /* Time never runs backwards for a log: its instants stay sorted.
@@ -206,9 +229,10 @@ int64_t sl_limiter_next(const struct sl_limiter *l, int64_t now)
         at = last_dated(lg);
         if (at > next)
             next = at;
-        if (lg->count < lg->n)
+        /* Room for `units` more once the (n - units + 1)-th newest is old enough. */
+        if (lg->count + units <= lg->n)
             continue;
-        at = log_at(lg, 0) + lg->window_us + lg->guard_us;
+        at = log_at(lg, lg->count + units - lg->n - 1) + lg->window_us + lg->guard_us;
         if (at > next)
             next = at;
     }
@@ -217,20 +241,26 @@ int64_t sl_limiter_next(const struct sl_limiter *l, int64_t now)
 
 int sl_limiter_take(struct sl_limiter *l, int64_t now)
 {
+    return sl_limiter_take_units(l, now, 1);
+}
+
+int sl_limiter_take_units(struct sl_limiter *l, int64_t now, uint32_t units)
+{
     int64_t catchup = l->interval_us / 4;
     int64_t base = now;
 
-    if (now < sl_limiter_next(l, now))
+    if (units == 0 || now < sl_limiter_next_units(l, now, units))
         return SL_EAGAIN;
     if (catchup > CATCHUP_MAX_US)
         catchup = CATCHUP_MAX_US;
     /* Early (burst) or a little late: keep the schedule's phase. */
     if (l->started && now <= l->tat_us + catchup)
         base = l->tat_us;
-    l->tat_us = base + l->interval_us;
+    l->tat_us = base + (int64_t)units * l->interval_us;
     l->started = 1;
-    for (size_t i = 0; i < l->n_logs; i++)
-        log_append(&l->logs[i], l->by_answer ? UNANSWERED : now);
+    for (uint32_t u = 0; u < units; u++)
+        for (size_t i = 0; i < l->n_logs; i++)
+            log_append(&l->logs[i], l->by_answer ? UNANSWERED : now);
     return SL_OK;
 }
 

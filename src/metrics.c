@@ -332,6 +332,7 @@ static uint64_t in_flight(const struct sl_metrics_route *r) { return r->in_fligh
 static uint64_t paused(const struct sl_metrics_route *r) { return r->paused ? 1 : 0; }
 static uint64_t client_gone(const struct sl_metrics_route *r) { return stats_of(r)->client_gone; }
 static uint64_t dispatched(const struct sl_metrics_route *r) { return stats_of(r)->dispatched; }
+static uint64_t units(const struct sl_metrics_route *r) { return stats_of(r)->units; }
 static uint64_t pauses(const struct sl_metrics_route *r) { return stats_of(r)->pauses; }
 
 static double queue_bytes(const struct sl_metrics_global *g) { return (double)g->queue_bytes; }
@@ -373,6 +374,8 @@ static const struct family families[] = {
      PER_ROUTE(client_gone)},
     {"sluice_dispatched_total", "counter", "Rate-limit tokens taken, retries included.",
      PER_ROUTE(dispatched)},
+    {"sluice_units_dispatched_total", "counter",
+     "Limit units taken: each dispatch takes its cost (cost, X-Sluice-Cost).", PER_ROUTE(units)},
     {"sluice_connections", "gauge", "Open client connections.", GLOBAL(connections)},
     {"sluice_draining", "gauge", "1 while shutting down.", GLOBAL(draining)},
     {"sluice_config_reloads_total", "counter", "Successful configuration reloads.",

@@ -260,7 +260,8 @@ static void date_answer(struct sl_request *r)
 {
     if (r->unanswered) {
         r->unanswered = false;
-        sl_limiter_answered(&r->route->limiter, sl_clock_now());
+        sl_limiter_answered_units(&r->route->limiter, sl_clock_now(),
+                                  r->item.units > 0 ? r->item.units : 1);
     }
 }
 
@@ -342,18 +343,42 @@ static void request_on_deadline(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Lane and deadline from the request's own headers; detail set on error. */
-static int read_controls(const struct sl_requests *q, const struct sl_http_msg *msg,
-                         enum sl_lane *lane, int64_t *deadline_us, const char **detail)
+/* What a request asks of sluice in its own headers (SPEC section 4). */
+struct controls {
+    enum sl_lane lane;
+    int64_t timeout_us;                 /* its queue timeout; 0 = none */
+    uint32_t units;                     /* what its dispatch costs */
+};
+
+/* X-Sluice-Cost: whole units, 1 to the route's max_cost; else the route's cost. */
+static int read_cost(const struct sl_route *route, const char *v, uint32_t *units)
+{
+    char *end;
+    unsigned long n;
+
+    *units = route->cfg.cost;
+    if (v == NULL)
+        return SL_OK;
+    n = strtoul(v, &end, 10);
+    if (end == v || *end != '\0' || v[0] == '-' || v[0] == '+' || n < 1 ||
+        n > route->cfg.max_cost)
+        return SL_ERR;
+    *units = (uint32_t)n;
+    return SL_OK;
+}
+
+static int read_controls(const struct sl_requests *q, const struct sl_route *route,
+                         const struct sl_http_msg *msg, struct controls *c, const char **detail)
 {
     const char *v = evhttp_find_header(&msg->headers, "X-Sluice-Priority");
     int64_t limit = q->cfg->queue_timeout_us;
 
-    *lane = SL_LANE_NORMAL;
-    if (v != NULL && sl_lane_parse(v, lane) != 0) {
+    c->lane = SL_LANE_NORMAL;
+    if (v != NULL && sl_lane_parse(v, &c->lane) != 0) {
         *detail = "X-Sluice-Priority must be high, normal or low";
         return SL_ERR;
     }
-    *deadline_us = limit;
+    c->timeout_us = limit;
     v = evhttp_find_header(&msg->headers, "X-Sluice-Deadline");
     if (v != NULL) {
         int64_t d;
@@ -362,7 +387,12 @@ static int read_controls(const struct sl_requests *q, const struct sl_http_msg *
             *detail = "X-Sluice-Deadline must be a positive duration such as 5s or 250ms";
             return SL_ERR;
         }
-        *deadline_us = limit == 0 || d < limit ? d : limit;
+        c->timeout_us = limit == 0 || d < limit ? d : limit;
+    }
+    if (read_cost(route, evhttp_find_header(&msg->headers, "X-Sluice-Cost"), &c->units) !=
+        SL_OK) {
+        *detail = "X-Sluice-Cost must be a whole number from 1 to the route's max_cost";
+        return SL_ERR;
     }
     return SL_OK;
 }
@@ -480,8 +510,7 @@ void sl_request_submit(struct sl_requests *q, struct sl_sink *sink, struct sl_ht
     struct sl_route *route = NULL;
     struct sl_request *r;
     const char *detail = NULL;
-    enum sl_lane lane;
-    int64_t timeout_us;
+    struct controls c;
     bool at_once;
     int rc;
 
@@ -489,7 +518,7 @@ void sl_request_submit(struct sl_requests *q, struct sl_sink *sink, struct sl_ht
         sl_request_refuse(q, sink, client, SL_OUTCOME_DRAINING, "sluice is shutting down", true);
     else if ((route = intake_route(q, sink, client, msg)) == NULL)
         ;
-    else if (read_controls(q, msg, &lane, &timeout_us, &detail) != SL_OK)
+    else if (read_controls(q, route, msg, &c, &detail) != SL_OK)
         refuse(q, sink, client, &route->stats, SL_OUTCOME_BAD_REQUEST, detail, false);
     else if ((r = request_new(q, sink, client, msg, route)) == NULL)
         refuse(q, sink, client, &route->stats, SL_OUTCOME_INTERNAL_ERROR, "out of memory", true);
@@ -499,10 +528,12 @@ void sl_request_submit(struct sl_requests *q, struct sl_sink *sink, struct sl_ht
     return;
 
 admitted:
-    r->item.deadline_us = timeout_us > 0 ? r->arrived_us + timeout_us : 0;
+    r->item.deadline_us = c.timeout_us > 0 ? r->arrived_us + c.timeout_us : 0;
+    r->item.units = c.units;
     /* Alone in its queue and the route is ready: the kick below dispatches it. */
-    at_once = sl_queue_depth(&route->queue) == 0 && sl_dispatcher_ready(route, r->arrived_us);
-    rc = intake_park(r, lane, msg->header_bytes + sl_http_msg_body_len(msg));
+    at_once = sl_queue_depth(&route->queue) == 0 &&
+              sl_dispatcher_ready(route, r->arrived_us, c.units);
+    rc = intake_park(r, c.lane, msg->header_bytes + sl_http_msg_body_len(msg));
     if (rc != SL_OK) {
         request_finish(r, rc == SL_EAGAIN ? SL_OUTCOME_QUEUE_FULL : SL_OUTCOME_INTERNAL_ERROR,
                        NULL, rc == SL_EAGAIN ? "the queue is full" : "out of memory");

@@ -46,3 +46,29 @@ class RoutingTest(SluiceTestCase):
         status, headers, body = self.request(s.port, "GET", "/x", headers={"Host": "evil.example"})
         self.assert_sluice_error(status, headers, body, 404, "no_route")
         self.assertEqual(read_arrivals(mock.log), [])
+
+
+class CostTest(SluiceTestCase):
+    """Request cost (issue 14 item 2): a dispatch takes its cost from every limit."""
+
+    def test_cost_holds_strictness_in_units(self):
+        from harness import max_in_window
+        mock = self.start_mock()
+        s = self.start_sluice(route("api", "/", mock.port, "max_cost = 5\nburst = 10\n")
+                              .replace("rate = 100/s", "rate = 10/s"))
+        summary, _ = self.burst("http://127.0.0.1:%d/c" % s.port, 20, 20, "--seq",
+                                "--interval-us", "300", "-H", "X-Sluice-Cost: 2")
+        self.assertEqual(summary["status"], {"200": 20}, summary)
+        times = [a[0] for a in read_arrivals(mock.log)]
+        # 10 units per second at 2 units each: 5 requests in any second.
+        self.assertLessEqual(max_in_window(times, 1_000_000), 5)
+        self.assertEqual(self.metric_value(self.metrics(), "sluice_units_dispatched_total",
+                                           route="api"), 40)
+
+    def test_bad_cost_is_refused(self):
+        mock = self.start_mock()
+        s = self.start_sluice(route("api", "/", mock.port, "max_cost = 5\n"))
+        for v in ("0", "6", "abc", "-1", "2.5"):
+            status, headers, body = self.request(s.port, "GET", "/", headers={"X-Sluice-Cost": v})
+            self.assert_sluice_error(status, headers, body, 400, "bad_request")
+        self.assertEqual(read_arrivals(mock.log), [])

@@ -457,6 +457,28 @@ static void test_route_host(void **state)
                   "t.conf:7: host: expected a host name, optionally with :port, got \"a:x1\"\n");
 }
 
+/* cost and max_cost: max_cost follows cost unless set lower; both fit the limits. */
+static void test_route_cost(void **state)
+{
+    struct sl_config *cfg;
+
+    (void)state;
+    cfg = load_ok(ROUTE_A "cost = 3\n");
+    assert_int_equal(cfg->routes[0].cost, 3);
+    assert_int_equal(cfg->routes[0].max_cost, 3);
+    sl_config_free(cfg);
+    cfg = load_ok(ROUTE_A "max_cost = 10\n");
+    assert_int_equal(cfg->routes[0].cost, 1);
+    assert_int_equal(cfg->routes[0].max_cost, 10);
+    sl_config_free(cfg);
+    expect_errors(ROUTE_A "cost = 3\nmax_cost = 2\n",
+                  "t.conf:6: max_cost: 2 is less than cost (3)\n");
+    expect_errors(ROUTE_A "max_cost = 11\n",
+                  "t.conf:5: max_cost: 11 units would never fit the rate of 10 per window\n");
+    expect_errors(ROUTE_A "quota = 100/h, 4/m\ncost = 5\n",
+                  "t.conf:6: cost: 5 units would never fit the quota of 4 per window\n");
+}
+
 static void test_too_many_routes(void **state)
 {
     size_t cap = (SL_CONFIG_MAX_ROUTES + 1) * 64;
@@ -818,6 +840,7 @@ int main(void)
         cmocka_unit_test(test_redis_rejected),
         cmocka_unit_test(test_many_errors),
         cmocka_unit_test(test_route_host),
+        cmocka_unit_test(test_route_cost),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_parse_limit),

@@ -634,7 +634,7 @@ static void test_detach(void **state)
 /* ready() says `expect` now, and a kick dispatches iff it said true. */
 static void ready_agrees(struct fx *f, struct sl_route *r, bool expect)
 {
-    bool ready = sl_dispatcher_ready(r, fake_now);
+    bool ready = sl_dispatcher_ready(r, fake_now, 1);
     size_t before = dispatched(f, r);
 
     assert_int_equal(ready, expect);
@@ -656,8 +656,8 @@ static void test_ready(void **state)
     ready_agrees(f, r, true);
     /* Limiter: not before T0 + 100 ms, whatever the clock says later. */
     ready_agrees(f, r, false);
-    assert_false(sl_dispatcher_ready(r, T0 + 100 * MS - 1));
-    assert_true(sl_dispatcher_ready(r, T0 + 100 * MS));
+    assert_false(sl_dispatcher_ready(r, T0 + 100 * MS - 1, 1));
+    assert_true(sl_dispatcher_ready(r, T0 + 100 * MS, 1));
 
     fake_now = T0 + 100 * MS;
     ready_agrees(f, r, true);
@@ -672,7 +672,7 @@ static void test_ready(void **state)
     sl_route_flight_end(r);
     assert_true(sl_route_pause(r, fake_now, 50 * MS));
     ready_agrees(f, r, false);
-    assert_true(sl_dispatcher_ready(r, fake_now + 50 * MS));
+    assert_true(sl_dispatcher_ready(r, fake_now + 50 * MS, 1));
 
     fake_now += 50 * MS;
     ready_agrees(f, r, true);

@@ -633,6 +633,41 @@ static void test_inherit_dates_unanswered(void **state)
     sl_limiter_fini(&old);
 }
 
+/* Property: with random costs, no window holds more than n units. */
+static void test_property_units_are_strict(void **state)
+{
+    const struct sl_limit lim = {10, SEC};
+    const struct sl_limit quota = {25, 5 * SEC};
+    int64_t at[2000];
+    uint32_t units[2000];
+    int64_t now = 0;
+    struct sl_limiter l;
+
+    (void)state;
+    rng_state = 12345;
+    assert_int_equal(sl_limiter_init(&l, &lim, 3, &quota, 1), SL_OK);
+    assert_int_equal(sl_limiter_max_units(&l), 10);
+    assert_true(sl_limiter_next_units(&l, 0, 11) >= SL_LIMITER_UNANSWERED);
+    for (int i = 0; i < 2000; i++) {
+        units[i] = 1 + (uint32_t)rnd(4);
+        now = sl_limiter_next_units(&l, now + rnd(30 * 1000), units[i]);
+        assert_int_equal(sl_limiter_take_units(&l, now, units[i]), SL_OK);
+        at[i] = now;
+    }
+    for (int i = 0; i < 2000; i++) {
+        uint32_t sum1 = 0, sum5 = 0;
+
+        for (int j = i; j < 2000 && at[j] < at[i] + 5 * SEC; j++) {
+            sum5 += units[j];
+            if (at[j] < at[i] + SEC)
+                sum1 += units[j];
+        }
+        assert_true(sum1 <= 10);
+        assert_true(sum5 <= 25);
+    }
+    sl_limiter_fini(&l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -650,6 +685,7 @@ int main(void)
         cmocka_unit_test(test_answer_dating_waits_for_the_answer),
         cmocka_unit_test(test_property_answer_dating_is_strict_under_jitter),
         cmocka_unit_test(test_inherit_dates_unanswered),
+        cmocka_unit_test(test_property_units_are_strict),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

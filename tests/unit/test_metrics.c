@@ -361,7 +361,8 @@ static const char *const family_order[] = {
     "sluice_upstream_requests_total", "sluice_upstream_duration_seconds",
     "sluice_in_flight", "sluice_route_paused", "sluice_route_pauses_total",
     "sluice_retries_total", "sluice_client_gone_total",
-    "sluice_dispatched_total", "sluice_connections", "sluice_draining",
+    "sluice_dispatched_total", "sluice_units_dispatched_total", "sluice_connections",
+    "sluice_draining",
     "sluice_config_reloads_total", "sluice_start_time_seconds", "sluice_build_info",
 };
 
