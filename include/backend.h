@@ -39,8 +39,8 @@ enum sl_upstream_error {
  * Optional: the request head has just been handed to the kernel (with the
  * done callback's arg). For a new connection that is after the connect, so
  * the caller can date its dispatch by when the request really left. May run
- * inside start, and again after a transparent keep-alive retry. Only the
- * http:// client reports it.
+ * inside start. Both backends report it, once per call: neither sends a
+ * request twice on its own.
  */
 typedef void (*sl_upstream_sent_fn)(void *arg);
 

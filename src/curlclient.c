@@ -53,8 +53,10 @@ struct curl_call {
     CURL *easy;
     struct curl_slist *hdrs;
     sl_upstream_done_fn done;
+    sl_upstream_sent_fn sent;   /* optional: the request left (backend.h) */
     void *arg;
     int64_t started_us;
+    unsigned sends;     /* prerequest calls: a second one is curl resending on its own */
     bool body_started;  /* header lines after this are trailers: ignored */
     unsigned n_fields;  /* of the head being read */
     const char *why;    /* an answer refused while its head came in (static) */
@@ -539,13 +541,46 @@ static int set_common(struct curl_call *call, const struct sl_upstream_request *
     return rc == CURLE_OK ? SL_OK : SL_ERR;
 }
 
+/*
+ * CURLOPT_PREREQFUNCTION: curl is about to send the request, the connection
+ * up. The first time, the dispatch is dated by it (DNS, connect and TLS no
+ * longer eat into the window's guard). A second time is curl resending on
+ * a fresh connection after a reused one died: that would be a dispatch
+ * nobody counted, so the call ends here and the caller decides (backend.h:
+ * SL_UPSTREAM_CLOSED).
+ */
+static int curl_on_prereq(void *arg, char *primary_ip, char *local_ip, int primary_port,
+                          int local_port)
+{
+    struct curl_call *call = arg;
+
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    if (++call->sends > 1)
+        return CURL_PREREQFUNC_ABORT;
+    if (call->sent != NULL)
+        call->sent(call->arg);
+    return CURL_PREREQFUNC_OK;
+}
+
+static int set_hooks(struct curl_call *call)
+{
+    CURLcode rc = CURLE_OK;
+
+    rc |= curl_easy_setopt(call->easy, CURLOPT_PREREQFUNCTION, curl_on_prereq);
+    rc |= curl_easy_setopt(call->easy, CURLOPT_PREREQDATA, call);
+    return rc == CURLE_OK ? SL_OK : SL_ERR;
+}
+
 static int set_request(struct curl_call *call, const struct sl_upstream_request *req)
 {
     CURL *e = call->easy;
     CURLcode rc = CURLE_OK;
     bool with_body = req->body_len > 0 || method_has_body(req->method);
 
-    if (set_common(call, req) != SL_OK)
+    if (set_common(call, req) != SL_OK || set_hooks(call) != SL_OK)
         return SL_ERR;
     if (strcmp(req->method, "HEAD") == 0)
         rc |= curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
@@ -572,6 +607,7 @@ struct sl_backend_call *sl_curlclient_start(struct sl_curlclient *u,
     call->base.ops = &curlclient_ops;
     call->u = u;
     call->done = done;
+    call->sent = req->sent;
     call->arg = arg;
     TAILQ_INIT(&call->resp.headers);
     call->resp.body = evbuffer_new();
@@ -659,8 +695,9 @@ static enum sl_upstream_error map_error(CURL *easy, CURLcode code)
         return SL_UPSTREAM_CONNECT;
     if (code == CURLE_OPERATION_TIMEDOUT)
         return timed_out_connecting(easy) ? SL_UPSTREAM_CONNECT : SL_UPSTREAM_TIMEOUT;
-    /* Sent, and the connection ended with no answer: as the native client says. */
-    if (code == CURLE_GOT_NOTHING)
+    /* Sent, and the connection ended with no answer: as the native client says
+     * (a resend stopped by curl_on_prereq is the same case). */
+    if (code == CURLE_GOT_NOTHING || code == CURLE_ABORTED_BY_CALLBACK)
         return SL_UPSTREAM_CLOSED;
     return SL_UPSTREAM_PROTOCOL;
 }
@@ -678,6 +715,13 @@ static void fill_response(struct curl_call *call, CURLcode code)
         return;
     }
     resp->status = 0;
+    if (call->sends > 1) {
+        resp->error = SL_UPSTREAM_CLOSED;
+        snprintf(resp->detail, sizeof(resp->detail),
+                 "the upstream closed the connection before answering "
+                 "(a reused keep-alive connection)");
+        return;
+    }
     if (call->why != NULL) {
         resp->error = SL_UPSTREAM_PROTOCOL;
         snprintf(resp->detail, sizeof(resp->detail), "Invalid HTTP response: %s", call->why);

@@ -669,6 +669,37 @@ static void test_protocol_errors(void **state)
                    SL_UPSTREAM_PROTOCOL);                              /* cut short */
 }
 
+static int sent_count;
+
+static void count_sent(void *arg)
+{
+    (void)arg;
+    sent_count++;
+}
+
+/*
+ * The dispatch instant is real on both paths (issue 13 item 2): `sent`
+ * runs once per call, after the connect, before the answer.
+ */
+static void test_sent_reported_once(void **state)
+{
+    char buf[512];
+    const struct sl_upstream_request req = {
+        .method = "GET", .url = url("/sent", buf, sizeof(buf)),
+        .timeout_us = 5 * SL_USEC_PER_SEC, .sent = count_sent,
+    };
+
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        sent_count = 0;
+        F.res[0].calls = 0;
+        assert_non_null(sl_upstream_start(F.up, &req, fx_on_done, &F.res[0]));
+        fx_run_until(F.base, fx_result_done, &F.res[0]);
+        assert_int_equal(F.res[0].status, 200);
+        assert_int_equal(sent_count, 1);
+    }
+}
+
 /* What an upstream must not send, and the detail each path gives for it. */
 static void malformed_case(const char *reply, const char *detail_part)
 {
@@ -856,6 +887,7 @@ int main(void)
         T(test_connect_timeout_is_connect),
         T(test_protocol_errors),
         T(test_malformed_answers_alike),
+        T(test_sent_reported_once),
         T(test_cancel),
         T(test_concurrent_50),
         T(test_done_may_start_and_cancel),
