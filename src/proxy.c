@@ -115,11 +115,14 @@ static void proxy_on_request(struct sl_conn *conn, struct sl_http_msg *msg, void
     sl_request_submit(&p->requests, sl_conn_sink(conn), msg, sl_conn_peer(conn));
 }
 
+/* The owner is whoever adopted the connection's sink: a request or a batch. */
 static void proxy_on_gone(struct sl_conn *conn, void *owner, void *arg)
 {
+    struct sl_sink_owner *o = owner;
+
     (void)conn;
     (void)arg;
-    sl_request_sink_gone(owner);
+    o->gone(o);
 }
 
 static void proxy_on_refused(struct sl_conn *conn, enum sl_outcome o, const char *detail,

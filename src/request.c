@@ -43,6 +43,7 @@ struct sl_request {
     struct sl_requests *q;
     struct sl_route *route;
     struct sl_sink *sink;               /* NULL once it has gone */
+    struct sl_sink_owner owner;         /* what the sink's source reports its going to */
     struct sl_http_msg *msg;            /* owned */
     struct event *deadline;             /* queue timeout while PARKED; in this allocation */
     struct sl_upstream_call *call;      /* while IN_FLIGHT, owned */
@@ -63,6 +64,12 @@ struct sl_request {
 static struct sl_request *request_of_item(struct sl_queue_item *it)
 {
     return (struct sl_request *)(void *)((char *)it - offsetof(struct sl_request, item));
+}
+
+static void request_on_sink_gone(struct sl_sink_owner *o)
+{
+    sl_request_sink_gone((struct sl_request *)(void *)((char *)o -
+                                                       offsetof(struct sl_request, owner)));
 }
 
 static void hook(const struct sl_requests *q, void (*fn)(void *))
@@ -374,6 +381,7 @@ static struct sl_request *request_new(struct sl_requests *q, struct sl_sink *sin
     r->q = q;
     r->route = route;
     r->sink = sink;
+    r->owner.gone = request_on_sink_gone;
     r->msg = msg;
     r->arrived_us = sl_clock_now();
     TAILQ_INSERT_TAIL(&q->live, r, link);
@@ -488,7 +496,7 @@ admitted:
                        NULL, rc == SL_EAGAIN ? "the queue is full" : "out of memory");
         return;
     }
-    sink->ops->adopt(sink, r);
+    sink->ops->adopt(sink, &r->owner);
     /* A request dispatched at once needs no timer (saves a heap insert and removal). */
     if (!at_once)
         arm_deadline(r);
