@@ -212,6 +212,12 @@ void sl_request_refuse(struct sl_requests *q, struct sl_sink *sink, const char *
     refuse(q, sink, client, &q->unrouted, o, detail, close);
 }
 
+void sl_request_respond_error(struct sl_sink *sink, enum sl_outcome o, const char *detail,
+                              bool close)
+{
+    respond_error(sink, NULL, NULL, o, detail, close);
+}
+
 /* --- the single exit ---------------------------------------------------- */
 
 /* The answer's fields are translated while the head is written (no copy). */
@@ -274,6 +280,16 @@ static int request_detach(struct sl_request *r)
     return 0;
 }
 
+/* Is the answer for a sink that keeps it whole (sink.h) over the route's cap? */
+static bool too_large_to_store(const struct sl_request *r,
+                               const struct sl_upstream_response *resp)
+{
+    const struct evbuffer *body = resp != NULL ? resp->body : r->last_body;
+
+    return r->sink != NULL && r->sink->ops->stores && body != NULL &&
+           evbuffer_get_length(body) > r->route->cfg.max_response_size;
+}
+
 /*
  * The single exit: answer with an upstream response (outcome RELAYED, resp
  * non-NULL, or the kept last answer) or with sluice's own error for `o`.
@@ -285,10 +301,16 @@ static void request_finish(struct sl_request *r, enum sl_outcome o,
     struct sl_route *route = r->route;
     int64_t end = r->dispatched_us != 0 ? r->dispatched_us : sl_clock_now();
     double wait = (double)(end - r->arrived_us) / 1e6;
-    int status = o != SL_OUTCOME_RELAYED ? sl_outcome_status(o)
-                 : resp != NULL         ? resp->status
-                                        : r->last_status;
+    int status;
     int freed_slot = request_detach(r);
+
+    if (o == SL_OUTCOME_RELAYED && too_large_to_store(r, resp)) {
+        o = SL_OUTCOME_RESPONSE_TOO_LARGE;
+        detail = "the upstream response is larger than max_response_size";
+    }
+    status = o != SL_OUTCOME_RELAYED ? sl_outcome_status(o)
+             : resp != NULL         ? resp->status
+                                    : r->last_status;
 
     r->state = SL_REQ_NEW;
     sl_route_stats_finish(&route->stats, o, r->item.lane, wait);
