@@ -225,7 +225,7 @@ static int parse_item(const json_t *item, size_t i, const struct sl_batch_limits
     m->method = method;
     m->head = strcmp(method, "HEAD") == 0;
     /* "GET /p HTTP/1.1\r\n", the fields, "\r\n": what the request would have been. */
-    m->header_bytes = strlen(method) + path_len + 13;
+    m->header_bytes = strlen(method) + path_len + 14;
     h = json_object_get(item, "headers");
     rc = h != NULL ? parse_headers(m, i, h, detail, size) : SL_OK;
     if (rc == SL_OK && m->header_bytes > lim->max_header_size)
