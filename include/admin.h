@@ -23,6 +23,7 @@ struct event_base;
 struct sl_admin;
 struct sl_queue_totals;
 struct sl_route;
+struct sl_batch_stats;
 struct sl_route_stats;
 
 /* What the instance shows, as of now. */
@@ -33,6 +34,7 @@ struct sl_admin_view {
     struct sl_route *const *retired;     /* removed by a reload, calls still under way */
     size_t n_retired;
     const struct sl_route_stats *unrouted;
+    const struct sl_batch_stats *batches;
     const struct sl_queue_totals *totals;
     size_t connections;
     bool draining;

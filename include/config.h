@@ -68,6 +68,7 @@ struct sl_route_config {
     int64_t window_guard_us;           /* default 3ms: extra age past each window */
     bool jitter_proof;                 /* default off: date dispatches by their answers */
     char fair_key[SL_CONFIG_HEADER_LEN]; /* header name of "header:NAME", "" = none */
+    size_t max_response_size;          /* default 64m: stored answers (batch items, jobs) */
     int line;                          /* line of the [route NAME] header */
 };
 
@@ -83,6 +84,7 @@ struct sl_config {
     int64_t client_timeout_us;         /* default 60s: idle between requests */
     int64_t client_header_timeout_us;  /* default 10s: a whole request head */
     int64_t client_body_timeout_us;    /* default 60s: a whole request body */
+    size_t max_batch_items;            /* default 1000: items in one POST /_sluice/batch */
     size_t max_header_size;            /* default 16k */
     size_t max_body_size;              /* default 8m */
     int64_t drain_timeout_us;          /* default 30s */

@@ -36,6 +36,7 @@ struct evbuffer;
     X(QUEUE_TIMEOUT, "queue_timeout", 504)                 \
     X(UPSTREAM_UNREACHABLE, "upstream_unreachable", 502)   \
     X(UPSTREAM_TIMEOUT, "upstream_timeout", 504)           \
+    X(RESPONSE_TOO_LARGE, "response_too_large", 502)       \
     X(CLIENT_GONE, "client_gone", 499)                     \
     X(INTERNAL_ERROR, "internal_error", 500)
 
@@ -51,6 +52,32 @@ const char *sl_outcome_name(enum sl_outcome o);
 
 /* HTTP status sluice answers with for an outcome it generates (0 for RELAYED). */
 int sl_outcome_status(enum sl_outcome o);
+
+/* X(ENUM, "label") - how a batch (POST /_sluice/batch) ended. */
+#define SL_BATCH_OUTCOMES(X)              \
+    X(ANSWERED, "answered")               \
+    X(BAD_REQUEST, "bad_request")         \
+    X(CLIENT_GONE, "client_gone")         \
+    X(DRAINING, "draining")               \
+    X(INTERNAL_ERROR, "internal_error")
+
+enum sl_batch_outcome {
+#define SL_BATCH_OUTCOME_ENUM(e, label) SL_BATCH_##e,
+    SL_BATCH_OUTCOMES(SL_BATCH_OUTCOME_ENUM)
+#undef SL_BATCH_OUTCOME_ENUM
+    SL_BATCH_OUTCOME_COUNT
+};
+
+const char *sl_batch_outcome_name(enum sl_batch_outcome o);
+
+/*
+ * Batches of the instance, and their items by how each ended (an item is a
+ * request: it is also counted in its route's sl_route_stats).
+ */
+struct sl_batch_stats {
+    uint64_t batches[SL_BATCH_OUTCOME_COUNT];
+    uint64_t items[SL_OUTCOME_COUNT];
+};
 
 /* X(ENUM, "label") - why an upstream attempt was repeated. */
 #define SL_RETRY_REASONS(X)   \
@@ -120,6 +147,7 @@ struct sl_metrics_global {
     bool draining;
     uint64_t reloads;
     double start_time_seconds; /* wall clock */
+    const struct sl_batch_stats *batches; /* NULL: none */
 };
 
 /*

@@ -97,6 +97,7 @@ static void admin_metrics(const struct sl_admin_view *v, struct evhttp_request *
     g.draining = v->draining;
     g.reloads = v->reloads;
     g.start_time_seconds = v->start_time;
+    g.batches = v->batches;
     if (sl_metrics_write(b, views, n, v->unrouted, &g) != SL_OK)
         goto fail;
     reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b);

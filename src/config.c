@@ -102,6 +102,7 @@ static const struct option options[] = {
     {SEC_SERVER, "client_timeout", OPT_DURATION, CFG(client_timeout_us), 0, USEC_MS, MAX_DURATION, "60s", NULL, true},
     {SEC_SERVER, "client_header_timeout", OPT_DURATION, CFG(client_header_timeout_us), 0, USEC_MS, MAX_DURATION, "10s", NULL, true},
     {SEC_SERVER, "client_body_timeout", OPT_DURATION, CFG(client_body_timeout_us), 0, USEC_MS, MAX_DURATION, "60s", NULL, true},
+    {SEC_SERVER, "max_batch_items", OPT_UINT, CFG(max_batch_items), 0, 1, 100000, "1000", NULL, true},
     {SEC_SERVER, "max_header_size", OPT_SIZE, CFG(max_header_size), 0, 1024, NO_MAX, "16k", NULL, true},
     {SEC_SERVER, "max_body_size", OPT_SIZE, CFG(max_body_size), 0, 0, NO_MAX, "8m", NULL, true},
     {SEC_SERVER, "drain_timeout", OPT_DURATION, CFG(drain_timeout_us), 0, 0, MAX_DURATION, "30s", NULL, true},
@@ -136,6 +137,7 @@ static const struct option options[] = {
     {SEC_ROUTE, "window_guard", OPT_DURATION, RT(window_guard_us), 0, 0, 60 * USEC_S, "3ms", NULL, true},
     {SEC_ROUTE, "jitter_proof", OPT_BOOL, RT(jitter_proof), 0, 0, 0, "off", NULL, true},
     {SEC_ROUTE, "fair_key", OPT_FAIR_KEY, RT(fair_key), 0, 0, 0, "", NULL, true},
+    {SEC_ROUTE, "max_response_size", OPT_SIZE, RT(max_response_size), 0, 0, NO_MAX, "64m", NULL, true},
 };
 
 #define N_OPTIONS SL_ARRAY_LEN(options)

@@ -64,6 +64,17 @@ void sl_histogram_observe(struct sl_histogram *h, double seconds)
     h->sum += seconds;
 }
 
+static const char *const batch_outcomes[SL_BATCH_OUTCOME_COUNT] = {
+#define SL_BATCH_OUTCOME_ROW(e, label) [SL_BATCH_##e] = label,
+    SL_BATCH_OUTCOMES(SL_BATCH_OUTCOME_ROW)
+#undef SL_BATCH_OUTCOME_ROW
+};
+
+const char *sl_batch_outcome_name(enum sl_batch_outcome o)
+{
+    return (unsigned)o < SL_BATCH_OUTCOME_COUNT ? batch_outcomes[o] : "unknown";
+}
+
 static const char *const retry_reasons[SL_RETRY_REASON_COUNT] = {
 #define SL_RETRY_REASON_ROW(e, label) [SL_RETRY_##e] = label,
     SL_RETRY_REASONS(SL_RETRY_REASON_ROW)
@@ -307,6 +318,29 @@ static void emit_retries(struct writer *w, const struct family *f)
     }
 }
 
+static const struct sl_batch_stats zero_batches;
+
+static const struct sl_batch_stats *batches_of(const struct writer *w)
+{
+    return w->g->batches != NULL ? w->g->batches : &zero_batches;
+}
+
+static void emit_batches(struct writer *w, const struct family *f)
+{
+    for (size_t o = 0; o < SL_BATCH_OUTCOME_COUNT; o++) {
+        struct label l[] = {{"outcome", batch_outcomes[o]}};
+        sample_u64(w, f->name, l, 1, batches_of(w)->batches[o]);
+    }
+}
+
+static void emit_batch_items(struct writer *w, const struct family *f)
+{
+    for (size_t o = 0; o < SL_OUTCOME_COUNT; o++) {
+        struct label l[] = {{"outcome", outcomes[o].name}};
+        sample_u64(w, f->name, l, 1, batches_of(w)->items[o]);
+    }
+}
+
 static void emit_route_value(struct writer *w, const struct family *f)
 {
     for (size_t i = 0; i < w->n_routes; i++) {
@@ -376,6 +410,11 @@ static const struct family families[] = {
      PER_ROUTE(dispatched)},
     {"sluice_units_dispatched_total", "counter",
      "Limit units taken: each dispatch takes its cost (cost, X-Sluice-Cost).", PER_ROUTE(units)},
+    {"sluice_batches_total", "counter", "Batches (POST /_sluice/batch) by how they ended.",
+     .emit = emit_batches},
+    {"sluice_batch_items_total", "counter",
+     "Batch items by outcome; each is also counted in sluice_requests_total.",
+     .emit = emit_batch_items},
     {"sluice_connections", "gauge", "Open client connections.", GLOBAL(connections)},
     {"sluice_draining", "gauge", "1 while shutting down.", GLOBAL(draining)},
     {"sluice_config_reloads_total", "counter", "Successful configuration reloads.",

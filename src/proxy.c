@@ -16,6 +16,7 @@
 #endif
 
 #include "admin.h"
+#include "batch.h"
 #include "clock.h"
 #include "config.h"
 #include "dispatcher.h"
@@ -42,6 +43,7 @@ struct sl_proxy {
     struct sl_upstream *upstream;       /* owned */
     struct sl_admin *admin;             /* owned */
     struct sl_requests requests;        /* every live request */
+    struct sl_batch_stats batches;      /* POST /_sluice/batch, counted */
     struct event *signals[4];
     struct event *drain_timer;          /* drain_timeout, then the exit check */
     struct event *watchdog;             /* systemd WATCHDOG=1, when asked for */
@@ -112,14 +114,20 @@ static void proxy_on_request(struct sl_conn *conn, struct sl_http_msg *msg, void
 {
     struct sl_proxy *p = arg;
 
-    sl_request_submit(&p->requests, sl_conn_sink(conn), msg, sl_conn_peer(conn));
+    if (sl_batch_is_endpoint(msg))
+        sl_batch_submit(&p->requests, &p->batches, sl_conn_sink(conn), msg, sl_conn_peer(conn));
+    else
+        sl_request_submit(&p->requests, sl_conn_sink(conn), msg, sl_conn_peer(conn));
 }
 
+/* The owner is whoever adopted the connection's sink: a request or a batch. */
 static void proxy_on_gone(struct sl_conn *conn, void *owner, void *arg)
 {
+    struct sl_sink_owner *o = owner;
+
     (void)conn;
     (void)arg;
-    sl_request_sink_gone(owner);
+    o->gone(o);
 }
 
 static void proxy_on_refused(struct sl_conn *conn, enum sl_outcome o, const char *detail,
@@ -174,6 +182,7 @@ static void proxy_view(struct sl_admin_view *v, void *arg)
     v->retired = p->retired.v;
     v->n_retired = p->retired.n;
     v->unrouted = &p->requests.unrouted;
+    v->batches = &p->batches;
     v->totals = &p->totals;
     v->connections = sl_frontend_connections(p->frontend);
     v->draining = p->draining;

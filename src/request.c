@@ -43,6 +43,7 @@ struct sl_request {
     struct sl_requests *q;
     struct sl_route *route;
     struct sl_sink *sink;               /* NULL once it has gone */
+    struct sl_sink_owner owner;         /* what the sink's source reports its going to */
     struct sl_http_msg *msg;            /* owned */
     struct event *deadline;             /* queue timeout while PARKED; in this allocation */
     struct sl_upstream_call *call;      /* while IN_FLIGHT, owned */
@@ -64,6 +65,12 @@ struct sl_request {
 static struct sl_request *request_of_item(struct sl_queue_item *it)
 {
     return (struct sl_request *)(void *)((char *)it - offsetof(struct sl_request, item));
+}
+
+static void request_on_sink_gone(struct sl_sink_owner *o)
+{
+    sl_request_sink_gone((struct sl_request *)(void *)((char *)o -
+                                                       offsetof(struct sl_request, owner)));
 }
 
 static void hook(const struct sl_requests *q, void (*fn)(void *))
@@ -206,6 +213,12 @@ void sl_request_refuse(struct sl_requests *q, struct sl_sink *sink, const char *
     refuse(q, sink, client, &q->unrouted, o, detail, close);
 }
 
+void sl_request_respond_error(struct sl_sink *sink, enum sl_outcome o, const char *detail,
+                              bool close)
+{
+    respond_error(sink, NULL, NULL, o, detail, close);
+}
+
 /* --- the single exit ---------------------------------------------------- */
 
 /* The answer's fields are translated while the head is written (no copy). */
@@ -282,6 +295,16 @@ static int request_detach(struct sl_request *r)
     return 0;
 }
 
+/* Is the answer for a sink that keeps it whole (sink.h) over the route's cap? */
+static bool too_large_to_store(const struct sl_request *r,
+                               const struct sl_upstream_response *resp)
+{
+    const struct evbuffer *body = resp != NULL ? resp->body : r->last_body;
+
+    return r->sink != NULL && r->sink->ops->stores && body != NULL &&
+           evbuffer_get_length(body) > r->route->cfg.max_response_size;
+}
+
 /*
  * The single exit: answer with an upstream response (outcome RELAYED, resp
  * non-NULL, or the kept last answer) or with sluice's own error for `o`.
@@ -293,10 +316,16 @@ static void request_finish(struct sl_request *r, enum sl_outcome o,
     struct sl_route *route = r->route;
     int64_t end = r->dispatched_us != 0 ? r->dispatched_us : sl_clock_now();
     double wait = (double)(end - r->arrived_us) / 1e6;
-    int status = o != SL_OUTCOME_RELAYED ? sl_outcome_status(o)
-                 : resp != NULL         ? resp->status
-                                        : r->last_status;
+    int status;
     int freed_slot = request_detach(r);
+
+    if (o == SL_OUTCOME_RELAYED && too_large_to_store(r, resp)) {
+        o = SL_OUTCOME_RESPONSE_TOO_LARGE;
+        detail = "the upstream response is larger than max_response_size";
+    }
+    status = o != SL_OUTCOME_RELAYED ? sl_outcome_status(o)
+             : resp != NULL         ? resp->status
+                                    : r->last_status;
 
     r->state = SL_REQ_NEW;
     sl_route_stats_finish(&route->stats, o, r->item.lane, wait);
@@ -418,6 +447,7 @@ static struct sl_request *request_new(struct sl_requests *q, struct sl_sink *sin
     r->q = q;
     r->route = route;
     r->sink = sink;
+    r->owner.gone = request_on_sink_gone;
     r->msg = msg;
     r->arrived_us = sl_clock_now();
     TAILQ_INSERT_TAIL(&q->live, r, link);
@@ -539,7 +569,7 @@ admitted:
                        NULL, rc == SL_EAGAIN ? "the queue is full" : "out of memory");
         return;
     }
-    sink->ops->adopt(sink, r);
+    sink->ops->adopt(sink, &r->owner);
     /* A request dispatched at once needs no timer (saves a heap insert and removal). */
     if (!at_once)
         arm_deadline(r);

@@ -138,6 +138,7 @@ static void test_full_file(void **state)
                        "client_timeout = 1.5s\n"
                        "max_header_size = 32K\n"
                        "max_body_size = 0\n"
+                       "max_batch_items = 50\n"
                        "drain_timeout = 0\n"
                        "log_level = debug\n"
                        "access_log = no\n"
@@ -160,6 +161,7 @@ static void test_full_file(void **state)
                        "honor_retry_after = false\n"
                        "preserve_host = TRUE\n"
                        "fair_key = header:X-Api-Key\n"
+                       "max_response_size = 1m\n"
                        "# a second route\n"
                        "[route b.2_x-y]\n"
                        "match = /\n"
@@ -179,6 +181,7 @@ static void test_full_file(void **state)
     assert_int_equal(cfg->client_timeout_us, 1500000);
     assert_int_equal(cfg->max_header_size, 32768);
     assert_int_equal(cfg->max_body_size, 0);
+    assert_int_equal(cfg->max_batch_items, 50);
     assert_int_equal(cfg->drain_timeout_us, 0);
     assert_int_equal(cfg->log_level, SL_LOG_DEBUG);
     assert_false(cfg->access_log);
@@ -191,7 +194,7 @@ static void test_full_file(void **state)
     assert_int_equal(cfg->n_routes, 2);
     r = &cfg->routes[0];
     assert_string_equal(r->name, "api");
-    assert_int_equal(r->line, 20);
+    assert_int_equal(r->line, 21);
     assert_string_equal(r->match, "/v1/");
     assert_string_equal(r->upstream, "https://api.example.com:8443/base");
     assert_true(r->rate.n == 0.5);
@@ -210,10 +213,11 @@ static void test_full_file(void **state)
     assert_false(r->honor_retry_after);
     assert_true(r->preserve_host);
     assert_string_equal(r->fair_key, "X-Api-Key");
+    assert_int_equal(r->max_response_size, 1024 * 1024);
 
     r = &cfg->routes[1];
     assert_string_equal(r->name, "b.2_x-y");
-    assert_int_equal(r->line, 33);
+    assert_int_equal(r->line, 35);
     assert_string_equal(r->match, "/");
     assert_string_equal(r->upstream, "http://[::1]:9000");
     assert_true(r->rate.n == 3);
@@ -236,6 +240,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->client_timeout_us, 60 * 1000000LL);
     assert_int_equal(cfg->max_header_size, 16 * 1024);
     assert_int_equal(cfg->max_body_size, 8 * 1024 * 1024);
+    assert_int_equal(cfg->max_batch_items, 1000);
     assert_int_equal(cfg->drain_timeout_us, 30 * 1000000LL);
     assert_int_equal(cfg->log_level, SL_LOG_INFO);
     assert_true(cfg->access_log);
@@ -265,6 +270,7 @@ static void test_defaults(void **state)
     assert_true(r->honor_retry_after);
     assert_false(r->preserve_host);
     assert_string_equal(r->fair_key, "");
+    assert_int_equal(r->max_response_size, 64 * 1024 * 1024);
     sl_config_free(cfg);
 }
 
@@ -584,6 +590,10 @@ static void test_enums_bools_numbers(void **state)
                      "log_level: expected error, warn, info or debug, got \"INFO\"");
     expect_key_error("server", "max_connections = 0",
                      "max_connections: expected an integer from 1 to 1000000, got \"0\"");
+    expect_key_error("server", "max_batch_items = 0",
+                     "max_batch_items: expected an integer from 1 to 100000, got \"0\"");
+    expect_key_error("route", "max_response_size = 1x",
+                     "max_response_size: expected a size like 512, 16k, 8m or 1g, got \"1x\"");
     expect_key_error("route", "retries = 101",
                      "retries: expected an integer from 0 to 100, got \"101\"");
     expect_key_error("route", "max_in_flight = 12abc",

@@ -301,6 +301,8 @@ static void test_outcome_table(void **state)
     assert_string_equal(sl_outcome_name(SL_OUTCOME_RELAYED), "relayed");
     assert_int_equal(sl_outcome_status(SL_OUTCOME_RELAYED), 0);
     assert_string_equal(sl_outcome_name(SL_OUTCOME_QUEUE_TIMEOUT), "queue_timeout");
+    assert_string_equal(sl_outcome_name(SL_OUTCOME_RESPONSE_TOO_LARGE), "response_too_large");
+    assert_int_equal(sl_outcome_status(SL_OUTCOME_RESPONSE_TOO_LARGE), 502);
     assert_int_equal(sl_outcome_status(SL_OUTCOME_QUEUE_TIMEOUT), 504);
     assert_int_equal(sl_outcome_status(SL_OUTCOME_CLIENT_GONE), 499);
     assert_int_equal(sl_outcome_status(SL_OUTCOME_QUEUE_FULL), 503);
@@ -361,8 +363,8 @@ static const char *const family_order[] = {
     "sluice_upstream_requests_total", "sluice_upstream_duration_seconds",
     "sluice_in_flight", "sluice_route_paused", "sluice_route_pauses_total",
     "sluice_retries_total", "sluice_client_gone_total",
-    "sluice_dispatched_total", "sluice_units_dispatched_total", "sluice_connections",
-    "sluice_draining",
+    "sluice_dispatched_total", "sluice_units_dispatched_total", "sluice_batches_total",
+    "sluice_batch_items_total", "sluice_connections", "sluice_draining",
     "sluice_config_reloads_total", "sluice_start_time_seconds", "sluice_build_info",
 };
 
@@ -540,6 +542,42 @@ static void test_zero_routes(void **state)
     free(text);
 }
 
+static void test_batches(void **state)
+{
+    (void)state;
+    static struct sl_batch_stats b;
+    memset(&b, 0, sizeof(b));
+    b.batches[SL_BATCH_ANSWERED] = 3;
+    b.batches[SL_BATCH_BAD_REQUEST] = 1;
+    b.items[SL_OUTCOME_RELAYED] = 29;
+    b.items[SL_OUTCOME_RESPONSE_TOO_LARGE] = 2;
+    struct sl_metrics_global g = test_global;
+    g.batches = &b;
+    char *text = render(NULL, 0, NULL, &g);
+    static char *lines[MAX_LINES];
+    size_t n = split_lines(text, lines);
+
+    assert_int_equal(validate(lines, n), SL_ARRAY_LEN(family_order));
+    check_family_order(lines, n);
+    assert_int_equal(count_prefix(lines, n, "sluice_batches_total{"), SL_BATCH_OUTCOME_COUNT);
+    assert_int_equal(count_prefix(lines, n, "sluice_batch_items_total{"), SL_OUTCOME_COUNT);
+    expect_line(lines, n, "sluice_batches_total{outcome=\"answered\"} 3");
+    expect_line(lines, n, "sluice_batches_total{outcome=\"bad_request\"} 1");
+    expect_line(lines, n, "sluice_batches_total{outcome=\"client_gone\"} 0");
+    expect_line(lines, n, "sluice_batch_items_total{outcome=\"relayed\"} 29");
+    expect_line(lines, n, "sluice_batch_items_total{outcome=\"response_too_large\"} 2");
+    expect_line(lines, n, "sluice_batch_items_total{outcome=\"queue_full\"} 0");
+    assert_string_equal(sl_batch_outcome_name(SL_BATCH_CLIENT_GONE), "client_gone");
+    assert_string_equal(sl_batch_outcome_name(SL_BATCH_OUTCOME_COUNT), "unknown");
+    free(text);
+    /* Without batch stats, the families still appear, all zero. */
+    text = render(NULL, 0, NULL, &test_global);
+    n = split_lines(text, lines);
+    expect_line(lines, n, "sluice_batches_total{outcome=\"answered\"} 0");
+    expect_line(lines, n, "sluice_batch_items_total{outcome=\"relayed\"} 0");
+    free(text);
+}
+
 /* A frozen buffer refuses appends, as an allocation failure would. */
 static void test_write_failure(void **state)
 {
@@ -561,6 +599,7 @@ int main(void)
         cmocka_unit_test(test_two_routes),
         cmocka_unit_test(test_label_escaping),
         cmocka_unit_test(test_zero_routes),
+        cmocka_unit_test(test_batches),
         cmocka_unit_test(test_write_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
