@@ -5,10 +5,10 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config
-  libevent-dev libcurl4-openssl-dev libinih-dev libjansson-dev
+  libevent-dev libcurl4-openssl-dev libssl-dev libinih-dev libjansson-dev
   libsystemd-dev libcmocka-dev
   clang-14 libclang-rt-14-dev
-  python3 ca-certificates
+  python3 ca-certificates openssl
   dpkg-dev file systemd groff-base
   "$@"
 )
