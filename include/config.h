@@ -30,6 +30,7 @@
 #define SL_CONFIG_TOKEN_LEN 256
 #define SL_CONFIG_HEADER_LEN 128
 #define SL_CONFIG_HOST_LEN 256     /* a DNS name, optionally with ":port" */
+#define SL_CONFIG_FILE_LEN 1024  /* a file path, after joining the config's directory */
 
 #define SL_CONFIG_DEFAULT_PATH "/etc/sluice/sluice.conf"
 
@@ -45,6 +46,18 @@ enum sl_overflow {
 struct sl_limit {
     double n;
     int64_t period_us;
+};
+
+/*
+ * A route's TLS settings for an https:// upstream. Only the upstream
+ * backends read them (through struct sl_upstream_request); http:// routes
+ * ignore them. The files were readable when the config was loaded.
+ */
+struct sl_tls_config {
+    char ca_file[SL_CONFIG_FILE_LEN];     /* CA bundle; "" = the system's */
+    char client_cert[SL_CONFIG_FILE_LEN]; /* PEM; with client_key (both or neither) */
+    char client_key[SL_CONFIG_FILE_LEN];  /* PEM, unencrypted */
+    bool verify;                          /* default on; off is logged as a warning */
 };
 
 /* One [route NAME] section. */
@@ -69,6 +82,7 @@ struct sl_route_config {
     bool jitter_proof;                 /* default off: date dispatches by their answers */
     char fair_key[SL_CONFIG_HEADER_LEN]; /* header name of "header:NAME", "" = none */
     size_t max_response_size;          /* default 64m: stored answers (batch items, jobs) */
+    struct sl_tls_config tls;
     int line;                          /* line of the [route NAME] header */
 };
 

@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <limits.h>
 #include <math.h>
@@ -24,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "sluice.h"
 
@@ -64,6 +67,7 @@ enum opt_type {
     OPT_UPSTREAM,
     OPT_FAIR_KEY,
     OPT_HOST,     /* a Host value to route on: name[:port], stored lowercase */
+    OPT_FILE,     /* a readable file, or empty; relative to the config's directory */
 };
 
 /*
@@ -138,6 +142,10 @@ static const struct option options[] = {
     {SEC_ROUTE, "jitter_proof", OPT_BOOL, RT(jitter_proof), 0, 0, 0, "off", NULL, true},
     {SEC_ROUTE, "fair_key", OPT_FAIR_KEY, RT(fair_key), 0, 0, 0, "", NULL, true},
     {SEC_ROUTE, "max_response_size", OPT_SIZE, RT(max_response_size), 0, 0, NO_MAX, "64m", NULL, true},
+    {SEC_ROUTE, "ca_file", OPT_FILE, RT(tls.ca_file), 0, 0, 0, "", NULL, true},
+    {SEC_ROUTE, "client_cert", OPT_FILE, RT(tls.client_cert), 0, 0, 0, "", NULL, true},
+    {SEC_ROUTE, "client_key", OPT_FILE, RT(tls.client_key), 0, 0, 0, "", NULL, true},
+    {SEC_ROUTE, "tls_verify", OPT_BOOL, RT(tls.verify), 0, 0, 0, "on", NULL, true},
 };
 
 #define N_OPTIONS SL_ARRAY_LEN(options)
@@ -815,6 +823,45 @@ static int set_host(struct parser *p, const struct option *o, void *field, const
     return 0;
 }
 
+/*
+ * A file read later (a CA bundle, a certificate, a key): it must be a
+ * readable regular file now, so that a typo fails the load and not the
+ * first request. A relative path is taken from the config file's directory.
+ */
+static int set_file(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    const char *slash = strrchr(p->path, '/');
+    int dir_len = v[0] != '/' && slash != NULL ? (int)(slash - p->path) + 1 : 0;
+    char path[SL_CONFIG_FILE_LEN];
+    const char *why = NULL;
+    struct stat st;
+    int n, fd;
+
+    if (*v == '\0') {
+        *(char *)field = '\0';
+        return 0;
+    }
+    n = snprintf(path, sizeof(path), "%.*s%s", dir_len, p->path, v);
+    if (n < 0 || (size_t)n >= o->size) {
+        report(p, p->lineno, o->key, "path too long (max %zu characters)", o->size - 1);
+        return -1;
+    }
+    /* O_NONBLOCK: opening a FIFO must not hang the load. */
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0)
+        why = strerror(errno);
+    else if (!S_ISREG(st.st_mode))
+        why = "not a regular file";
+    if (fd >= 0)
+        close(fd);
+    if (why != NULL) {
+        report(p, p->lineno, o->key, "cannot read \"%s\": %s", path, why);
+        return -1;
+    }
+    memcpy(field, path, (size_t)n + 1);
+    return 0;
+}
+
 /* Parse `v` into the option's field of `base` (a config or a route). */
 static int set_option(struct parser *p, const struct option *o, void *base, const char *v)
 {
@@ -835,6 +882,7 @@ static int set_option(struct parser *p, const struct option *o, void *base, cons
     case OPT_UPSTREAM: return set_upstream(p, o, field, v);
     case OPT_FAIR_KEY: return set_fair_key(p, o, field, v);
     case OPT_HOST: return set_host(p, o, field, v);
+    case OPT_FILE: return set_file(p, o, field, v);
     }
     return -1;
 }
@@ -853,6 +901,28 @@ static void apply_defaults(struct parser *p, enum section_kind sec, void *base)
         if (options[i].section == sec && options[i].def != NULL)
             set_option(p, &options[i], base, options[i].def);
     }
+}
+
+static const struct option *find_option(enum section_kind sec, const char *key);
+
+/* Line of a key of the current section, 0 if not set. */
+static int line_of(const struct parser *p, const char *key)
+{
+    const struct option *o = find_option(p->sec, key);
+
+    return o != NULL ? p->key_line[o - options] : 0;
+}
+
+/* Mutual TLS takes a certificate and its key: one alone is an error. */
+static void check_client_cert(struct parser *p)
+{
+    const struct sl_tls_config *tls = &current_route(p)->tls;
+    bool cert = tls->client_cert[0] != '\0', key = tls->client_key[0] != '\0';
+
+    if (cert && !key)
+        report(p, line_of(p, "client_cert"), "client_cert", "client_key is required with it");
+    else if (key && !cert)
+        report(p, line_of(p, "client_key"), "client_key", "client_cert is required with it");
 }
 
 /* Close the current section: report the required keys it lacks. */
@@ -914,6 +984,7 @@ static void end_section(struct parser *p)
             report(p, p->sec_line, NULL, "route %s: %s: required", current_route(p)->name,
                    options[i].key);
     }
+    check_client_cert(p);
 }
 
 static bool valid_route_name(const char *name)

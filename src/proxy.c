@@ -329,6 +329,16 @@ static int proxy_routes(struct sl_proxy *p, const struct sl_config *cfg,
                                     &p->requests);
 }
 
+/* Routes that accept any upstream certificate are named at start and on each reload. */
+static void warn_tls_verify_off(const struct sl_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        if (!cfg->routes[i].tls.verify)
+            sl_log_warn("tls_verify = off: the upstream's certificate is not checked",
+                        "route=%s", cfg->routes[i].name);
+    }
+}
+
 /* Take `cfg` (owned) into use: everything that could fail is done already. */
 static void proxy_apply(struct sl_proxy *p, struct sl_config *cfg, struct sl_route_table *t)
 {
@@ -346,6 +356,7 @@ static void proxy_apply(struct sl_proxy *p, struct sl_config *cfg, struct sl_rou
     for (size_t i = 0; i < p->routes.n; i++)
         sl_dispatcher_kick(p->routes.routes[i]);
     sl_log_info("reloaded", "file=%s routes=%zu", cfg->path, p->routes.n);
+    warn_tls_verify_off(cfg);
 }
 
 /* Re-read the config file (SIGHUP); the old config stays on error. */
@@ -403,6 +414,7 @@ struct sl_proxy *sl_proxy_new(struct sl_config *cfg)
         goto fail;
     p->cfg = cfg;
     sl_log_set_level(cfg->log_level);
+    warn_tls_verify_off(cfg);
     /* timerfd: epoll's millisecond timeouts would cost rate at high limits. */
     event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
     p->base = event_base_new_with_config(ec);

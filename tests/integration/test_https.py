@@ -4,10 +4,13 @@ and sluice reaches it through libcurl (issue 13)."""
 
 import http.client
 import json
+import os
+import signal
 import ssl
+import subprocess
 import unittest
 
-from harness import SluiceTestCase, read_arrivals
+from harness import SLUICE_BIN, SluiceTestCase, read_arrivals, route, wait_for
 
 
 class MockTlsTest(SluiceTestCase):
@@ -50,6 +53,41 @@ class MockTlsTest(SluiceTestCase):
             conn.getresponse()
         conn.close()
         self.assertEqual([a[4] for a in read_arrivals(mock.log)], ["/with-cert"])
+
+
+class TlsConfigTest(SluiceTestCase):
+    """The route keys ca_file, client_cert, client_key and tls_verify."""
+
+    def warnings(self, route_name):
+        return [l for l in self.sluice.stderr_text().splitlines()
+                if "level=warn" in l and "tls_verify = off" in l and
+                l.endswith(" route=%s" % route_name)]
+
+    def test_tls_verify_off_is_a_warning_at_start_and_on_reload(self):
+        mock = self.start_mock()
+        s = self.start_sluice(route("checked", "/a", mock.port) +
+                              route("trusting", "/", mock.port, extra="tls_verify = off"))
+        wait_for(lambda: len(self.warnings("trusting")) == 1, what="the warning at start")
+        s.p.send_signal(signal.SIGHUP)
+        wait_for(lambda: "msg=reloaded" in s.stderr_text(), what="the reload")
+        wait_for(lambda: len(self.warnings("trusting")) == 2, what="the warning on reload")
+        self.assertEqual(self.warnings("checked"), [])
+
+    def test_files_are_checked_at_load(self):
+        pki = self.pki()
+        conf = self.write_config(
+            "[route a]\nmatch = /\nupstream = https://127.0.0.1:9\nrate = 1/s\n"
+            "ca_file = %s\nclient_cert = %s\nclient_key = %s\n"
+            "[route b]\nmatch = /b\nupstream = https://127.0.0.1:9\nrate = 1/s\n"
+            "ca_file = missing.pem\nclient_key = %s\n"
+            % (pki.ca, pki.client, pki.client_key, pki.client_key), "tls.conf")
+        cp = subprocess.run([SLUICE_BIN, "-t", "-c", conf], capture_output=True, text=True,
+                            timeout=20)
+        self.assertEqual(cp.returncode, 1)
+        missing = os.path.join(self.workdir, "missing.pem")
+        self.assertEqual(cp.stderr.splitlines(), [
+            '%s:12: ca_file: cannot read "%s": No such file or directory' % (conf, missing),
+            "%s:13: client_key: client_cert is required with it" % conf])
 
 
 if __name__ == "__main__":

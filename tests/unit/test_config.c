@@ -4,6 +4,7 @@
  * edges. Files are written to a private temp dir, which is also the working
  * directory, so that error lines read "t.conf:LINE: ...".
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -271,6 +272,10 @@ static void test_defaults(void **state)
     assert_false(r->preserve_host);
     assert_string_equal(r->fair_key, "");
     assert_int_equal(r->max_response_size, 64 * 1024 * 1024);
+    assert_string_equal(r->tls.ca_file, "");
+    assert_string_equal(r->tls.client_cert, "");
+    assert_string_equal(r->tls.client_key, "");
+    assert_true(r->tls.verify);
     sl_config_free(cfg);
 }
 
@@ -690,6 +695,57 @@ static void test_match_fair_key_strings(void **state)
                   "t.conf:1: [redis]: not supported yet (memory mode only)\n");
 }
 
+/* TLS files are checked at load; a relative path is the config's directory's. */
+static void test_tls_files(void **state)
+{
+    char abs_key[4200], text[8192];
+    struct sl_config *cfg;
+    const struct sl_tls_config *tls;
+
+    (void)state;
+    assert_true(mkdir(T_DIR, 0700) == 0 || errno == EEXIST); /* test_unreadable made it */
+    write_file(T_DIR "/ca.pem", "ca", 2);
+    write_file(T_DIR "/c.pem", "c", 1);
+    write_file("k.pem", "k", 1);
+    assert_non_null(getcwd(abs_key, sizeof(abs_key) - 8));
+    strcat(abs_key, "/k.pem");
+    snprintf(text, sizeof(text),
+             ROUTE_A "ca_file = ca.pem\nclient_cert = ./c.pem\nclient_key = %s\ntls_verify = off\n",
+             abs_key);
+    write_file(T_DIR "/t.conf", text, strlen(text));
+    cfg = load_path(T_DIR "/t.conf");
+    assert_string_equal(errs, "");
+    assert_non_null(cfg);
+    tls = &cfg->routes[0].tls;
+    assert_string_equal(tls->ca_file, T_DIR "/ca.pem");
+    assert_string_equal(tls->client_cert, T_DIR "/./c.pem");
+    assert_string_equal(tls->client_key, abs_key);
+    assert_false(tls->verify);
+    sl_config_free(cfg);
+
+    /* Taken from the working directory when the config path has none. */
+    cfg = load_ok(ROUTE_A "client_cert = k.pem\nclient_key = k.pem\n");
+    assert_string_equal(cfg->routes[0].tls.client_key, "k.pem");
+    sl_config_free(cfg);
+
+    expect_key_error("route", "ca_file = ca.pem",
+                     "ca_file: cannot read \"ca.pem\": No such file or directory");
+    expect_key_error("route", "ca_file = " T_DIR, "ca_file: cannot read \"dir.d\": not a regular file");
+    expect_key_error("route", "ca_file = /dev/null", "ca_file: cannot read \"/dev/null\": not a regular file");
+    expect_key_error("route", "tls_verify = maybe",
+                     "tls_verify: expected on, off, yes, no, true, false, 1 or 0, got \"maybe\"");
+    /* Mutual TLS takes both, or neither. */
+    expect_key_error("route", "client_cert = k.pem", "client_cert: client_key is required with it");
+    expect_key_error("route", "client_key = k.pem", "client_key: client_cert is required with it");
+    expect_errors(ROUTE_A "client_cert = k.pem\nclient_key =\n",
+                  "t.conf:5: client_cert: client_key is required with it\n");
+
+    unlink(T_DIR "/t.conf");
+    unlink(T_DIR "/ca.pem");
+    unlink(T_DIR "/c.pem");
+    unlink("k.pem");
+}
+
 static void test_redis_rejected(void **state)
 {
     (void)state;
@@ -847,6 +903,7 @@ int main(void)
         cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_upstreams),
         cmocka_unit_test(test_match_fair_key_strings),
+        cmocka_unit_test(test_tls_files),
         cmocka_unit_test(test_redis_rejected),
         cmocka_unit_test(test_many_errors),
         cmocka_unit_test(test_route_host),
