@@ -670,6 +670,7 @@ static int retry_plan(const struct sl_request *r, const struct sl_upstream_respo
                                         jitter());
         return r->attempts < MAX_ATTEMPTS;
     }
+    /* SL_UPSTREAM_TLS (a certificate refused) is never retried: it would fail again. */
     if (resp->error == SL_UPSTREAM_CONNECT && budget) {
         *reason = SL_RETRY_CONNECT;
     } else if (resp->error == SL_UPSTREAM_CLOSED && budget && idem) {
@@ -820,6 +821,7 @@ static void request_dispatch(struct sl_request *r, int64_t now)
     ur.body_len = sl_http_msg_body_len(r->msg);
     ur.body = ur.body_len > 0 ? evbuffer_pullup(r->msg->body, -1) : NULL;
     ur.timeout_us = route->cfg.timeout_us;
+    ur.tls = &route->cfg.tls;
     r->call = sl_upstream_start(r->q->upstream, &ur, request_on_upstream, r);
     if (r->call == NULL)
         request_finish(r, SL_OUTCOME_INTERNAL_ERROR, NULL, "could not start the upstream call");

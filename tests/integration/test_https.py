@@ -90,5 +90,87 @@ class TlsConfigTest(SluiceTestCase):
             "%s:13: client_key: client_cert is required with it" % conf])
 
 
+class TlsUpstreamTest(SluiceTestCase):
+    """Certificates checked, refused without a retry, presented for mutual TLS."""
+
+    def https_route(self, mock, match="/", name="default", extra=""):
+        return route(name, match, mock.port, rate="100/s", scheme="https", extra=extra)
+
+    def tls_error(self, path):
+        """A request that must end 502 upstream_unreachable for a TLS cause; its detail."""
+        status, headers, body = self.request(self.sluice.port, "GET", path)
+        self.assert_sluice_error(status, headers, body, 502, "upstream_unreachable")
+        detail = json.loads(body)["detail"]
+        self.assertTrue(detail.startswith("TLS: "), detail)
+        return headers, detail
+
+    def assert_one_attempt(self, mock, headers):
+        """One attempt, one token, one TLS connection at the mock (counted since a reset)."""
+        self.assertEqual(headers["x-sluice-attempts"], "1")
+        text = self.metrics()
+        self.assertEqual(self.metric_value(text, "sluice_dispatched_total", route="default"), 1)
+        self.assertEqual(self.metric_value(text, "sluice_retries_total", route="default",
+                                           reason="connect"), 0)
+        stats = self.mock_stats(mock)
+        # This stats request's own connection is the second one.
+        self.assertEqual((stats["tls_connections"], stats["arrivals"]), (2, 0))
+
+    def test_unknown_ca_is_refused_without_a_retry(self):
+        mock = self.start_tls_mock()
+        self.start_sluice(self.https_route(mock, extra="ca_file = %s\nretries = 3"
+                                           % self.pki().other_ca))
+        self.request(mock.port, "POST", "/_mock/reset")
+        headers, detail = self.tls_error("/unknown-ca")
+        self.assertIn("certificate", detail)
+        self.assert_one_attempt(mock, headers)
+
+    def test_hostname_mismatch_is_refused_without_a_retry(self):
+        mock = self.start_tls_mock(cert="wrong_name")
+        self.start_sluice(self.https_route(mock, extra="ca_file = %s\nretries = 3"
+                                           % self.pki().ca))
+        self.request(mock.port, "POST", "/_mock/reset")
+        headers, detail = self.tls_error("/wrong-name")
+        self.assertIn("127.0.0.1", detail)
+        self.assert_one_attempt(mock, headers)
+
+    def test_broken_handshake_is_retried_like_a_connect_failure(self):
+        # An https:// route to a plain HTTP server: the handshake breaks off,
+        # which may not happen next time, so it is retried.
+        mock = self.start_mock()
+        self.start_sluice(self.https_route(mock, extra="retries = 1"))
+        headers, _ = self.tls_error("/plain")
+        self.assertEqual(headers["x-sluice-attempts"], "2")
+        self.assertEqual(self.metric_value(self.metrics(), "sluice_retries_total",
+                                           route="default", reason="connect"), 1)
+        self.assertEqual(read_arrivals(mock.log), [])
+
+    def test_mutual_tls(self):
+        pki = self.pki()
+        mock = self.start_tls_mock(client_ca=True)
+        self.start_sluice(
+            self.https_route(mock, "/with", "with", "ca_file = %s\nclient_cert = %s\n"
+                             "client_key = %s" % (pki.ca, pki.client, pki.client_key)) +
+            self.https_route(mock, "/without", "without", "ca_file = %s" % pki.ca))
+        status, _, body = self.request(self.sluice.port, "POST", "/with/x", body=b"signed")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["body_len"], 6)
+        status, headers, body = self.request(self.sluice.port, "GET", "/without/x")
+        self.assert_sluice_error(status, headers, body, 502, "upstream_unreachable")
+        self.assertEqual([a[4] for a in read_arrivals(mock.log)], ["/with/x"])
+
+    def test_tls_verify_off_accepts_an_unknown_ca(self):
+        mock = self.start_tls_mock()
+        s = self.start_sluice(self.https_route(mock, extra="tls_verify = off"))
+        status, _, body = self.request(s.port, "GET", "/trusting")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["uri"], "/trusting")
+        self.assertIn("tls_verify = off", s.stderr_text())
+        # Verification on, with the system's CAs: the test CA is unknown there.
+        s2 = self.start_sluice(self.https_route(mock), name="sluice-checking")
+        status, headers, body = self.request(s2.port, "GET", "/checking")
+        self.assert_sluice_error(status, headers, body, 502, "upstream_unreachable")
+        self.assertEqual(headers["x-sluice-attempts"], "1")
+
+
 if __name__ == "__main__":
     unittest.main()
