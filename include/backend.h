@@ -73,6 +73,7 @@ struct sl_upstream_response {
     struct evkeyvalq headers;          /* final response's fields as received */
     struct evbuffer *body;             /* the callback may drain it */
     int64_t duration_us;               /* start to completion */
+    unsigned tls_handshakes;           /* new TLS connections this call opened */
 };
 
 /* Called once per call that was not cancelled (see the contract above). */

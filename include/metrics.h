@@ -123,6 +123,7 @@ struct sl_route_stats {
     uint64_t units;                                 /* units taken (a dispatch's cost) */
     uint64_t retries[SL_RETRY_REASON_COUNT];        /* attempts repeated, by reason */
     uint64_t pauses;                                /* route paused by the upstream */
+    uint64_t tls_handshakes;                        /* new TLS connections to the upstream */
     struct sl_histogram queue_wait[SL_LANE_COUNT];  /* seconds parked, by lane */
     struct sl_histogram upstream_duration;          /* seconds per attempt */
 };

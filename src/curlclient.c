@@ -749,11 +749,15 @@ static void fill_response(struct curl_call *call, CURLcode code)
 {
     struct sl_upstream_response *resp = &call->resp;
     const char *prefix;
-    long status = 0;
+    long status = 0, connects = 0;
     size_t n;
 
     resp->error = map_error(call, code);
     resp->duration_us = sl_clock_now() - call->started_us;
+    /* Each new https:// connection began a handshake; a reused one did not. */
+    if (call->https &&
+        curl_easy_getinfo(call->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK)
+        resp->tls_handshakes = connects > 0 ? (unsigned)connects : 0;
     if (resp->error == SL_UPSTREAM_OK) {
         (void)curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
         resp->status = (int)status;

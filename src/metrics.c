@@ -368,6 +368,10 @@ static uint64_t client_gone(const struct sl_metrics_route *r) { return stats_of(
 static uint64_t dispatched(const struct sl_metrics_route *r) { return stats_of(r)->dispatched; }
 static uint64_t units(const struct sl_metrics_route *r) { return stats_of(r)->units; }
 static uint64_t pauses(const struct sl_metrics_route *r) { return stats_of(r)->pauses; }
+static uint64_t tls_handshakes(const struct sl_metrics_route *r)
+{
+    return stats_of(r)->tls_handshakes;
+}
 
 static double queue_bytes(const struct sl_metrics_global *g) { return (double)g->queue_bytes; }
 static double queue_depth(const struct sl_metrics_global *g) { return (double)g->queue_depth; }
@@ -396,6 +400,9 @@ static const struct family families[] = {
      .emit = emit_upstream_codes},
     {"sluice_upstream_duration_seconds", "histogram", "Duration of each upstream attempt.",
      HIST(upstream_duration)},
+    {"sluice_upstream_tls_handshakes_total", "counter",
+     "New TLS connections to the upstream (handshakes begun); reused ones are not counted.",
+     PER_ROUTE(tls_handshakes)},
     {"sluice_in_flight", "gauge", "Requests currently at the upstream.", PER_ROUTE(in_flight)},
     {"sluice_route_paused", "gauge",
      "1 while the route is paused by Retry-After, rate-limit headers or backoff.",

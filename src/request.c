@@ -590,6 +590,7 @@ void sl_request_sink_gone(struct sl_request *r)
 static void count_upstream(struct sl_route *route, const struct sl_upstream_response *resp)
 {
     sl_histogram_observe(&route->stats.upstream_duration, (double)resp->duration_us / 1e6);
+    route->stats.tls_handshakes += resp->tls_handshakes;
     if (resp->error == SL_UPSTREAM_OK && resp->status > 0 &&
         resp->status < SL_METRICS_MAX_STATUS)
         route->stats.upstream_codes[resp->status]++;

@@ -111,9 +111,27 @@ class TlsUpstreamTest(SluiceTestCase):
         self.assertEqual(self.metric_value(text, "sluice_dispatched_total", route="default"), 1)
         self.assertEqual(self.metric_value(text, "sluice_retries_total", route="default",
                                            reason="connect"), 0)
+        # A handshake begun counts, finished or not.
+        self.assertEqual(self.metric_value(text, "sluice_upstream_tls_handshakes_total",
+                                           route="default"), 1)
         stats = self.mock_stats(mock)
         # This stats request's own connection is the second one.
         self.assertEqual((stats["tls_connections"], stats["arrivals"]), (2, 0))
+
+    def test_connections_are_reused(self):
+        mock = self.start_tls_mock()
+        s = self.start_sluice(route(upstream_port=mock.port, rate="1000/s", scheme="https",
+                                    extra="ca_file = %s" % self.pki().ca))
+        self.request(mock.port, "POST", "/_mock/reset")
+        for i in range(100):
+            status, _, body = self.request(s.port, "GET", "/seq/%d" % i)
+            self.assertEqual(status, 200, body)
+        handshakes = self.metric_value(self.metrics(), "sluice_upstream_tls_handshakes_total",
+                                       route="default")
+        self.assertGreaterEqual(handshakes, 1)
+        self.assertLess(handshakes, 5)
+        # The mock agrees (its count includes this stats request's own handshake).
+        self.assertEqual(self.mock_stats(mock)["tls_handshakes"], handshakes + 1)
 
     def test_unknown_ca_is_refused_without_a_retry(self):
         mock = self.start_tls_mock()

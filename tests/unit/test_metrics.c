@@ -361,7 +361,8 @@ static const char *const family_order[] = {
     "sluice_requests_total", "sluice_queue_depth", "sluice_queue_bytes",
     "sluice_queue_depth_total", "sluice_queue_wait_seconds",
     "sluice_upstream_requests_total", "sluice_upstream_duration_seconds",
-    "sluice_in_flight", "sluice_route_paused", "sluice_route_pauses_total",
+    "sluice_upstream_tls_handshakes_total", "sluice_in_flight", "sluice_route_paused",
+    "sluice_route_pauses_total",
     "sluice_retries_total", "sluice_client_gone_total",
     "sluice_dispatched_total", "sluice_units_dispatched_total", "sluice_batches_total",
     "sluice_batch_items_total", "sluice_connections", "sluice_draining",
@@ -422,6 +423,7 @@ static void test_two_routes(void **state)
     api.upstream_errors = 2;
     api.client_gone = 4;
     api.dispatched = 9;
+    api.tls_handshakes = 6;
 
     struct sl_metrics_route routes[] = {
         {.name = "api", .stats = &api, .lane_depth = {1, 2, 0}, .in_flight = 3},
@@ -492,6 +494,8 @@ static void test_two_routes(void **state)
     expect_line(lines, n, "sluice_client_gone_total{route=\"api\"} 4");
     expect_line(lines, n, "sluice_dispatched_total{route=\"api\"} 9");
     expect_line(lines, n, "sluice_dispatched_total{route=\"slow\"} 0");
+    expect_line(lines, n, "sluice_upstream_tls_handshakes_total{route=\"api\"} 6");
+    expect_line(lines, n, "sluice_upstream_tls_handshakes_total{route=\"slow\"} 0");
     expect_line(lines, n, "sluice_connections 17");
     expect_line(lines, n, "sluice_draining 1");
     expect_line(lines, n, "sluice_config_reloads_total 2");
