@@ -10,7 +10,7 @@ import ssl
 import subprocess
 import unittest
 
-from harness import SLUICE_BIN, SluiceTestCase, read_arrivals, route, wait_for
+from harness import SLUICE_BIN, SluiceTestCase, max_in_window, read_arrivals, route, wait_for
 
 
 class MockTlsTest(SluiceTestCase):
@@ -93,8 +93,8 @@ class TlsConfigTest(SluiceTestCase):
 class TlsUpstreamTest(SluiceTestCase):
     """Certificates checked, refused without a retry, presented for mutual TLS."""
 
-    def https_route(self, mock, match="/", name="default", extra=""):
-        return route(name, match, mock.port, rate="100/s", scheme="https", extra=extra)
+    def https_route(self, mock, match="/", name="default", rate="100/s", extra=""):
+        return route(name, match, mock.port, rate=rate, scheme="https", extra=extra)
 
     def tls_error(self, path):
         """A request that must end 502 upstream_unreachable for a TLS cause; its detail."""
@@ -120,8 +120,8 @@ class TlsUpstreamTest(SluiceTestCase):
 
     def test_connections_are_reused(self):
         mock = self.start_tls_mock()
-        s = self.start_sluice(route(upstream_port=mock.port, rate="1000/s", scheme="https",
-                                    extra="ca_file = %s" % self.pki().ca))
+        s = self.start_sluice(self.https_route(mock, rate="1000/s",
+                                               extra="ca_file = %s" % self.pki().ca))
         self.request(mock.port, "POST", "/_mock/reset")
         for i in range(100):
             status, _, body = self.request(s.port, "GET", "/seq/%d" % i)
@@ -132,6 +132,22 @@ class TlsUpstreamTest(SluiceTestCase):
         self.assertLess(handshakes, 5)
         # The mock agrees (its count includes this stats request's own handshake).
         self.assertEqual(self.mock_stats(mock)["tls_handshakes"], handshakes + 1)
+
+    def test_burst_100_at_50_per_second(self):
+        # The mock answers 429 to a 51st arrival in any second of its clock.
+        # A new connection's handshake delays its request: the limiter must
+        # date that dispatch by when the request left, not when it decided.
+        mock = self.start_tls_mock("--rate", "50/s")
+        s = self.start_sluice(self.https_route(mock, rate="50/s",
+                                               extra="ca_file = %s" % self.pki().ca))
+        summary, rows = self.burst("http://127.0.0.1:%d/b" % s.port, 100, 100, "--seq",
+                                   "--interval-us", "1000")
+        self.assertEqual(summary["status"], {"200": 100}, summary)
+        arrivals = read_arrivals(mock.log)
+        self.assertEqual([a[3] for a in arrivals], [200] * 100, "the upstream answered 429")
+        self.assertLessEqual(max_in_window([a[0] for a in arrivals], 1_000_000), 50)
+        self.assertEqual([int(a[1]) for a in arrivals], list(range(100)), "not FIFO")
+        self.assertTrue(all(r["attempts"] == "1" for r in rows))
 
     def test_unknown_ca_is_refused_without_a_retry(self):
         mock = self.start_tls_mock()
@@ -166,9 +182,9 @@ class TlsUpstreamTest(SluiceTestCase):
         pki = self.pki()
         mock = self.start_tls_mock(client_ca=True)
         self.start_sluice(
-            self.https_route(mock, "/with", "with", "ca_file = %s\nclient_cert = %s\n"
+            self.https_route(mock, "/with", "with", extra="ca_file = %s\nclient_cert = %s\n"
                              "client_key = %s" % (pki.ca, pki.client, pki.client_key)) +
-            self.https_route(mock, "/without", "without", "ca_file = %s" % pki.ca))
+            self.https_route(mock, "/without", "without", extra="ca_file = %s" % pki.ca))
         status, _, body = self.request(self.sluice.port, "POST", "/with/x", body=b"signed")
         self.assertEqual(status, 200, body)
         self.assertEqual(json.loads(body)["body_len"], 6)
