@@ -11,6 +11,7 @@ import re
 import signal
 import ssl
 import subprocess
+import time
 import unittest
 
 import test_burst
@@ -35,6 +36,19 @@ class MockTlsTest(SluiceTestCase):
         self.assertEqual(stats["tls_handshakes"], 4)
         self.assertGreater(stats["tls_connections"], 4)
         self.assertEqual(len(read_arrivals(mock.log)), 3)
+        # Answers on a kept-alive connection come at once: an answer leaves
+        # as several TLS records, and with Nagle on the last one waited for
+        # the client's delayed ACK (40 ms).
+        conn = http.client.HTTPSConnection("127.0.0.1", mock.port, timeout=5,
+                                           context=self.tls_ports[mock.port])
+        took = []
+        for i in range(9):
+            t0 = time.monotonic()
+            conn.request("GET", "/kept/%d" % i)
+            self.assertEqual(conn.getresponse().read()[:1], b"{")
+            took.append(time.monotonic() - t0)
+        conn.close()
+        self.assertLess(sorted(took)[4], 0.020, took)
         # Plain HTTP on the TLS port gets no answer.
         with self.assertRaises((http.client.HTTPException, ConnectionError)):
             conn = http.client.HTTPConnection("127.0.0.1", mock.port, timeout=5)
@@ -46,7 +60,7 @@ class MockTlsTest(SluiceTestCase):
         with self.assertRaises(ssl.SSLCertVerificationError):
             conn.request("GET", "/untrusted")
         conn.close()
-        self.assertEqual(len(read_arrivals(mock.log)), 3)
+        self.assertEqual(len(read_arrivals(mock.log)), 12)
 
     def test_mock_demands_a_client_certificate(self):
         mock = self.start_tls_mock(client_ca=True)
