@@ -308,7 +308,7 @@ class Soak:
     def config_text(self, alt, extra):
         lim = LIMITS[alt]
         m = self.mocks
-        text = [
+        server = [
             "[server]",
             "listen = 127.0.0.1:%d" % self.port,
             "admin_listen = 127.0.0.1:%d" % self.admin,
@@ -326,41 +326,41 @@ class Soak:
             "max_bytes = 4m",
             "overflow = reject",
             "timeout = 30s",
-            "",
-            "[route api]",
-            "match = /api/",
-            "upstream = http://127.0.0.1:%d" % m["api"].port,
-            "rate = %s" % lim["api"],
-            "burst = 5",
-            "quota = %s" % QUOTAS["api"],
-            "max_in_flight = 16",
-            "timeout = 3s",
-            "retries = 2",
-            "",
-            "[route slow]",
-            "match = /slow/",
-            "upstream = http://127.0.0.1:%d%s" % (m["slow"].port, SLOW_BASE),
-            "rate = %s" % lim["slow"],
-            "quota = %s" % QUOTAS["slow"],
-            "max_in_flight = 8",
-            "timeout = 3s",
-            "retries = 1",
-            "fair_key = header:X-Tenant",
-            "",
+        ]
+        routes = [
+            ["[route api]",
+             "match = /api/",
+             "upstream = http://127.0.0.1:%d" % m["api"].port,
+             "rate = %s" % lim["api"],
+             "burst = 5",
+             "quota = %s" % QUOTAS["api"],
+             "max_in_flight = 16",
+             "timeout = 3s",
+             "retries = 2"],
+            ["[route slow]",
+             "match = /slow/",
+             "upstream = http://127.0.0.1:%d%s" % (m["slow"].port, SLOW_BASE),
+             "rate = %s" % lim["slow"],
+             "quota = %s" % QUOTAS["slow"],
+             "max_in_flight = 8",
+             "timeout = 3s",
+             "retries = 1",
+             "fair_key = header:X-Tenant"],
         ]
         if extra is not None:
-            text += [
-                "[route extra]",
-                "match = /api/extra/",
-                "upstream = http://127.0.0.1:%d" % m["extra"].port,
-                # quiet: no dispatch until the removal, so none is in flight then
-                "rate = %s" % ("1/m" if extra == "quiet" else lim["extra"]),
-                "max_in_flight = 4",
-                "timeout = 3s",
-                "retries = 1",
-                "",
-            ]
-        return "\n".join(text)
+            routes.append(
+                ["[route extra]",
+                 "match = /api/extra/",
+                 "upstream = http://127.0.0.1:%d" % m["extra"].port,
+                 # quiet: no dispatch until the removal, so none is in flight then
+                 "rate = %s" % ("1/m" if extra == "quiet" else lim["extra"]),
+                 "max_in_flight = 4",
+                 "timeout = 3s",
+                 "retries = 1"])
+        out = server
+        for r in routes:
+            out += [""] + r + list(self.o.route_option)
+        return "\n".join(out) + "\n"
 
     def write_config(self, alt, extra, text=None):
         tmp = self.conf + ".tmp"
@@ -914,8 +914,9 @@ class Soak:
 
         kind = "valgrind" if o.valgrind else ("ASan+UBSan" if o.asan else "no sanitizer")
         say("")
-        say("soak: %.0f s of load, sluice %s (%s), seed %d, reload every %.0f s"
-            % (self.load_end, os.path.relpath(o.binary, ROOT), kind, o.seed, o.reload_every))
+        say("soak: %.0f s of load, sluice %s (%s), seed %d, reload every %.0f s%s"
+            % (self.load_end, os.path.relpath(o.binary, ROOT), kind, o.seed, o.reload_every,
+               "".join(", " + x for x in o.route_option)))
         sent = soak_complete + sum(self.cut.values())
         say("requests: %d sent, %d complete, %d cut before complete (%s)"
             % (sent, soak_complete, sum(self.cut.values()),
@@ -1076,6 +1077,8 @@ def main(argv):
                     help="ASan quarantine (default 16 MiB, so RSS reflects sluice, not "
                          "256 MiB of quarantined frees)")
     ap.add_argument("--client-timeout", type=float, default=90.0)
+    ap.add_argument("--route-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="add a line to every route, e.g. jitter_proof=on (repeatable)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     o = ap.parse_args(argv)
