@@ -639,7 +639,8 @@ class Soak:
                           % (t, self.complete, m.total("sluice_requests_total"),
                              dict((k, int(v)) for k, v in depth.items()), self.rss[-1][1] / 1024),
                           file=sys.stderr, flush=True)
-            except (OSError, asyncio.TimeoutError, RuntimeError, ValueError) as e:
+            except (OSError, EOFError, asyncio.TimeoutError, asyncio.LimitOverrunError,
+                    RuntimeError, ValueError) as e:
                 self.problem("metrics scrape failed", repr(e))
             await asyncio.sleep(max(0.0, 1.0 - (self.now() - t)))
 
@@ -655,22 +656,22 @@ class Soak:
             self.chaos_done[name + " " + query] += 1
 
     async def reload_to(self, alt, extra, what, text=None):
+        """SIGHUP with a new file; a valid one must bump the reload counter,
+        an invalid one (text) must be refused, logged, and change nothing."""
         before = (await self.metrics()).total("sluice_config_reloads_total")
         self.write_config(alt, extra, text)
+        t_sent = round(self.now(), 1)
+        refused_before = self.sluice.stderr_tail(1 << 26).count("reload refused")
         os.kill(self.sluice.pid, signal.SIGHUP)
-        want = before if text is not None else before + 1
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             await asyncio.sleep(0.2)
             got = (await self.metrics()).total("sluice_config_reloads_total")
-            if got == want and text is None:
+            refused = self.sluice.stderr_tail(1 << 26).count("reload refused") > refused_before
+            if got != before or (text is not None and refused):
                 break
-            if got != before:
-                break
-        ok = got == want
-        if text is not None:   # invalid: nothing may change, and it is logged
-            ok = ok and "reload refused" in self.sluice.stderr_tail(1 << 20)
-        self.reloads.append((round(self.now(), 1), what, ok))
+        ok = got == before + 1 if text is None else (got == before and refused)
+        self.reloads.append((t_sent, what, ok))
         if not ok:
             self.problem("reload", "%s: reloads_total %d -> %d" % (what, before, got))
 
