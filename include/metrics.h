@@ -129,6 +129,13 @@ struct sl_route_stats {
 };
 
 /* Count one finished request (outcome, and its queue wait in `lane` when >= 0). */
+/*
+ * Add every counter and histogram of `src` into `dst`: a route removed by a
+ * reload leaves its totals in the unrouted block (route=""), so that the sum
+ * over routes never goes down.
+ */
+void sl_route_stats_add(struct sl_route_stats *dst, const struct sl_route_stats *src);
+
 void sl_route_stats_finish(struct sl_route_stats *s, enum sl_outcome o, enum sl_lane lane,
                            double wait_seconds);
 

@@ -9,7 +9,8 @@
  *
  * Output choices: every route gets every outcome (zeros included) so that
  * rate() sees a series from the start; the unrouted block (route="") does
- * too, as no_route / bad_request / too_large are exactly what lands there.
+ * too, as no_route / bad_request / too_large are exactly what lands there,
+ * and so do the totals of routes a reload removed (sl_route_stats_add).
  * Upstream codes are sparse: only codes seen at least once, plus
  * code="error" always. On SL_ENOMEM the buffer may hold a partial
  * exposition: the caller should discard it and answer 500.
@@ -87,6 +88,35 @@ const char *sl_retry_reason_name(enum sl_retry_reason r)
 }
 
 /* An out-of-range outcome is a bug, but still counted: nothing goes uncounted. */
+static void add_counts(uint64_t *dst, const uint64_t *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] += src[i];
+}
+
+static void histogram_add(struct sl_histogram *dst, const struct sl_histogram *src)
+{
+    add_counts(dst->buckets, src->buckets, SL_HISTOGRAM_BUCKETS);
+    dst->count += src->count;
+    dst->sum += src->sum;
+}
+
+void sl_route_stats_add(struct sl_route_stats *dst, const struct sl_route_stats *src)
+{
+    add_counts(dst->outcomes, src->outcomes, SL_OUTCOME_COUNT);
+    add_counts(dst->upstream_codes, src->upstream_codes, SL_METRICS_MAX_STATUS);
+    add_counts(dst->retries, src->retries, SL_RETRY_REASON_COUNT);
+    dst->upstream_errors += src->upstream_errors;
+    dst->client_gone += src->client_gone;
+    dst->dispatched += src->dispatched;
+    dst->units += src->units;
+    dst->pauses += src->pauses;
+    dst->tls_handshakes += src->tls_handshakes;
+    for (int l = 0; l < SL_LANE_COUNT; l++)
+        histogram_add(&dst->queue_wait[l], &src->queue_wait[l]);
+    histogram_add(&dst->upstream_duration, &src->upstream_duration);
+}
+
 void sl_route_stats_finish(struct sl_route_stats *s, enum sl_outcome o, enum sl_lane lane,
                            double wait_seconds)
 {

@@ -424,6 +424,7 @@ struct sl_proxy *sl_proxy_new(struct sl_config *cfg)
     if (p->base == NULL || event_base_priority_init(p->base, 2) != 0)
         goto fail;
     sl_requests_init(&p->requests, p->base);
+    p->retired.keep = &p->requests.unrouted;
     p->requests.cfg = cfg;
     p->requests.routes = &p->routes;
     p->requests.totals = &p->totals;
