@@ -38,6 +38,8 @@ struct sl_admin_view {
     bool draining;
     uint64_t reloads;
     double start_time;                   /* wall clock seconds */
+    double last_reload;                  /* wall clock seconds of the last SIGHUP; 0 = none */
+    bool reload_refused;                 /* ...and its file was refused (old config in force) */
 };
 
 typedef void (*sl_admin_view_fn)(struct sl_admin_view *view, void *arg);

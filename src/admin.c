@@ -3,6 +3,7 @@
  */
 #include "admin.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -70,6 +71,20 @@ static void admin_health(const struct sl_admin_view *v, struct evhttp_request *r
         reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
 }
 
+/* enqueued_us of the route's oldest parked request, INT64_MAX when none. */
+static int64_t route_oldest(const struct sl_route *r)
+{
+    int64_t oldest = INT64_MAX;
+
+    for (int l = 0; l < SL_LANE_COUNT; l++) {
+        int64_t t = sl_queue_oldest(&r->queue, (enum sl_lane)l);
+
+        if (t < oldest)
+            oldest = t;
+    }
+    return oldest;
+}
+
 static void admin_metrics(const struct sl_admin_view *v, struct evhttp_request *req)
 {
     size_t n = v->n_routes + v->n_retired;
@@ -82,13 +97,18 @@ static void admin_metrics(const struct sl_admin_view *v, struct evhttp_request *
     /* Retired routes (removed by a reload, calls still under way) count too. */
     for (size_t i = 0; i < n; i++) {
         const struct sl_route *r = i < v->n_routes ? v->routes[i] : v->retired[i - v->n_routes];
+        int64_t now = sl_clock_now(), oldest = route_oldest(r);
 
         views[i].name = r->cfg.name;
         views[i].stats = &r->stats;
         for (int l = 0; l < SL_LANE_COUNT; l++)
             views[i].lane_depth[l] = sl_queue_lane_depth(&r->queue, (enum sl_lane)l);
         views[i].in_flight = r->in_flight;
-        views[i].paused = r->paused_until_us > sl_clock_now();
+        views[i].paused = r->paused_until_us > now;
+        views[i].pause_reason = r->pause_reason;
+        views[i].max_in_flight = r->cfg.max_in_flight;
+        views[i].oldest_wait_seconds = oldest < now ? (double)(now - oldest) / 1e6 : 0;
+        views[i].cfg = &r->cfg;
     }
     memset(&g, 0, sizeof(g));
     g.queue_depth = v->totals->depth;
@@ -113,6 +133,64 @@ fail:
 static json_t *limit_json(const struct sl_limit *l)
 {
     return json_pack("{s:f,s:f}", "n", l->n, "period_s", (double)l->period_us / 1e6);
+}
+
+/* Milliseconds since a monotonic instant; null for INT64_MAX (nothing parked). */
+static json_t *age_ms(int64_t since, int64_t now)
+{
+    return since == INT64_MAX ? json_null()
+                              : json_real((double)(now > since ? now - since : 0) / 1000.0);
+}
+
+/*
+ * What the status page shows beyond the totals: the oldest parked request,
+ * the pause's reason and end, dispatch rates over the last 10 s and 60 s
+ * (complete seconds; fewer while sluice is younger than that) and each of
+ * the last SL_RECENT_SECONDS - 1 complete seconds, and the last minute's
+ * outcomes.
+ */
+static void route_recent_json(json_t *o, const struct sl_route *r, int64_t now, double wall,
+                              double uptime)
+{
+    static const unsigned windows[] = {10, 60};
+    json_t *by_lane = json_object(), *rates = json_object(), *history = json_array();
+    json_t *outcomes = json_object();
+    bool paused = r->paused_until_us > now;
+
+    for (int l = 0; l < SL_LANE_COUNT; l++)
+        json_object_set_new(by_lane, sl_lane_name((enum sl_lane)l),
+                            age_ms(sl_queue_oldest(&r->queue, (enum sl_lane)l), now));
+    for (size_t i = 0; i < SL_ARRAY_LEN(windows); i++) {
+        char key[8];
+        double span = uptime < windows[i] ? (uptime >= 1 ? (double)(int64_t)uptime : 1)
+                                          : windows[i];
+
+        snprintf(key, sizeof(key), "%us", windows[i]);
+        json_object_set_new(
+            rates, key,
+            json_real((double)sl_recent_sum(&r->stats.recent_dispatched, now, 1, windows[i]) /
+                      span));
+    }
+    for (unsigned ago = SL_RECENT_SECONDS - 1; ago >= 1; ago--)
+        json_array_append_new(history,
+                              json_integer(sl_recent_at(&r->stats.recent_dispatched, now, ago)));
+    for (int k = 0; k < SL_OUTCOME_COUNT; k++)
+        json_object_set_new(outcomes, sl_outcome_name((enum sl_outcome)k),
+                            json_integer((json_int_t)sl_recent_set_sum(
+                                &r->stats.recent_outcomes, now, (unsigned)k, 0,
+                                SL_RECENT_SET_SECONDS)));
+    json_object_set_new(o, "max_in_flight", json_integer((json_int_t)r->cfg.max_in_flight));
+    json_object_set_new(o, "oldest_wait_ms", age_ms(route_oldest(r), now));
+    json_object_set_new(o, "oldest_wait_ms_by_lane", by_lane);
+    json_object_set_new(o, "paused_until",
+                        paused ? json_real(wall + (double)(r->paused_until_us - now) / 1e6)
+                               : json_null());
+    json_object_set_new(o, "pause_reason",
+                        paused ? json_string(sl_pause_reason_name(r->pause_reason))
+                               : json_null());
+    json_object_set_new(o, "dispatch_rate", rates);
+    json_object_set_new(o, "dispatch_history", history);
+    json_object_set_new(o, "outcomes_60s", outcomes);
 }
 
 static json_t *route_json(const struct sl_route *r, int64_t now)
@@ -146,17 +224,36 @@ static json_t *route_json(const struct sl_route *r, int64_t now)
 static void admin_status(const struct sl_admin_view *v, struct evhttp_request *req)
 {
     int64_t now = sl_clock_now();
-    json_t *routes = json_array();
+    double wall = (double)sl_clock_wall() / 1e6;
+    json_t *routes = json_array(), *codes = json_object(), *doc;
 
-    for (size_t i = 0; i < v->n_routes; i++)
-        json_array_append_new(routes, route_json(v->routes[i], now));
-    reply_json(req, 200,
-               json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:o}", "version", SLUICE_VERSION,
-                         "draining", v->draining, "queue_depth", (json_int_t)v->totals->depth,
-                         "queue_bytes", (json_int_t)v->totals->bytes, "queue_max_depth",
-                         (json_int_t)v->totals->max_depth, "connections",
-                         (json_int_t)v->connections, "reloads", (json_int_t)v->reloads,
-                         "routes", routes));
+    for (size_t i = 0; i < v->n_routes; i++) {
+        json_t *r = route_json(v->routes[i], now);
+
+        if (r != NULL)
+            route_recent_json(r, v->routes[i], now, wall, wall - v->start_time);
+        json_array_append_new(routes, r);
+    }
+    for (int k = 0; k < SL_OUTCOME_COUNT; k++)
+        json_object_set_new(codes, sl_outcome_name((enum sl_outcome)k),
+                            json_integer(sl_outcome_status((enum sl_outcome)k)));
+    doc = json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:o}", "version", SLUICE_VERSION, "draining",
+                    v->draining, "queue_depth", (json_int_t)v->totals->depth, "queue_bytes",
+                    (json_int_t)v->totals->bytes, "queue_max_depth",
+                    (json_int_t)v->totals->max_depth, "connections", (json_int_t)v->connections,
+                    "reloads", (json_int_t)v->reloads, "routes", routes);
+    if (doc != NULL) {
+        json_object_set_new(doc, "now", json_real(wall));
+        json_object_set_new(doc, "start_time", json_real(v->start_time));
+        json_object_set_new(doc, "last_reload",
+                            v->last_reload > 0 ? json_real(v->last_reload) : json_null());
+        json_object_set_new(doc, "reload_refused", json_boolean(v->reload_refused));
+        json_object_set_new(doc, "retired_routes", json_integer((json_int_t)v->n_retired));
+        json_object_set_new(doc, "outcome_status", codes);
+    } else {
+        json_decref(codes);
+    }
+    reply_json(req, 200, doc);
 }
 
 /* Constant time in the token's bytes: response timing must not reveal a matching prefix. */
@@ -200,6 +297,7 @@ static void admin_on_request(struct evhttp_request *req, void *arg)
         admin_metrics(&v, req);
     } else if (strcmp(path, "/status") == 0) {
         admin_status(&v, req);
+
     } else {
         reply_text(req, 404, "application/json", "{\"error\":\"not_found\"}\n");
     }
