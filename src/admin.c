@@ -1,5 +1,9 @@
 /*
- * admin.c - /health, /metrics and /status on the admin listener.
+ * admin.c - /health, /metrics, /status and the status page on the admin listener.
+ *
+ * The page (GET /) is one static HTML file with its script and styles
+ * inline; it reads /status every second. Its Content-Security-Policy lets
+ * it talk to this listener only.
  */
 #include "admin.h"
 
@@ -11,6 +15,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <event2/util.h>
 #include <jansson.h>
@@ -22,6 +27,7 @@
 #include "queue.h"
 #include "route.h"
 #include "sluice.h"
+#include "status_page.h"
 
 struct sl_admin {
     struct evhttp *http;
@@ -256,6 +262,47 @@ static void admin_status(const struct sl_admin_view *v, struct evhttp_request *r
     reply_json(req, 200, doc);
 }
 
+/* What the page may load and talk to: itself, and this listener's /status. */
+#define PAGE_POLICY                                                                        \
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "          \
+    "img-src data:; connect-src 'self'; base-uri 'none'; form-action 'self'; "             \
+    "frame-ancestors 'none'"
+
+static void page_headers(struct evhttp_request *req)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+
+    evhttp_add_header(h, "Content-Security-Policy", PAGE_POLICY);
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    evhttp_add_header(h, "Referrer-Policy", "no-referrer");
+    evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+}
+
+static void admin_page(struct evhttp_request *req)
+{
+    struct evbuffer *b = evbuffer_new();
+
+    if (b == NULL || evbuffer_add_reference(b, sl_status_page, sl_status_page_len, NULL,
+                                            NULL) != 0) {
+        if (b != NULL)
+            evbuffer_free(b);
+        evhttp_send_error(req, 500, NULL);
+        return;
+    }
+    page_headers(req);
+    reply(req, 200, "text/html; charset=utf-8", b);
+    evbuffer_free(b);
+}
+
+/* A browser cannot send a bearer token by itself: ask for it. */
+static const char token_form[] =
+    "<!doctype html><meta charset=utf-8><title>sluice: token</title>"
+    "<link rel=icon href=\"data:,\">"
+    "<body style=\"font:15px system-ui,sans-serif;margin:3em\">"
+    "<p>This sluice wants its <code>admin_token</code>.</p>"
+    "<form method=get action=\"/\"><input type=password name=token autofocus "
+    "autocomplete=current-password aria-label=token> <button>Open</button></form>\n";
+
 /* Constant time in the token's bytes: response timing must not reveal a matching prefix. */
 static bool token_equal(const char *given, const char *token)
 {
@@ -267,14 +314,32 @@ static bool token_equal(const char *given, const char *token)
     return diff == 0;
 }
 
-static bool authorized(const char *token, struct evhttp_request *req)
+/* ?token=TOKEN in the query, for the page only. */
+static bool query_token(const char *token, const struct evhttp_uri *uri)
+{
+    const char *query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
+    struct evkeyvalq params;
+    const char *given;
+    bool ok;
+
+    if (query == NULL || evhttp_parse_query_str(query, &params) != 0)
+        return false;
+    given = evhttp_find_header(&params, "token");
+    ok = given != NULL && token_equal(given, token);
+    evhttp_clear_headers(&params);
+    return ok;
+}
+
+static bool authorized(const char *token, struct evhttp_request *req, bool page)
 {
     const char *auth;
 
     if (token == NULL || token[0] == '\0')
         return true;
     auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    return auth != NULL && strncmp(auth, "Bearer ", 7) == 0 && token_equal(auth + 7, token);
+    if (auth != NULL && strncmp(auth, "Bearer ", 7) == 0 && token_equal(auth + 7, token))
+        return true;
+    return page && query_token(token, evhttp_request_get_evhttp_uri(req));
 }
 
 static void admin_on_request(struct evhttp_request *req, void *arg)
@@ -284,11 +349,18 @@ static void admin_on_request(struct evhttp_request *req, void *arg)
     const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
     struct sl_admin_view v;
 
+    bool page = path != NULL && strcmp(path, "/") == 0;
+
     memset(&v, 0, sizeof(v));
     a->view(&v, a->view_arg);
-    if (!authorized(v.token, req)) {
+    if (!authorized(v.token, req, page)) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
-        reply_text(req, 401, "application/json", "{\"error\":\"unauthorized\"}\n");
+        if (page) {
+            page_headers(req);
+            reply_text(req, 401, "text/html; charset=utf-8", token_form);
+        } else {
+            reply_text(req, 401, "application/json", "{\"error\":\"unauthorized\"}\n");
+        }
     } else if (path == NULL) {
         reply_text(req, 400, "application/json", "{\"error\":\"bad_request\"}\n");
     } else if (strcmp(path, "/health") == 0) {
@@ -297,7 +369,8 @@ static void admin_on_request(struct evhttp_request *req, void *arg)
         admin_metrics(&v, req);
     } else if (strcmp(path, "/status") == 0) {
         admin_status(&v, req);
-
+    } else if (page) {
+        admin_page(req);
     } else {
         reply_text(req, 404, "application/json", "{\"error\":\"not_found\"}\n");
     }
