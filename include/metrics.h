@@ -18,7 +18,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "queue.h"
+#include "recent.h"
 
 struct evbuffer;
 
@@ -98,6 +100,22 @@ enum sl_retry_reason {
 
 const char *sl_retry_reason_name(enum sl_retry_reason r);
 
+/* X(ENUM, "label") - why a route is paused (the pause that lasts longest wins). */
+#define SL_PAUSE_REASONS(X)             \
+    X(RETRY_AFTER, "retry_after")       \
+    X(BUDGET, "budget")                 \
+    X(BACKOFF, "backoff")
+
+enum sl_pause_reason {
+#define SL_PAUSE_REASON_ENUM(e, label) SL_PAUSED_BY_##e,
+    SL_PAUSE_REASONS(SL_PAUSE_REASON_ENUM)
+#undef SL_PAUSE_REASON_ENUM
+    SL_PAUSE_REASON_COUNT
+};
+
+/* "retry_after": a Retry-After; "budget": RateLimit headers; "backoff": our own wait. */
+const char *sl_pause_reason_name(enum sl_pause_reason r);
+
 /* Upper bounds in seconds; the writer adds +Inf. */
 #define SL_HISTOGRAM_BOUNDS \
     {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
@@ -126,9 +144,10 @@ struct sl_route_stats {
     uint64_t tls_handshakes;                        /* new TLS connections to the upstream */
     struct sl_histogram queue_wait[SL_LANE_COUNT];  /* seconds parked, by lane */
     struct sl_histogram upstream_duration;          /* seconds per attempt */
+    struct sl_recent recent_dispatched;             /* tokens taken, per second */
+    struct sl_recent_set recent_outcomes;           /* finished requests, per second and outcome */
 };
 
-/* Count one finished request (outcome, and its queue wait in `lane` when >= 0). */
 /*
  * Add every counter and histogram of `src` into `dst`: a route removed by a
  * reload leaves its totals in the unrouted block (route=""), so that the sum
@@ -136,8 +155,17 @@ struct sl_route_stats {
  */
 void sl_route_stats_add(struct sl_route_stats *dst, const struct sl_route_stats *src);
 
+_Static_assert(SL_OUTCOME_COUNT <= SL_RECENT_SET_WIDTH, "one recent counter per outcome");
+
+/*
+ * Count one finished request (outcome, and its queue wait in `lane` when
+ * >= 0), in the totals and in the current second of recent_outcomes.
+ */
 void sl_route_stats_finish(struct sl_route_stats *s, enum sl_outcome o, enum sl_lane lane,
                            double wait_seconds);
+
+/* Count one dispatch (a token taken) at `now`. */
+void sl_route_stats_dispatch(struct sl_route_stats *s, int64_t now);
 
 /* What the writer needs of a route. */
 struct sl_metrics_route {
@@ -146,6 +174,10 @@ struct sl_metrics_route {
     size_t lane_depth[SL_LANE_COUNT];
     unsigned in_flight;
     bool paused;
+    enum sl_pause_reason pause_reason;  /* while paused */
+    unsigned max_in_flight;
+    double oldest_wait_seconds;         /* of the oldest parked request; 0 = none */
+    const struct sl_route_config *cfg;  /* limits; NULL = none exported */
 };
 
 struct sl_metrics_global {

@@ -10,6 +10,7 @@ packages=(
   clang-14 libclang-rt-14-dev
   python3 ca-certificates openssl
   dpkg-dev file systemd groff-base
+  chromium fonts-dejavu-core     # the status page's browser test (tests/integration/test_status_page.py)
   "$@"
 )
 

@@ -109,7 +109,7 @@ static bool dispatch_pass(struct sl_route *r)
         (void)sl_queue_pop(&r->queue);
         /* head_may_go saw next <= now, so the take cannot fail. */
         (void)sl_limiter_take_units(&r->limiter, now, units_of(it));
-        r->stats.dispatched++;
+        sl_route_stats_dispatch(&r->stats, now);
         r->stats.units += units_of(it);
         sl_route_flight_begin(r);
         s->ops->dispatch(r, it, now, s->ops_arg);

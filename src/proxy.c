@@ -51,6 +51,8 @@ struct sl_proxy {
     bool drain_expired;
     uint64_t reloads;
     double start_time;                  /* wall clock seconds */
+    double last_reload;                 /* wall clock seconds; 0 = none */
+    bool reload_refused;                /* the last reload kept the old config */
     int exit_code;
 };
 
@@ -188,6 +190,8 @@ static void proxy_view(struct sl_admin_view *v, void *arg)
     v->draining = p->draining;
     v->reloads = p->reloads;
     v->start_time = p->start_time;
+    v->last_reload = p->last_reload;
+    v->reload_refused = p->reload_refused;
 }
 
 /* --- drain --------------------------------------------------------------- */
@@ -374,6 +378,8 @@ static void proxy_reload(struct sl_proxy *p)
     }
     if (cfg != NULL)
         proxy_apply(p, cfg, &t);
+    p->last_reload = (double)sl_clock_wall() / 1e6;
+    p->reload_refused = cfg == NULL;
     notify_status(p, cfg != NULL ? "reloaded" : "reload refused, old config in force");
     notify("READY=1");
 }

@@ -280,3 +280,19 @@ void sl_queue_remove(struct sl_queue *q, struct sl_queue_item *item)
     if (TAILQ_EMPTY(&f->items))
         flow_release(q, f);
 }
+
+int64_t sl_queue_oldest(const struct sl_queue *q, enum sl_lane lane)
+{
+    const struct sl_queue_flow *f;
+    int64_t oldest = INT64_MAX;
+
+    if ((unsigned)lane >= SL_LANE_COUNT)
+        return oldest;
+    TAILQ_FOREACH(f, &q->lanes[lane].rotation, rot) {
+        const struct sl_queue_item *head = TAILQ_FIRST(&f->items);
+
+        if (head->enqueued_us < oldest)
+            oldest = head->enqueued_us;
+    }
+    return oldest;
+}

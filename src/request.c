@@ -644,31 +644,35 @@ static void heed_upstream(struct sl_route *route, const struct sl_upstream_respo
         const char *ra = evhttp_find_header(&resp->headers, "Retry-After");
 
         if (ra != NULL && sl_retry_after_parse(ra, sl_clock_wall(), &pause) == 0)
-            (void)sl_route_pause(route, now, pause);
+            (void)sl_route_pause(route, now, pause, SL_PAUSED_BY_RETRY_AFTER);
     }
     if (has_ratelimit_fields(&resp->headers) &&
         sl_retry_ratelimit_exhausted(&resp->headers, sl_clock_wall(), &pause) == 1)
-        (void)sl_route_pause(route, now, pause);
+        (void)sl_route_pause(route, now, pause, SL_PAUSED_BY_BUDGET);
 }
 
 /*
  * Should this answer be retried, and after how long? Returns 1 and sets
- * *reason and *wait_us, or 0 to give the client this answer.
+ * *reason, *wait_us and *why (the upstream's Retry-After, or our backoff),
+ * or 0 to give the client this answer.
  */
 static int retry_plan(const struct sl_request *r, const struct sl_upstream_response *resp,
-                      enum sl_retry_reason *reason, int64_t *wait_us)
+                      enum sl_retry_reason *reason, int64_t *wait_us, enum sl_pause_reason *why)
 {
     const struct sl_route_config *cfg = &r->route->cfg;
     bool idem = sl_retry_idempotent(r->msg->method, &r->msg->headers);
     bool budget = r->attempts <= cfg->retries;
     const char *ra;
 
+    *why = SL_PAUSED_BY_RETRY_AFTER;
     if (resp->error == SL_UPSTREAM_OK && resp->status == 429 && cfg->honor_retry_after) {
         *reason = SL_RETRY_STATUS_429;
         ra = evhttp_find_header(&resp->headers, "Retry-After");
-        if (ra == NULL || sl_retry_after_parse(ra, sl_clock_wall(), wait_us) != 0)
+        if (ra == NULL || sl_retry_after_parse(ra, sl_clock_wall(), wait_us) != 0) {
+            *why = SL_PAUSED_BY_BACKOFF;
             *wait_us = sl_retry_backoff(r->attempts, BACKOFF_429_BASE_US, BACKOFF_429_CAP_US,
                                         jitter());
+        }
         return r->attempts < MAX_ATTEMPTS;
     }
     /* SL_UPSTREAM_TLS (a certificate refused) is never retried: it would fail again. */
@@ -694,6 +698,7 @@ static int retry_plan(const struct sl_request *r, const struct sl_upstream_respo
     } else {
         return 0;
     }
+    *why = SL_PAUSED_BY_BACKOFF;
     *wait_us = sl_retry_backoff(r->attempts, BACKOFF_BASE_US, BACKOFF_CAP_US, jitter());
     return 1;
 }
@@ -717,11 +722,12 @@ static void requeue(struct sl_request *r)
 static int try_retry(struct sl_request *r, struct sl_upstream_response *resp, int64_t now)
 {
     enum sl_retry_reason reason;
+    enum sl_pause_reason why;
     int64_t wait_us = 0;
 
     /* A retired route (removed by a reload) has no queue that is served. */
     if (r->sink == NULL || r->q->no_retry || r->route->retired ||
-        !retry_plan(r, resp, &reason, &wait_us))
+        !retry_plan(r, resp, &reason, &wait_us, &why))
         return 0;
     /* A retry that cannot happen before the deadline is no retry: answer now. */
     if (r->item.deadline_us != 0 && now + wait_us >= r->item.deadline_us)
@@ -729,7 +735,7 @@ static int try_retry(struct sl_request *r, struct sl_upstream_response *resp, in
     if (resp->error == SL_UPSTREAM_OK && keep_last(r, resp) != SL_OK)
         return 0;
     r->route->stats.retries[reason]++;
-    (void)sl_route_pause(r->route, now, wait_us);
+    (void)sl_route_pause(r->route, now, wait_us, why);
     sl_log_debug("retrying", "route=%s attempt=%u reason=%s wait_ms=%lld", r->route->cfg.name,
                  r->attempts, sl_retry_reason_name(reason), (long long)(wait_us / 1000));
     requeue(r);

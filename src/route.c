@@ -206,16 +206,17 @@ void sl_route_flight_move(struct sl_route *from, struct sl_route *to)
     sl_route_flight_begin(to);
 }
 
-bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us)
+bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us, enum sl_pause_reason why)
 {
     int64_t until = now + pause_us;
 
     if (pause_us <= 0 || until <= r->paused_until_us)
         return false;
     r->paused_until_us = until;
+    r->pause_reason = why;
     r->stats.pauses++;
-    sl_log_info("route paused", "route=%s pause_ms=%lld", r->cfg.name,
-                (long long)(pause_us / 1000));
+    sl_log_info("route paused", "route=%s pause_ms=%lld reason=%s", r->cfg.name,
+                (long long)(pause_us / 1000), sl_pause_reason_name(why));
     return true;
 }
 
@@ -224,4 +225,5 @@ void sl_route_carry_over(struct sl_route *to, const struct sl_route *from, int64
     sl_limiter_inherit(&to->limiter, &from->limiter, now);
     to->stats = from->stats;
     to->paused_until_us = from->paused_until_us;
+    to->pause_reason = from->pause_reason;
 }

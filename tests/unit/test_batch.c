@@ -501,7 +501,7 @@ static int setup(void **state)
                                               &sl_request_dispatch_ops, &f->q),
                      SL_OK);
     /* Paused for an hour: its items stay parked, nothing reaches an upstream. */
-    sl_route_pause(f->table.routes[0], sl_clock_now(), INT64_C(3600) * 1000000);
+    sl_route_pause(f->table.routes[0], sl_clock_now(), INT64_C(3600) * 1000000, SL_PAUSED_BY_BACKOFF);
     f->client.sink.ops = &client_ops;
     TAILQ_INIT(&f->client.fields);
     *state = f;
