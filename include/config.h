@@ -29,6 +29,8 @@
 #define SL_CONFIG_URL_LEN 1024
 #define SL_CONFIG_TOKEN_LEN 256
 #define SL_CONFIG_HEADER_LEN 128
+#define SL_CONFIG_HOST_LEN 256     /* a DNS name, optionally with ":port" */
+#define SL_CONFIG_FILE_LEN 1024  /* a file path, after joining the config's directory */
 
 #define SL_CONFIG_DEFAULT_PATH "/etc/sluice/sluice.conf"
 
@@ -46,13 +48,29 @@ struct sl_limit {
     int64_t period_us;
 };
 
+/*
+ * A route's TLS settings for an https:// upstream. Only the upstream
+ * backends read them (through struct sl_upstream_request); http:// routes
+ * ignore them. The files were readable when the config was loaded.
+ */
+struct sl_tls_config {
+    char ca_file[SL_CONFIG_FILE_LEN];     /* CA bundle; "" = the system's */
+    char client_cert[SL_CONFIG_FILE_LEN]; /* PEM; with client_key (both or neither) */
+    char client_key[SL_CONFIG_FILE_LEN];  /* PEM, unencrypted */
+    bool verify;                          /* default on; off is logged as a warning */
+};
+
 /* One [route NAME] section. */
 struct sl_route_config {
     char name[SL_CONFIG_NAME_LEN];
     char match[SL_CONFIG_PATH_LEN];    /* path prefix, starts with '/' */
+    char host[SL_CONFIG_HOST_LEN];     /* only requests with this Host (lowercase); "" = any */
+    bool strip_prefix;                 /* default off: the upstream path keeps the match */
     char upstream[SL_CONFIG_URL_LEN];  /* scheme://host[:port][/base], no trailing '/' */
     struct sl_limit rate;              /* required */
     unsigned burst;                    /* >= 1, default 1 */
+    unsigned cost;                     /* units a dispatch takes, default 1 */
+    unsigned max_cost;                 /* most a request may ask with X-Sluice-Cost, default 1 */
     struct sl_limit quotas[SL_CONFIG_MAX_QUOTAS];
     size_t n_quotas;
     unsigned max_in_flight;            /* default 32 */
@@ -60,8 +78,11 @@ struct sl_route_config {
     unsigned retries;                  /* default 2 */
     bool honor_retry_after;            /* default on */
     bool preserve_host;                /* default off */
+    int64_t window_guard_us;           /* default 3ms: extra age past each window */
+    bool jitter_proof;                 /* default off: date dispatches by their answers */
     char fair_key[SL_CONFIG_HEADER_LEN]; /* header name of "header:NAME", "" = none */
-    size_t max_response_size;          /* stored answers (async jobs); default 64m */
+    size_t max_response_size;          /* default 64m: stored answers (batch items, jobs) */
+    struct sl_tls_config tls;
     int line;                          /* line of the [route NAME] header */
 };
 
@@ -92,6 +113,7 @@ struct sl_config {
     int64_t client_timeout_us;         /* default 60s: idle between requests */
     int64_t client_header_timeout_us;  /* default 10s: a whole request head */
     int64_t client_body_timeout_us;    /* default 60s: a whole request body */
+    size_t max_batch_items;            /* default 1000: items in one POST /_sluice/batch */
     size_t max_header_size;            /* default 16k */
     size_t max_body_size;              /* default 8m */
     int64_t drain_timeout_us;          /* default 30s */

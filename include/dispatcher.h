@@ -69,7 +69,7 @@ void sl_dispatcher_freeze(struct sl_route *r);
  * sl_dispatcher_kick() applies (frozen or detached, in-flight cap, pause,
  * limiter).
  */
-bool sl_dispatcher_ready(const struct sl_route *r, int64_t now);
+bool sl_dispatcher_ready(const struct sl_route *r, int64_t now, uint32_t units);
 
 /* When the route will next dispatch (0 = not scheduled), for /status. */
 int64_t sl_dispatcher_next(const struct sl_route *r);

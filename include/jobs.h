@@ -101,12 +101,6 @@ struct sl_jobs_route {
 bool sl_jobs_route(const struct sl_jobs *j, const char *route, struct sl_jobs_route *out);
 
 /*
- * A client sink the jobs adopted (while Redis answers) went away: true if
- * `owner` was one of theirs (then nobody answers it any more).
- */
-bool sl_jobs_sink_gone(struct sl_jobs *j, void *owner);
-
-/*
  * Draining: take no more jobs from the streams (held ones go on). When the
  * last held job is let go, the requests' idle hook is called.
  */

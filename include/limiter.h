@@ -12,6 +12,15 @@
  *    holds more than n dispatches, even with a little jitter between our
  *    dispatch and the upstream's arrival clock.
  *
+ * Jitter-proof dating (sl_limiter_set_dating): the upstream's clock sees a
+ * dispatch somewhere between our send and our receipt of its answer. With
+ * `by_answer`, a dispatch counts in the logs as unanswered (later than any
+ * instant) until sl_limiter_answered() dates it by the answer, so a new
+ * dispatch goes only once the n-th previous one was answered a window ago:
+ * no window of the upstream's clock can hold more than n, whatever the
+ * network delay. Answers are dated in the order they come, which keeps each
+ * log sorted. The cost: each window stretches by about one round trip.
+ *
  * Fractional limits are normalised: N/P with N not an integer becomes
  * (N*k)/(P*k) for the smallest integer k (<= 1000) making N*k whole, so 0.5/s
  * means 1 per 2 s and 2.5/s means 5 per 2 s.
@@ -29,11 +38,17 @@
 
 #define SL_LIMITER_MAX_LOGS (1 + SL_CONFIG_MAX_QUOTAS)
 #define SL_LIMITER_MAX_N 10000000u /* ring entries per limit (80 MB) */
+/*
+ * How a log holds a dispatch not yet answered (dating by answers). When
+ * sl_limiter_next() returns this or later, only an answer can make the next
+ * dispatch possible: arm no timer for it.
+ */
+#define SL_LIMITER_UNANSWERED (INT64_MAX / 2)
 
 /* One strict window: at most n dispatches in any [t, t + window_us). */
 struct sl_limiter_log {
     int64_t window_us;
-    int64_t guard_us;  /* extra age required: min(window/300, 3 ms) */
+    int64_t guard_us;  /* extra age required: min(window/300, 3 ms), or as set */
     uint32_t n;
     uint32_t count;    /* entries used, <= n */
     uint32_t head;     /* index of the oldest entry once count == n */
@@ -45,6 +60,7 @@ struct sl_limiter {
     int64_t tolerance_us;  /* (burst - 1) * T */
     int64_t tat_us;        /* theoretical arrival time of the next dispatch */
     int started;           /* tat_us is meaningful */
+    int by_answer;         /* jitter-proof: dispatches are dated by their answers */
     struct sl_limiter_log logs[SL_LIMITER_MAX_LOGS];
     size_t n_logs;         /* logs[0] is the rate, then the quotas */
 };
@@ -74,6 +90,18 @@ int64_t sl_limiter_next(const struct sl_limiter *l, int64_t now);
 int sl_limiter_take(struct sl_limiter *l, int64_t now);
 
 /*
+ * The same for a dispatch that costs `units` (>= 1) of every limit: it
+ * counts as `units` dispatches at the same instant in every log, and moves
+ * the schedule `units` intervals on. A cost above a log's n can never go
+ * (the config refuses such routes).
+ */
+int64_t sl_limiter_next_units(const struct sl_limiter *l, int64_t now, uint32_t units);
+int sl_limiter_take_units(struct sl_limiter *l, int64_t now, uint32_t units);
+
+/* Whole dispatches of `units` each that one window of every log can hold. */
+uint32_t sl_limiter_max_units(const struct sl_limiter *l);
+
+/*
  * A dispatch taken at `taken` actually left at `sent` (a new upstream
  * connection had to be opened first): record the later instant, so that the
  * connect time does not eat into the guard. Only ever makes the limiter
@@ -83,13 +111,33 @@ int sl_limiter_take(struct sl_limiter *l, int64_t now);
 void sl_limiter_sent(struct sl_limiter *l, int64_t taken, int64_t sent);
 
 /*
+ * Per route: the guard of every log (< 0 keeps the default) and whether
+ * dispatches are dated by their answers (see above). Call after init,
+ * before the first take.
+ */
+void sl_limiter_set_dating(struct sl_limiter *l, int64_t guard_us, int by_answer);
+
+/*
+ * One dispatch under way got its answer (or ended without one) at `now`:
+ * the oldest still unanswered entry of each log is dated `now`. Nothing to
+ * do when none is unanswered (dating by send), so callers need not know
+ * the mode.
+ */
+void sl_limiter_answered(struct sl_limiter *l, int64_t now);
+
+/* The same for a dispatch of `units` (dates that many unanswered entries). */
+void sl_limiter_answered_units(struct sl_limiter *l, int64_t now, uint32_t units);
+
+/*
  * Carry history over from `old` into freshly initialised `l` (reload), so
  * that a reload never lets a burst through: the schedule (tat, started) as
  * is, and into each new log the most recent min(n, available) dispatch
  * instants, oldest first. Every log records every dispatch, so the source is
  * whichever old log holds the most instants; a quota added by the reload
  * therefore starts with real history, not empty. `old` is not changed.
+ * Dispatches still unanswered stay so when `l` dates by answers, and are
+ * dated `now` when it does not (they left no later than that).
  */
-void sl_limiter_inherit(struct sl_limiter *l, const struct sl_limiter *old);
+void sl_limiter_inherit(struct sl_limiter *l, const struct sl_limiter *old, int64_t now);
 
 #endif

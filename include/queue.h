@@ -47,6 +47,7 @@ struct sl_queue_item {
     size_t bytes;
     int64_t enqueued_us;          /* first time it was parked */
     int64_t deadline_us;          /* the container's: served by then or not at all; 0 = none */
+    uint32_t units;               /* the container's: what a dispatch costs (0 counts as 1) */
 };
 
 /* Global caps and counters, shared by all routes' queues. */
@@ -109,6 +110,15 @@ struct sl_queue_item *sl_queue_pop(struct sl_queue *q);
 
 /* Remove a queued item from anywhere (client gone, timeout). */
 void sl_queue_remove(struct sl_queue *q, struct sl_queue_item *item);
+
+/*
+ * enqueued_us of the oldest item parked in `lane`, INT64_MAX when none. The
+ * oldest of the heads of the lane's flows: a flow is FIFO and a requeued
+ * item goes back to its head, so this is exact except for items a reload
+ * moved from another route (parked at the tail with their first time).
+ * O(flows in the lane).
+ */
+int64_t sl_queue_oldest(const struct sl_queue *q, enum sl_lane lane);
 
 static inline size_t sl_queue_depth(const struct sl_queue *q)
 {

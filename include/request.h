@@ -109,6 +109,13 @@ void sl_request_refuse(struct sl_requests *q, struct sl_sink *sink, const char *
                        enum sl_outcome o, const char *detail, bool close);
 
 /*
+ * Answer `sink` with sluice's JSON error for `o` and X-Sluice-Error, neither
+ * counted nor logged: for a source that counts its own answers (a batch).
+ */
+void sl_request_respond_error(struct sl_sink *sink, enum sl_outcome o, const char *detail,
+                              bool close);
+
+/*
  * The sink of `r` went away (client hung up, batch cancelled): parked, it
  * leaves without a token; in flight, its token is spent and the call lands.
  */

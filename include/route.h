@@ -37,7 +37,7 @@ struct sl_route_sched {
 };
 
 /*
- * in_flight and paused_until_us change only through the functions below;
+ * in_flight, paused_until_us and pause_reason change only through the functions below;
  * cfg, queue, limiter and stats belong to whoever the comments name.
  */
 struct sl_route {
@@ -47,6 +47,7 @@ struct sl_route {
     struct sl_route_stats stats;
     unsigned in_flight;
     int64_t paused_until_us;       /* monotonic; 0 = not paused */
+    enum sl_pause_reason pause_reason; /* of the pause that set paused_until_us */
     struct sl_route_sched sched;
     bool retired;                  /* removed by a reload; only its calls under way remain */
 };
@@ -73,11 +74,17 @@ void sl_route_table_release(struct sl_route_table *t);
 /* Free one route taken out of a table (NULL is fine). */
 void sl_route_free(struct sl_route *r);
 
-/* The route whose match is the longest prefix of `path`, or NULL. */
-struct sl_route *sl_route_match(const struct sl_route_table *t, const char *path);
+/*
+ * The route for a request: among the routes whose `host` takes the request's
+ * Host (NULL: none), the longest match prefix of `path`; failing that, the
+ * same among the routes for any host. NULL if none matches.
+ */
+struct sl_route *sl_route_match(const struct sl_route_table *t, const char *host,
+                                const char *path);
 
-/* The route for a request target ("/path?query"): matched on its path alone. */
-struct sl_route *sl_route_match_target(const struct sl_route_table *t, const char *target);
+/* The same for a request target ("/path?query"): matched on its path, not its query. */
+struct sl_route *sl_route_match_target(const struct sl_route_table *t, const char *host,
+                                       const char *target);
 
 /* The route named `name`, or NULL. */
 struct sl_route *sl_route_find(const struct sl_route_table *t, const char *name);
@@ -90,17 +97,17 @@ void sl_route_flight_end(struct sl_route *r);
 void sl_route_flight_move(struct sl_route *from, struct sl_route *to);
 
 /*
- * Hold every request of the route until now + pause_us; a later pause wins,
- * a shorter one changes nothing. Returns true if the pause was extended
- * (counted in stats.pauses and logged).
+ * Hold every request of the route until now + pause_us, because of `why`; a
+ * later pause wins (with its reason), a shorter one changes nothing. Returns
+ * true if the pause was extended (counted in stats.pauses and logged).
  */
-bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us);
+bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us, enum sl_pause_reason why);
 
 /*
  * `to` replaces `from` (same name, new config): it takes over the limiter's
  * history (so a reload never lets a burst through), the counters and the
  * pause. Parked and in-flight requests are their owner's to move.
  */
-void sl_route_carry_over(struct sl_route *to, const struct sl_route *from);
+void sl_route_carry_over(struct sl_route *to, const struct sl_route *from, int64_t now);
 
 #endif

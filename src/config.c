@@ -17,12 +17,16 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "sluice.h"
 
@@ -62,6 +66,8 @@ enum opt_type {
     OPT_MATCH,
     OPT_UPSTREAM,
     OPT_FAIR_KEY,
+    OPT_HOST,     /* a Host value to route on: name[:port], stored lowercase */
+    OPT_FILE,     /* a readable file, or empty; relative to the config's directory */
     OPT_REDIS_URL,
 };
 
@@ -101,6 +107,7 @@ static const struct option options[] = {
     {SEC_SERVER, "client_timeout", OPT_DURATION, CFG(client_timeout_us), 0, USEC_MS, MAX_DURATION, "60s", NULL, true},
     {SEC_SERVER, "client_header_timeout", OPT_DURATION, CFG(client_header_timeout_us), 0, USEC_MS, MAX_DURATION, "10s", NULL, true},
     {SEC_SERVER, "client_body_timeout", OPT_DURATION, CFG(client_body_timeout_us), 0, USEC_MS, MAX_DURATION, "60s", NULL, true},
+    {SEC_SERVER, "max_batch_items", OPT_UINT, CFG(max_batch_items), 0, 1, 100000, "1000", NULL, true},
     {SEC_SERVER, "max_header_size", OPT_SIZE, CFG(max_header_size), 0, 1024, NO_MAX, "16k", NULL, true},
     {SEC_SERVER, "max_body_size", OPT_SIZE, CFG(max_body_size), 0, 0, NO_MAX, "8m", NULL, true},
     {SEC_SERVER, "drain_timeout", OPT_DURATION, CFG(drain_timeout_us), 0, 0, MAX_DURATION, "30s", NULL, true},
@@ -121,17 +128,27 @@ static const struct option options[] = {
     {SEC_REDIS, "claim_after", OPT_DURATION, CFG(redis_claim_after_us), 0, USEC_S, MAX_DURATION, "30s", NULL, true},
 
     {SEC_ROUTE, "match", OPT_MATCH, RT(match), 0, 0, 0, NULL, NULL, true},
+    {SEC_ROUTE, "host", OPT_HOST, RT(host), 0, 0, 0, "", NULL, true},
+    {SEC_ROUTE, "strip_prefix", OPT_BOOL, RT(strip_prefix), 0, 0, 0, "off", NULL, true},
     {SEC_ROUTE, "upstream", OPT_UPSTREAM, RT(upstream), 0, 0, 0, NULL, NULL, true},
     {SEC_ROUTE, "rate", OPT_LIMIT, RT(rate), 0, 0, 0, NULL, NULL, true},
     {SEC_ROUTE, "burst", OPT_UINT, RT(burst), 0, 1, 1000000, "1", NULL, true},
+    {SEC_ROUTE, "cost", OPT_UINT, RT(cost), 0, 1, 1000000, "1", NULL, true},
+    {SEC_ROUTE, "max_cost", OPT_UINT, RT(max_cost), 0, 1, 1000000, "1", NULL, true},
     {SEC_ROUTE, "quota", OPT_LIMITS, RT(quotas), RT_N(n_quotas), 0, 0, "", NULL, true},
     {SEC_ROUTE, "max_in_flight", OPT_UINT, RT(max_in_flight), 0, 1, 100000, "32", NULL, true},
     {SEC_ROUTE, "timeout", OPT_DURATION, RT(timeout_us), 0, USEC_MS, MAX_DURATION, "30s", NULL, true},
     {SEC_ROUTE, "retries", OPT_UINT, RT(retries), 0, 0, 100, "2", NULL, true},
     {SEC_ROUTE, "honor_retry_after", OPT_BOOL, RT(honor_retry_after), 0, 0, 0, "on", NULL, true},
     {SEC_ROUTE, "preserve_host", OPT_BOOL, RT(preserve_host), 0, 0, 0, "off", NULL, true},
+    {SEC_ROUTE, "window_guard", OPT_DURATION, RT(window_guard_us), 0, 0, 60 * USEC_S, "3ms", NULL, true},
+    {SEC_ROUTE, "jitter_proof", OPT_BOOL, RT(jitter_proof), 0, 0, 0, "off", NULL, true},
     {SEC_ROUTE, "fair_key", OPT_FAIR_KEY, RT(fair_key), 0, 0, 0, "", NULL, true},
     {SEC_ROUTE, "max_response_size", OPT_SIZE, RT(max_response_size), 0, 0, NO_MAX, "64m", NULL, true},
+    {SEC_ROUTE, "ca_file", OPT_FILE, RT(tls.ca_file), 0, 0, 0, "", NULL, true},
+    {SEC_ROUTE, "client_cert", OPT_FILE, RT(tls.client_cert), 0, 0, 0, "", NULL, true},
+    {SEC_ROUTE, "client_key", OPT_FILE, RT(tls.client_key), 0, 0, 0, "", NULL, true},
+    {SEC_ROUTE, "tls_verify", OPT_BOOL, RT(tls.verify), 0, 0, 0, "on", NULL, true},
 };
 
 #define N_OPTIONS SL_ARRAY_LEN(options)
@@ -165,6 +182,7 @@ struct parser {
 
 static void report(struct parser *p, int line, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+static const struct option *find_option(enum section_kind sec, const char *key);
 
 /* One error line; `line` 0 means the file as a whole, `key` NULL none. */
 static void report(struct parser *p, int line, const char *key, const char *fmt, ...)
@@ -696,14 +714,7 @@ static int set_match(struct parser *p, const struct option *o, void *field, cons
                o->size - 1, v);
         return -1;
     }
-    /* The route being parsed is the last one; compare with the earlier ones. */
-    for (size_t i = 0; i + 1 < cfg->n_routes; i++) {
-        if (strcmp(cfg->routes[i].match, v) == 0) {
-            report(p, p->lineno, o->key, "\"%s\" is already the match of route %s", v,
-                   cfg->routes[i].name);
-            return -1;
-        }
-    }
+    (void)cfg; /* unique per host: checked when the section closes */
     memcpy(field, v, strlen(v) + 1);
     return 0;
 }
@@ -959,6 +970,69 @@ static int set_redis_url(struct parser *p, const struct option *o, void *field, 
     return 0;
 }
 
+/* "api.example.com", "localhost:8080", "[::1]:8080", or nothing. */
+static int set_host(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    size_t n = strlen(v);
+    const char *colon = strrchr(v, ':');
+    bool ok = n < o->size;
+
+    for (size_t i = 0; ok && i < n; i++)
+        ok = isalnum((unsigned char)v[i]) || strchr(".-:[]", v[i]) != NULL;
+    /* A port, if any, is digits only (a bracketed IPv6 has colons inside). */
+    if (ok && colon != NULL && strchr(v, ']') < colon)
+        ok = colon[1] != '\0' && strspn(colon + 1, "0123456789") == strlen(colon + 1);
+    if (!ok) {
+        report(p, p->lineno, o->key, "expected a host name, optionally with :port, got \"%s\"",
+               v);
+        /* Not "" either: the route is not a duplicate of a host-less one. */
+        snprintf(field, o->size, "%s", v);
+        return -1;
+    }
+    for (size_t i = 0; i <= n; i++)
+        ((char *)field)[i] = (char)tolower((unsigned char)v[i]);
+    return 0;
+}
+
+/*
+ * A file read later (a CA bundle, a certificate, a key): it must be a
+ * readable regular file now, so that a typo fails the load and not the
+ * first request. A relative path is taken from the config file's directory.
+ */
+static int set_file(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    const char *slash = strrchr(p->path, '/');
+    int dir_len = v[0] != '/' && slash != NULL ? (int)(slash - p->path) + 1 : 0;
+    char path[SL_CONFIG_FILE_LEN];
+    const char *why = NULL;
+    struct stat st;
+    int n, fd;
+
+    if (*v == '\0') {
+        *(char *)field = '\0';
+        return 0;
+    }
+    n = snprintf(path, sizeof(path), "%.*s%s", dir_len, p->path, v);
+    if (n < 0 || (size_t)n >= o->size) {
+        report(p, p->lineno, o->key, "path too long (max %zu characters)", o->size - 1);
+        return -1;
+    }
+    /* O_NONBLOCK: opening a FIFO must not hang the load. */
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0)
+        why = strerror(errno);
+    else if (!S_ISREG(st.st_mode))
+        why = "not a regular file";
+    if (fd >= 0)
+        close(fd);
+    if (why != NULL) {
+        report(p, p->lineno, o->key, "cannot read \"%s\": %s", path, why);
+        return -1;
+    }
+    memcpy(field, path, (size_t)n + 1);
+    return 0;
+}
+
 /* Parse `v` into the option's field of `base` (a config or a route). */
 static int set_option(struct parser *p, const struct option *o, void *base, const char *v)
 {
@@ -978,6 +1052,8 @@ static int set_option(struct parser *p, const struct option *o, void *base, cons
     case OPT_MATCH: return set_match(p, o, field, v);
     case OPT_UPSTREAM: return set_upstream(p, o, field, v);
     case OPT_FAIR_KEY: return set_fair_key(p, o, field, v);
+    case OPT_HOST: return set_host(p, o, field, v);
+    case OPT_FILE: return set_file(p, o, field, v);
     case OPT_REDIS_URL: return set_redis_url(p, o, field, v);
     }
     return -1;
@@ -999,16 +1075,88 @@ static void apply_defaults(struct parser *p, enum section_kind sec, void *base)
     }
 }
 
+static const struct option *find_option(enum section_kind sec, const char *key);
+
+/* Line of a key of the current section, 0 if not set. */
+static int line_of(const struct parser *p, const char *key)
+{
+    const struct option *o = find_option(p->sec, key);
+
+    return o != NULL ? p->key_line[o - options] : 0;
+}
+
+/* Mutual TLS takes a certificate and its key: one alone is an error. */
+static void check_client_cert(struct parser *p)
+{
+    const struct sl_tls_config *tls = &current_route(p)->tls;
+    bool cert = tls->client_cert[0] != '\0', key = tls->client_key[0] != '\0';
+
+    if (cert && !key)
+        report(p, line_of(p, "client_cert"), "client_cert", "client_key is required with it");
+    else if (key && !cert)
+        report(p, line_of(p, "client_key"), "client_key", "client_cert is required with it");
+}
+
 /* Close the current section: report the required keys it lacks. */
+/* Whole dispatches one window of `l` holds (a fractional N over a longer window holds 1). */
+static double limit_units(const struct sl_limit *l)
+{
+    return l->n >= 1.0 ? floor(l->n + 1e-9) : 1.0;
+}
+
+/*
+ * cost and max_cost: max_cost is at least cost unless set lower (an error),
+ * and no request may cost more than a window of every limit holds (it
+ * could never go).
+ */
+static void check_cost(struct parser *p, struct sl_route_config *r)
+{
+    int cost_line = p->key_line[find_option(SEC_ROUTE, "cost") - options];
+    int max_line = p->key_line[find_option(SEC_ROUTE, "max_cost") - options];
+
+    if (r->max_cost < r->cost && max_line != 0)
+        report(p, max_line, "max_cost", "%u is less than cost (%u)", r->max_cost, r->cost);
+    if (r->max_cost < r->cost)
+        r->max_cost = r->cost;
+    for (size_t i = 0; i <= r->n_quotas; i++) {
+        const struct sl_limit *l = i == 0 ? &r->rate : &r->quotas[i - 1];
+
+        if (l->n > 0 && (double)r->max_cost > limit_units(l)) {
+            report(p, max_line != 0 ? max_line : cost_line != 0 ? cost_line : p->sec_line,
+                   max_line != 0 ? "max_cost" : "cost",
+                   "%u units would never fit the %s of %g per window", r->max_cost,
+                   i == 0 ? "rate" : "quota", l->n);
+            return;
+        }
+    }
+}
+
 static void end_section(struct parser *p)
 {
+    struct sl_route_config *r;
+
     if (p->sec != SEC_ROUTE)
         return;
+    r = current_route(p);
+    check_cost(p, r);
+    /* The route being closed is the last one; compare with the earlier ones. */
+    for (size_t i = 0; i + 1 < p->cfg->n_routes; i++) {
+        const struct sl_route_config *o = &p->cfg->routes[i];
+
+        if (r->match[0] != '\0' && strcmp(o->match, r->match) == 0 &&
+            strcmp(o->host, r->host) == 0) {
+            report(p, p->key_line[find_option(SEC_ROUTE, "match") - options], "match",
+                   "\"%s\" is already the match of route %s%s%s", r->match, o->name,
+                   r->host[0] != '\0' ? " for host " : "", r->host);
+            break;
+        }
+    }
     for (size_t i = 0; i < N_OPTIONS; i++) {
         if (options[i].section == SEC_ROUTE && options[i].def == NULL && p->key_line[i] == 0)
             report(p, p->sec_line, NULL, "route %s: %s: required", current_route(p)->name,
                    options[i].key);
     }
+    check_client_cert(p);
 }
 
 static bool valid_route_name(const char *name)

@@ -40,17 +40,22 @@ static void disarm(struct sl_route *r)
     }
 }
 
-bool sl_dispatcher_ready(const struct sl_route *r, int64_t now)
+bool sl_dispatcher_ready(const struct sl_route *r, int64_t now, uint32_t units)
 {
-    return !r->sched.frozen && r->sched.timer != NULL && r->in_flight < r->cfg.max_in_flight && r->paused_until_us <= now &&
-           sl_limiter_next(&r->limiter, now) <= now;
+    return !r->sched.frozen && r->sched.timer != NULL && r->in_flight < r->cfg.max_in_flight &&
+           r->paused_until_us <= now && sl_limiter_next_units(&r->limiter, now, units) <= now;
+}
+
+static uint32_t units_of(const struct sl_queue_item *it)
+{
+    return it->units > 0 ? it->units : 1;
 }
 
 /*
  * The head may go now? Otherwise arm for when it may (or disarm when only a
  * completion can free it) and return false.
  */
-static bool head_may_go(struct sl_route *r, int64_t now)
+static bool head_may_go(struct sl_route *r, int64_t now, uint32_t units)
 {
     int64_t next;
 
@@ -62,7 +67,11 @@ static bool head_may_go(struct sl_route *r, int64_t now)
         arm(r, r->paused_until_us, now);
         return false;
     }
-    next = sl_limiter_next(&r->limiter, now);
+    next = sl_limiter_next_units(&r->limiter, now, units);
+    if (next >= SL_LIMITER_UNANSWERED) {
+        disarm(r); /* waiting for an answer to date a dispatch: its completion kicks us */
+        return false;
+    }
     if (next > now) {
         arm(r, next, now);
         return false;
@@ -95,12 +104,13 @@ static bool dispatch_pass(struct sl_route *r)
             s->ops->expire(r, it, s->ops_arg);
             continue;
         }
-        if (!head_may_go(r, now))
+        if (!head_may_go(r, now, units_of(it)))
             return false;
         (void)sl_queue_pop(&r->queue);
         /* head_may_go saw next <= now, so the take cannot fail. */
-        (void)sl_limiter_take(&r->limiter, now);
-        r->stats.dispatched++;
+        (void)sl_limiter_take_units(&r->limiter, now, units_of(it));
+        sl_route_stats_dispatch(&r->stats, now);
+        r->stats.units += units_of(it);
         sl_route_flight_begin(r);
         s->ops->dispatch(r, it, now, s->ops_arg);
     }

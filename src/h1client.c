@@ -95,7 +95,6 @@ struct sl_h1call {
     bool is_head;                       /* HEAD: the answer has no body */
     bool opening;                       /* inside call_connect(): failures are deferred */
     bool deferred;                      /* resp holds a failure for the timer to report */
-    bool retried;                       /* the keep-alive race retry was used */
     bool got_bytes;                     /* any byte of an answer on this connection */
     bool headers_done;                  /* the final answer's header block was parsed */
     bool until_close;                   /* ...and its body ends when the connection does */
@@ -656,7 +655,9 @@ static int read_head(struct sl_h1call *call, struct evbuffer *in)
     if (rc == SL_HTTP1_PARTIAL)
         return 1;
     if (rc == SL_HTTP1_TOO_LARGE)
-        return refuse(call, "response headers exceed 64 KiB");
+        return refuse(call, h.error != NULL && strstr(h.error, "fields") != NULL
+                                ? "response has too many header fields (over 256)"
+                                : "response headers exceed 64 KiB");
     if (rc != SL_HTTP1_DONE)
         return refuse(call, h.error);
     if (h.status == 101)
@@ -817,24 +818,6 @@ static void connect_failed(struct sl_h1call *call, struct h1_conn *conn, int err
              err != 0 ? evutil_socket_error_to_string(err) : "connection failed");
 }
 
-static int call_connect(struct sl_h1call *call);
-
-/*
- * The keep-alive race: the upstream closed an idle connection just as we
- * sent on it, and nothing was answered. Send once more on a fresh connection;
- * sluice never sees it (it is not an attempt).
- */
-static void call_retry(struct sl_h1call *call)
-{
-    conn_free(call->conn);
-    call->conn = NULL;
-    call->retried = true;
-    if (call_connect(call) != SL_OK)
-        fail(call, SL_UPSTREAM_CONNECT, "out of memory opening a connection");
-    else if (call->deferred && arm_now(call) != SL_OK)
-        call_end(call);
-}
-
 static void conn_on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct h1_conn *conn = arg;
@@ -856,15 +839,19 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
     }
     if ((what & BEV_EVENT_EOF) && finish_at_eof(conn))
         return;
-    if (!call->got_bytes && conn->reused && !call->retried) {
-        call_retry(call);
-        return;
-    }
-    if (what & BEV_EVENT_ERROR)
+    /*
+     * Sent and not a byte back: the upstream may have taken the request
+     * (or closed an idle keep-alive connection just as it went). Sending it
+     * again here would be a dispatch nobody counted: the caller decides,
+     * with a token, and only where a retry is allowed.
+     */
+    if (!call->got_bytes)
+        fail(call, SL_UPSTREAM_CLOSED,
+             "the upstream closed the connection before answering%s",
+             conn->reused ? " (a reused keep-alive connection)" : "");
+    else if (what & BEV_EVENT_ERROR)
         fail(call, SL_UPSTREAM_PROTOCOL, "Connection error: %s",
              err != 0 ? evutil_socket_error_to_string(err) : "reset");
-    else if (!call->got_bytes)
-        fail(call, SL_UPSTREAM_PROTOCOL, "Empty reply from server");
     else
         fail(call, SL_UPSTREAM_PROTOCOL, "Connection closed before the response was complete");
 }

@@ -71,6 +71,7 @@ TAILQ_HEAD(sl_job_list, sl_job);
 
 /* A client waiting for Redis: an intake's EXEC, or a GET. */
 struct waiter {
+    struct sl_sink_owner owner;         /* the client's sink is adopted by it */
     TAILQ_ENTRY(waiter) link;
     struct sl_jobs *jobs;
     struct sl_sink *client;             /* NULL once the client has gone */
@@ -263,7 +264,7 @@ static struct sl_job *job_of_sink(struct sl_sink *s)
 static void durable_finish(struct sl_job *job, bool failed, bool not_run);
 static void durable_running(struct sl_job *job);
 
-static void job_on_adopt(struct sl_sink *s, void *owner)
+static void job_on_adopt(struct sl_sink *s, struct sl_sink_owner *owner)
 {
     struct sl_job *job = job_of_sink(s);
 
@@ -410,6 +411,8 @@ static void job_on_respond(struct sl_sink *s, int status, sl_sink_fields_fn fiel
 static const struct sl_sink_ops job_sink_ops = {
     .adopt = job_on_adopt,
     .respond = job_on_respond,
+    /* An answer over max_response_size is answered 502 response_too_large by the request. */
+    .stores = true,
     .dispatched = job_on_dispatched,
 };
 
@@ -514,7 +517,8 @@ static void find_route(const struct sl_jobs *j, const struct sl_http_msg *msg, c
     if (copy == NULL)
         return;
     if (sl_path_normalize(msg->target, len, copy, len + 1, NULL) == SL_OK)
-        r = sl_route_match_target(j->requests->routes, copy);
+        r = sl_route_match_target(j->requests->routes,
+                                  evhttp_find_header(&msg->headers, "Host"), copy);
     if (r != NULL)
         snprintf(out, size, "%s", r->cfg.name);
     free(copy);
@@ -1310,18 +1314,27 @@ static int sync_routes(struct sl_jobs *j, const struct sl_config *cfg)
 
 /* --- durable jobs: intake and GET ------------------------------------------ */
 
+/* The client left while Redis was answering: nobody to tell. */
+static void waiter_on_gone(struct sl_sink_owner *owner)
+{
+    struct waiter *w = (struct waiter *)(void *)owner;
+
+    w->client = NULL;
+}
+
 static struct waiter *waiter_new(struct sl_jobs *j, struct sl_sink *sink, const char *client)
 {
     struct waiter *w = sl_zalloc(sizeof(*w));
 
     if (w == NULL)
         return NULL;
+    w->owner.gone = waiter_on_gone;
     w->jobs = j;
     w->client = sink;
     snprintf(w->addr, sizeof(w->addr), "%s", client != NULL ? client : "-");
     TAILQ_INSERT_TAIL(&j->waiters, w, link);
-    /* The frontend tells us if the client leaves meanwhile (sl_jobs_sink_gone). */
-    sink->ops->adopt(sink, w);
+    /* The frontend tells us if the client leaves meanwhile (waiter_on_gone). */
+    sink->ops->adopt(sink, &w->owner);
     return w;
 }
 
@@ -1595,19 +1608,6 @@ void sl_jobs_configure(struct sl_jobs *j, const struct sl_config *cfg)
         (void)sync_routes(j, cfg);
         reader_next(j);
     }
-}
-
-bool sl_jobs_sink_gone(struct sl_jobs *j, void *owner)
-{
-    struct waiter *w;
-
-    TAILQ_FOREACH(w, &j->waiters, link) {
-        if (w == owner) {
-            w->client = NULL;
-            return true;
-        }
-    }
-    return false;
 }
 
 void sl_jobs_drain(struct sl_jobs *j)

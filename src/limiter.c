@@ -20,6 +20,7 @@
 /* Lateness absorbed by the schedule is min(T / 4, 5 ms). */
 #define CATCHUP_MAX_US INT64_C(5000)
 #define GUARD_MAX_US INT64_C(3000)
+#define UNANSWERED SL_LIMITER_UNANSWERED
 
 static int is_whole(double x)
 {
@@ -144,6 +145,36 @@ static void log_shift(struct sl_limiter_log *lg, int64_t taken, int64_t sent)
     lg->ring[log_index(lg, i)] = sent;
 }
 
+void sl_limiter_set_dating(struct sl_limiter *l, int64_t guard_us, int by_answer)
+{
+    for (size_t i = 0; guard_us >= 0 && i < l->n_logs; i++)
+        l->logs[i].guard_us = guard_us;
+    l->by_answer = by_answer != 0;
+}
+
+/* Date the oldest unanswered entry (they are the newest, at the end). */
+static void log_answer(struct sl_limiter_log *lg, int64_t now)
+{
+    uint32_t i = lg->count;
+
+    while (i > 0 && log_at(lg, i - 1) == UNANSWERED)
+        i--;
+    if (i < lg->count)
+        lg->ring[log_index(lg, i)] = now;
+}
+
+void sl_limiter_answered_units(struct sl_limiter *l, int64_t now, uint32_t units)
+{
+    for (uint32_t u = 0; u < units; u++)
+        for (size_t i = 0; i < l->n_logs; i++)
+            log_answer(&l->logs[i], now);
+}
+
+void sl_limiter_answered(struct sl_limiter *l, int64_t now)
+{
+    sl_limiter_answered_units(l, now, 1);
+}
+
 void sl_limiter_sent(struct sl_limiter *l, int64_t taken, int64_t sent)
 {
     if (sent <= taken)
@@ -152,7 +183,34 @@ void sl_limiter_sent(struct sl_limiter *l, int64_t taken, int64_t sent)
         log_shift(&l->logs[i], taken, sent);
 }
 
+/* The newest instant of a log that is dated; INT64_MIN if none. */
+static int64_t last_dated(const struct sl_limiter_log *lg)
+{
+    for (uint32_t i = lg->count; i > 0; i--) {
+        int64_t at = log_at(lg, i - 1);
+
+        if (at != UNANSWERED)
+            return at;
+    }
+    return INT64_MIN;
+}
+
 int64_t sl_limiter_next(const struct sl_limiter *l, int64_t now)
+{
+    return sl_limiter_next_units(l, now, 1);
+}
+
+uint32_t sl_limiter_max_units(const struct sl_limiter *l)
+{
+    uint32_t m = UINT32_MAX;
+
+    for (size_t i = 0; i < l->n_logs; i++)
+        if (l->logs[i].n < m)
+            m = l->logs[i].n;
+    return m;
+}
+
+int64_t sl_limiter_next_units(const struct sl_limiter *l, int64_t now, uint32_t units)
 {
     int64_t next = now;
 
@@ -162,15 +220,19 @@ int64_t sl_limiter_next(const struct sl_limiter *l, int64_t now)
         const struct sl_limiter_log *lg = &l->logs[i];
         int64_t at;
 
+        if (units > lg->n)
+            return SL_LIMITER_UNANSWERED; /* never: more than a window holds */
         if (lg->count == 0)
             continue;
-        /* Time never runs backwards for a log: its instants stay sorted. */
-        at = log_at(lg, lg->count - 1);
+        /* Time never runs backwards for a log: its instants stay sorted.
+         * (An unanswered entry is no instant yet: the dating floor skips it.) */
+        at = last_dated(lg);
         if (at > next)
             next = at;
-        if (lg->count < lg->n)
+        /* Room for `units` more once the (n - units + 1)-th newest is old enough. */
+        if (lg->count + units <= lg->n)
             continue;
-        at = log_at(lg, 0) + lg->window_us + lg->guard_us;
+        at = log_at(lg, lg->count + units - lg->n - 1) + lg->window_us + lg->guard_us;
         if (at > next)
             next = at;
     }
@@ -179,20 +241,26 @@ int64_t sl_limiter_next(const struct sl_limiter *l, int64_t now)
 
 int sl_limiter_take(struct sl_limiter *l, int64_t now)
 {
+    return sl_limiter_take_units(l, now, 1);
+}
+
+int sl_limiter_take_units(struct sl_limiter *l, int64_t now, uint32_t units)
+{
     int64_t catchup = l->interval_us / 4;
     int64_t base = now;
 
-    if (now < sl_limiter_next(l, now))
+    if (units == 0 || now < sl_limiter_next_units(l, now, units))
         return SL_EAGAIN;
     if (catchup > CATCHUP_MAX_US)
         catchup = CATCHUP_MAX_US;
     /* Early (burst) or a little late: keep the schedule's phase. */
     if (l->started && now <= l->tat_us + catchup)
         base = l->tat_us;
-    l->tat_us = base + l->interval_us;
+    l->tat_us = base + (int64_t)units * l->interval_us;
     l->started = 1;
-    for (size_t i = 0; i < l->n_logs; i++)
-        log_append(&l->logs[i], now);
+    for (uint32_t u = 0; u < units; u++)
+        for (size_t i = 0; i < l->n_logs; i++)
+            log_append(&l->logs[i], l->by_answer ? UNANSWERED : now);
     return SL_OK;
 }
 
@@ -208,7 +276,7 @@ static const struct sl_limiter_log *longest_history(const struct sl_limiter *old
     return best;
 }
 
-void sl_limiter_inherit(struct sl_limiter *l, const struct sl_limiter *old)
+void sl_limiter_inherit(struct sl_limiter *l, const struct sl_limiter *old, int64_t now)
 {
     const struct sl_limiter_log *src = longest_history(old);
 
@@ -222,7 +290,10 @@ void sl_limiter_inherit(struct sl_limiter *l, const struct sl_limiter *old)
 
         lg->head = 0;
         lg->count = m;
-        for (uint32_t j = 0; j < m; j++)
-            lg->ring[j] = log_at(src, src->count - m + j);
+        for (uint32_t j = 0; j < m; j++) {
+            int64_t at = log_at(src, src->count - m + j);
+
+            lg->ring[j] = at == UNANSWERED && !l->by_answer ? now : at;
+        }
     }
 }

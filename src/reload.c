@@ -10,9 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "config.h"
 #include "dispatcher.h"
 #include "log.h"
+#include "metrics.h"
 #include "request.h"
 #include "route.h"
 #include "sluice.h"
@@ -55,6 +57,14 @@ struct sl_config *sl_reload_load(const struct sl_config *old)
     return cfg;
 }
 
+/* Free a removed route; its totals stay in the unrouted block. */
+static void free_removed(struct sl_retired *retired, struct sl_route *old)
+{
+    if (retired->keep != NULL)
+        sl_route_stats_add(retired->keep, &old->stats);
+    sl_route_free(old);
+}
+
 /* Keep a route removed by a reload until its calls under way have ended. */
 static void retire(struct sl_retired *retired, struct sl_route *old)
 {
@@ -63,7 +73,7 @@ static void retire(struct sl_retired *retired, struct sl_route *old)
     sl_dispatcher_detach(old);
     old->retired = true;
     if (old->in_flight == 0) {
-        sl_route_free(old);
+        free_removed(retired, old);
         return;
     }
     /* Calls under way still point here; the array grows by one, rarely. */
@@ -82,7 +92,7 @@ void sl_reload_reap(struct sl_retired *retired, bool force)
 
     for (size_t i = 0; i < retired->n; i++) {
         if (force || retired->v[i]->in_flight == 0)
-            sl_route_free(retired->v[i]);
+            free_removed(retired, retired->v[i]);
         else
             retired->v[kept++] = retired->v[i];
     }
@@ -105,7 +115,7 @@ void sl_reload_swap(struct sl_route_table *cur, struct sl_route_table *next,
         struct sl_route *route = sl_route_find(next, old.routes[i]->cfg.name);
 
         if (route != NULL) {
-            sl_route_carry_over(route, old.routes[i]);
+            sl_route_carry_over(route, old.routes[i], sl_clock_now());
             sl_requests_move_route(q, old.routes[i], route, next);
         }
     }

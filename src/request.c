@@ -43,6 +43,7 @@ struct sl_request {
     struct sl_requests *q;
     struct sl_route *route;
     struct sl_sink *sink;               /* NULL once it has gone */
+    struct sl_sink_owner owner;         /* what the sink's source reports its going to */
     struct sl_http_msg *msg;            /* owned */
     struct event *deadline;             /* queue timeout while PARKED; in this allocation */
     struct sl_upstream_call *call;      /* while IN_FLIGHT, owned */
@@ -52,6 +53,7 @@ struct sl_request {
     int64_t sent_us;                    /* when that dispatch reached the socket */
     int64_t upstream_us;                /* time spent in upstream calls */
     unsigned attempts;
+    bool unanswered;                    /* dispatched, its answer not yet dated (limiter.h) */
     char client[46];                    /* where it came from, kept for logs and XFF */
     /* The last upstream answer of a request parked again for a retry (429,
      * 503...): what the client gets if its deadline passes first. Owned. */
@@ -63,6 +65,12 @@ struct sl_request {
 static struct sl_request *request_of_item(struct sl_queue_item *it)
 {
     return (struct sl_request *)(void *)((char *)it - offsetof(struct sl_request, item));
+}
+
+static void request_on_sink_gone(struct sl_sink_owner *o)
+{
+    sl_request_sink_gone((struct sl_request *)(void *)((char *)o -
+                                                       offsetof(struct sl_request, owner)));
 }
 
 static void hook(const struct sl_requests *q, void (*fn)(void *))
@@ -205,6 +213,12 @@ void sl_request_refuse(struct sl_requests *q, struct sl_sink *sink, const char *
     refuse(q, sink, client, &q->unrouted, o, detail, close);
 }
 
+void sl_request_respond_error(struct sl_sink *sink, enum sl_outcome o, const char *detail,
+                              bool close)
+{
+    respond_error(sink, NULL, NULL, o, detail, close);
+}
+
 /* --- the single exit ---------------------------------------------------- */
 
 /* The answer's fields are translated while the head is written (no copy). */
@@ -251,6 +265,19 @@ static void request_free(struct sl_request *r)
     free(r);
 }
 
+/*
+ * The dispatch's answer came, or it ended without one: a jitter-proof
+ * limiter dates it now (a no-op otherwise). Exactly once per dispatch.
+ */
+static void date_answer(struct sl_request *r)
+{
+    if (r->unanswered) {
+        r->unanswered = false;
+        sl_limiter_answered_units(&r->route->limiter, sl_clock_now(),
+                                  r->item.units > 0 ? r->item.units : 1);
+    }
+}
+
 /* Leave the queue or the in-flight set; returns 1 if a dispatch slot was freed. */
 static int request_detach(struct sl_request *r)
 {
@@ -261,10 +288,21 @@ static int request_detach(struct sl_request *r)
         if (r->call != NULL)
             sl_upstream_cancel(r->call);
         r->call = NULL;
+        date_answer(r);
         sl_route_flight_end(r->route);
         return 1;
     }
     return 0;
+}
+
+/* Is the answer for a sink that keeps it whole (sink.h) over the route's cap? */
+static bool too_large_to_store(const struct sl_request *r,
+                               const struct sl_upstream_response *resp)
+{
+    const struct evbuffer *body = resp != NULL ? resp->body : r->last_body;
+
+    return r->sink != NULL && r->sink->ops->stores && body != NULL &&
+           evbuffer_get_length(body) > r->route->cfg.max_response_size;
 }
 
 /*
@@ -278,10 +316,16 @@ static void request_finish(struct sl_request *r, enum sl_outcome o,
     struct sl_route *route = r->route;
     int64_t end = r->dispatched_us != 0 ? r->dispatched_us : sl_clock_now();
     double wait = (double)(end - r->arrived_us) / 1e6;
-    int status = o != SL_OUTCOME_RELAYED ? sl_outcome_status(o)
-                 : resp != NULL         ? resp->status
-                                        : r->last_status;
+    int status;
     int freed_slot = request_detach(r);
+
+    if (o == SL_OUTCOME_RELAYED && too_large_to_store(r, resp)) {
+        o = SL_OUTCOME_RESPONSE_TOO_LARGE;
+        detail = "the upstream response is larger than max_response_size";
+    }
+    status = o != SL_OUTCOME_RELAYED ? sl_outcome_status(o)
+             : resp != NULL         ? resp->status
+                                    : r->last_status;
 
     r->state = SL_REQ_NEW;
     sl_route_stats_finish(&route->stats, o, r->item.lane, wait);
@@ -328,18 +372,42 @@ static void request_on_deadline(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Lane and deadline from the request's own headers; detail set on error. */
-static int read_controls(const struct sl_requests *q, const struct sl_http_msg *msg,
-                         enum sl_lane *lane, int64_t *deadline_us, const char **detail)
+/* What a request asks of sluice in its own headers (SPEC section 4). */
+struct controls {
+    enum sl_lane lane;
+    int64_t timeout_us;                 /* its queue timeout; 0 = none */
+    uint32_t units;                     /* what its dispatch costs */
+};
+
+/* X-Sluice-Cost: whole units, 1 to the route's max_cost; else the route's cost. */
+static int read_cost(const struct sl_route *route, const char *v, uint32_t *units)
+{
+    char *end;
+    unsigned long n;
+
+    *units = route->cfg.cost;
+    if (v == NULL)
+        return SL_OK;
+    n = strtoul(v, &end, 10);
+    if (end == v || *end != '\0' || v[0] == '-' || v[0] == '+' || n < 1 ||
+        n > route->cfg.max_cost)
+        return SL_ERR;
+    *units = (uint32_t)n;
+    return SL_OK;
+}
+
+static int read_controls(const struct sl_requests *q, const struct sl_route *route,
+                         const struct sl_http_msg *msg, struct controls *c, const char **detail)
 {
     const char *v = evhttp_find_header(&msg->headers, "X-Sluice-Priority");
     int64_t limit = q->cfg->queue_timeout_us;
 
-    *lane = SL_LANE_NORMAL;
-    if (v != NULL && sl_lane_parse(v, lane) != 0) {
+    c->lane = SL_LANE_NORMAL;
+    if (v != NULL && sl_lane_parse(v, &c->lane) != 0) {
         *detail = "X-Sluice-Priority must be high, normal or low";
         return SL_ERR;
     }
-    *deadline_us = limit;
+    c->timeout_us = limit;
     v = evhttp_find_header(&msg->headers, "X-Sluice-Deadline");
     if (v != NULL) {
         int64_t d;
@@ -348,7 +416,12 @@ static int read_controls(const struct sl_requests *q, const struct sl_http_msg *
             *detail = "X-Sluice-Deadline must be a positive duration such as 5s or 250ms";
             return SL_ERR;
         }
-        *deadline_us = limit == 0 || d < limit ? d : limit;
+        c->timeout_us = limit == 0 || d < limit ? d : limit;
+    }
+    if (read_cost(route, evhttp_find_header(&msg->headers, "X-Sluice-Cost"), &c->units) !=
+        SL_OK) {
+        *detail = "X-Sluice-Cost must be a whole number from 1 to the route's max_cost";
+        return SL_ERR;
     }
     return SL_OK;
 }
@@ -374,11 +447,18 @@ static struct sl_request *request_new(struct sl_requests *q, struct sl_sink *sin
     r->q = q;
     r->route = route;
     r->sink = sink;
+    r->owner.gone = request_on_sink_gone;
     r->msg = msg;
     r->arrived_us = sl_clock_now();
     TAILQ_INSERT_TAIL(&q->live, r, link);
     q->n_live++;
     return r;
+}
+
+/* The Host the client asked for (routes may match on it), or NULL. */
+static const char *request_host(const struct sl_http_msg *msg)
+{
+    return evhttp_find_header(&msg->headers, "Host");
 }
 
 /*
@@ -406,7 +486,7 @@ static struct sl_route *route_target(struct sl_requests *q, struct sl_http_msg *
         *detail = "no such endpoint under the reserved prefix /_sluice/";
         return NULL;
     }
-    route = sl_route_match_target(q->routes, target);
+    route = sl_route_match_target(q->routes, request_host(msg), target);
     if (route == NULL) {
         *detail = "no route matches the path";
     } else if (strlen(route->cfg.upstream) + strlen(target) >= URL_MAX) {
@@ -438,8 +518,7 @@ struct sl_route *sl_request_check(struct sl_requests *q, struct sl_http_msg *msg
                                   enum sl_outcome *o, const char **detail)
 {
     struct sl_route *route, *counted;
-    enum sl_lane lane;
-    int64_t timeout_us;
+    struct controls c;
 
     *detail = NULL;
     if (q->refuse_new) {
@@ -448,7 +527,7 @@ struct sl_route *sl_request_check(struct sl_requests *q, struct sl_http_msg *msg
         return NULL;
     }
     route = route_target(q, msg, o, detail, &counted);
-    if (route != NULL && read_controls(q, msg, &lane, &timeout_us, detail) != SL_OK) {
+    if (route != NULL && read_controls(q, route, msg, &c, detail) != SL_OK) {
         *o = SL_OUTCOME_BAD_REQUEST;
         route = NULL;
     }
@@ -498,8 +577,7 @@ void sl_request_submit(struct sl_requests *q, struct sl_sink *sink, struct sl_ht
     struct sl_route *route = NULL;
     struct sl_request *r;
     const char *detail = NULL;
-    enum sl_lane lane;
-    int64_t timeout_us;
+    struct controls c;
     bool at_once;
     int rc;
 
@@ -507,7 +585,7 @@ void sl_request_submit(struct sl_requests *q, struct sl_sink *sink, struct sl_ht
         sl_request_refuse(q, sink, client, SL_OUTCOME_DRAINING, "sluice is shutting down", true);
     else if ((route = intake_route(q, sink, client, msg)) == NULL)
         ;
-    else if (read_controls(q, msg, &lane, &timeout_us, &detail) != SL_OK)
+    else if (read_controls(q, route, msg, &c, &detail) != SL_OK)
         refuse(q, sink, client, &route->stats, SL_OUTCOME_BAD_REQUEST, detail, false);
     else if ((r = request_new(q, sink, client, msg, route)) == NULL)
         refuse(q, sink, client, &route->stats, SL_OUTCOME_INTERNAL_ERROR, "out of memory", true);
@@ -517,16 +595,18 @@ void sl_request_submit(struct sl_requests *q, struct sl_sink *sink, struct sl_ht
     return;
 
 admitted:
-    r->item.deadline_us = timeout_us > 0 ? r->arrived_us + timeout_us : 0;
+    r->item.deadline_us = c.timeout_us > 0 ? r->arrived_us + c.timeout_us : 0;
+    r->item.units = c.units;
     /* Alone in its queue and the route is ready: the kick below dispatches it. */
-    at_once = sl_queue_depth(&route->queue) == 0 && sl_dispatcher_ready(route, r->arrived_us);
-    rc = intake_park(r, lane, msg->header_bytes + sl_http_msg_body_len(msg));
+    at_once = sl_queue_depth(&route->queue) == 0 &&
+              sl_dispatcher_ready(route, r->arrived_us, c.units);
+    rc = intake_park(r, c.lane, msg->header_bytes + sl_http_msg_body_len(msg));
     if (rc != SL_OK) {
         request_finish(r, rc == SL_EAGAIN ? SL_OUTCOME_QUEUE_FULL : SL_OUTCOME_INTERNAL_ERROR,
                        NULL, rc == SL_EAGAIN ? "the queue is full" : "out of memory");
         return;
     }
-    sink->ops->adopt(sink, r);
+    sink->ops->adopt(sink, &r->owner);
     /* A request dispatched at once needs no timer (saves a heap insert and removal). */
     if (!at_once)
         arm_deadline(r);
@@ -547,6 +627,7 @@ void sl_request_sink_gone(struct sl_request *r)
 static void count_upstream(struct sl_route *route, const struct sl_upstream_response *resp)
 {
     sl_histogram_observe(&route->stats.upstream_duration, (double)resp->duration_us / 1e6);
+    route->stats.tls_handshakes += resp->tls_handshakes;
     if (resp->error == SL_UPSTREAM_OK && resp->status > 0 &&
         resp->status < SL_METRICS_MAX_STATUS)
         route->stats.upstream_codes[resp->status]++;
@@ -600,35 +681,46 @@ static void heed_upstream(struct sl_route *route, const struct sl_upstream_respo
         const char *ra = evhttp_find_header(&resp->headers, "Retry-After");
 
         if (ra != NULL && sl_retry_after_parse(ra, sl_clock_wall(), &pause) == 0)
-            (void)sl_route_pause(route, now, pause);
+            (void)sl_route_pause(route, now, pause, SL_PAUSED_BY_RETRY_AFTER);
     }
     if (has_ratelimit_fields(&resp->headers) &&
         sl_retry_ratelimit_exhausted(&resp->headers, sl_clock_wall(), &pause) == 1)
-        (void)sl_route_pause(route, now, pause);
+        (void)sl_route_pause(route, now, pause, SL_PAUSED_BY_BUDGET);
 }
 
 /*
  * Should this answer be retried, and after how long? Returns 1 and sets
- * *reason and *wait_us, or 0 to give the client this answer.
+ * *reason, *wait_us and *why (the upstream's Retry-After, or our backoff),
+ * or 0 to give the client this answer.
  */
 static int retry_plan(const struct sl_request *r, const struct sl_upstream_response *resp,
-                      enum sl_retry_reason *reason, int64_t *wait_us)
+                      enum sl_retry_reason *reason, int64_t *wait_us, enum sl_pause_reason *why)
 {
     const struct sl_route_config *cfg = &r->route->cfg;
     bool idem = sl_retry_idempotent(r->msg->method, &r->msg->headers);
     bool budget = r->attempts <= cfg->retries;
     const char *ra;
 
+    *why = SL_PAUSED_BY_RETRY_AFTER;
     if (resp->error == SL_UPSTREAM_OK && resp->status == 429 && cfg->honor_retry_after) {
         *reason = SL_RETRY_STATUS_429;
         ra = evhttp_find_header(&resp->headers, "Retry-After");
-        if (ra == NULL || sl_retry_after_parse(ra, sl_clock_wall(), wait_us) != 0)
+        if (ra == NULL || sl_retry_after_parse(ra, sl_clock_wall(), wait_us) != 0) {
+            *why = SL_PAUSED_BY_BACKOFF;
             *wait_us = sl_retry_backoff(r->attempts, BACKOFF_429_BASE_US, BACKOFF_429_CAP_US,
                                         jitter());
+        }
         return r->attempts < MAX_ATTEMPTS;
     }
+    /* SL_UPSTREAM_TLS (a certificate refused) is never retried: it would fail again. */
     if (resp->error == SL_UPSTREAM_CONNECT && budget) {
         *reason = SL_RETRY_CONNECT;
+    } else if (resp->error == SL_UPSTREAM_CLOSED && budget && idem) {
+        /* Most often the keep-alive race: a fresh connection goes at once,
+         * as a new dispatch with its own token. */
+        *reason = SL_RETRY_CLOSED;
+        *wait_us = 0;
+        return 1;
     } else if (resp->error == SL_UPSTREAM_TIMEOUT && budget && idem) {
         *reason = SL_RETRY_TIMEOUT;
     } else if (resp->error == SL_UPSTREAM_OK && budget && idem &&
@@ -643,6 +735,7 @@ static int retry_plan(const struct sl_request *r, const struct sl_upstream_respo
     } else {
         return 0;
     }
+    *why = SL_PAUSED_BY_BACKOFF;
     *wait_us = sl_retry_backoff(r->attempts, BACKOFF_BASE_US, BACKOFF_CAP_US, jitter());
     return 1;
 }
@@ -666,11 +759,12 @@ static void requeue(struct sl_request *r)
 static int try_retry(struct sl_request *r, struct sl_upstream_response *resp, int64_t now)
 {
     enum sl_retry_reason reason;
+    enum sl_pause_reason why;
     int64_t wait_us = 0;
 
     /* A retired route (removed by a reload) has no queue that is served. */
     if (r->sink == NULL || r->q->no_retry || r->route->retired ||
-        !retry_plan(r, resp, &reason, &wait_us))
+        !retry_plan(r, resp, &reason, &wait_us, &why))
         return 0;
     /* A retry that cannot happen before the deadline is no retry: answer now. */
     if (r->item.deadline_us != 0 && now + wait_us >= r->item.deadline_us)
@@ -678,7 +772,7 @@ static int try_retry(struct sl_request *r, struct sl_upstream_response *resp, in
     if (resp->error == SL_UPSTREAM_OK && keep_last(r, resp) != SL_OK)
         return 0;
     r->route->stats.retries[reason]++;
-    (void)sl_route_pause(r->route, now, wait_us);
+    (void)sl_route_pause(r->route, now, wait_us, why);
     sl_log_debug("retrying", "route=%s attempt=%u reason=%s wait_ms=%lld", r->route->cfg.name,
                  r->attempts, sl_retry_reason_name(reason), (long long)(wait_us / 1000));
     requeue(r);
@@ -691,6 +785,7 @@ static void request_on_upstream(struct sl_upstream_response *resp, void *arg)
     int64_t now = sl_clock_now();
 
     r->call = NULL;
+    date_answer(r);
     r->upstream_us += resp->duration_us;
     count_upstream(r->route, resp);
     heed_upstream(r->route, resp, now);
@@ -716,6 +811,30 @@ static void request_on_sent(void *arg)
     r->sent_us = now;
 }
 
+/*
+ * The upstream URL: the route's base, then the target, without the matched
+ * prefix when the route strips it (a target of the prefix alone becomes
+ * "/"). The target was normalised before it was routed, so no dot segment
+ * can climb out of the base path.
+ */
+static int upstream_url(const struct sl_route *route, const char *target, char *url,
+                        size_t size)
+{
+    char stripped[URL_MAX];
+    size_t n = strlen(route->cfg.match);
+
+    /* A reload may have moved the request to a route whose prefix it lacks. */
+    if (route->cfg.strip_prefix && strncmp(target, route->cfg.match, n) == 0) {
+        const char *rest = target + n;
+
+        if (snprintf(stripped, sizeof(stripped), "%s%s", rest[0] == '/' ? "" : "/", rest) >=
+            (int)sizeof(stripped))
+            return SL_ERR;
+        target = stripped;
+    }
+    return sl_upstream_url(route->cfg.upstream, target, url, size);
+}
+
 /* The dispatcher popped r, took its token and counted it in flight: send it. */
 static void request_dispatch(struct sl_request *r, int64_t now)
 {
@@ -725,6 +844,7 @@ static void request_dispatch(struct sl_request *r, int64_t now)
     char url[URL_MAX];
 
     r->state = SL_REQ_IN_FLIGHT;
+    r->unanswered = true;
     r->attempts++;
     r->dispatched_us = now;
     r->sent_us = now;
@@ -732,7 +852,7 @@ static void request_dispatch(struct sl_request *r, int64_t now)
     hook(r->q, r->q->hooks.queue_changed);
     if (r->sink != NULL && r->sink->ops->dispatched != NULL)
         r->sink->ops->dispatched(r->sink, r->attempts);
-    if (sl_upstream_url(route->cfg.upstream, r->msg->target, url, sizeof(url)) != SL_OK) {
+    if (upstream_url(route, r->msg->target, url, sizeof(url)) != SL_OK) {
         request_finish(r, SL_OUTCOME_BAD_REQUEST, NULL, "request target too long");
         return;
     }
@@ -747,6 +867,7 @@ static void request_dispatch(struct sl_request *r, int64_t now)
     ur.body_len = sl_http_msg_body_len(r->msg);
     ur.body = ur.body_len > 0 ? evbuffer_pullup(r->msg->body, -1) : NULL;
     ur.timeout_us = route->cfg.timeout_us;
+    ur.tls = &route->cfg.tls;
     r->call = sl_upstream_start(r->q->upstream, &ur, request_on_upstream, r);
     if (r->call == NULL)
         request_finish(r, SL_OUTCOME_INTERNAL_ERROR, NULL, "could not start the upstream call");
@@ -815,7 +936,8 @@ void sl_requests_move_route(struct sl_requests *q, struct sl_route *from, struct
 
     while ((it = sl_queue_pop(&from->queue)) != NULL) {
         r = request_of_item(it);
-        if (move_parked(r, to != NULL ? to : sl_route_match_target(t, r->msg->target)) ==
+        if (move_parked(r, to != NULL ? to : sl_route_match_target(t, request_host(r->msg),
+                                                                   r->msg->target)) ==
             SL_OK)
             continue;
         r->state = SL_REQ_NEW;

@@ -31,6 +31,7 @@ static int route_new(const struct sl_route_config *cfg, struct sl_queue_totals *
         sl_queue_fini(&r->queue);
         goto fail;
     }
+    sl_limiter_set_dating(&r->limiter, cfg->window_guard_us, cfg->jitter_proof);
     *out = r;
     return SL_OK;
 
@@ -115,17 +116,52 @@ void sl_route_table_fini(struct sl_route_table *t)
     memset(t, 0, sizeof(*t));
 }
 
-struct sl_route *sl_route_match(const struct sl_route_table *t, const char *path)
+/*
+ * Does a route's host take this Host value? A route host with a port wants
+ * it exactly; one without takes the name on any port. Names compare without
+ * case (the route's is stored lowercase).
+ */
+static bool host_matches(const char *route_host, const char *host)
 {
-    if (path == NULL)
-        return NULL;
-    for (size_t i = 0; i < t->n; i++) {
-        const char *m = t->by_prefix[i]->cfg.match;
+    size_t n = strlen(route_host), hn;
+    const char *colon;
 
-        if (strncmp(path, m, strlen(m)) == 0)
+    if (host == NULL)
+        return false;
+    hn = strlen(host);
+    colon = strrchr(host, ':');
+    /* "name:port" or "[v6]:port": the name part, unless the route names the port. */
+    if (strchr(route_host + (route_host[0] == '[' ? strcspn(route_host, "]") : 0), ':') == NULL &&
+        colon != NULL && (host[0] != '[' || colon > strchr(host, ']')))
+        hn = (size_t)(colon - host);
+    return hn == n && strncasecmp(host, route_host, n) == 0;
+}
+
+/* Longest prefix among the routes for `host` (host routes) or of no host (NULL). */
+static struct sl_route *match_in(const struct sl_route_table *t, const char *host,
+                                 const char *path)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        const struct sl_route_config *c = &t->by_prefix[i]->cfg;
+
+        if ((host == NULL ? c->host[0] == '\0' : host_matches(c->host, host)) &&
+            strncmp(path, c->match, strlen(c->match)) == 0)
             return t->by_prefix[i];
     }
     return NULL;
+}
+
+struct sl_route *sl_route_match(const struct sl_route_table *t, const char *host,
+                                const char *path)
+{
+    struct sl_route *r;
+
+    if (path == NULL)
+        return NULL;
+    /* Host routes first, then the routes for any host. */
+    if (host != NULL && (r = match_in(t, host, path)) != NULL)
+        return r;
+    return match_in(t, NULL, path);
 }
 
 struct sl_route *sl_route_find(const struct sl_route_table *t, const char *name)
@@ -139,7 +175,8 @@ struct sl_route *sl_route_find(const struct sl_route_table *t, const char *name)
     return NULL;
 }
 
-struct sl_route *sl_route_match_target(const struct sl_route_table *t, const char *target)
+struct sl_route *sl_route_match_target(const struct sl_route_table *t, const char *host,
+                                       const char *target)
 {
     char path[SL_CONFIG_PATH_LEN + 1];
     size_t len = strcspn(target, "?#");
@@ -149,7 +186,7 @@ struct sl_route *sl_route_match_target(const struct sl_route_table *t, const cha
         len = SL_CONFIG_PATH_LEN;
     memcpy(path, target, len);
     path[len] = '\0';
-    return sl_route_match(t, path);
+    return sl_route_match(t, host, path);
 }
 
 void sl_route_flight_begin(struct sl_route *r)
@@ -169,22 +206,24 @@ void sl_route_flight_move(struct sl_route *from, struct sl_route *to)
     sl_route_flight_begin(to);
 }
 
-bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us)
+bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us, enum sl_pause_reason why)
 {
     int64_t until = now + pause_us;
 
     if (pause_us <= 0 || until <= r->paused_until_us)
         return false;
     r->paused_until_us = until;
+    r->pause_reason = why;
     r->stats.pauses++;
-    sl_log_info("route paused", "route=%s pause_ms=%lld", r->cfg.name,
-                (long long)(pause_us / 1000));
+    sl_log_info("route paused", "route=%s pause_ms=%lld reason=%s", r->cfg.name,
+                (long long)(pause_us / 1000), sl_pause_reason_name(why));
     return true;
 }
 
-void sl_route_carry_over(struct sl_route *to, const struct sl_route *from)
+void sl_route_carry_over(struct sl_route *to, const struct sl_route *from, int64_t now)
 {
-    sl_limiter_inherit(&to->limiter, &from->limiter);
+    sl_limiter_inherit(&to->limiter, &from->limiter, now);
     to->stats = from->stats;
     to->paused_until_us = from->paused_until_us;
+    to->pause_reason = from->pause_reason;
 }

@@ -4,6 +4,7 @@
  * edges. Files are written to a private temp dir, which is also the working
  * directory, so that error lines read "t.conf:LINE: ...".
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -138,6 +139,7 @@ static void test_full_file(void **state)
                        "client_timeout = 1.5s\n"
                        "max_header_size = 32K\n"
                        "max_body_size = 0\n"
+                       "max_batch_items = 50\n"
                        "drain_timeout = 0\n"
                        "log_level = debug\n"
                        "access_log = no\n"
@@ -160,6 +162,7 @@ static void test_full_file(void **state)
                        "honor_retry_after = false\n"
                        "preserve_host = TRUE\n"
                        "fair_key = header:X-Api-Key\n"
+                       "max_response_size = 1m\n"
                        "# a second route\n"
                        "[route b.2_x-y]\n"
                        "match = /\n"
@@ -179,6 +182,7 @@ static void test_full_file(void **state)
     assert_int_equal(cfg->client_timeout_us, 1500000);
     assert_int_equal(cfg->max_header_size, 32768);
     assert_int_equal(cfg->max_body_size, 0);
+    assert_int_equal(cfg->max_batch_items, 50);
     assert_int_equal(cfg->drain_timeout_us, 0);
     assert_int_equal(cfg->log_level, SL_LOG_DEBUG);
     assert_false(cfg->access_log);
@@ -191,7 +195,7 @@ static void test_full_file(void **state)
     assert_int_equal(cfg->n_routes, 2);
     r = &cfg->routes[0];
     assert_string_equal(r->name, "api");
-    assert_int_equal(r->line, 20);
+    assert_int_equal(r->line, 21);
     assert_string_equal(r->match, "/v1/");
     assert_string_equal(r->upstream, "https://api.example.com:8443/base");
     assert_true(r->rate.n == 0.5);
@@ -210,10 +214,11 @@ static void test_full_file(void **state)
     assert_false(r->honor_retry_after);
     assert_true(r->preserve_host);
     assert_string_equal(r->fair_key, "X-Api-Key");
+    assert_int_equal(r->max_response_size, 1024 * 1024);
 
     r = &cfg->routes[1];
     assert_string_equal(r->name, "b.2_x-y");
-    assert_int_equal(r->line, 33);
+    assert_int_equal(r->line, 35);
     assert_string_equal(r->match, "/");
     assert_string_equal(r->upstream, "http://[::1]:9000");
     assert_true(r->rate.n == 3);
@@ -236,6 +241,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->client_timeout_us, 60 * 1000000LL);
     assert_int_equal(cfg->max_header_size, 16 * 1024);
     assert_int_equal(cfg->max_body_size, 8 * 1024 * 1024);
+    assert_int_equal(cfg->max_batch_items, 1000);
     assert_int_equal(cfg->drain_timeout_us, 30 * 1000000LL);
     assert_int_equal(cfg->log_level, SL_LOG_INFO);
     assert_true(cfg->access_log);
@@ -270,6 +276,11 @@ static void test_defaults(void **state)
     assert_true(r->honor_retry_after);
     assert_false(r->preserve_host);
     assert_string_equal(r->fair_key, "");
+    assert_int_equal(r->max_response_size, 64 * 1024 * 1024);
+    assert_string_equal(r->tls.ca_file, "");
+    assert_string_equal(r->tls.client_cert, "");
+    assert_string_equal(r->tls.client_key, "");
+    assert_true(r->tls.verify);
     sl_config_free(cfg);
 }
 
@@ -440,6 +451,50 @@ static void test_route_sections(void **state)
                   "t.conf:6: match: \"/\" is already the match of route a\n");
 }
 
+/* host and strip_prefix: one match per host, host names checked and lowercased. */
+static void test_route_host(void **state)
+{
+    struct sl_config *cfg;
+
+    (void)state;
+    cfg = load_ok(ROUTE_A "[route b]\nmatch = /\nhost = API.Example.com:8443\n"
+                  "strip_prefix = on\nupstream = http://h\nrate = 1/s\n");
+    assert_string_equal(cfg->routes[0].host, "");
+    assert_false(cfg->routes[0].strip_prefix);
+    assert_string_equal(cfg->routes[1].host, "api.example.com:8443");
+    assert_true(cfg->routes[1].strip_prefix);
+    sl_config_free(cfg);
+    expect_errors(ROUTE_A "[route b]\nhost = a.b\nmatch = /\nupstream = http://h\nrate = 1/s\n"
+                  "[route c]\nmatch = /\nupstream = http://h\nrate = 1/s\nhost = A.B\n",
+                  "t.conf:11: match: \"/\" is already the match of route b for host a.b\n");
+    expect_errors(ROUTE_A "[route b]\nmatch = /\nhost = a b\nupstream = http://h\nrate = 1/s\n",
+                  "t.conf:7: host: expected a host name, optionally with :port, got \"a b\"\n");
+    expect_errors(ROUTE_A "[route b]\nmatch = /\nhost = a:x1\nupstream = http://h\nrate = 1/s\n",
+                  "t.conf:7: host: expected a host name, optionally with :port, got \"a:x1\"\n");
+}
+
+/* cost and max_cost: max_cost follows cost unless set lower; both fit the limits. */
+static void test_route_cost(void **state)
+{
+    struct sl_config *cfg;
+
+    (void)state;
+    cfg = load_ok(ROUTE_A "cost = 3\n");
+    assert_int_equal(cfg->routes[0].cost, 3);
+    assert_int_equal(cfg->routes[0].max_cost, 3);
+    sl_config_free(cfg);
+    cfg = load_ok(ROUTE_A "max_cost = 10\n");
+    assert_int_equal(cfg->routes[0].cost, 1);
+    assert_int_equal(cfg->routes[0].max_cost, 10);
+    sl_config_free(cfg);
+    expect_errors(ROUTE_A "cost = 3\nmax_cost = 2\n",
+                  "t.conf:6: max_cost: 2 is less than cost (3)\n");
+    expect_errors(ROUTE_A "max_cost = 11\n",
+                  "t.conf:5: max_cost: 11 units would never fit the rate of 10 per window\n");
+    expect_errors(ROUTE_A "quota = 100/h, 4/m\ncost = 5\n",
+                  "t.conf:6: cost: 5 units would never fit the quota of 4 per window\n");
+}
+
 static void test_too_many_routes(void **state)
 {
     size_t cap = (SL_CONFIG_MAX_ROUTES + 1) * 64;
@@ -545,6 +600,10 @@ static void test_enums_bools_numbers(void **state)
                      "log_level: expected error, warn, info or debug, got \"INFO\"");
     expect_key_error("server", "max_connections = 0",
                      "max_connections: expected an integer from 1 to 1000000, got \"0\"");
+    expect_key_error("server", "max_batch_items = 0",
+                     "max_batch_items: expected an integer from 1 to 100000, got \"0\"");
+    expect_key_error("route", "max_response_size = 1x",
+                     "max_response_size: expected a size like 512, 16k, 8m or 1g, got \"1x\"");
     expect_key_error("route", "retries = 101",
                      "retries: expected an integer from 0 to 100, got \"101\"");
     expect_key_error("route", "max_in_flight = 12abc",
@@ -638,6 +697,57 @@ static void test_match_fair_key_strings(void **state)
     expect_errors("[redis]\nurl =\njobs = off\n" ROUTE_A,
                   "t.conf:2: url: expected redis://[:password@]host:port/db or unix:/path?db=N, "
                   "got \"\"\n");
+}
+
+/* TLS files are checked at load; a relative path is the config's directory's. */
+static void test_tls_files(void **state)
+{
+    char abs_key[4200], text[8192];
+    struct sl_config *cfg;
+    const struct sl_tls_config *tls;
+
+    (void)state;
+    assert_true(mkdir(T_DIR, 0700) == 0 || errno == EEXIST); /* test_unreadable made it */
+    write_file(T_DIR "/ca.pem", "ca", 2);
+    write_file(T_DIR "/c.pem", "c", 1);
+    write_file("k.pem", "k", 1);
+    assert_non_null(getcwd(abs_key, sizeof(abs_key) - 8));
+    strcat(abs_key, "/k.pem");
+    snprintf(text, sizeof(text),
+             ROUTE_A "ca_file = ca.pem\nclient_cert = ./c.pem\nclient_key = %s\ntls_verify = off\n",
+             abs_key);
+    write_file(T_DIR "/t.conf", text, strlen(text));
+    cfg = load_path(T_DIR "/t.conf");
+    assert_string_equal(errs, "");
+    assert_non_null(cfg);
+    tls = &cfg->routes[0].tls;
+    assert_string_equal(tls->ca_file, T_DIR "/ca.pem");
+    assert_string_equal(tls->client_cert, T_DIR "/./c.pem");
+    assert_string_equal(tls->client_key, abs_key);
+    assert_false(tls->verify);
+    sl_config_free(cfg);
+
+    /* Taken from the working directory when the config path has none. */
+    cfg = load_ok(ROUTE_A "client_cert = k.pem\nclient_key = k.pem\n");
+    assert_string_equal(cfg->routes[0].tls.client_key, "k.pem");
+    sl_config_free(cfg);
+
+    expect_key_error("route", "ca_file = ca.pem",
+                     "ca_file: cannot read \"ca.pem\": No such file or directory");
+    expect_key_error("route", "ca_file = " T_DIR, "ca_file: cannot read \"dir.d\": not a regular file");
+    expect_key_error("route", "ca_file = /dev/null", "ca_file: cannot read \"/dev/null\": not a regular file");
+    expect_key_error("route", "tls_verify = maybe",
+                     "tls_verify: expected on, off, yes, no, true, false, 1 or 0, got \"maybe\"");
+    /* Mutual TLS takes both, or neither. */
+    expect_key_error("route", "client_cert = k.pem", "client_cert: client_key is required with it");
+    expect_key_error("route", "client_key = k.pem", "client_key: client_cert is required with it");
+    expect_errors(ROUTE_A "client_cert = k.pem\nclient_key =\n",
+                  "t.conf:5: client_cert: client_key is required with it\n");
+
+    unlink(T_DIR "/t.conf");
+    unlink(T_DIR "/ca.pem");
+    unlink(T_DIR "/c.pem");
+    unlink("k.pem");
 }
 
 static void test_redis_section(void **state)
@@ -859,9 +969,12 @@ int main(void)
         cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_upstreams),
         cmocka_unit_test(test_match_fair_key_strings),
+        cmocka_unit_test(test_tls_files),
         cmocka_unit_test(test_redis_section),
         cmocka_unit_test(test_redis_url),
         cmocka_unit_test(test_many_errors),
+        cmocka_unit_test(test_route_host),
+        cmocka_unit_test(test_route_cost),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_parse_limit),

@@ -335,7 +335,7 @@ static void test_max_in_flight(void **state)
         park(f, r, 0);
 
     /* Have the timer armed first (a short pause), so the cap must disarm it. */
-    assert_true(sl_route_pause(r, T0, 10 * MS));
+    assert_true(sl_route_pause(r, T0, 10 * MS, SL_PAUSED_BY_RETRY_AFTER));
     sl_dispatcher_kick(r);
     assert_int_equal(f->n_calls, 0);
     assert_armed(r, T0 + 10 * MS);
@@ -377,14 +377,21 @@ static void test_pause(void **state)
     for (int i = 0; i < 3; i++)
         park(f, r, 0);
 
-    assert_true(sl_route_pause(r, T0, 500 * MS));
+    assert_true(sl_route_pause(r, T0, 500 * MS, SL_PAUSED_BY_RETRY_AFTER));
     sl_dispatcher_kick(r);
     assert_int_equal(f->n_calls, 0);
     assert_armed(r, T0 + 500 * MS);
 
-    /* A later pause wins and moves the timer. */
+    assert_int_equal(r->pause_reason, SL_PAUSED_BY_RETRY_AFTER);
+
+    /* A shorter pause changes nothing, its reason included. */
+    assert_false(sl_route_pause(r, T0 + 100 * MS, 100 * MS, SL_PAUSED_BY_BACKOFF));
+    assert_int_equal(r->pause_reason, SL_PAUSED_BY_RETRY_AFTER);
+
+    /* A later pause wins, with its reason, and moves the timer. */
     fake_now = T0 + 200 * MS;
-    assert_true(sl_route_pause(r, fake_now, 500 * MS));
+    assert_true(sl_route_pause(r, fake_now, 500 * MS, SL_PAUSED_BY_BUDGET));
+    assert_int_equal(r->pause_reason, SL_PAUSED_BY_BUDGET);
     sl_dispatcher_kick(r);
     assert_int_equal(f->n_calls, 0);
     assert_armed(r, T0 + 700 * MS);
@@ -434,7 +441,7 @@ static void test_deadline_at_head(void **state)
 
     /* An item behind a held head is not the dispatcher's to expire. */
     fake_now = T0 + SEC;
-    assert_true(sl_route_pause(r, fake_now, 500 * MS));
+    assert_true(sl_route_pause(r, fake_now, 500 * MS, SL_PAUSED_BY_RETRY_AFTER));
     head = park(f, r, 0);
     behind = park(f, r, fake_now + 10 * MS);
     last = park(f, r, 0);
@@ -634,7 +641,7 @@ static void test_detach(void **state)
 /* ready() says `expect` now, and a kick dispatches iff it said true. */
 static void ready_agrees(struct fx *f, struct sl_route *r, bool expect)
 {
-    bool ready = sl_dispatcher_ready(r, fake_now);
+    bool ready = sl_dispatcher_ready(r, fake_now, 1);
     size_t before = dispatched(f, r);
 
     assert_int_equal(ready, expect);
@@ -656,8 +663,8 @@ static void test_ready(void **state)
     ready_agrees(f, r, true);
     /* Limiter: not before T0 + 100 ms, whatever the clock says later. */
     ready_agrees(f, r, false);
-    assert_false(sl_dispatcher_ready(r, T0 + 100 * MS - 1));
-    assert_true(sl_dispatcher_ready(r, T0 + 100 * MS));
+    assert_false(sl_dispatcher_ready(r, T0 + 100 * MS - 1, 1));
+    assert_true(sl_dispatcher_ready(r, T0 + 100 * MS, 1));
 
     fake_now = T0 + 100 * MS;
     ready_agrees(f, r, true);
@@ -670,9 +677,9 @@ static void test_ready(void **state)
 
     /* Pause: a slot is free and the limiter allows it. */
     sl_route_flight_end(r);
-    assert_true(sl_route_pause(r, fake_now, 50 * MS));
+    assert_true(sl_route_pause(r, fake_now, 50 * MS, SL_PAUSED_BY_RETRY_AFTER));
     ready_agrees(f, r, false);
-    assert_true(sl_dispatcher_ready(r, fake_now + 50 * MS));
+    assert_true(sl_dispatcher_ready(r, fake_now + 50 * MS, 1));
 
     fake_now += 50 * MS;
     ready_agrees(f, r, true);

@@ -441,14 +441,14 @@ static void test_inherit_keeps_window(void **state)
     for (int i = 0; i < 10; i++)
         assert_int_equal(sl_limiter_take(&old, 0), SL_OK);
     assert_int_equal(sl_limiter_init(&l, &r10, 10, NULL, 0), SL_OK);
-    sl_limiter_inherit(&l, &old);
+    sl_limiter_inherit(&l, &old, 0);
     assert_int_equal(sl_limiter_take(&l, SEC / 2), SL_EAGAIN);
     assert_int_equal(sl_limiter_next(&l, SEC / 2), SEC + GUARD);
     sl_limiter_fini(&l);
 
     /* A quota added by the reload starts with the real history. */
     assert_int_equal(sl_limiter_init(&l, &r10, 10, &q15, 1), SL_OK);
-    sl_limiter_inherit(&l, &old);
+    sl_limiter_inherit(&l, &old, 0);
     assert_int_equal(l.logs[1].count, 10);
     for (int i = 0; i < 5; i++)
         assert_int_equal(sl_limiter_take(&l, SEC + GUARD), SL_OK);
@@ -461,7 +461,7 @@ static void test_inherit_keeps_window(void **state)
     for (int i = 0; i < 20; i++)
         assert_int_equal(sl_limiter_take(&old, i * 10), SL_OK);
     assert_int_equal(sl_limiter_init(&l, &r10, 10, NULL, 0), SL_OK);
-    sl_limiter_inherit(&l, &old);
+    sl_limiter_inherit(&l, &old, 0);
     assert_int_equal(l.logs[0].count, 10);
     for (uint32_t j = 0; j < 10; j++)
         assert_int_equal(l.logs[0].ring[(l.logs[0].head + j) % 10], 100 + 10 * j);
@@ -474,11 +474,198 @@ static void test_inherit_keeps_window(void **state)
     /* Nothing to inherit from an unused limiter. */
     assert_int_equal(sl_limiter_init(&old, &r10, 1, NULL, 0), SL_OK);
     assert_int_equal(sl_limiter_init(&l, &r10, 1, NULL, 0), SL_OK);
-    sl_limiter_inherit(&l, &old);
+    sl_limiter_inherit(&l, &old, 0);
     assert_int_equal(l.started, 0);
     assert_int_equal(sl_limiter_next(&l, 5), 5);
     sl_limiter_fini(&l);
     sl_limiter_fini(&old);
+}
+
+/* ---- jitter-proof dating ------------------------------------------------ */
+
+/* One dispatch of the simulation: sent at s, answered at r (the upstream saw it in [s, r]). */
+struct span {
+    int64_t s, r;
+};
+
+/*
+ * The most dispatches an adversarial network could put in one window
+ * [t, t + window): a dispatch can land there iff s < t + window and r >= t.
+ * The maximum over t is reached at some t = r_j or t = s_j - window + 1.
+ */
+static int worst_window(const struct span *v, int n, int64_t window)
+{
+    int best = 0;
+
+    for (int c = 0; c < 2 * n; c++) {
+        int64_t t = c < n ? v[c].r : v[c - n].s - window + 1;
+        int k = 0;
+
+        for (int j = 0; j < n; j++)
+            k += v[j].s < t + window && v[j].r >= t;
+        if (k > best)
+            best = k;
+    }
+    return best;
+}
+
+static void test_answer_dating_waits_for_the_answer(void **state)
+{
+    const struct sl_limit r2 = {2, SEC};
+    struct sl_limiter l;
+
+    (void)state;
+    assert_int_equal(sl_limiter_init(&l, &r2, 2, NULL, 0), SL_OK);
+    sl_limiter_set_dating(&l, 0, 1);
+    assert_int_equal(sl_limiter_take(&l, 0), SL_OK);
+    assert_int_equal(sl_limiter_take(&l, 0), SL_OK);
+    /* Both unanswered: only an answer can date them. */
+    assert_true(sl_limiter_next(&l, 10) >= SL_LIMITER_UNANSWERED);
+    sl_limiter_answered(&l, 50 * 1000);
+    /* One dated: the window may take a new one once that answer is a window old. */
+    assert_int_equal(sl_limiter_next(&l, 60 * 1000), SEC + 50 * 1000);
+    sl_limiter_answered(&l, 80 * 1000);
+    /* The oldest answer plus the window, not the send plus the window. */
+    assert_int_equal(sl_limiter_next(&l, 100 * 1000), SEC + 50 * 1000);
+    assert_int_equal(sl_limiter_take(&l, SEC + 50 * 1000), SL_OK);
+    assert_int_equal(sl_limiter_next(&l, SEC + 50 * 1000), SEC + 80 * 1000);
+    sl_limiter_answered(&l, SEC + 90 * 1000);
+    /* An answer with nothing unanswered changes nothing. */
+    sl_limiter_answered(&l, SEC + 95 * 1000);
+    assert_int_equal(l.logs[0].ring[l.logs[0].head], 80 * 1000);
+    assert_int_equal(l.logs[0].ring[(l.logs[0].head + 1) % 2], SEC + 90 * 1000);
+    sl_limiter_fini(&l);
+}
+
+/*
+ * Property: whatever the round trips (here up to 3x the spacing, answers in
+ * any order), no window on any clock between send and answer holds more
+ * than n; and with dating by send the same traffic does overshoot (the
+ * check can fail).
+ */
+static void run_jitter(int by_answer, int *worst, double *rate)
+{
+    enum { N = 400 };
+    const struct sl_limit lim = {10, SEC};
+    struct span v[N];
+    int64_t due[N];
+    int n = 0, open = 0;
+    int64_t now = 0;
+    struct sl_limiter l;
+
+    assert_int_equal(sl_limiter_init(&l, &lim, 1, NULL, 0), SL_OK);
+    sl_limiter_set_dating(&l, GUARD, by_answer);
+    while (n < N || open > 0) {
+        int64_t next = n < N ? sl_limiter_next(&l, now) : INT64_MAX;
+        int64_t first_due = INT64_MAX;
+        int who = -1;
+
+        for (int j = 0; j < n; j++)
+            if (due[j] >= 0 && due[j] < first_due)
+                first_due = due[j], who = j;
+        if (next < SL_LIMITER_UNANSWERED && next <= first_due) {
+            now = next > now ? next : now;
+            assert_int_equal(sl_limiter_take(&l, now), SL_OK);
+            v[n].s = now;
+            due[n] = now + rnd(300 * 1000); /* a round trip of 0-300 ms */
+            n++, open++;
+        } else {
+            now = first_due;
+            v[who].r = now;
+            due[who] = -1;
+            open--;
+            sl_limiter_answered(&l, now);
+        }
+    }
+    *worst = worst_window(v, N, SEC);
+    *rate = (double)(N - 1) * SEC / (double)(v[N - 1].s - v[0].s);
+    sl_limiter_fini(&l);
+}
+
+static void test_property_answer_dating_is_strict_under_jitter(void **state)
+{
+    int worst;
+    double rate;
+
+    (void)state;
+    for (int round = 0; round < 20; round++) {
+        rng_state = 0x9e3779b97f4a7c15u + (uint64_t)round;
+        run_jitter(1, &worst, &rate);
+        assert_true(worst <= 10);
+        /* The price: about one round trip per window (150 ms mean here). */
+        assert_true(rate > 10.0 * 1000 / (1000 + 300 + 10));
+    }
+    rng_state = 7;
+    run_jitter(0, &worst, &rate);
+    assert_true(worst > 10); /* dating by send cannot hold against this network */
+}
+
+/* A reload into a route that dates by send dates what was unanswered at the reload. */
+static void test_inherit_dates_unanswered(void **state)
+{
+    const struct sl_limit r2 = {2, SEC};
+    struct sl_limiter old, l;
+
+    (void)state;
+    assert_int_equal(sl_limiter_init(&old, &r2, 2, NULL, 0), SL_OK);
+    sl_limiter_set_dating(&old, 0, 1);
+    assert_int_equal(sl_limiter_take(&old, 0), SL_OK);
+    sl_limiter_answered(&old, 10);
+    assert_int_equal(sl_limiter_take(&old, 20), SL_OK);
+    assert_int_equal(sl_limiter_init(&l, &r2, 2, NULL, 0), SL_OK);
+    sl_limiter_set_dating(&l, 0, 0);
+    sl_limiter_inherit(&l, &old, 500);
+    assert_int_equal(sl_limiter_next(&l, 600), SEC + 10);
+    assert_int_equal(sl_limiter_take(&l, SEC + 10), SL_OK);
+    assert_int_equal(sl_limiter_next(&l, SEC + 10), SEC + 500);
+    sl_limiter_fini(&l);
+    /* Into a route that dates by answers, it stays unanswered. */
+    assert_int_equal(sl_limiter_init(&l, &r2, 2, NULL, 0), SL_OK);
+    sl_limiter_set_dating(&l, 0, 1);
+    sl_limiter_inherit(&l, &old, 500);
+    assert_int_equal(sl_limiter_next(&l, 600), SEC + 10);
+    sl_limiter_answered(&l, 800); /* dated by its answer after the reload, not by it */
+    assert_int_equal(sl_limiter_take(&l, SEC + 10), SL_OK);
+    assert_int_equal(sl_limiter_next(&l, SEC + 10), SEC + 800);
+    sl_limiter_answered(&l, SEC + 20);
+    assert_int_equal(sl_limiter_next(&l, SEC + 20), SEC + 800);
+    sl_limiter_fini(&l);
+    sl_limiter_fini(&old);
+}
+
+/* Property: with random costs, no window holds more than n units. */
+static void test_property_units_are_strict(void **state)
+{
+    const struct sl_limit lim = {10, SEC};
+    const struct sl_limit quota = {25, 5 * SEC};
+    int64_t at[2000];
+    uint32_t units[2000];
+    int64_t now = 0;
+    struct sl_limiter l;
+
+    (void)state;
+    rng_state = 12345;
+    assert_int_equal(sl_limiter_init(&l, &lim, 3, &quota, 1), SL_OK);
+    assert_int_equal(sl_limiter_max_units(&l), 10);
+    assert_true(sl_limiter_next_units(&l, 0, 11) >= SL_LIMITER_UNANSWERED);
+    for (int i = 0; i < 2000; i++) {
+        units[i] = 1 + (uint32_t)rnd(4);
+        now = sl_limiter_next_units(&l, now + rnd(30 * 1000), units[i]);
+        assert_int_equal(sl_limiter_take_units(&l, now, units[i]), SL_OK);
+        at[i] = now;
+    }
+    for (int i = 0; i < 2000; i++) {
+        uint32_t sum1 = 0, sum5 = 0;
+
+        for (int j = i; j < 2000 && at[j] < at[i] + 5 * SEC; j++) {
+            sum5 += units[j];
+            if (at[j] < at[i] + SEC)
+                sum1 += units[j];
+        }
+        assert_true(sum1 <= 10);
+        assert_true(sum5 <= 25);
+    }
+    sl_limiter_fini(&l);
 }
 
 int main(void)
@@ -495,6 +682,10 @@ int main(void)
         cmocka_unit_test(test_small_window_guard),
         cmocka_unit_test(test_sent_moves_the_instant_later),
         cmocka_unit_test(test_inherit_keeps_window),
+        cmocka_unit_test(test_answer_dating_waits_for_the_answer),
+        cmocka_unit_test(test_property_answer_dating_is_strict_under_jitter),
+        cmocka_unit_test(test_inherit_dates_unanswered),
+        cmocka_unit_test(test_property_units_are_strict),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -49,11 +49,17 @@ static void make(struct fixture *f, const char *const *names, const char *const 
     }
 }
 
-static const char *match_name(const struct sl_route_table *t, const char *path)
+static const char *match_host(const struct sl_route_table *t, const char *host,
+                              const char *path)
 {
-    const struct sl_route *r = sl_route_match(t, path);
+    const struct sl_route *r = sl_route_match(t, host, path);
 
     return r != NULL ? r->cfg.name : "(none)";
+}
+
+static const char *match_name(const struct sl_route_table *t, const char *path)
+{
+    return match_host(t, NULL, path);
 }
 
 static void test_longest_prefix_wins(void **state)
@@ -83,10 +89,35 @@ static void test_longest_prefix_wins(void **state)
     assert_string_equal(match_name(&f.table, "/API"), "default"); /* case matters */
     assert_string_equal(match_name(&f.table, ""), "(none)");
     assert_string_equal(match_name(&f.table, "api"), "(none)");
-    assert_null(sl_route_match(&f.table, NULL));
+    assert_null(sl_route_match(&f.table, NULL, NULL));
     sl_route_table_fini(&f.table);
     assert_int_equal(f.table.n, 0);
     assert_null(f.table.routes);
+}
+
+/* Host routes before host-less ones; inside a host, the longest prefix. */
+static void test_host_routes(void **state)
+{
+    static const char *const names[] = {"default", "gh", "gh-repos", "port", "v6"};
+    static const char *const matches[] = {"/", "/", "/repos", "/", "/"};
+    struct fixture f;
+
+    (void)state;
+    make(&f, names, matches, 5);
+    snprintf(f.cfg.routes[1].host, sizeof(f.cfg.routes[1].host), "api.github.com");
+    snprintf(f.cfg.routes[2].host, sizeof(f.cfg.routes[2].host), "api.github.com");
+    snprintf(f.cfg.routes[3].host, sizeof(f.cfg.routes[3].host), "local:8080");
+    snprintf(f.cfg.routes[4].host, sizeof(f.cfg.routes[4].host), "[::1]");
+    assert_int_equal(sl_route_table_init(&f.table, &f.cfg, &f.totals), SL_OK);
+    assert_string_equal(match_host(&f.table, "api.github.com", "/repos/x"), "gh-repos");
+    assert_string_equal(match_host(&f.table, "API.GitHub.com:443", "/users"), "gh");
+    assert_string_equal(match_host(&f.table, "api.github.com.evil", "/repos"), "default");
+    assert_string_equal(match_host(&f.table, "local:8080", "/x"), "port");
+    assert_string_equal(match_host(&f.table, "local:8081", "/x"), "default");
+    assert_string_equal(match_host(&f.table, "local", "/x"), "default");
+    assert_string_equal(match_host(&f.table, "[::1]:9", "/x"), "v6");
+    assert_string_equal(match_host(&f.table, NULL, "/repos"), "default");
+    sl_route_table_fini(&f.table);
 }
 
 static void test_no_default_route(void **state)
@@ -220,7 +251,7 @@ static void test_empty_config(void **state)
     (void)state;
     make(&f, NULL, NULL, 0);
     assert_int_equal(sl_route_table_init(&f.table, &f.cfg, &f.totals), SL_OK);
-    assert_null(sl_route_match(&f.table, "/"));
+    assert_null(sl_route_match(&f.table, NULL, "/"));
     assert_null(sl_route_find(&f.table, "default"));
     sl_route_table_fini(&f.table);
 }
@@ -229,6 +260,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_longest_prefix_wins),
+        cmocka_unit_test(test_host_routes),
         cmocka_unit_test(test_no_default_route),
         cmocka_unit_test(test_ties_keep_config_order),
         cmocka_unit_test(test_find_and_state),
