@@ -36,9 +36,6 @@ bool sl_job_prefers_async(const struct evkeyvalq *headers);
  */
 int sl_job_prefer_strip(struct evkeyvalq *headers);
 
-/* Standard base64 of in[0..len) into out (4 * ceil(len / 3) + 1 bytes); its length. */
-size_t sl_job_base64(const unsigned char *in, size_t len, char *out);
-
 /* "2026-11-22T00:12:01.345Z" from wall-clock microseconds; out has 32 bytes. */
 void sl_job_time_format(int64_t wall_us, char out[32]);
 
@@ -59,9 +56,10 @@ struct sl_job_view {
 
 /*
  * The job as JSON: {"id","state","attempts","route","queued_at",
- * "started_at","finished_at", and once finished "status","headers"
- * (repeated fields joined with ", ") and "body" (valid UTF-8) or
- * "body_base64"}. Returns malloc'd text, or NULL when out of memory.
+ * "started_at","finished_at", and once finished the stored answer as batch
+ * items have it (answer.h): "status", "headers" (lowercased names, a
+ * repeated field as an array) and "body" (valid UTF-8) or "body_base64"}.
+ * Returns malloc'd text, or NULL when out of memory.
  */
 char *sl_job_json(const struct sl_job_view *v);
 

@@ -9,9 +9,11 @@
 #include <strings.h>
 #include <time.h>
 
+#include <event2/buffer.h>
 #include <event2/http.h>
 #include <jansson.h>
 
+#include "answer.h"
 #include "headers.h"
 #include "sluice.h"
 
@@ -145,31 +147,6 @@ int sl_job_prefer_strip(struct evkeyvalq *headers)
     return rc;
 }
 
-size_t sl_job_base64(const unsigned char *in, size_t len, char *out)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t o = 0, i = 0;
-
-    for (; i + 2 < len; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-
-        out[o++] = tab[v >> 18];
-        out[o++] = tab[(v >> 12) & 63];
-        out[o++] = tab[(v >> 6) & 63];
-        out[o++] = tab[v & 63];
-    }
-    if (i < len) {
-        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < len ? (uint32_t)in[i + 1] << 8 : 0);
-
-        out[o++] = tab[v >> 18];
-        out[o++] = tab[(v >> 12) & 63];
-        out[o++] = i + 1 < len ? tab[(v >> 6) & 63] : '=';
-        out[o++] = '=';
-    }
-    out[o] = '\0';
-    return o;
-}
-
 void sl_job_time_format(int64_t wall_us, char out[32])
 {
     time_t secs = (time_t)(wall_us / 1000000);
@@ -198,59 +175,11 @@ static json_t *time_json(int64_t wall_us)
     return json_string(buf);
 }
 
-/* {"name": "value", ...} with repeated names joined by ", ". */
-static json_t *headers_json(const struct evkeyvalq *headers)
-{
-    json_t *o = json_object();
-    const struct evkeyval *h;
-
-    if (o == NULL)
-        return NULL;
-    TAILQ_FOREACH(h, headers, next) {
-        json_t *old = json_object_get(o, h->key);
-        json_t *v;
-
-        if (old != NULL) {
-            size_t n = json_string_length(old), m = strlen(h->value);
-            char *joined = malloc(n + m + 3);
-
-            if (joined == NULL)
-                goto fail;
-            memcpy(joined, json_string_value(old), n);
-            memcpy(joined + n, ", ", 2);
-            memcpy(joined + n + 2, h->value, m + 1);
-            v = json_stringn(joined, n + m + 2);
-            free(joined);
-        } else {
-            v = json_string(h->value);
-        }
-        /* A value that is not UTF-8 (obs-text) is shown with its bytes as Latin-1. */
-        if (v == NULL)
-            v = json_string("");
-        if (v == NULL || json_object_set_new(o, h->key, v) != 0)
-            goto fail;
-    }
-    return o;
-fail:
-    json_decref(o);
-    return NULL;
-}
-
-static int add_body(json_t *o, const unsigned char *body, size_t len)
-{
-    json_t *text = json_stringn((const char *)body, len);
-    char *b64;
-
-    if (text != NULL)
-        return json_object_set_new(o, "body", text);
-    if (len > (SIZE_MAX - 8) / 4 * 3 || (b64 = malloc((len + 2) / 3 * 4 + 1)) == NULL)
-        return -1;
-    sl_job_base64(body, len, b64);
-    text = json_string(b64);
-    free(b64);
-    return json_object_set_new(o, "body_base64", text);
-}
-
+/*
+ * The job as JSON: its own fields through jansson, then the stored answer
+ * in the form batch items use (answer.h): lowercased header names, a
+ * repeated field as an array, "body" or "body_base64".
+ */
 char *sl_job_json(const struct sl_job_view *v)
 {
     json_t *o = json_pack("{s:s,s:s,s:i,s:o,s:o,s:o,s:o}", "id", v->id, "state",
@@ -258,21 +187,37 @@ char *sl_job_json(const struct sl_job_view *v)
                           v->route != NULL ? json_string(v->route) : json_null(), "queued_at",
                           time_json(v->queued_us), "started_at", time_json(v->started_us),
                           "finished_at", time_json(v->finished_us));
+    struct evbuffer *out = evbuffer_new(), *body = evbuffer_new();
+    char *meta = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
     char *s = NULL;
+    size_t len;
 
-    if (o == NULL)
-        return NULL;
+    if (meta == NULL || out == NULL || body == NULL)
+        goto out;
+    /* meta is "{...}": keep it open for the answer's fields. */
+    if (evbuffer_add(out, meta, strlen(meta) - 1) != 0)
+        goto out;
     if (v->status != 0 && v->headers != NULL) {
-        json_t *h = headers_json(v->headers);
-
-        if (h == NULL || json_object_set_new(o, "status", json_integer(v->status)) != 0 ||
-            json_object_set_new(o, "headers", h) != 0 ||
-            add_body(o, v->body != NULL ? v->body : (const unsigned char *)"", v->body_len) != 0)
+        if (evbuffer_add_printf(out, ",\"status\":%d,\"headers\":", v->status) < 0 ||
+            sl_answer_json_headers(out, v->headers) != SL_OK || evbuffer_add(out, ",", 1) != 0 ||
+            (v->body_len > 0 && evbuffer_add(body, v->body, v->body_len) != 0) ||
+            sl_answer_json_body(out, body) != SL_OK)
             goto out;
     }
-    s = json_dumps(o, JSON_COMPACT);
+    if (evbuffer_add(out, "}", 1) != 0)
+        goto out;
+    len = evbuffer_get_length(out);
+    if ((s = malloc(len + 1)) != NULL) {
+        evbuffer_copyout(out, s, len);
+        s[len] = '\0';
+    }
 out:
+    free(meta);
     json_decref(o);
+    if (out != NULL)
+        evbuffer_free(out);
+    if (body != NULL)
+        evbuffer_free(body);
     return s;
 }
 

@@ -288,7 +288,7 @@ class RedisJobsTest(SluiceTestCase):
         doc = self.wait_done(c, [poison], timeout=15)[poison]
         self.assertEqual(doc["state"], "failed")
         self.assertEqual(doc["status"], 502)
-        self.assertEqual(doc["headers"]["X-Sluice-Error"], "dead_lettered")
+        self.assertEqual(doc["headers"]["x-sluice-error"], "dead_lettered")
         self.assertEqual(len(read_arrivals(mock.log)), 1, "a dead-lettered job ran again")
         self.assertEqual(self.redis_cli("XLEN", "t:{default}:dead"), "1")
         fields = self.redis_cli("XRANGE", "t:{default}:dead", "-", "+").split("\n")
