@@ -5,7 +5,8 @@
 # Release into build-bench, runs the scenarios, prints one table each and
 # writes bench/results/ (results.json, *.png) and, for a full run,
 # bench/RESULTS.md.
-# Usage: bench/run.sh [--quick] [--keep] [burst overload overhead parking retry abandon redis cpu]
+# Usage: bench/run.sh [--quick] [--keep] [burst overload overhead parking retry abandon redis cpu
+#                     jitter https]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
