@@ -47,7 +47,6 @@ TITLES = {"sluice": "sluice", "nginx-1": "nginx (1 worker)",
           "sluice-jp": "sluice (jitter_proof)"}
 SCENARIOS = ["burst", "overload", "overhead", "parking", "retry", "abandon",
              "redis", "cpu", "jitter", "https"]
-RELAY = os.path.join(ROOT, "tests", "tools", "jitter_relay.py")
 JITTER_MS = [0, 5, 20]
 JITTER_COLUMNS = ["sluice", "sluice-jp", "nginx-1"]
 # The mock's log is the upstream's clock and the relay makes the jitter: as
@@ -67,6 +66,7 @@ class Bench:
         build = opts.build
         self.sluice_bin = os.path.join(build, "sluice")
         self.mock_bin = os.path.join(build, "tests", "tools", "mock_upstream")
+        self.relay_bin = os.path.join(build, "tests", "tools", "jitter_relay")
         self.burst_bin = os.path.join(build, "tests", "tools", "burst")
         self.workdir = tempfile.mkdtemp(prefix="sluice-bench-")
         self.procs = Procs(self.workdir)
@@ -129,7 +129,7 @@ class Bench:
         delayed by a random 0..max_ms ms; answers come back at once."""
         port = free_port()
         p = self.procs.start(name, RT_PRIORITY + [
-            sys.executable, RELAY, "--listen", str(port), "--to", "127.0.0.1:%d" % to_port,
+            self.relay_bin, "--listen", str(port), "--to", "127.0.0.1:%d" % to_port,
             "--min-ms", "0", "--max-ms", str(max_ms), "--seed", str(seed),
             "--max-seconds", "900"])
         wait_for(lambda: port_open(port) or not p.alive(), 10, name)
@@ -916,10 +916,10 @@ def jitter_rows(n, rate):
 
 
 JITTER_NOTES = [
-    "the relay (tests/tools/jitter_relay.py, seed 1) delays each chunk from proxy to "
+    "the relay (tests/tools/jitter_relay, seed 1) delays each chunk from proxy to "
     "upstream by a uniform random 0-X ms, keeping each connection's byte order; answers "
     "come back at once",
-    "sluice: window_guard 3ms (default); jitter_proof = on dates each dispatch by its "
+    "sluice: window_guard 5ms (default); jitter_proof = on dates each dispatch by its "
     "answer. nginx: limit_req rate=50r/s burst=100000 (delay mode), keepalive upstream",
     "arrivals over the limit: the most upstream arrivals (any status) in any 1 s window of the "
     "mock's clock, minus the limit; utilization: upstream arrivals per second from the "

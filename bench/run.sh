@@ -31,7 +31,7 @@ fi
 
 echo "building sluice (Release) in build-bench..." >&2
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build-bench -j "$(nproc)" --target sluice mock_upstream burst >/dev/null
+cmake --build build-bench -j "$(nproc)" --target sluice mock_upstream burst jitter_relay >/dev/null
 
 # parked clients are file descriptors: use all the hard limit allows
 ulimit -n "$(ulimit -Hn)"
