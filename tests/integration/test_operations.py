@@ -51,7 +51,7 @@ class OperationsTest(SluiceTestCase):
     def assert_at_most_in_window(self, times, n, window_us, what):
         """At most n arrivals in any [t, t + window_us). On failure, show the
         densest window: how much closer than window_us + the limiter's guard
-        (min(window/300, 3 ms)) its first and last arrival came, which tells
+        (window_guard, 5 ms) its first and last arrival came, which tells
         arrival jitter at the mock from a limiter that let too many through."""
         times = sorted(times)
         got = max_in_window(times, window_us)
