@@ -28,6 +28,9 @@
 struct evbuffer;
 struct sl_tls_config;
 
+/* Room for a reason phrase with its NUL; longer ones are cut (no client reads them). */
+#define SL_UPSTREAM_REASON_LEN 64
+
 enum sl_upstream_error {
     SL_UPSTREAM_OK = 0,      /* a complete HTTP response was received */
     SL_UPSTREAM_CONNECT,     /* DNS, connect or TLS handshake failure: nothing was sent */
@@ -70,6 +73,8 @@ struct sl_upstream_response {
     char detail[256];                  /* a short human message when error != OK;
                                         * "TLS: ..." for a TLS failure */
     int status;                        /* final status (1xx skipped); 0 on error */
+    char reason[SL_UPSTREAM_REASON_LEN]; /* its reason phrase as received (cut to fit); ""
+                                        * when it had none or on error */
     struct evkeyvalq headers;          /* final response's fields as received */
     struct evbuffer *body;             /* the callback may drain it */
     int64_t duration_us;               /* start to completion */

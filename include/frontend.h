@@ -103,14 +103,16 @@ const char *sl_conn_peer(const struct sl_conn *conn);
 typedef sl_sink_fields_fn sl_conn_fields_fn;
 
 /*
- * Write a response and finish the current request on `conn`. `fields`
+ * Write a response and finish the current request on `conn`: `status` with
+ * `reason` (NULL or "": the standard phrase; it must hold no CR or LF). `fields`
  * (may be NULL) emits the fields as they are to be written; the frontend
  * adds Content-Length (unless `keep_length` and the fields carry one), Date
  * when absent, and Connection when needed. `body` is drained (may be
  * NULL). With `close` the connection closes once written. Never fails: on
  * an error the connection is dropped.
  */
-void sl_conn_respond(struct sl_conn *conn, int status, sl_conn_fields_fn fields,
-                     void *fields_arg, struct evbuffer *body, bool keep_length, bool close);
+void sl_conn_respond(struct sl_conn *conn, int status, const char *reason,
+                     sl_conn_fields_fn fields, void *fields_arg, struct evbuffer *body,
+                     bool keep_length, bool close);
 
 #endif

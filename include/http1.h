@@ -50,6 +50,8 @@ struct sl_http1_head {
     size_t target_len;
     /* responses */
     int status;              /* 100..999 */
+    const char *reason;      /* reason-phrase, possibly empty (reason_len 0); NULL in a request */
+    size_t reason_len;
     /* both */
     int minor;               /* HTTP/1.<minor>, a single digit */
     struct sl_http1_field *fields; /* set by the caller: an array of max_fields */

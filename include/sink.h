@@ -46,14 +46,15 @@ struct sl_sink_ops {
      */
     void (*adopt)(struct sl_sink *s, struct sl_sink_owner *owner);
     /*
-     * The answer: status, fields (may be NULL), body (drained; may be
+     * The answer: status and its reason phrase (NULL: the standard one;
+     * a store may ignore it), fields (may be NULL), body (drained; may be
      * NULL). With `keep_length` a Content-Length among the fields stands
      * (HEAD, 304); with `close` the source should not take another request
      * from where this one came. It ends the adoption. Never fails towards
      * the caller: a source that cannot deliver drops the answer.
      */
-    void (*respond)(struct sl_sink *s, int status, sl_sink_fields_fn fields, void *fields_arg,
-                    struct evbuffer *body, bool keep_length, bool close);
+    void (*respond)(struct sl_sink *s, int status, const char *reason, sl_sink_fields_fn fields,
+                    void *fields_arg, struct evbuffer *body, bool keep_length, bool close);
     /*
      * The answer is kept whole rather than streamed to a client (a batch
      * slot, a job's store): an upstream body over the route's

@@ -506,7 +506,7 @@ static void batch_finish(struct sl_batch *b)
     int status = 200;
 
     if (out != NULL && gather(b, out) == SL_OK) {
-        b->sink->ops->respond(b->sink, 200, batch_fields, NULL, out, false, false);
+        b->sink->ops->respond(b->sink, 200, NULL, batch_fields, NULL, out, false, false);
     } else {
         bo = SL_BATCH_INTERNAL_ERROR;
         status = sl_outcome_status(SL_OUTCOME_INTERNAL_ERROR);
@@ -575,9 +575,10 @@ static enum sl_outcome outcome_of(const struct evkeyvalq *fields)
     return code != NULL ? SL_OUTCOME_INTERNAL_ERROR : SL_OUTCOME_RELAYED;
 }
 
-/* An item's answer: stored as JSON at once (the body is not kept). */
-static void slot_respond(struct sl_sink *sink, int status, sl_sink_fields_fn fields,
-                         void *fields_arg, struct evbuffer *body, bool keep_length, bool close)
+/* An item's answer: stored as JSON at once (the body is not kept; nor the reason phrase). */
+static void slot_respond(struct sl_sink *sink, int status, const char *reason,
+                         sl_sink_fields_fn fields, void *fields_arg, struct evbuffer *body,
+                         bool keep_length, bool close)
 {
     struct slot *s = (struct slot *)(void *)sink;
     struct sl_batch *b = s->b;
@@ -586,6 +587,7 @@ static void slot_respond(struct sl_sink *sink, int status, sl_sink_fields_fn fie
     enum sl_outcome o;
     int rc = SL_OK;
 
+    (void)reason;
     (void)close;
     s->owner = NULL;
     if (s->filled) /* cancelled: the request was told, and does not answer */

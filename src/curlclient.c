@@ -364,6 +364,27 @@ static size_t refuse_answer(struct curl_call *call, const char *why)
     return 0;
 }
 
+/*
+ * The reason phrase of a status line "HTTP/1.1 200 Fine Thanks\r\n" (none
+ * from HTTP/2, "HTTP/2 200"), cut to fit `out`; a control byte ends it, so
+ * nothing curl let by can break the head it is written into.
+ */
+static void status_reason(const char *line, size_t len, char *out, size_t size)
+{
+    const char *p = memchr(line, ' ', len), *end = line + len;
+    size_t n = 0;
+
+    /* Past the version and the three digits of the status. */
+    if (p != NULL && end - p > 4 && p[4] == ' ')
+        for (p += 5; p < end && n + 1 < size && ((unsigned char)*p >= 0x20 || *p == '\t') &&
+                     *p != 0x7f;
+             p++)
+            out[n++] = *p;
+    while (n > 0 && (out[n - 1] == ' ' || out[n - 1] == '\t'))
+        n--;
+    out[n] = '\0';
+}
+
 /* A status line starts a head. We never ask to upgrade: a 101 is refused. */
 static size_t on_status_line(struct curl_call *call, const char *buf, size_t len)
 {
@@ -371,6 +392,7 @@ static size_t on_status_line(struct curl_call *call, const char *buf, size_t len
 
     sl_headers_clear(&call->resp.headers);
     call->n_fields = 0;
+    status_reason(buf, len, call->resp.reason, sizeof(call->resp.reason));
     if (sp != NULL && (size_t)(sp - buf) + 4 <= len && strncmp(sp + 1, "101", 3) == 0)
         return refuse_answer(call, "unexpected 101 Switching Protocols");
     return len;
@@ -764,6 +786,7 @@ static void fill_response(struct curl_call *call, CURLcode code)
         return;
     }
     resp->status = 0;
+    resp->reason[0] = '\0';
     if (call->sends > 1) {
         resp->error = SL_UPSTREAM_CLOSED;
         snprintf(resp->detail, sizeof(resp->detail),

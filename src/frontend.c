@@ -282,42 +282,80 @@ static int read_body(struct sl_conn *c, struct evbuffer *in)
 
 /* --- responses ---------------------------------------------------------- */
 
+/*
+ * The standard phrase of every code in IANA's HTTP Status Code Registry
+ * (RFC 9110 section 15 and the RFCs it lists), and nginx's 499. Relayed
+ * answers carry the upstream's own phrase; this is for sluice's answers and
+ * for upstreams that sent none.
+ */
 static const char *status_reason(int status)
 {
     switch (status) {
     case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 102: return "Processing";
+    case 103: return "Early Hints";
+    case 104: return "Upload Resumption Supported";
     case 200: return "OK";
     case 201: return "Created";
     case 202: return "Accepted";
     case 203: return "Non-Authoritative Information";
     case 204: return "No Content";
+    case 205: return "Reset Content";
     case 206: return "Partial Content";
+    case 207: return "Multi-Status";
+    case 208: return "Already Reported";
+    case 226: return "IM Used";
+    case 300: return "Multiple Choices";
     case 301: return "Moved Permanently";
     case 302: return "Found";
     case 303: return "See Other";
     case 304: return "Not Modified";
+    case 305: return "Use Proxy";
+    case 306: return "Unused";
     case 307: return "Temporary Redirect";
     case 308: return "Permanent Redirect";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
+    case 402: return "Payment Required";
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 407: return "Proxy Authentication Required";
     case 408: return "Request Timeout";
     case 409: return "Conflict";
     case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
     case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 418: return "I'm a Teapot";
+    case 421: return "Misdirected Request";
     case 422: return "Unprocessable Content";
+    case 423: return "Locked";
+    case 424: return "Failed Dependency";
     case 425: return "Too Early";
+    case 426: return "Upgrade Required";
+    case 428: return "Precondition Required";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
+    case 451: return "Unavailable For Legal Reasons";
     case 499: return "Client Closed Request";
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    case 506: return "Variant Also Negotiates";
+    case 507: return "Insufficient Storage";
+    case 508: return "Loop Detected";
+    case 510: return "Not Extended";
+    case 511: return "Network Authentication Required";
     default: return "Unknown";
     }
 }
@@ -425,13 +463,16 @@ static int emit_field(const char *name, const char *value, void *arg)
 }
 
 /* Status line and fields into h; returns 0, or -1 on an error. */
-static int write_head(struct head *h, struct sl_conn *c, int status, sl_conn_fields_fn fields,
-                      void *fields_arg, size_t body_len, bool keep_length, bool head)
+static int write_head(struct head *h, struct sl_conn *c, int status, const char *reason,
+                      sl_conn_fields_fn fields, void *fields_arg, size_t body_len,
+                      bool keep_length, bool head)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     struct emit e = {.h = h, .out = out, .keep_length = keep_length};
-    const char *reason = status_reason(status);
     char line[64];
+
+    if (reason == NULL || reason[0] == '\0')
+        reason = status_reason(status);
 
     /* Statuses are three digits (the parsers guarantee it for relayed ones). */
     memcpy(line, "HTTP/1.1 000 ", 13);
@@ -457,8 +498,9 @@ static int write_head(struct head *h, struct sl_conn *c, int status, sl_conn_fie
 
 static void conn_write_done(struct sl_conn *c);
 
-void sl_conn_respond(struct sl_conn *c, int status, sl_conn_fields_fn fields,
-                     void *fields_arg, struct evbuffer *body, bool keep_length, bool close)
+void sl_conn_respond(struct sl_conn *c, int status, const char *reason,
+                     sl_conn_fields_fn fields, void *fields_arg, struct evbuffer *body,
+                     bool keep_length, bool close)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     size_t body_len = body != NULL ? evbuffer_get_length(body) : 0;
@@ -477,7 +519,7 @@ void sl_conn_respond(struct sl_conn *c, int status, sl_conn_fields_fn fields,
         evbuffer_drain(body, body_len);
         body = NULL;
     }
-    rc = write_head(&h, c, status, fields, fields_arg, body_len, keep_length, head);
+    rc = write_head(&h, c, status, reason, fields, fields_arg, body_len, keep_length, head);
     /*
      * Straight to the socket (wire.h); the write callback only runs for what
      * it refused. Finishing at once would re-enter the parser on pipelined
@@ -1014,10 +1056,12 @@ static void sink_adopt(struct sl_sink *s, struct sl_sink_owner *owner)
     conn_of_sink(s)->owner = owner;
 }
 
-static void sink_respond(struct sl_sink *s, int status, sl_sink_fields_fn fields,
-                         void *fields_arg, struct evbuffer *body, bool keep_length, bool close)
+static void sink_respond(struct sl_sink *s, int status, const char *reason,
+                         sl_sink_fields_fn fields, void *fields_arg, struct evbuffer *body,
+                         bool keep_length, bool close)
 {
-    sl_conn_respond(conn_of_sink(s), status, fields, fields_arg, body, keep_length, close);
+    sl_conn_respond(conn_of_sink(s), status, reason, fields, fields_arg, body, keep_length,
+                    close);
 }
 
 static const struct sl_sink_ops conn_sink_ops = {

@@ -455,6 +455,7 @@ static void set_error(struct sl_h1call *call, enum sl_upstream_error e, const ch
 {
     call->resp.error = e;
     call->resp.status = 0;
+    call->resp.reason[0] = '\0';
     vsnprintf(call->resp.detail, sizeof(call->resp.detail), fmt, ap);
     sl_headers_clear(&call->resp.headers);
     evbuffer_drain(call->resp.body, evbuffer_get_length(call->resp.body));
@@ -616,8 +617,12 @@ static int refuse(struct sl_h1call *call, const char *why)
 /* The final answer's head: its fields and how its body is framed. */
 static int take_final_head(struct sl_h1call *call, const struct sl_http1_head *h)
 {
+    size_t n = h->reason_len < SL_UPSTREAM_REASON_LEN ? h->reason_len : SL_UPSTREAM_REASON_LEN - 1;
+
     call->headers_done = true;
     call->resp.status = h->status;
+    memcpy(call->resp.reason, h->reason, n);
+    call->resp.reason[n] = '\0';
     if (sl_headers_add_parsed(&call->resp.headers, h->fields, h->n_fields) != SL_OK)
         return refuse(call, "out of memory");
     /* HEAD, 204 and 304 answers have no body whatever their framing says. */

@@ -200,10 +200,13 @@ static int request_line(struct parse *ps)
     return line_end(ps, ps->p, "malformed request line");
 }
 
-/* HTTP-version SP 3DIGIT [SP reason-phrase]; the reason is ignored (RFC 9112 4). */
+/*
+ * HTTP-version SP 3DIGIT [SP reason-phrase] (RFC 9112 4). The reason means
+ * nothing to a client, but a proxy relays it as it came.
+ */
 static int status_line(struct parse *ps)
 {
-    const char *p;
+    const char *p, *reason;
     int rc = version(ps);
 
     if (rc != SL_HTTP1_DONE)
@@ -219,9 +222,18 @@ static int status_line(struct parse *ps)
     if (ps->h->status < 100)
         return fail(ps->h, "status code below 100");
     p += 4;
+    reason = p;
     if (p < ps->end && *p == ' ')
-        p = span(p + 1, ps->end, C_VALUE);
-    return line_end(ps, p, "malformed status line");
+        p = span(reason = p + 1, ps->end, C_VALUE);
+    rc = line_end(ps, p, "malformed status line");
+    if (rc == SL_HTTP1_DONE) {
+        const char *end = p;
+
+        sl_http1_trim(&reason, &end);
+        ps->h->reason = reason;
+        ps->h->reason_len = (size_t)(end - reason);
+    }
+    return rc;
 }
 
 /*

@@ -385,8 +385,10 @@ static void memory_finish(struct sl_job *job, bool failed)
 }
 
 
-static void job_on_respond(struct sl_sink *s, int status, sl_sink_fields_fn fields,
-                           void *fields_arg, struct evbuffer *body, bool keep_length, bool close)
+/* A job keeps the status, not the reason phrase (a refusal passed on keeps it). */
+static void job_on_respond(struct sl_sink *s, int status, const char *reason,
+                           sl_sink_fields_fn fields, void *fields_arg, struct evbuffer *body,
+                           bool keep_length, bool close)
 {
     struct sl_job *job = job_of_sink(s);
     bool not_run, failed;
@@ -394,7 +396,7 @@ static void job_on_respond(struct sl_sink *s, int status, sl_sink_fields_fn fiel
     /* A memory job refused at intake: the client hears the refusal itself, no job exists. */
     if (!job->adopted && !job->durable) {
         if (job->client != NULL)
-            job->client->ops->respond(job->client, status, fields, fields_arg, body,
+            job->client->ops->respond(job->client, status, reason, fields, fields_arg, body,
                                       keep_length, close);
         job->client = NULL;
         return;
@@ -434,7 +436,7 @@ static void respond_json(struct sl_sink *sink, int status, struct evkeyvalq *fie
         evbuffer_add(body, json, strlen(json));
         evbuffer_add(body, "\n", 1);
     }
-    sink->ops->respond(sink, status, list_fields, fields, body, false, false);
+    sink->ops->respond(sink, status, NULL, list_fields, fields, body, false, false);
     sl_headers_clear(fields);
     if (body != NULL)
         evbuffer_free(body);

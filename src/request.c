@@ -58,6 +58,7 @@ struct sl_request {
     /* The last upstream answer of a request parked again for a retry (429,
      * 503...): what the client gets if its deadline passes first. Owned. */
     int last_status;                    /* 0 = none */
+    char last_reason[SL_UPSTREAM_REASON_LEN];
     struct evkeyvalq last_headers;
     struct evbuffer *last_body;
 };
@@ -166,7 +167,7 @@ static void respond_error(struct sl_sink *sink, const struct sl_request *r,
         json_escape(body, detail != NULL ? detail : "");
         evbuffer_add(body, "\"}\n", 3);
     }
-    sink->ops->respond(sink, sl_outcome_status(o), emit_fields,
+    sink->ops->respond(sink, sl_outcome_status(o), NULL, emit_fields,
                        &(struct fields){&h, r, false, false}, body, false, close);
     sl_headers_clear(&h);
     if (body != NULL)
@@ -222,13 +223,13 @@ void sl_request_respond_error(struct sl_sink *sink, enum sl_outcome o, const cha
 /* --- the single exit ---------------------------------------------------- */
 
 /* The answer's fields are translated while the head is written (no copy). */
-static void relay(struct sl_request *r, int status, struct evkeyvalq *headers,
-                  struct evbuffer *body)
+static void relay(struct sl_request *r, int status, const char *reason,
+                  struct evkeyvalq *headers, struct evbuffer *body)
 {
     bool keep_length = r->msg->head || status == 304;
     struct fields f = {headers, r, true, keep_length};
 
-    r->sink->ops->respond(r->sink, status, emit_fields, &f, body, keep_length, false);
+    r->sink->ops->respond(r->sink, status, reason, emit_fields, &f, body, keep_length, false);
 }
 
 /* Keep an upstream answer for the client in case the retry cannot happen in time. */
@@ -248,6 +249,7 @@ static int keep_last(struct sl_request *r, struct sl_upstream_response *resp)
     if (evbuffer_add_buffer(r->last_body, resp->body) != 0)
         return SL_ENOMEM;
     r->last_status = resp->status;
+    memcpy(r->last_reason, resp->reason, sizeof(r->last_reason));
     return SL_OK;
 }
 
@@ -333,9 +335,9 @@ static void request_finish(struct sl_request *r, enum sl_outcome o,
                (double)r->upstream_us / 1000.0, r->attempts, r->client);
     if (r->sink != NULL) {
         if (o == SL_OUTCOME_RELAYED && resp != NULL)
-            relay(r, resp->status, &resp->headers, resp->body);
+            relay(r, resp->status, resp->reason, &resp->headers, resp->body);
         else if (o == SL_OUTCOME_RELAYED && r->last_status != 0)
-            relay(r, r->last_status, &r->last_headers, r->last_body);
+            relay(r, r->last_status, r->last_reason, &r->last_headers, r->last_body);
         else
             respond_error(r->sink, r, route, o, detail, o == SL_OUTCOME_DRAINING);
     }

@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -484,9 +485,12 @@ static const char *reason(int status)
     return NULL;
 }
 
+/* X-Mock-Reason: the reason phrase to answer with, instead of the standard one. */
 static void reply(struct evhttp_request *req, int status, struct evbuffer *body)
 {
-    evhttp_send_reply(req, status, reason(status), body);
+    const char *r = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Mock-Reason");
+
+    evhttp_send_reply(req, status, r != NULL ? r : reason(status), body);
 }
 
 static void send_json(struct evhttp_request *req, int status, struct evbuffer *b)
@@ -672,25 +676,27 @@ static void add_budget_headers(struct mock *m, struct evkeyvalq *out, int64_t t)
     evhttp_add_header(out, "X-RateLimit-Reset", v);
 }
 
-/* X-Mock-Header: "Name: value" is copied to the response. */
+/* Each X-Mock-Header: "Name: value" is copied to the response. */
 static void add_mock_header(struct evhttp_request *req, struct evkeyvalq *out)
 {
-    const char *spec = evhttp_find_header(evhttp_request_get_input_headers(req),
-                                          "X-Mock-Header");
-    const char *colon, *value;
-    char name[128];
-    size_t len;
+    struct evkeyval *h;
 
-    if (spec == NULL || (colon = strchr(spec, ':')) == NULL)
-        return;
-    len = (size_t)(colon - spec);
-    if (len == 0 || len >= sizeof name)
-        return;
-    memcpy(name, spec, len);
-    name[len] = '\0';
-    for (value = colon + 1; *value == ' ' || *value == '\t'; value++)
-        continue;
-    evhttp_add_header(out, name, value);
+    TAILQ_FOREACH(h, evhttp_request_get_input_headers(req), next) {
+        const char *spec = h->value, *colon, *value;
+        char name[128];
+        size_t len;
+
+        if (strcasecmp(h->key, "X-Mock-Header") != 0 || (colon = strchr(spec, ':')) == NULL)
+            continue;
+        len = (size_t)(colon - spec);
+        if (len == 0 || len >= sizeof name)
+            continue;
+        memcpy(name, spec, len);
+        name[len] = '\0';
+        for (value = colon + 1; *value == ' ' || *value == '\t'; value++)
+            continue;
+        evhttp_add_header(out, name, value);
+    }
 }
 
 static void add_headers(struct mock *m, struct evhttp_request *req,

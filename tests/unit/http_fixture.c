@@ -52,6 +52,7 @@ void fx_on_done(struct sl_upstream_response *resp, void *arg)
     r->error = resp->error;
     r->status = resp->status;
     r->duration_us = resp->duration_us;
+    snprintf(r->reason, sizeof(r->reason), "%s", resp->reason);
     snprintf(r->detail, sizeof(r->detail), "%s", resp->detail);
     fx_copy_headers(&resp->headers, &r->headers);
     assert_int_equal(evbuffer_add_buffer(r->body, resp->body), 0);

@@ -29,6 +29,7 @@ struct fx_result {
     int calls;
     enum sl_upstream_error error;
     int status;
+    char reason[64];
     char detail[256];
     struct evkeyvalq headers;
     struct evbuffer *body;

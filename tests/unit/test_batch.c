@@ -435,11 +435,13 @@ static int client_field(const char *name, const char *value, void *arg)
     return sl_headers_add(arg, name, value);
 }
 
-static void client_respond(struct sl_sink *s, int status, sl_sink_fields_fn fields,
-                           void *fields_arg, struct evbuffer *body, bool keep_length, bool close)
+static void client_respond(struct sl_sink *s, int status, const char *reason,
+                           sl_sink_fields_fn fields, void *fields_arg, struct evbuffer *body,
+                           bool keep_length, bool close)
 {
     struct client *c = client_of(s);
 
+    (void)reason;
     (void)keep_length;
     c->answers++;
     c->owner = NULL;

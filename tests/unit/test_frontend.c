@@ -94,6 +94,8 @@ static struct fixture {
 
     enum mode mode;
     bool close;                 /* the owner asks to close after its answers */
+    int status;                 /* answer with this status (0: 200)... */
+    const char *reason;         /* ...and this reason phrase (NULL: the standard one) */
     unsigned big_fields;        /* extra fields in each answer */
     size_t huge_field;          /* ...and one field with a value this long */
     size_t big_body;            /* answer with this many pattern bytes instead */
@@ -396,7 +398,8 @@ static void answer(struct seen *s)
     sl_http_msg_free(s->msg);
     s->msg = NULL;
     F.in_respond = true;
-    sl_conn_respond(s->conn, 200, reply_fields, s, body, false, F.close);
+    sl_conn_respond(s->conn, F.status != 0 ? F.status : 200, F.reason, reply_fields, s, body,
+                    false, F.close);
     F.in_respond = false;
     if (evbuffer_get_length(body) != 0)
         note_error("sl_conn_respond left the body undrained");
@@ -557,7 +560,7 @@ static void on_refused(struct sl_conn *conn, enum sl_outcome o, const char *deta
     snprintf(F.refused_detail, sizeof(F.refused_detail), "%s", detail != NULL ? detail : "");
     if (body != NULL)
         evbuffer_add_printf(body, "refused: %s\n", outcome_name(o));
-    sl_conn_respond(conn, outcome_status(o), refused_fields, &o, body, false, true);
+    sl_conn_respond(conn, outcome_status(o), NULL, refused_fields, &o, body, false, true);
     if (body != NULL)
         evbuffer_free(body);
 }
@@ -1120,6 +1123,60 @@ static void test_big_response_body(void **state)
     assert_int_equal(F.n_seen, 2);
 }
 
+/*
+ * Status lines: every code of IANA's registry with its standard phrase, and
+ * the owner's own phrase when it gives one (a relayed answer's).
+ */
+static void test_status_lines(void **state)
+{
+    static const int iana[] = {
+        100, 101, 102, 103, 200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302,
+        303, 304, 305, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411,
+        412, 413, 414, 415, 416, 417, 421, 422, 423, 424, 425, 426, 428, 429, 431, 451, 500,
+        501, 502, 503, 504, 505, 506, 507, 508, 510, 511,
+    };
+    static const struct {
+        int status;
+        const char *reason, *line;
+    } exact[] = {
+        {414, NULL, "HTTP/1.1 414 URI Too Long\r\n"},
+        {416, NULL, "HTTP/1.1 416 Range Not Satisfiable\r\n"},
+        {421, NULL, "HTTP/1.1 421 Misdirected Request\r\n"},
+        {451, NULL, "HTTP/1.1 451 Unavailable For Legal Reasons\r\n"},
+        {511, NULL, "HTTP/1.1 511 Network Authentication Required\r\n"},
+        {200, "Fine Thanks", "HTTP/1.1 200 Fine Thanks\r\n"},
+        {299, "Custom", "HTTP/1.1 299 Custom\r\n"},
+        {404, "", "HTTP/1.1 404 Not Found\r\n"},
+    };
+    char line[64];
+    int c;
+
+    (void)state;
+    start(NULL);
+    F.mode = HOLD;
+    c = client_accepted(1);
+    for (size_t i = 0; i < SL_ARRAY_LEN(iana) + SL_ARRAY_LEN(exact); i++) {
+        bool in_iana = i < SL_ARRAY_LEN(iana);
+        size_t k = i - SL_ARRAY_LEN(iana);
+
+        evbuffer_drain(F.cl[c].rx, rx_len(c));
+        client_send(c, "GET /s HTTP/1.1\r\nHost: h\r\n\r\n");
+        PUMP_UNTIL(F.n_seen == 1);
+        F.status = in_iana ? iana[i] : exact[k].status;
+        F.reason = in_iana ? NULL : exact[k].reason;
+        answer(&F.seen[0]);
+        PUMP_UNTIL(rx_search(F.cl[c].rx, "\r\n\r\n") != NULL);
+        text(F.cl[c].rx, line, sizeof(line));
+        line[strcspn(line, "\n") + 1] = '\0';
+        if (in_iana ? strncmp(line + 13, "Unknown", 7) == 0 || line[13] == '\r'
+                    : strcmp(line, exact[k].line) != 0)
+            fail_msg("status %d: \"%s\"", F.status, line);
+        free(F.seen[0].body);
+        memset(&F.seen[0], 0, sizeof(F.seen[0]));
+        F.n_seen = 0;
+    }
+}
+
 /* HEAD: Content-Length of the body the owner gave, no body bytes, the connection goes on. */
 static void test_head_request(void **state)
 {
@@ -1672,6 +1729,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_http10_closes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_big_response_head, setup, teardown),
         cmocka_unit_test_setup_teardown(test_big_response_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_status_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head_request, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunked_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_request_body, setup, teardown),

@@ -407,13 +407,21 @@ static void test_status_line(void **state)
     assert_null(p.h.method);
     assert_int_equal(p.h.content_length, 2);
     assert_int_equal(p.h.head_len, 38);
+    expect_str(p.h.reason, p.h.reason_len, "OK");
     assert_int_equal(RESP(&p, "HTTP/1.0 204\r\n\r\n"), SL_HTTP1_DONE);
     assert_int_equal(p.h.status, 204);
     assert_int_equal(p.h.minor, 0);
+    assert_int_equal(p.h.reason_len, 0);
     assert_int_equal(RESP(&p, "HTTP/1.1 404 \r\n\r\n"), SL_HTTP1_DONE);
     assert_int_equal(p.h.status, 404);
+    assert_int_equal(p.h.reason_len, 0);
     assert_int_equal(RESP(&p, "HTTP/1.1 999 No\tt \xe9t\xe9 (x)\r\n\r\n"), SL_HTTP1_DONE);
     assert_int_equal(p.h.status, 999);
+    expect_str(p.h.reason, p.h.reason_len, "No\tt \xe9t\xe9 (x)");
+    assert_int_equal(RESP(&p, "HTTP/1.1 200 Fine Thanks \r\n\r\n"), SL_HTTP1_DONE);
+    expect_str(p.h.reason, p.h.reason_len, "Fine Thanks");
+    assert_int_equal(REQ(&p, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"), SL_HTTP1_DONE);
+    assert_null(p.h.reason);
     assert_int_equal(RESP(&p, "HTTP/1.1 100 Continue\r\n\r\n"), SL_HTTP1_DONE);
     assert_int_equal(p.h.status, 100);
 

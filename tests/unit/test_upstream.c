@@ -511,6 +511,7 @@ static void test_429_and_redirect(void **state)
 
     assert_int_equal(r->error, SL_UPSTREAM_OK);
     assert_int_equal(r->status, 429);
+    assert_string_equal(r->reason, "Too Many Requests");
     assert_string_equal(fx_header_value(&r->headers, "Retry-After"), "7");
 
     r->calls = 0;
@@ -525,7 +526,7 @@ static void test_429_and_redirect(void **state)
 static const char interim_reply[] =
     "HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n"
     "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
-    "HTTP/1.1 201 Created\r\nX-Final: yes\r\nX-Folded: a\r\n  b\r\n"
+    "HTTP/1.1 201 Made It\r\nX-Final: yes\r\nX-Folded: a\r\n  b\r\n"
     "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     "2\r\nok\r\n0\r\nX-Trailer: t\r\n\r\n";
 
@@ -545,6 +546,8 @@ static void test_interim_responses_skipped(void **state)
     struct fx_result *r = &F.res[0];
     assert_int_equal(r->error, SL_UPSTREAM_OK);
     assert_int_equal(r->status, 201);
+    /* The final answer's own reason phrase, not an interim one's nor the standard one. */
+    assert_string_equal(r->reason, "Made It");
     fx_expect_headers(&r->headers,
                    (const char *const[]){"X-Final", "yes", "X-Folded", "a b",
                                          "Transfer-Encoding", "chunked", "Connection", "close",
