@@ -42,7 +42,8 @@ struct evbuffer;
     X(CLIENT_GONE, "client_gone", 499)                     \
     X(INTERNAL_ERROR, "internal_error", 500)               \
     X(JOB_NOT_FOUND, "job_not_found", 404)                 \
-    X(REDIS_UNAVAILABLE, "redis_unavailable", 503)
+    X(REDIS_UNAVAILABLE, "redis_unavailable", 503)         \
+    X(NOT_IMPLEMENTED, "not_implemented", 501)
 
 enum sl_outcome {
 #define SL_OUTCOME_ENUM(e, label, status) SL_OUTCOME_##e,

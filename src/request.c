@@ -536,6 +536,51 @@ struct sl_route *sl_request_check(struct sl_requests *q, struct sl_http_msg *msg
     return route;
 }
 
+/* Does an Upgrade field of msg offer a protocol other than h2c? */
+static bool wants_tunnel(const struct sl_http_msg *msg)
+{
+    const struct evkeyval *h;
+
+    TAILQ_FOREACH(h, &msg->headers, next) {
+        const char *p = h->value;
+
+        if (strcasecmp(h->key, "Upgrade") != 0)
+            continue;
+        while (*p != '\0') {
+            size_t n;
+
+            p += strspn(p, " \t,");
+            n = strcspn(p, ",");
+            while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+                n--;
+            if (n > 0 && !(n == 3 && strncasecmp(p, "h2c", 3) == 0))
+                return true;
+            p += strcspn(p, ",");
+        }
+    }
+    return false;
+}
+
+/*
+ * What sluice cannot do, refused before the request is parked (no token is
+ * ever spent on it): SL_OUTCOME_RELAYED when there is nothing to refuse,
+ * else the outcome with *detail.
+ *
+ * Upgrade (RFC 9110 7.8): a server may ignore it and answer in HTTP/1.1.
+ * That is right for h2c (RFC 9113 3.1 deprecates it; the client takes the
+ * HTTP/1.1 answer), but a WebSocket client reads a plain answer as a failed
+ * handshake after the upstream spent a call on it: 501 until sluice can
+ * tunnel.
+ */
+static enum sl_outcome intake_refusal(const struct sl_http_msg *msg, const char **detail)
+{
+    if (wants_tunnel(msg)) {
+        *detail = "protocol upgrades (WebSocket) are not supported";
+        return SL_OUTCOME_NOT_IMPLEMENTED;
+    }
+    return SL_OUTCOME_RELAYED;
+}
+
 /* The value of the route's fair_key header (borrowed from msg), or NULL. */
 static const char *fair_key(const struct sl_request *r)
 {
@@ -580,6 +625,7 @@ void sl_request_submit(struct sl_requests *q, struct sl_sink *sink, struct sl_ht
     struct sl_request *r;
     const char *detail = NULL;
     struct controls c;
+    enum sl_outcome o;
     bool at_once;
     int rc;
 
@@ -587,6 +633,9 @@ void sl_request_submit(struct sl_requests *q, struct sl_sink *sink, struct sl_ht
         sl_request_refuse(q, sink, client, SL_OUTCOME_DRAINING, "sluice is shutting down", true);
     else if ((route = intake_route(q, sink, client, msg)) == NULL)
         ;
+    else if ((o = intake_refusal(msg, &detail)) != SL_OUTCOME_RELAYED)
+        /* A client that asked to switch protocols gets no other request on it. */
+        refuse(q, sink, client, &route->stats, o, detail, o == SL_OUTCOME_NOT_IMPLEMENTED);
     else if (read_controls(q, route, msg, &c, &detail) != SL_OK)
         refuse(q, sink, client, &route->stats, SL_OUTCOME_BAD_REQUEST, detail, false);
     else if ((r = request_new(q, sink, client, msg, route)) == NULL)
@@ -855,7 +904,9 @@ static void request_dispatch(struct sl_request *r, int64_t now)
     if (r->sink != NULL && r->sink->ops->dispatched != NULL)
         r->sink->ops->dispatched(r->sink, r->attempts);
     if (upstream_url(route, r->msg->target, url, sizeof(url)) != SL_OK) {
-        request_finish(r, SL_OUTCOME_BAD_REQUEST, NULL, "request target too long");
+        /* Only when a reload lengthened the route's base while it was parked. */
+        request_finish(r, SL_OUTCOME_URI_TOO_LONG, NULL,
+                       "the request target is too long for the upstream URL");
         return;
     }
     ur.method = r->msg->method;
