@@ -88,6 +88,20 @@ int sl_http1_parse_request(char *buf, size_t len, size_t max_head, struct sl_htt
 int sl_http1_parse_response(char *buf, size_t len, size_t max_head, struct sl_http1_head *h);
 
 /*
+ * An absolute-form request target (RFC 9112 3.2.2), as clients send one to
+ * a proxy: "http://" or "https://" (the scheme in any case), an authority,
+ * then the path and query. Sets *authority to the authority (a host name,
+ * IPv4 or [IPv6] literal, with an optional ":port"; userinfo is refused)
+ * and *rest to what follows it (empty, or starting with '/' or '?'), both
+ * pointing into `target`. Returns 0, or -1 when `target` is not such a URI.
+ */
+int sl_http1_absolute_form(const char *target, size_t len, const char **authority,
+                           size_t *authority_len, const char **rest, size_t *rest_len);
+
+/* Is a[0..n) such an authority (host name, IPv4 or [IPv6], optional ":port")? */
+bool sl_http1_plain_authority(const char *a, size_t n);
+
+/*
  * Keep-alive after this message? HTTP/1.1: unless conn_close; HTTP/1.0:
  * only with conn_keep_alive (and without conn_close). Never when the body
  * runs to the close (a response whose final coding is not chunked), nor

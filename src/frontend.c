@@ -38,6 +38,7 @@
 #define FRONTEND_ACCEPT_RETRY_MS 100
 #define FRONTEND_LINGER_SEC 2
 #define FRONTEND_MAX_FIELDS 100           /* per request, like Apache's LimitRequestFields */
+#define FRONTEND_AUTHORITY_MAX 272        /* "[host]:port" of an absolute-form target, NUL */
 
 /* Which deadline a request being read is under (client_header/body_timeout). */
 enum conn_phase {
@@ -156,13 +157,62 @@ static const char *host_problem(const struct sl_http1_head *h)
     return hosts == 0 && h->minor >= 1 ? "missing Host field (required in HTTP/1.1)" : NULL;
 }
 
+/*
+ * Absolute-form (RFC 9112 3.2.2, what a client sends to a proxy): the
+ * path and query become the request's target ("http://h" and "http://h?q"
+ * get their "/"), and the authority is its Host from now on: it replaces
+ * the Host field (3.2.2: the server MUST ignore the one received), so host
+ * routing, preserve_host and redirects see it. It never names an upstream:
+ * the routes do. The message, or NULL when out of memory.
+ */
+static struct sl_http_msg *msg_new_origin(const char *rest, size_t n)
+{
+    struct sl_http_msg *msg;
+    char *t;
+
+    if (n > 0 && rest[0] == '/')
+        return sl_http_msg_new(rest, n);
+    if ((t = malloc(n + 1)) == NULL)
+        return NULL;
+    t[0] = '/';
+    memcpy(t + 1, rest, n);
+    msg = sl_http_msg_new(t, n + 1);
+    free(t);
+    return msg;
+}
+
+/* Replace the Host field (at most one: host_problem) with `authority`. */
+static int replace_host(struct evkeyvalq *q, const char *authority, size_t n)
+{
+    char value[FRONTEND_AUTHORITY_MAX];
+    struct evkeyval *e;
+
+    if (n >= sizeof(value))
+        return SL_ERR;
+    memcpy(value, authority, n);
+    value[n] = '\0';
+    TAILQ_FOREACH(e, q, next) {
+        if (strcasecmp(e->key, "Host") == 0) {
+            sl_headers_remove(q, e);
+            break;
+        }
+    }
+    return sl_headers_add(q, "Host", value);
+}
+
 static enum sl_outcome msg_from_head(struct sl_conn *c, const struct sl_http1_head *h,
                                      const char **detail)
 {
     const char *method = known_method(h->method, h->method_len);
+    const char *target = h->target, *authority = NULL;
+    size_t len = h->target_len, authority_len = 0;
+    int rc;
+    bool absolute = target[0] != '/' && sl_http1_absolute_form(h->target, h->target_len,
+                                                               &authority, &authority_len,
+                                                               &target, &len) == 0;
 
     *detail = "out of memory";
-    if ((c->msg = sl_http_msg_new(h->target, h->target_len)) == NULL)
+    if ((c->msg = msg_new_origin(target, len)) == NULL)
         return SL_OUTCOME_INTERNAL_ERROR;
     c->msg->header_bytes = h->head_len;
     c->msg->method = method != NULL ? method : "-";
@@ -173,12 +223,18 @@ static enum sl_outcome msg_from_head(struct sl_conn *c, const struct sl_http1_he
         *detail = "method not supported";
         return SL_OUTCOME_BAD_REQUEST;
     }
-    if (h->target[0] != '/') {
-        *detail = "request target must be an absolute path";
+    if (!absolute && target[0] != '/') {
+        *detail = "request target must be an absolute path or an http:// or https:// URI";
         return SL_OUTCOME_BAD_REQUEST;
     }
     if ((*detail = host_problem(h)) != NULL)
         return SL_OUTCOME_BAD_REQUEST;
+    if (absolute && (rc = replace_host(&c->msg->headers, authority, authority_len)) != SL_OK) {
+        if (rc == SL_ENOMEM)
+            return SL_OUTCOME_INTERNAL_ERROR;
+        *detail = "host name too long in the request target";
+        return SL_OUTCOME_BAD_REQUEST;
+    }
     if (h->content_length > 0 && (uint64_t)h->content_length > c->fe->max_body_size) {
         *detail = "request body exceeds max_body_size";
         return SL_OUTCOME_BODY_TOO_LARGE;

@@ -84,8 +84,9 @@ static inline const char *span(const char *p, const char *end, unsigned want)
 
 /*
  * s[0..n) equals `lower` in any case. Or-ing 0x20 folds only a letter onto
- * its other case here: the sole non-letter of our literals is '-', which
- * would also match CR, a byte never found in a name or a value.
+ * its other case here: the non-letters of our literals ('-', and ':' '/' in
+ * the schemes) would also match a control byte (CR, 0x1A, 0x0F), never
+ * found in a name, a value or a request target.
  */
 static bool same_ci(const char *s, const char *lower, size_t n)
 {
@@ -495,6 +496,63 @@ int sl_http1_parse_request(char *buf, size_t len, size_t max_head, struct sl_htt
 int sl_http1_parse_response(char *buf, size_t len, size_t max_head, struct sl_http1_head *h)
 {
     return parse(buf, len, max_head, h, false);
+}
+
+/* A host name or IPv4 literal (RFC 3986 reg-name without escapes or sub-delims). */
+static bool name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+/* host [":" port] with nothing else: no userinfo, no escapes, port digits only. */
+bool sl_http1_plain_authority(const char *a, size_t n)
+{
+    size_t i = 0;
+
+    if (n > 0 && a[0] == '[') {
+        for (i = 1; i < n && a[i] != ']'; i++)
+            if (!is(a[i], C_HEX) && a[i] != ':' && a[i] != '.')
+                return false;
+        if (i == n || i < 3)
+            return false;
+        i++;
+    } else {
+        while (i < n && name_char(a[i]))
+            i++;
+        if (i == 0)
+            return false;
+    }
+    if (i == n)
+        return true;
+    if (a[i] != ':')
+        return false;
+    for (i++; i < n; i++)
+        if (!is(a[i], C_DIGIT))
+            return false;
+    return true;
+}
+
+int sl_http1_absolute_form(const char *target, size_t len, const char **authority,
+                           size_t *authority_len, const char **rest, size_t *rest_len)
+{
+    size_t skip, n = 0;
+
+    if (len >= 7 && same_ci(target, "http://", 7))
+        skip = 7;
+    else if (len >= 8 && same_ci(target, "https://", 8))
+        skip = 8;
+    else
+        return -1;
+    while (skip + n < len && target[skip + n] != '/' && target[skip + n] != '?')
+        n++;
+    if (!sl_http1_plain_authority(target + skip, n))
+        return -1;
+    *authority = target + skip;
+    *authority_len = n;
+    *rest = target + skip + n;
+    *rest_len = len - skip - n;
+    return 0;
 }
 
 bool sl_http1_keep_alive(const struct sl_http1_head *h)

@@ -40,6 +40,68 @@ def status_line(raw):
     return raw.partition(b"\r\n")[0].decode("latin-1")
 
 
+class AbsoluteFormTest(SluiceTestCase):
+    """RFC 9112 3.2.2: what a client configured with HTTP_PROXY=sluice sends."""
+
+    def setUp(self):
+        super().setUp()
+        self.mock = self.start_mock()
+
+    def echo(self, raw):
+        status, headers, body = parse_response(raw)
+        self.assertEqual(status, 200, body)
+        return json.loads(body)
+
+    def test_absolute_form_routes_by_path_and_host_is_the_authority(self):
+        self.start_sluice(route(upstream_port=self.mock.port, rate="100/s",
+                                extra="preserve_host = on"))
+        doc = self.echo(raw_exchange(self.sluice.port,
+                                     b"GET http://Elsewhere.Example:1/abs/p?q=1 HTTP/1.1\r\n"
+                                     b"Host: ignored\r\nConnection: close\r\n\r\n"))
+        self.assertEqual(doc["uri"], "/abs/p?q=1")
+        self.assertEqual(doc["headers"]["Host"], "Elsewhere.Example:1")
+        doc = self.echo(raw_exchange(self.sluice.port,
+                                     b"GET https://api.example HTTP/1.0\r\n\r\n"))
+        self.assertEqual(doc["uri"], "/")
+        self.assertEqual(doc["headers"]["Host"], "api.example")
+        # It reached the one upstream the config names.
+        self.assertEqual([a[4] for a in read_arrivals(self.mock.log)], ["/abs/p?q=1", "/"])
+
+    def test_absolute_form_is_normalised_and_routed_like_a_path(self):
+        self.start_sluice(route("api", "/api", self.mock.port, "100/s") +
+                          route("other", "/", self.mock.port, "100/s"))
+        raw = raw_exchange(self.sluice.port,
+                           b"GET http://h/api/x/../../_sluice/jobs HTTP/1.1\r\nHost: h\r\n"
+                           b"Connection: close\r\n\r\n")
+        status, headers, body = parse_response(raw)
+        self.assert_sluice_error(status, headers, body, 400, "bad_request")
+        raw = raw_exchange(self.sluice.port, b"GET http://h//api//%7Ex HTTP/1.1\r\nHost: h\r\n"
+                                             b"Connection: close\r\n\r\n")
+        self.assertEqual(self.echo(raw)["uri"], "/api/~x")
+        text = self.metrics()
+        self.assertEqual(self.metric_value(text, "sluice_requests_total", route="api",
+                                           outcome="relayed"), 1)
+
+    def test_other_forms_stay_refused(self):
+        self.start_sluice(route(upstream_port=self.mock.port, rate="100/s"))
+        for head in (b"CONNECT api.example:443 HTTP/1.1\r\nHost: api.example:443\r\n\r\n",
+                     b"GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n",
+                     b"GET http://user:pw@h/x HTTP/1.1\r\nHost: h\r\n\r\n"):
+            status, headers, body = parse_response(raw_exchange(self.sluice.port, head))
+            self.assert_sluice_error(status, headers, body, 400, "bad_request")
+        self.assertEqual(read_arrivals(self.mock.log), [])
+
+    @unittest.skipUnless(shutil.which("curl"), "curl is not installed")
+    def test_curl_through_sluice_as_its_proxy(self):
+        self.start_sluice(route(upstream_port=self.mock.port, rate="100/s"))
+        cp = subprocess.run(["curl", "-sS", "--max-time", "10", "-x",
+                             "http://127.0.0.1:%d" % self.sluice.port,
+                             "http://api.example.invalid/v1/items?page=2"],
+                            capture_output=True, text=True, timeout=30)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(json.loads(cp.stdout)["uri"], "/v1/items?page=2")
+
+
 class UpgradeTest(SluiceTestCase):
 
     def test_websocket_upgrade_is_refused_without_a_token(self):

@@ -1487,6 +1487,45 @@ static void test_host_required(void **state)
     expect_rx(c, want);
 }
 
+/*
+ * Absolute-form targets (RFC 9112 3.2.2), as clients send them to a proxy:
+ * the owner gets the origin-form target, and the authority as the only
+ * Host. Other forms stay refused.
+ */
+static void test_absolute_form(void **state)
+{
+    static const struct refusal bad[] = {
+        {"GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n", SL_OUTCOME_BAD_REQUEST, 400},
+        {"GET http://user@h/x HTTP/1.1\r\nHost: h\r\n\r\n", SL_OUTCOME_BAD_REQUEST, 400},
+        {"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", SL_OUTCOME_BAD_REQUEST, 400},
+        {"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", SL_OUTCOME_BAD_REQUEST, 400},
+        /* Still one Host in HTTP/1.1 (RFC 9112 3.2), whatever the target says. */
+        {"GET http://h/x HTTP/1.1\r\n\r\n", SL_OUTCOME_BAD_REQUEST, 400},
+    };
+    int c;
+
+    (void)state;
+    start(NULL);
+    for (size_t i = 0; i < SL_ARRAY_LEN(bad); i++)
+        expect_refusal(&bad[i]);
+    F.mode = ANSWER_NOW;
+    c = client_accepted(1);
+    client_send(c, "GET http://Other.Example:81/abs/p?q=1 HTTP/1.1\r\nHost: h\r\n"
+                   "Accept: */*\r\n\r\n"
+                   "POST HTTPS://api.example?x HTTP/1.1\r\nhost: h\r\nContent-Length: 1\r\n\r\nb"
+                   "GET http://[::1]:8080 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    PUMP_UNTIL(F.n_seen == 3 && F.seen[2].answered);
+    assert_string_equal(F.seen[0].target, "/abs/p?q=1");
+    assert_string_equal(F.seen[0].fields, "Accept: */*\nHost: Other.Example:81\n");
+    assert_string_equal(F.seen[1].method, "POST");
+    assert_string_equal(F.seen[1].target, "/?x");
+    assert_string_equal(F.seen[1].fields, "Content-Length: 1\nHost: api.example\n");
+    assert_string_equal(F.seen[1].body, "b");
+    assert_string_equal(F.seen[2].target, "/");
+    assert_string_equal(F.seen[2].fields, "Connection: keep-alive\nHost: [::1]:8080\n");
+    assert_int_equal(F.refused, (int)SL_ARRAY_LEN(bad));
+}
+
 /* The caps the frontend enforces itself: head size, field count, body size. */
 static void test_limits_refused(void **state)
 {
@@ -1739,6 +1778,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_gone_when_not_serving, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_host_required, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_absolute_form, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_connections, setup, teardown),

@@ -794,6 +794,54 @@ static int teardown(void **state)
     return 0;
 }
 
+/* Absolute-form targets (RFC 9112 3.2.2): authority and the rest, or refused. */
+static void expect_absolute(const char *t, const char *authority, const char *rest)
+{
+    const char *a = NULL, *r = NULL;
+    size_t an = 0, rn = 0;
+
+    if (sl_http1_absolute_form(t, strlen(t), &a, &an, &r, &rn) != 0)
+        fail_msg("\"%s\": refused", t);
+    expect_str(a, an, authority);
+    expect_str(r, rn, rest);
+}
+
+static void expect_not_absolute(const char *t)
+{
+    const char *a, *r;
+    size_t an, rn;
+
+    if (sl_http1_absolute_form(t, strlen(t), &a, &an, &r, &rn) == 0)
+        fail_msg("\"%s\": taken as absolute-form", t);
+}
+
+static void test_absolute_form(void **state)
+{
+    (void)state;
+    expect_absolute("http://example.com/a/b?q=1", "example.com", "/a/b?q=1");
+    expect_absolute("HTTP://Example.COM:8080", "Example.COM:8080", "");
+    expect_absolute("https://api.example.com?x", "api.example.com", "?x");
+    expect_absolute("http://127.0.0.1:9/", "127.0.0.1:9", "/");
+    expect_absolute("http://[::1]:80/p", "[::1]:80", "/p");
+    expect_absolute("http://h:/p", "h:", "/p"); /* port = *DIGIT (RFC 3986 3.2.3) */
+
+    expect_not_absolute("/origin/form");
+    expect_not_absolute("*");
+    expect_not_absolute("example.com:443"); /* authority-form (CONNECT) */
+    expect_not_absolute("ftp://example.com/");
+    expect_not_absolute("http:/example.com/");
+    expect_not_absolute("http:///path");
+    expect_not_absolute("http://user:pw@example.com/");
+    expect_not_absolute("http://example.com:8x/");
+    expect_not_absolute("http://exa%6dple.com/");
+    expect_not_absolute("http://[::1/");
+    expect_not_absolute("http://[]/");
+    expect_not_absolute("http://[::1]x/");
+    expect_not_absolute("http://example.com#frag");
+    expect_not_absolute("http://a,b/");
+    expect_not_absolute("http:");
+}
+
 static void test_u64(void **state)
 {
     (void)state;
@@ -844,6 +892,7 @@ int main(void)
         cmocka_unit_test(test_chunked_stops_at_end),
         cmocka_unit_test(test_chunked_callback_failure),
         cmocka_unit_test(test_chunked_limits),
+        cmocka_unit_test(test_absolute_form),
         cmocka_unit_test(test_u64),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
