@@ -80,6 +80,7 @@ struct sl_route_config {
     bool preserve_host;                /* default off */
     int64_t window_guard_us;           /* default 3ms: extra age past each window */
     bool jitter_proof;                 /* default off: date dispatches by their answers */
+    bool rewrite_redirects;            /* default on: Location into the client's view */
     char fair_key[SL_CONFIG_HEADER_LEN]; /* header name of "header:NAME", "" = none */
     size_t max_response_size;          /* default 64m: stored answers (batch items, jobs) */
     struct sl_tls_config tls;

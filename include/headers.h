@@ -75,15 +75,41 @@ int sl_headers_each_to_upstream(const struct evkeyvalq *in, const struct sl_forw
                                 sl_header_fn fn, void *arg);
 
 /*
+ * How the upstream's own URLs map back to the client's view, as nginx's
+ * `proxy_redirect default` does: a URL under `upstream` (scheme, authority
+ * and base path alike; the scheme and host in any case, a default port
+ * written or not) becomes `scheme`://HOST + `prefix` + what follows the
+ * base path, HOST being the Host field of `request` (the one the client
+ * used). Without a usable Host it becomes a path-absolute reference
+ * ("/next"), which RFC 9110 10.2.2 allows. `prefix` is what the client's
+ * path had that the upstream's lacks (the route's match when it strips it,
+ * else ""). Relative references and other origins stay as
+ * they are.
+ */
+struct sl_redirect_map {
+    const char *upstream;               /* the route's "scheme://authority[/base]" */
+    const char *scheme;                 /* the client's side: "http" */
+    const struct evkeyvalq *request;    /* the client's request fields (its Host) */
+    const char *prefix;                 /* "" or "/path" (a trailing '/' is ignored) */
+};
+
+/*
+ * `url` mapped by `map`: 1 with *out a malloc'd string the caller frees,
+ * 0 when it stays as it is (*out untouched), SL_ENOMEM.
+ */
+int sl_headers_map_url(const char *url, const struct sl_redirect_map *map, char **out);
+
+/*
  * Upstream response headers -> client response headers, handed to `fn` one
  * by one, so the response head is written straight from the answer's
  * fields. Besides the hop-by-hop and X-Sluice-* fields, drops
  * Content-Length unless keep_length (HEAD: the length describes a body that
- * is not sent), and appends "Via: 1.1 sluice". Returns SL_OK, SL_ENOMEM or
- * fn's first error.
+ * is not sent), and appends "Via: 1.1 sluice". With `map` (may be NULL),
+ * Location and Content-Location are mapped (sl_headers_map_url). Returns
+ * SL_OK, SL_ENOMEM or fn's first error.
  */
-int sl_headers_each_from_upstream(const struct evkeyvalq *in, bool keep_length, sl_header_fn fn,
-                                  void *arg);
+int sl_headers_each_from_upstream(const struct evkeyvalq *in, bool keep_length,
+                                  const struct sl_redirect_map *map, sl_header_fn fn, void *arg);
 
 /* Every field of q, as it is. Returns SL_OK or fn's first error. */
 int sl_headers_each(const struct evkeyvalq *q, sl_header_fn fn, void *arg);

@@ -143,6 +143,7 @@ static const struct option options[] = {
     {SEC_ROUTE, "preserve_host", OPT_BOOL, RT(preserve_host), 0, 0, 0, "off", NULL, true},
     {SEC_ROUTE, "window_guard", OPT_DURATION, RT(window_guard_us), 0, 0, 60 * USEC_S, "5ms", NULL, true},
     {SEC_ROUTE, "jitter_proof", OPT_BOOL, RT(jitter_proof), 0, 0, 0, "off", NULL, true},
+    {SEC_ROUTE, "rewrite_redirects", OPT_BOOL, RT(rewrite_redirects), 0, 0, 0, "on", NULL, true},
     {SEC_ROUTE, "fair_key", OPT_FAIR_KEY, RT(fair_key), 0, 0, 0, "", NULL, true},
     {SEC_ROUTE, "max_response_size", OPT_SIZE, RT(max_response_size), 0, 0, NO_MAX, "64m", NULL, true},
     {SEC_ROUTE, "ca_file", OPT_FILE, RT(tls.ca_file), 0, 0, 0, "", NULL, true},

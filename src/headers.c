@@ -20,6 +20,7 @@
  */
 #include "headers.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -47,6 +48,7 @@ enum role {
     R_VIA,
     R_XFF,
     R_XFP,
+    R_LOCATION,         /* Location, Content-Location: URLs a redirect map rewrites */
 };
 
 static char lower(char c)
@@ -75,13 +77,17 @@ static enum role classify(const char *name, size_t len)
     case 4: return IS("host") ? R_HOST : R_NONE;
     case 6: return IS("expect") ? R_EXPECT : R_NONE;
     case 7: return IS("upgrade") || IS("trailer") ? R_HOP : R_NONE;
+    case 8: return IS("location") ? R_LOCATION : R_NONE;
     case 10:
         if (IS("connection"))
             return R_CONNECTION;
         return IS("keep-alive") ? R_HOP : R_NONE;
     case 14: return IS("content-length") ? R_CONTENT_LENGTH : R_NONE;
     case 15: return IS("x-forwarded-for") ? R_XFF : R_NONE;
-    case 16: return IS("proxy-connection") ? R_HOP : R_NONE;
+    case 16:
+        if (IS("proxy-connection"))
+            return R_HOP;
+        return IS("content-location") ? R_LOCATION : R_NONE;
     case 17:
         if (IS("transfer-encoding"))
             return R_HOP;
@@ -110,6 +116,7 @@ struct scan {
     unsigned char role[SCAN_ROLES];
     bool named;                         /* Connection names fields beyond the fixed list */
     bool via, xff;                      /* present: their values are joined */
+    bool location;                      /* a Location or Content-Location is there */
 };
 
 static bool token_names_more(const char *t, size_t n, const void *unused);
@@ -121,7 +128,7 @@ static void scan(const struct evkeyvalq *q, struct scan *sc)
     const struct evkeyval *h;
     size_t i = 0;
 
-    sc->named = sc->via = sc->xff = false;
+    sc->named = sc->via = sc->xff = sc->location = false;
     TAILQ_FOREACH(h, q, next) {
         enum role r = role_of(h->key);
 
@@ -130,6 +137,7 @@ static void scan(const struct evkeyvalq *q, struct scan *sc)
         i++;
         sc->via = sc->via || r == R_VIA;
         sc->xff = sc->xff || r == R_XFF;
+        sc->location = sc->location || r == R_LOCATION;
         if (r == R_CONNECTION && !sc->named)
             sc->named = each_token(h->value, token_names_more, NULL);
     }
@@ -431,14 +439,122 @@ static bool dropped_client_bound(enum role r, const void *ctx)
     return r == R_VIA || (r == R_CONTENT_LENGTH && !*(const bool *)ctx);
 }
 
-int sl_headers_each_from_upstream(const struct evkeyvalq *in, bool keep_length, sl_header_fn fn,
-                                  void *arg)
+/* ---- redirects --------------------------------------------------------- */
+
+/* The default port of a scheme ("http" 80, "https" 443), or NULL. */
+static const char *default_port(const char *scheme, size_t n)
 {
+    if (n == 4 && strncasecmp(scheme, "http", 4) == 0)
+        return "80";
+    if (n == 5 && strncasecmp(scheme, "https", 5) == 0)
+        return "443";
+    return NULL;
+}
+
+/* a[0..an) and b[0..bn) name one authority: case aside, and ":<port>" of `port` aside. */
+static bool same_authority(const char *a, size_t an, const char *b, size_t bn, const char *port)
+{
+    size_t pn = port != NULL ? strlen(port) : 0;
+
+    if (an == bn)
+        return strncasecmp(a, b, an) == 0;
+    if (an < bn)
+        return same_authority(b, bn, a, an, port);
+    /* a is the longer one: b plus ":port"? */
+    return port != NULL && an == bn + 1 + pn && a[bn] == ':' &&
+           strncmp(a + bn + 1, port, pn) == 0 && strncasecmp(a, b, bn) == 0;
+}
+
+/* The Host value of a request's fields, if it is a plain host[:port]. */
+static const char *request_host(const struct evkeyvalq *q)
+{
+    const struct evkeyval *h;
+
+    if (q == NULL)
+        return NULL;
+    TAILQ_FOREACH(h, q, next)
+        if (role_of(h->key) == R_HOST)
+            return sl_http1_plain_authority(h->value, strlen(h->value)) ? h->value : NULL;
+    return NULL;
+}
+
+int sl_headers_map_url(const char *url, const struct sl_redirect_map *map, char **out)
+{
+    const char *up = map->upstream, *sep = strstr(up, "://"), *host, *tail;
+    size_t scheme_len, auth_len, base_len, url_auth_len, prefix_len, len;
+    char *s;
+
+    if (sep == NULL)
+        return 0;
+    scheme_len = (size_t)(sep - up);
+    auth_len = strcspn(sep + 3, "/");
+    base_len = strlen(sep + 3 + auth_len);
+    while (base_len > 0 && sep[3 + auth_len + base_len - 1] == '/')
+        base_len--;
+    /* The same scheme and authority... */
+    if (strncasecmp(url, up, scheme_len + 3) != 0)
+        return 0;
+    url_auth_len = strcspn(url + scheme_len + 3, "/?#");
+    if (!same_authority(url + scheme_len + 3, url_auth_len, sep + 3, auth_len,
+                        default_port(up, scheme_len)))
+        return 0;
+    /* ...and under the base path, at a segment boundary. */
+    tail = url + scheme_len + 3 + url_auth_len;
+    if (strncmp(tail, sep + 3 + auth_len, base_len) != 0)
+        return 0;
+    tail += base_len;
+    if (*tail != '\0' && *tail != '/' && *tail != '?' && *tail != '#')
+        return 0;
+    host = request_host(map->request);
+    prefix_len = strlen(map->prefix);
+    while (prefix_len > 0 && map->prefix[prefix_len - 1] == '/')
+        prefix_len--;
+    len = strlen(map->scheme) + 3 + (host != NULL ? strlen(host) : 0) + prefix_len + 1 +
+          strlen(tail) + 1;
+    if ((s = malloc(len)) == NULL)
+        return SL_ENOMEM;
+    snprintf(s, len, "%s%s%s%.*s%s%s", host != NULL ? map->scheme : "",
+             host != NULL ? "://" : "", host != NULL ? host : "", (int)prefix_len, map->prefix,
+             prefix_len == 0 && *tail != '/' ? "/" : "", tail);
+    *out = s;
+    return 1;
+}
+
+/* Hands each field on, its URL mapped when it is a Location. */
+struct mapped {
+    const struct sl_redirect_map *map;
+    sl_header_fn fn;
+    void *arg;
+};
+
+static int emit_mapped(const char *name, const char *value, void *arg)
+{
+    struct mapped *m = arg;
+    char *url = NULL;
+    int rc;
+
+    if (role_of(name) != R_LOCATION || (rc = sl_headers_map_url(value, m->map, &url)) == 0)
+        return m->fn(name, value, m->arg);
+    if (rc != 1)
+        return rc;
+    rc = m->fn(name, url, m->arg);
+    free(url);
+    return rc;
+}
+
+int sl_headers_each_from_upstream(const struct evkeyvalq *in, bool keep_length,
+                                  const struct sl_redirect_map *map, sl_header_fn fn, void *arg)
+{
+    struct mapped m = {map, fn, arg};
     struct scan sc;
     int rc;
 
     scan(in, &sc);
-    if ((rc = emit_kept(in, &sc, dropped_client_bound, &keep_length, fn, arg)) != SL_OK)
+    /* Most answers have no Location: then no field pays for the map. */
+    rc = map != NULL && sc.location
+             ? emit_kept(in, &sc, dropped_client_bound, &keep_length, emit_mapped, &m)
+             : emit_kept(in, &sc, dropped_client_bound, &keep_length, fn, arg);
+    if (rc != SL_OK)
         return rc;
     /* Most answers carry no Via: then ours is the value, no join needed. */
     return emit_joined(in, R_VIA, sc.via, "Via", SLUICE_VIA, fn, arg);

@@ -120,13 +120,14 @@ struct fields {
     const struct sl_request *r;
     bool from_upstream;                 /* translate the list (an upstream answer) */
     bool keep_length;
+    const struct sl_redirect_map *map;  /* an upstream answer's URLs, or NULL */
 };
 
 static int emit_fields(sl_header_fn emit, void *emit_arg, void *arg)
 {
     const struct fields *f = arg;
     int rc = f->from_upstream
-                 ? sl_headers_each_from_upstream(f->list, f->keep_length, emit, emit_arg)
+                 ? sl_headers_each_from_upstream(f->list, f->keep_length, f->map, emit, emit_arg)
                  : sl_headers_each(f->list, emit, emit_arg);
 
     return rc == SL_OK && f->r != NULL ? timing_fields(emit, emit_arg, f->r) : rc;
@@ -168,7 +169,7 @@ static void respond_error(struct sl_sink *sink, const struct sl_request *r,
         evbuffer_add(body, "\"}\n", 3);
     }
     sink->ops->respond(sink, sl_outcome_status(o), NULL, emit_fields,
-                       &(struct fields){&h, r, false, false}, body, false, close);
+                       &(struct fields){&h, r, false, false, NULL}, body, false, close);
     sl_headers_clear(&h);
     if (body != NULL)
         evbuffer_free(body);
@@ -222,12 +223,22 @@ void sl_request_respond_error(struct sl_sink *sink, enum sl_outcome o, const cha
 
 /* --- the single exit ---------------------------------------------------- */
 
-/* The answer's fields are translated while the head is written (no copy). */
+/*
+ * The answer's fields are translated while the head is written (no copy).
+ * Redirects stay behind the limit: the upstream's URLs in Location and
+ * Content-Location become the client's (headers.h), unless the route says
+ * rewrite_redirects = off. The upstream path is the client's path under the
+ * upstream's base, less the match prefix when the route strips it: that
+ * prefix is put back.
+ */
 static void relay(struct sl_request *r, int status, const char *reason,
                   struct evkeyvalq *headers, struct evbuffer *body)
 {
+    const struct sl_route_config *cfg = &r->route->cfg;
     bool keep_length = r->msg->head || status == 304;
-    struct fields f = {headers, r, true, keep_length};
+    struct sl_redirect_map map = {cfg->upstream, "http", &r->msg->headers,
+                                  cfg->strip_prefix ? cfg->match : ""};
+    struct fields f = {headers, r, true, keep_length, cfg->rewrite_redirects ? &map : NULL};
 
     r->sink->ops->respond(r->sink, status, reason, emit_fields, &f, body, keep_length, false);
 }

@@ -12,7 +12,8 @@
  * keep what headers.h promises: no hop-by-hop field (Connection and what it
  * names), no X-Sluice-*, the fields dropped per direction gone, the kept
  * ones in their order, and sluice's own fields once each, Via last. A
- * walk's callback can stop it at any field.
+ * walk's callback can stop it at any field. A redirect map changes nothing
+ * but Location and Content-Location.
  */
 #include <strings.h>
 
@@ -155,7 +156,7 @@ static int walk_up(const struct evkeyvalq *in, const void *opt, sl_header_fn fn,
 
 static int walk_down(const struct evkeyvalq *in, const void *opt, sl_header_fn fn, void *arg)
 {
-    return sl_headers_each_from_upstream(in, *(const bool *)opt, fn, arg);
+    return sl_headers_each_from_upstream(in, *(const bool *)opt, NULL, fn, arg);
 }
 
 /* The callback's first error is returned, and it is called no more (headers.h). */
@@ -224,8 +225,8 @@ static void from_upstream(const struct evkeyvalq *in, unsigned flags, uint64_t s
     const struct evkeyval *o;
 
     TAILQ_INIT(&out);
-    FUZZ_CHECK(sl_headers_each_from_upstream(in, keep, record, &walk) == SL_OK);
-    FUZZ_CHECK(sl_headers_each_from_upstream(in, keep, add_to_list, &out) == SL_OK);
+    FUZZ_CHECK(sl_headers_each_from_upstream(in, keep, NULL, record, &walk) == SL_OK);
+    FUZZ_CHECK(sl_headers_each_from_upstream(in, keep, NULL, add_to_list, &out) == SL_OK);
     check_same(&walk, &out);
     TAILQ_FOREACH(o, &out, next)
         FUZZ_CHECK(keep || !named(o->key, "content-length"));
@@ -233,6 +234,35 @@ static void from_upstream(const struct evkeyvalq *in, unsigned flags, uint64_t s
     check_stop(walk_down, in, &keep, &out, seed);
     sl_headers_clear(&out);
     fuzz_free(&walk);
+}
+
+/*
+ * With a redirect map (the input's own Host as the client's): the same
+ * fields in the same order; only a Location or Content-Location may change,
+ * and then into the client's view, an http:// URL or a path.
+ */
+static void mapped(const struct evkeyvalq *in, unsigned flags)
+{
+    struct sl_redirect_map map = {"http://up:8080/base", "http", in, "/api"};
+    bool keep = flags & F_KEEP_LENGTH;
+    struct evkeyvalq plain, out;
+    const struct evkeyval *a, *b;
+
+    TAILQ_INIT(&plain);
+    TAILQ_INIT(&out);
+    FUZZ_CHECK(sl_headers_each_from_upstream(in, keep, NULL, add_to_list, &plain) == SL_OK);
+    FUZZ_CHECK(sl_headers_each_from_upstream(in, keep, &map, add_to_list, &out) == SL_OK);
+    for (a = TAILQ_FIRST(&plain), b = TAILQ_FIRST(&out); a != NULL && b != NULL;
+         a = TAILQ_NEXT(a, next), b = TAILQ_NEXT(b, next)) {
+        FUZZ_CHECK(strcmp(a->key, b->key) == 0);
+        if (strcmp(a->value, b->value) == 0)
+            continue;
+        FUZZ_CHECK(named(a->key, "location") || named(a->key, "content-location"));
+        FUZZ_CHECK(strncmp(b->value, "http://", 7) == 0 || strncmp(b->value, "/api", 4) == 0);
+    }
+    FUZZ_CHECK(a == NULL && b == NULL);
+    sl_headers_clear(&plain);
+    sl_headers_clear(&out);
 }
 
 /* Freeing fields one by one must release a parsed block once, with its last field. */
@@ -262,6 +292,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     build(&in, fields, n, flags);
     to_upstream(&in, flags, fuzz_seed(data, size));
     from_upstream(&in, flags, fuzz_seed(data, size) >> 32);
+    mapped(&in, flags);
     if (flags & F_REMOVE_SOME)
         remove_some(&in);
     sl_headers_clear(&in);

@@ -134,6 +134,69 @@ class UpgradeTest(SluiceTestCase):
         self.assertNotIn("HTTP2-Settings", seen)
 
 
+class RedirectTest(SluiceTestCase):
+    """The upstream's own URLs come back as the client's: `curl -L` stays behind the limit."""
+
+    def setUp(self):
+        super().setUp()
+        self.mock = self.start_mock()
+        self.origin = "http://127.0.0.1:%d" % self.mock.port
+
+    def redirect(self, location, extra=None, host=None):
+        headers = {"X-Mock-Status": "302", "X-Mock-Header": "Location: " + location}
+        conn = http.client.HTTPConnection("127.0.0.1", self.sluice.port, timeout=10)
+        try:
+            conn.putrequest("GET", "/api/start", skip_host=host is not None)
+            if host is not None:
+                conn.putheader("Host", host)
+            for k, v in headers.items():
+                conn.putheader(k, v)
+            for v in extra or []:
+                conn.putheader("X-Mock-Header", v)
+            conn.endheaders()
+            resp = conn.getresponse()
+            resp.read()
+            self.assertEqual(resp.status, 302)
+            return resp.getheader("Location"), resp.getheader("Content-Location")
+        finally:
+            conn.close()
+
+    def sluice_with(self, extra=""):
+        self.start_sluice("[route api]\nmatch = /api\nupstream = %s/base\nrate = 100/s\n%s\n"
+                          % (self.origin, extra))
+
+    def test_location_under_the_upstream_comes_back_as_the_clients(self):
+        self.sluice_with()
+        me = "127.0.0.1:%d" % self.sluice.port
+        loc, cloc = self.redirect(self.origin + "/base/api/next?x=1",
+                                  extra=["Content-Location: %s/base/api/doc" % self.origin])
+        self.assertEqual(loc, "http://%s/api/next?x=1" % me)
+        self.assertEqual(cloc, "http://%s/api/doc" % me)
+        # The Host the client used, whatever it is.
+        loc, _ = self.redirect(self.origin + "/base/api/next", host="proxy.example:8080")
+        self.assertEqual(loc, "http://proxy.example:8080/api/next")
+        # The scheme in any case.
+        loc, _ = self.redirect(self.origin.replace("http:", "HTTP:") + "/base/api/n")
+        self.assertEqual(loc, "http://%s/api/n" % me)
+
+    def test_a_stripped_prefix_is_put_back(self):
+        # /api/start reached the upstream as /base/start: /base/next is /api/next here.
+        self.sluice_with("strip_prefix = on")
+        me = "127.0.0.1:%d" % self.sluice.port
+        self.assertEqual(self.redirect(self.origin + "/base/next")[0], "http://%s/api/next" % me)
+
+    def test_other_locations_stay_as_they_are(self):
+        self.sluice_with()
+        for loc in ("/base/api/relative", "next", "http://other.example/base/api/x",
+                    self.origin + "/basement/x", self.origin + "/other"):
+            self.assertEqual(self.redirect(loc)[0], loc)
+
+    def test_rewrite_redirects_off(self):
+        self.sluice_with("rewrite_redirects = off")
+        loc = self.origin + "/base/api/next"
+        self.assertEqual(self.redirect(loc)[0], loc)
+
+
 class StatusLineTest(SluiceTestCase):
     """Status lines as the upstream wrote them; sluice's own with standard phrases."""
 

@@ -75,7 +75,8 @@ static void check_down(const char *const *in_pairs, bool keep_length, const char
 
     fill(&in, in_pairs);
     TAILQ_INIT(&out);
-    assert_int_equal(sl_headers_each_from_upstream(&in, keep_length, add_to_list, &out), SL_OK);
+    assert_int_equal(sl_headers_each_from_upstream(&in, keep_length, NULL, add_to_list, &out),
+                     SL_OK);
     expect(&out, want);
     evhttp_clear_headers(&in);
     sl_headers_clear(&out);
@@ -248,7 +249,7 @@ static void test_parsed_block_mixed_and_translated(void **state)
                                      "1.0 up", "Empty", "", "Content-Length", "12", "Last", "2",
                                      NULL});
     TAILQ_INIT(&out);
-    assert_int_equal(sl_headers_each_from_upstream(&q, false, add_field, &out), SL_OK);
+    assert_int_equal(sl_headers_each_from_upstream(&q, false, NULL, add_field, &out), SL_OK);
     expect(&out, (const char *const[]){"First", "1", "A", "xy", "Empty", "", "Last", "2", "Via",
                                        "1.0 up, 1.1 sluice", NULL});
     sl_headers_clear(&out);
@@ -282,7 +283,8 @@ static void test_visitor_error_stops(void **state)
     int n = 0;
 
     fill(&in, (const char *const[]){"A", "1", "B", "2", "C", "3", "D", "4", NULL});
-    assert_int_equal(sl_headers_each_from_upstream(&in, false, fail_at_third, &n), SL_ENOMEM);
+    assert_int_equal(sl_headers_each_from_upstream(&in, false, NULL, fail_at_third, &n),
+                     SL_ENOMEM);
     assert_int_equal(n, 3);
     n = 0;
     assert_int_equal(sl_headers_each(&in, fail_at_third, &n), SL_ENOMEM);
@@ -337,6 +339,108 @@ static void test_down_keep_length_and_via(void **state)
                                      "Via", "1.1 varnish, 1.1 sluice", NULL});
 }
 
+/* ---- redirects ---------------------------------------------------------- */
+
+/* map_url(url) under upstream, for a client that sent `host` (NULL: none). */
+static void check_map(const char *upstream, const char *host, const char *prefix, const char *url,
+                      const char *want)
+{
+    struct evkeyvalq req;
+    struct sl_redirect_map map = {upstream, "http", &req, prefix};
+    char *out = NULL;
+    int rc;
+
+    TAILQ_INIT(&req);
+    assert_int_equal(evhttp_add_header(&req, "Accept", "*/*"), 0);
+    if (host != NULL)
+        assert_int_equal(evhttp_add_header(&req, "host", host), 0);
+    rc = sl_headers_map_url(url, &map, &out);
+    if (want == NULL) {
+        if (rc != 0)
+            fail_msg("%s under %s: mapped to %s", url, upstream, out);
+    } else {
+        if (rc != 1)
+            fail_msg("%s under %s: not mapped (%d)", url, upstream, rc);
+        assert_string_equal(out, want);
+    }
+    free(out);
+    evhttp_clear_headers(&req);
+}
+
+static void test_map_url(void **state)
+{
+    (void)state;
+    /* Under the base: the client's own origin, the base taken off. */
+    check_map("http://10.1.2.3:8080/base", "proxy:81", "", "http://10.1.2.3:8080/base/next?a=1",
+              "http://proxy:81/next?a=1");
+    check_map("http://10.1.2.3:8080/base", "proxy", "", "http://10.1.2.3:8080/base",
+              "http://proxy/");
+    check_map("http://10.1.2.3:8080/base", "proxy", "", "http://10.1.2.3:8080/base?x#f",
+              "http://proxy/?x#f");
+    check_map("http://up:8080", "proxy", "", "http://up:8080/a/b", "http://proxy/a/b");
+    check_map("http://up:8080", "proxy", "", "http://up:8080", "http://proxy/");
+    check_map("http://up:8080/", "proxy", "", "http://up:8080/x", "http://proxy/x");
+    /* Scheme and host in any case; the default port written or not. */
+    check_map("https://API.example.com/v1", "proxy", "", "HTTPS://api.EXAMPLE.com/v1/x",
+              "http://proxy/x");
+    check_map("https://api.example.com/v1", "proxy", "", "https://api.example.com:443/v1/x",
+              "http://proxy/x");
+    check_map("http://up:80/v1", "proxy", "", "http://up/v1/x", "http://proxy/x");
+    check_map("http://[::1]:9/b", "[::1]:8080", "", "http://[::1]:9/b/c", "http://[::1]:8080/c");
+    /* A prefix the upstream path lacks is put back. */
+    check_map("http://up/base", "proxy", "/api", "http://up/base/next", "http://proxy/api/next");
+    check_map("http://up/base", "proxy", "/api", "http://up/base?q", "http://proxy/api?q");
+    check_map("http://up/base", "proxy", "/api/", "http://up/base/n", "http://proxy/api/n");
+    check_map("http://up/base", "proxy", "/", "http://up/base/n", "http://proxy/n");
+    /* No usable Host: a path-absolute reference. */
+    check_map("http://up/base", NULL, "", "http://up/base/next", "/next");
+    check_map("http://up/base", "evil.example/x?", "", "http://up/base/next", "/next");
+
+    /* Left alone: relative, another origin, outside the base. */
+    check_map("http://up:8080/base", "proxy", "", "/base/next", NULL);
+    check_map("http://up:8080/base", "proxy", "", "next", NULL);
+    check_map("http://up:8080/base", "proxy", "", "//up:8080/base/next", NULL);
+    check_map("http://up:8080/base", "proxy", "", "https://up:8080/base/next", NULL);
+    check_map("http://up:8080/base", "proxy", "", "http://up:8081/base/next", NULL);
+    check_map("http://up:8080/base", "proxy", "", "http://up/base/next", NULL);
+    check_map("http://up:8080/base", "proxy", "", "http://up:80800/base/next", NULL);
+    check_map("http://up:8080/base", "proxy", "", "http://upx:8080/base/next", NULL);
+    check_map("http://up:8080/base", "proxy", "", "http://up:8080/basement", NULL);
+    check_map("http://up:8080/base", "proxy", "", "http://up:8080/Base/x", NULL);
+    check_map("http://up:8080/base", "proxy", "", "http://up:8080", NULL);
+    check_map("http://up:8080/base", "proxy", "", "http://other.example/", NULL);
+    check_map("http://up:8080/base", "proxy", "", "", NULL);
+}
+
+/* Location and Content-Location go through the map; nothing else does. */
+static void test_down_maps_locations(void **state)
+{
+    struct evkeyvalq in, out, req;
+    struct sl_redirect_map map = {"http://up:8080/base", "http", &req, ""};
+
+    (void)state;
+    TAILQ_INIT(&req);
+    assert_int_equal(evhttp_add_header(&req, "Host", "proxy:81"), 0);
+    fill(&in, (const char *const[]){"Location", "http://up:8080/base/next", "Link",
+                                    "<http://up:8080/base/x>", "content-location",
+                                    "http://up:8080/base/y", "X-Location",
+                                    "http://up:8080/base/z", NULL});
+    TAILQ_INIT(&out);
+    assert_int_equal(sl_headers_each_from_upstream(&in, false, &map, add_to_list, &out), SL_OK);
+    expect(&out, (const char *const[]){"Location", "http://proxy:81/next", "Link",
+                                       "<http://up:8080/base/x>", "content-location",
+                                       "http://proxy:81/y", "X-Location",
+                                       "http://up:8080/base/z", "Via", "1.1 sluice", NULL});
+    sl_headers_clear(&out);
+    /* Without a map, as they came. */
+    TAILQ_INIT(&out);
+    assert_int_equal(sl_headers_each_from_upstream(&in, false, NULL, add_to_list, &out), SL_OK);
+    assert_string_equal(TAILQ_FIRST(&out)->value, "http://up:8080/base/next");
+    sl_headers_clear(&out);
+    evhttp_clear_headers(&in);
+    evhttp_clear_headers(&req);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -356,6 +460,8 @@ int main(void)
         cmocka_unit_test(test_up_without_client_info),
         cmocka_unit_test(test_down_drops),
         cmocka_unit_test(test_down_keep_length_and_via),
+        cmocka_unit_test(test_map_url),
+        cmocka_unit_test(test_down_maps_locations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
