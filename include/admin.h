@@ -40,6 +40,8 @@ struct sl_admin_view {
     const struct sl_batch_stats *batches;
     const struct sl_queue_totals *totals;
     size_t connections;
+    uint64_t connections_accepted;
+    uint64_t write_errors;               /* responses the frontend could not deliver */
     bool draining;
     uint64_t reloads;
     double start_time;                   /* wall clock seconds */

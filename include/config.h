@@ -39,6 +39,12 @@ enum sl_overflow {
     SL_OVERFLOW_REJECT,
 };
 
+/* What a parked request becomes when its client stops sending (a FIN). */
+enum sl_half_close {
+    SL_HALF_CLOSE_ABANDON = 0,         /* the client is gone: leave without a token */
+    SL_HALF_CLOSE_WAIT,                /* it may still read: stay parked, answer it */
+};
+
 /*
  * One limit "N/P": at most n dispatches in any half-open window of period_us.
  * n may be fractional as written (0.5/s); the limiter normalises it.
@@ -120,6 +126,7 @@ struct sl_config {
     int64_t drain_timeout_us;          /* default 30s */
     enum sl_log_level log_level;       /* default info */
     bool access_log;                   /* default on */
+    enum sl_half_close half_close;     /* default abandon */
 
     /* [queue] */
     size_t queue_max_depth;            /* default 100000 */

@@ -12,6 +12,11 @@
  * A connection serves one request at a time (pipelined requests wait in its
  * input buffer until the response to the previous one is written).
  *
+ * A FIN from the client is not a hang-up while a request is served: the
+ * client may have shut down only its sending side and still read (`eof`).
+ * Requests it pipelined before the FIN are served; the connection closes
+ * after the last answer.
+ *
  * Ownership: the frontend owns its listeners and connections. A parsed
  * struct sl_http_msg is handed to `request` and is then owned by the
  * callee, which must eventually answer through sl_conn_respond() - unless
@@ -45,6 +50,14 @@ struct sl_frontend_callbacks {
      * adopt set (a struct sl_sink_owner), or what sl_conn_set_owner set.
      */
     void (*gone)(struct sl_conn *conn, void *owner, void *arg);
+    /*
+     * The client finished sending (a FIN) while `owner` was being served: a
+     * half-close, after which it still reads, or a close that looks the
+     * same. Returns true if the owner will still answer (the connection then
+     * closes after it), false if it let go (the connection ends now, without
+     * `gone`). NULL: every FIN is a hang-up (`gone`).
+     */
+    bool (*eof)(struct sl_conn *conn, void *owner, void *arg);
     /* The frontend refused a request itself (parse error, caps): count and log it. */
     void (*refused)(struct sl_conn *conn, enum sl_outcome outcome, const char *detail, void *arg);
     /* The last connection closed (used while draining). */
@@ -86,6 +99,12 @@ void sl_frontend_close_listeners(struct sl_frontend *fe);
 void sl_frontend_close_idle(struct sl_frontend *fe);
 
 size_t sl_frontend_connections(const struct sl_frontend *fe);
+
+/* Connections accepted since the start. */
+uint64_t sl_frontend_accepted(const struct sl_frontend *fe);
+
+/* Responses whose writing failed or timed out (the client had gone), since the start. */
+uint64_t sl_frontend_write_errors(const struct sl_frontend *fe);
 
 /* Close everything (connections are dropped without callbacks). */
 void sl_frontend_free(struct sl_frontend *fe);

@@ -207,6 +207,8 @@ struct sl_metrics_global {
     size_t queue_depth;
     size_t queue_bytes;
     size_t connections;
+    uint64_t connections_accepted;
+    uint64_t write_errors;
     bool draining;
     uint64_t reloads;
     double start_time_seconds; /* wall clock */

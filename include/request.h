@@ -121,6 +121,16 @@ void sl_request_respond_error(struct sl_sink *sink, enum sl_outcome o, const cha
  */
 void sl_request_sink_gone(struct sl_request *r);
 
+/*
+ * The source of `r` will send nothing more but may still take the answer
+ * (a client's FIN: a half-close, or a close that looks the same). Parked,
+ * with [server] half_close = abandon (the default), r goes as with
+ * sl_request_sink_gone (no token); with wait it stays parked. In flight,
+ * its token is spent: it stays and is answered. Returns true if r still
+ * answers through its sink, false if it let go of it.
+ */
+bool sl_request_sink_eof(struct sl_request *r);
+
 /* Finish every parked request (or every live one with `all`) as draining. */
 void sl_requests_finish_all(struct sl_requests *q, bool all, const char *detail);
 

@@ -27,9 +27,15 @@ struct sl_sink;
  * connection), embedded in the owner's own object. The source calls `gone`
  * when the sink goes away before the answer; after that the owner must not
  * use the sink.
+ *
+ * `eof` (may be NULL: then `gone`) is called instead when the source will
+ * send nothing more but may still take the answer (a client's FIN, which
+ * may be a half-close). It returns true if the owner will still answer,
+ * false if it let go of the sink, as after `gone`.
  */
 struct sl_sink_owner {
     void (*gone)(struct sl_sink_owner *owner);
+    bool (*eof)(struct sl_sink_owner *owner);
 };
 
 /*

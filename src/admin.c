@@ -148,6 +148,8 @@ static void admin_metrics(const struct sl_admin_view *v, struct evhttp_request *
     g.queue_depth = v->totals->depth;
     g.queue_bytes = v->totals->bytes;
     g.connections = v->connections;
+    g.connections_accepted = v->connections_accepted;
+    g.write_errors = v->write_errors;
     g.draining = v->draining;
     g.reloads = v->reloads;
     g.start_time_seconds = v->start_time;

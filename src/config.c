@@ -93,6 +93,7 @@ struct option {
 };
 
 static const char *const overflow_names[] = {"backpressure", "reject", NULL};
+static const char *const half_close_names[] = {"abandon", "wait", NULL};
 
 #define CFG(f) offsetof(struct sl_config, f), sizeof(((struct sl_config *)0)->f)
 #define RT(f) offsetof(struct sl_route_config, f), sizeof(((struct sl_route_config *)0)->f)
@@ -113,6 +114,7 @@ static const struct option options[] = {
     {SEC_SERVER, "drain_timeout", OPT_DURATION, CFG(drain_timeout_us), 0, 0, MAX_DURATION, "30s", NULL, true},
     {SEC_SERVER, "log_level", OPT_ENUM, CFG(log_level), 0, 0, 0, "info", sl_log_level_names, true},
     {SEC_SERVER, "access_log", OPT_BOOL, CFG(access_log), 0, 0, 0, "on", NULL, true},
+    {SEC_SERVER, "half_close", OPT_ENUM, CFG(half_close), 0, 0, 0, "abandon", half_close_names, true},
 
     {SEC_QUEUE, "max_depth", OPT_UINT, CFG(queue_max_depth), 0, 1, 100000000, "100000", NULL, true},
     {SEC_QUEUE, "max_bytes", OPT_SIZE, CFG(queue_max_bytes), 0, 1024, NO_MAX, "256m", NULL, true},
@@ -157,6 +159,7 @@ static const struct option options[] = {
 /* Enums are stored through an int pointer. */
 _Static_assert(sizeof(enum sl_overflow) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum sl_log_level) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum sl_half_close) == sizeof(int), "enum size");
 
 /* Parsing state: the input, the current section and what it has set. */
 struct parser {

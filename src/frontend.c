@@ -79,6 +79,7 @@ struct sl_conn {
     bool http10;
     bool head;                          /* the request being served is HEAD */
     bool close_after_write;
+    bool peer_eof;                      /* the client sent its FIN: it sends nothing more */
     struct sl_sink sink;                /* this connection as a reply sink */
     void *owner;
     char peer[INET6_ADDRSTRLEN];
@@ -99,6 +100,8 @@ struct sl_frontend {
     struct event *retry_accept;
     TAILQ_HEAD(, sl_conn) conns;
     size_t n_conns;
+    uint64_t accepted;                  /* connections, since the start */
+    uint64_t write_errors;              /* responses not delivered, since the start */
     unsigned max_connections;
     struct timeval client_timeout;
     const struct timeval *read_timeout; /* client_timeout as a common timeout (O(1) re-arm) */
@@ -569,7 +572,9 @@ void sl_conn_respond(struct sl_conn *c, int status, const char *reason,
     h.len = 0;
     h.rc = 0;
 
-    c->close_after_write = close || !c->keep_alive;
+    /* After a FIN the last answer closes: no more requests can come. */
+    c->close_after_write = close || !c->keep_alive ||
+                           (c->peer_eof && evbuffer_get_length(c->in) == 0);
     c->owner = NULL;
     if (body != NULL && (head || !status_has_body(status))) {
         evbuffer_drain(body, body_len);
@@ -588,6 +593,7 @@ void sl_conn_respond(struct sl_conn *c, int status, const char *reason,
     sl_http_msg_free(c->msg);
     c->msg = NULL;
     if (rc != 0) {
+        c->fe->write_errors++;
         conn_free(c);
         return;
     }
@@ -698,7 +704,11 @@ static void conn_on_phase_timeout(evutil_socket_t fd, short what, void *arg)
                                 : "the request body did not arrive within client_body_timeout");
 }
 
-/* Read one request: its head, then its body; serve it once complete. */
+/*
+ * Read one request: its head, then its body; serve it once complete. After
+ * the client's FIN, one that is not complete never will be: the connection
+ * ends.
+ */
 static void conn_parse(struct sl_conn *c)
 {
     int rc;
@@ -706,12 +716,16 @@ static void conn_parse(struct sl_conn *c)
     if (c->state != CONN_READING)
         return;
     if (c->msg == NULL && (rc = read_head(c, c->in)) != 0) {
-        if (rc > 0 && evbuffer_get_length(c->in) > 0)
+        if (rc > 0 && c->peer_eof)
+            conn_free(c);
+        else if (rc > 0 && evbuffer_get_length(c->in) > 0)
             conn_phase(c, PHASE_HEAD);
         return;
     }
     if ((rc = read_body(c, c->in)) != 0) {
-        if (rc > 0)
+        if (rc > 0 && c->peer_eof)
+            conn_free(c);
+        else if (rc > 0)
             conn_phase(c, PHASE_BODY);
         return;
     }
@@ -760,10 +774,20 @@ static void conn_write_done(struct sl_conn *c)
     if (bufferevent_get_enabled(c->bev) & EV_WRITE)
         bufferevent_disable(c->bev, EV_WRITE);
     if (c->close_after_write) {
-        conn_linger(c);
+        /* After the client's FIN there is nothing left to linger for. */
+        if (c->peer_eof)
+            conn_free(c);
+        else
+            conn_linger(c);
         return;
     }
     conn_reset_parser(c);
+    if (c->peer_eof) {
+        /* Requests pipelined before the FIN; the socket has nothing more. */
+        c->state = CONN_READING;
+        conn_parse(c);
+        return;
+    }
     if (conn_set_reading(c) != 0) {
         conn_free(c);
         return;
@@ -793,9 +817,35 @@ static void conn_end(struct sl_conn *c)
 /* Write errors and the write timeout (a stalled download). */
 static void conn_on_event(struct bufferevent *bev, short what, void *arg)
 {
+    struct sl_conn *c = arg;
+
     (void)bev;
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
-        conn_end(arg);
+    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)))
+        return;
+    if (c->state == CONN_WRITING)
+        c->fe->write_errors++;
+    conn_end(c);
+}
+
+/*
+ * The client finished sending (a FIN). Before a request is handed over that
+ * is a hang-up. While one is served it may be a half-close (the client
+ * still reads): its owner decides whether to answer. An answer being
+ * written is finished. Reading stops: nothing more can come.
+ */
+static void conn_on_eof(struct sl_conn *c)
+{
+    struct sl_frontend *fe = c->fe;
+
+    if (c->state != CONN_WRITING &&
+        (c->state != CONN_SERVING || c->owner == NULL || fe->cb.eof == NULL)) {
+        conn_end(c);
+        return;
+    }
+    c->peer_eof = true;
+    event_del(c->rd);
+    if (c->state == CONN_SERVING && !fe->cb.eof(c, c->owner, fe->arg))
+        conn_free(c);
 }
 
 static void conn_on_readable(evutil_socket_t fd, short what, void *arg)
@@ -820,7 +870,9 @@ static void conn_on_readable(evutil_socket_t fd, short what, void *arg)
         conn_end(c);
     else if (n > 0)
         conn_on_read(c);
-    else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+    else if (n == 0)
+        conn_on_eof(c);
+    else if (errno != EAGAIN && errno != EWOULDBLOCK)
         conn_end(c);
 }
 
@@ -878,6 +930,7 @@ static void frontend_on_accept(struct evconnlistener *lev, evutil_socket_t fd,
     peer_string(sa, c->peer, sizeof(c->peer));
     TAILQ_INSERT_TAIL(&fe->conns, c, link);
     fe->n_conns++;
+    fe->accepted++;
     bufferevent_setcb(c->bev, NULL, conn_on_write, conn_on_event, c);
     /* Responses are written directly; EV_WRITE only when the socket is full. */
     bufferevent_disable(c->bev, EV_WRITE | EV_READ);
@@ -1081,6 +1134,16 @@ void sl_frontend_close_idle(struct sl_frontend *fe)
 size_t sl_frontend_connections(const struct sl_frontend *fe)
 {
     return fe->n_conns;
+}
+
+uint64_t sl_frontend_accepted(const struct sl_frontend *fe)
+{
+    return fe->accepted;
+}
+
+uint64_t sl_frontend_write_errors(const struct sl_frontend *fe)
+{
+    return fe->write_errors;
 }
 
 void sl_frontend_free(struct sl_frontend *fe)

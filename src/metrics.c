@@ -540,6 +540,8 @@ static uint64_t burst(const struct sl_metrics_route *r) { return r->cfg != NULL 
 static double queue_bytes(const struct sl_metrics_global *g) { return (double)g->queue_bytes; }
 static double queue_depth(const struct sl_metrics_global *g) { return (double)g->queue_depth; }
 static double connections(const struct sl_metrics_global *g) { return (double)g->connections; }
+static double accepted(const struct sl_metrics_global *g) { return (double)g->connections_accepted; }
+static double write_errors(const struct sl_metrics_global *g) { return (double)g->write_errors; }
 static double draining(const struct sl_metrics_global *g) { return g->draining ? 1 : 0; }
 static double reloads(const struct sl_metrics_global *g) { return (double)g->reloads; }
 static double start_time(const struct sl_metrics_global *g) { return g->start_time_seconds; }
@@ -610,6 +612,11 @@ static const struct family families[] = {
      .emit = emit_limits},
     {"sluice_route_burst", "gauge", "Configured burst of the route.", PER_ROUTE(burst)},
     {"sluice_connections", "gauge", "Open client connections.", GLOBAL(connections)},
+    {"sluice_connections_accepted_total", "counter", "Client connections accepted.",
+     GLOBAL(accepted)},
+    {"sluice_client_write_errors_total", "counter",
+     "Responses that could not be written to their client (it had gone), or timed out.",
+     GLOBAL(write_errors)},
     {"sluice_draining", "gauge", "1 while shutting down.", GLOBAL(draining)},
     {"sluice_config_reloads_total", "counter", "Successful configuration reloads.",
      GLOBAL(reloads)},

@@ -134,6 +134,19 @@ static void proxy_on_gone(struct sl_conn *conn, void *owner, void *arg)
     o->gone(o);
 }
 
+/* A FIN while the owner is served: the owner decides whether it still answers. */
+static bool proxy_on_eof(struct sl_conn *conn, void *owner, void *arg)
+{
+    struct sl_sink_owner *o = owner;
+
+    (void)conn;
+    (void)arg;
+    if (o->eof != NULL)
+        return o->eof(o);
+    o->gone(o);
+    return false;
+}
+
 static void proxy_on_refused(struct sl_conn *conn, enum sl_outcome o, const char *detail,
                              void *arg)
 {
@@ -150,6 +163,7 @@ static void proxy_on_idle(void *arg)
 static const struct sl_frontend_callbacks proxy_frontend_cb = {
     .request = proxy_on_request,
     .gone = proxy_on_gone,
+    .eof = proxy_on_eof,
     .refused = proxy_on_refused,
     .idle = proxy_on_idle,
 };
@@ -189,6 +203,8 @@ static void proxy_view(struct sl_admin_view *v, void *arg)
     v->batches = &p->batches;
     v->totals = &p->totals;
     v->connections = sl_frontend_connections(p->frontend);
+    v->connections_accepted = sl_frontend_accepted(p->frontend);
+    v->write_errors = sl_frontend_write_errors(p->frontend);
     v->draining = p->draining;
     v->reloads = p->reloads;
     v->start_time = p->start_time;

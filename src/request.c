@@ -68,10 +68,19 @@ static struct sl_request *request_of_item(struct sl_queue_item *it)
     return (struct sl_request *)(void *)((char *)it - offsetof(struct sl_request, item));
 }
 
+static struct sl_request *request_of_owner(struct sl_sink_owner *o)
+{
+    return (struct sl_request *)(void *)((char *)o - offsetof(struct sl_request, owner));
+}
+
 static void request_on_sink_gone(struct sl_sink_owner *o)
 {
-    sl_request_sink_gone((struct sl_request *)(void *)((char *)o -
-                                                       offsetof(struct sl_request, owner)));
+    sl_request_sink_gone(request_of_owner(o));
+}
+
+static bool request_on_sink_eof(struct sl_sink_owner *o)
+{
+    return sl_request_sink_eof(request_of_owner(o));
 }
 
 static void hook(const struct sl_requests *q, void (*fn)(void *))
@@ -461,6 +470,7 @@ static struct sl_request *request_new(struct sl_requests *q, struct sl_sink *sin
     r->route = route;
     r->sink = sink;
     r->owner.gone = request_on_sink_gone;
+    r->owner.eof = request_on_sink_eof;
     r->msg = msg;
     r->arrived_us = sl_clock_now();
     TAILQ_INSERT_TAIL(&q->live, r, link);
@@ -682,6 +692,14 @@ void sl_request_sink_gone(struct sl_request *r)
     /* Parked: leave without a token. In flight: the token is spent; let it land. */
     if (r->state == SL_REQ_PARKED)
         request_finish(r, SL_OUTCOME_CLIENT_GONE, NULL, "the client closed the connection");
+}
+
+bool sl_request_sink_eof(struct sl_request *r)
+{
+    if (r->state != SL_REQ_PARKED || r->q->cfg->half_close == SL_HALF_CLOSE_WAIT)
+        return true;
+    sl_request_sink_gone(r);
+    return false;
 }
 
 /* --- upstream ----------------------------------------------------------- */

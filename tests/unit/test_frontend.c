@@ -111,6 +111,8 @@ static struct fixture {
     int gone;
     void *gone_owner;
     struct sl_conn *gone_conn;
+    int eof;                    /* `eof` calls */
+    bool eof_keep;              /* what the owner answers to them */
     int idle;
     bool in_respond;            /* inside the owner's sl_conn_respond() */
 
@@ -573,9 +575,32 @@ static void on_idle(void *arg)
         note_error("idle with connections left");
 }
 
+/* The client sent its FIN while a request was held: keep it, or let go like `gone`. */
+static bool on_eof(struct sl_conn *conn, void *owner, void *arg)
+{
+    struct seen *s = owner;
+
+    (void)arg;
+    F.eof++;
+    if (s < F.seen || s >= F.seen + F.n_seen || s->conn != conn || s->answered || s->gone) {
+        note_error("eof with an owner that is not a held request of that connection");
+        return false;
+    }
+    if (F.eof_keep)
+        return true;
+    s->gone = true;
+    F.outstanding--;
+    if (s->timer != NULL)
+        evtimer_del(s->timer);
+    sl_http_msg_free(s->msg);
+    s->msg = NULL;
+    return false;
+}
+
 static const struct sl_frontend_callbacks callbacks = {
     .request = on_request,
     .gone = on_gone,
+    .eof = on_eof,
     .refused = on_refused,
     .idle = on_idle,
 };
@@ -1288,18 +1313,29 @@ static void client_gone_while_held(enum hangup how)
         assert_int_equal(shutdown(F.cl[c].fd, SHUT_WR), 0);
         break;
     }
-    PUMP_UNTIL(F.gone == 1);
-    assert_ptr_equal(F.gone_owner, &F.seen[0]);
-    assert_ptr_equal(F.gone_conn, F.seen[0].conn);
-    assert_true(F.seen[0].gone);
-    assert_false(F.seen[0].answered);
-    assert_int_equal(sl_frontend_connections(F.fe), 1);
-    pump_quiet();
-    assert_int_equal(F.gone, 1);
-    if (how == HANGUP_SHUTDOWN) {
-        /* Nothing was written to the half-closed client before the close. */
-        PUMP_UNTIL(F.cl[c].eof);
-        assert_int_equal(rx_len(c), 0);
+    if (how != HANGUP_RESET) {
+        /* A FIN (close or shutdown look the same) is the owner's to judge
+         * (`eof`); this one lets go: no `gone`. */
+        PUMP_UNTIL(F.eof == 1);
+        assert_true(F.seen[0].gone);
+        assert_int_equal(sl_frontend_connections(F.fe), 1);
+        pump_quiet();
+        assert_int_equal(F.gone, 0);
+        if (how == HANGUP_SHUTDOWN) {
+            /* Nothing was written to the half-closed client before the close. */
+            PUMP_UNTIL(F.cl[c].eof);
+            assert_int_equal(rx_len(c), 0);
+        }
+    } else {
+        PUMP_UNTIL(F.gone == 1);
+        assert_ptr_equal(F.gone_owner, &F.seen[0]);
+        assert_ptr_equal(F.gone_conn, F.seen[0].conn);
+        assert_true(F.seen[0].gone);
+        assert_false(F.seen[0].answered);
+        assert_int_equal(sl_frontend_connections(F.fe), 1);
+        pump_quiet();
+        assert_int_equal(F.gone, 1);
+        assert_int_equal(F.eof, 0);
     }
 
     /* The other connection is unaffected and serves a request. */
@@ -1309,7 +1345,7 @@ static void client_gone_while_held(enum hangup how)
     client_close(other);
     PUMP_UNTIL(sl_frontend_connections(F.fe) == 0);
     assert_int_equal(F.idle, 1);
-    assert_int_equal(F.gone, 1);
+    assert_int_equal(F.gone, how == HANGUP_RESET ? 1 : 0);
     assert_int_equal(F.refused, 0);
 }
 
@@ -1329,6 +1365,96 @@ static void test_gone_half_close(void **state)
 {
     (void)state;
     client_gone_while_held(HANGUP_SHUTDOWN);
+}
+
+/*
+ * A client that sends its request and shuts down its sending side still
+ * reads: an owner that keeps the request answers it, with Connection:
+ * close, and the connection then closes (nothing more can come).
+ */
+static void test_half_close_answered(void **state)
+{
+    struct evbuffer *want = F.want;
+    int c;
+
+    (void)state;
+    start(NULL);
+    F.mode = HOLD;
+    F.eof_keep = true;
+    c = client_accepted(1);
+    client_send(c, "POST /half HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx");
+    PUMP_UNTIL(F.n_seen == 1);
+    assert_int_equal(shutdown(F.cl[c].fd, SHUT_WR), 0);
+    PUMP_UNTIL(F.eof == 1);
+    pump_quiet();
+    assert_int_equal(F.gone, 0);
+    assert_false(F.seen[0].gone);
+    assert_int_equal(sl_frontend_connections(F.fe), 1);
+    assert_int_equal(rx_len(c), 0);
+
+    answer(&F.seen[0]);
+    expect_answer(want, 0, "POST", "/half", "x", "close");
+    PUMP_UNTIL(F.cl[c].eof);
+    expect_rx(c, want);
+    assert_int_equal(F.cl[c].err, 0);
+    PUMP_UNTIL(sl_frontend_connections(F.fe) == 0);
+    assert_int_equal(sl_frontend_write_errors(F.fe), 0);
+    assert_int_equal(F.gone, 0);
+}
+
+/*
+ * Requests pipelined before the FIN are all answered, in order, the last
+ * one with Connection: close; an incomplete one after them is dropped.
+ */
+static void test_half_close_pipelined(void **state)
+{
+    struct evbuffer *want = F.want;
+    int c;
+
+    (void)state;
+    start(NULL);
+    F.mode = ANSWER_TIMER;
+    F.eof_keep = true;
+    c = client_accepted(1);
+    client_send(c, "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_int_equal(shutdown(F.cl[c].fd, SHUT_WR), 0);
+    expect_answer(want, 0, "GET", "/1", NULL, NULL);
+    expect_answer(want, 1, "GET", "/2", NULL, "close");
+    PUMP_UNTIL(F.cl[c].eof);
+    expect_rx(c, want);
+    assert_int_equal(F.n_seen, 2);
+    PUMP_UNTIL(sl_frontend_connections(F.fe) == 0);
+
+    evbuffer_drain(want, evbuffer_get_length(want));
+    c = client_accepted(1);
+    client_send(c, "GET /3 HTTP/1.1\r\nHost: h\r\n\r\nGET /4 HTTP/1.1\r\nHo");
+    assert_int_equal(shutdown(F.cl[c].fd, SHUT_WR), 0);
+    expect_answer(want, 2, "GET", "/3", NULL, NULL);
+    PUMP_UNTIL(F.cl[c].eof);
+    expect_rx(c, want);
+    PUMP_UNTIL(sl_frontend_connections(F.fe) == 0);
+    assert_int_equal(F.n_seen, 3);
+    assert_int_equal(F.refused, 0);
+}
+
+/* A FIN while a large answer is being written: it is written to the end. */
+static void test_half_close_while_writing(void **state)
+{
+    struct evbuffer *want = F.want;
+    int c;
+
+    (void)state;
+    start(NULL);
+    F.big_body = 4 * BIG_BODY;
+    c = client_accepted(1);
+    client_send(c, "GET /large HTTP/1.1\r\nHost: h\r\n\r\n");
+    PUMP_UNTIL(F.n_seen == 1 && rx_len(c) > 0);
+    assert_int_equal(shutdown(F.cl[c].fd, SHUT_WR), 0);
+    expect_answer(want, 0, "GET", "/large", NULL, NULL);
+    PUMP_UNTIL(F.cl[c].eof);
+    expect_rx(c, want);
+    assert_int_equal(F.eof, 0);
+    PUMP_UNTIL(sl_frontend_connections(F.fe) == 0);
 }
 
 /* A hang-up after the answer, or before any request, reports no `gone`. */
@@ -1775,6 +1901,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gone_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gone_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gone_half_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_half_close_answered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_half_close_pipelined, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_half_close_while_writing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_gone_when_not_serving, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_host_required, setup, teardown),

@@ -408,7 +408,8 @@ static const char *const family_order[] = {
     "sluice_retries_total", "sluice_client_gone_total",
     "sluice_dispatched_total", "sluice_units_dispatched_total", "sluice_batches_total",
     "sluice_batch_items_total", "sluice_route_rate_limit_per_second", "sluice_route_limit",
-    "sluice_route_burst", "sluice_connections", "sluice_draining",
+    "sluice_route_burst", "sluice_connections", "sluice_connections_accepted_total",
+    "sluice_client_write_errors_total", "sluice_draining",
     "sluice_config_reloads_total", "sluice_start_time_seconds", "sluice_build_info",
     "sluice_jobs", "sluice_jobs_accepted_total", "sluice_jobs_expired_total",
     "sluice_jobs_evicted_total", "sluice_jobs_stream_length", "sluice_jobs_stream_pending",
@@ -441,6 +442,8 @@ static const struct sl_metrics_global test_global = {
     .queue_depth = 6,
     .queue_bytes = 4096,
     .connections = 17,
+    .connections_accepted = 170,
+    .write_errors = 3,
     .draining = true,
     .reloads = 2,
     .start_time_seconds = 1700000000.5,
@@ -572,6 +575,8 @@ static void test_two_routes(void **state)
     assert_int_equal(count_prefix(lines, n, "sluice_route_limit{"), 2);
     expect_line(lines, n, "sluice_route_burst{route=\"api\"} 4");
     expect_line(lines, n, "sluice_connections 17");
+    expect_line(lines, n, "sluice_connections_accepted_total 170");
+    expect_line(lines, n, "sluice_client_write_errors_total 3");
     expect_line(lines, n, "sluice_draining 1");
     expect_line(lines, n, "sluice_config_reloads_total 2");
     expect_line(lines, n, "sluice_start_time_seconds 1700000000.5");
