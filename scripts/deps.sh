@@ -11,6 +11,9 @@ packages=(
   python3 ca-certificates openssl
   dpkg-dev file systemd groff-base
   chromium fonts-dejavu-core     # the status page's browser test (tests/integration/test_status_page.py)
+  # tests/integration/test_clients.py: real clients against nginx
+  nginx libnginx-mod-http-echo curl apache2-utils
+  python3-requests python3-httpx python3-aiohttp
   "$@"
 )
 
