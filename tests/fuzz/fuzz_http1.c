@@ -57,11 +57,27 @@ static void check_head(int rc, const struct sl_http1_head *h, const char *buf, s
     }
     FUZZ_CHECK(h->head_len > 0 && h->head_len <= len && h->head_len <= MAX_HEAD);
     FUZZ_CHECK(h->n_fields <= MAX_FIELDS && h->minor >= 0 && h->minor <= 9);
-    if (request)
+    if (request) {
+        const char *a, *rest;
+        size_t an, rn;
+
         FUZZ_CHECK(h->method_len > 0 && inside(h->method, h->method_len, buf, h->head_len) &&
                    h->target_len > 0 && inside(h->target, h->target_len, buf, h->head_len));
-    else
+        FUZZ_CHECK(h->reason == NULL);
+        /* An absolute-form target splits into parts of itself, the rest a path or query. */
+        if (sl_http1_absolute_form(h->target, h->target_len, &a, &an, &rest, &rn) == 0)
+            FUZZ_CHECK(inside(a, an, h->target, h->target_len) &&
+                       inside(rest, rn, h->target, h->target_len) &&
+                       sl_http1_plain_authority(a, an) &&
+                       (rn == 0 || rest[0] == '/' || rest[0] == '?'));
+    } else {
         FUZZ_CHECK(h->status >= 100 && h->status <= 999);
+        /* The reason is relayed into a head: it must hold no CR, LF or other CTL. */
+        FUZZ_CHECK(inside(h->reason, h->reason_len, buf, h->head_len));
+        for (size_t i = 0; i < h->reason_len; i++)
+            FUZZ_CHECK((unsigned char)h->reason[i] >= 0x20 || h->reason[i] == '\t');
+        FUZZ_CHECK(memchr(h->reason, 0x7f, h->reason_len) == NULL);
+    }
     for (size_t i = 0; i < h->n_fields; i++) {
         const struct sl_http1_field *f = &h->fields[i];
 
