@@ -47,6 +47,19 @@ struct sl_limit {
     int64_t period_us;
 };
 
+/* Where a route's limit_key comes from (SPEC section 3). */
+enum sl_key_source {
+    SL_KEY_NONE = 0,
+    SL_KEY_HEADER,                     /* header:NAME */
+    SL_KEY_QUERY,                      /* query:NAME */
+    SL_KEY_CLIENT_IP,                  /* client_ip */
+};
+
+struct sl_limit_key {
+    enum sl_key_source source;
+    char name[SL_CONFIG_HEADER_LEN];   /* header or query parameter name; "" otherwise */
+};
+
 /* One [route NAME] section. */
 struct sl_route_config {
     char name[SL_CONFIG_NAME_LEN];
@@ -68,6 +81,8 @@ struct sl_route_config {
     int64_t window_guard_us;           /* default 3ms: extra age past each window */
     bool jitter_proof;                 /* default off: date dispatches by their answers */
     char fair_key[SL_CONFIG_HEADER_LEN]; /* header name of "header:NAME", "" = none */
+    struct sl_limit_key limit_key;     /* one strict limiter per key value; none by default */
+    size_t max_keys;                   /* live keys per route, default 100000 */
     int line;                          /* line of the [route NAME] header */
 };
 

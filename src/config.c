@@ -63,6 +63,7 @@ enum opt_type {
     OPT_MATCH,
     OPT_UPSTREAM,
     OPT_FAIR_KEY,
+    OPT_LIMIT_KEY,
     OPT_HOST,     /* a Host value to route on: name[:port], stored lowercase */
 };
 
@@ -136,6 +137,8 @@ static const struct option options[] = {
     {SEC_ROUTE, "window_guard", OPT_DURATION, RT(window_guard_us), 0, 0, 60 * USEC_S, "3ms", NULL, true},
     {SEC_ROUTE, "jitter_proof", OPT_BOOL, RT(jitter_proof), 0, 0, 0, "off", NULL, true},
     {SEC_ROUTE, "fair_key", OPT_FAIR_KEY, RT(fair_key), 0, 0, 0, "", NULL, true},
+    {SEC_ROUTE, "limit_key", OPT_LIMIT_KEY, RT(limit_key), 0, 0, 0, "", NULL, true},
+    {SEC_ROUTE, "max_keys", OPT_UINT, RT(max_keys), 0, 1, 10000000, "100000", NULL, true},
 };
 
 #define N_OPTIONS SL_ARRAY_LEN(options)
@@ -789,6 +792,38 @@ static int set_fair_key(struct parser *p, const struct option *o, void *field, c
     return 0;
 }
 
+/* header:NAME, query:NAME, client_ip, or nothing. */
+static int set_limit_key(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    struct sl_limit_key *lk = field;
+    const char *name = "";
+
+    (void)o;
+    memset(lk, 0, sizeof(*lk));
+    if (*v == '\0')
+        return 0;
+    if (strcmp(v, "client_ip") == 0) {
+        lk->source = SL_KEY_CLIENT_IP;
+        return 0;
+    }
+    if (strncmp(v, "header:", 7) == 0) {
+        lk->source = SL_KEY_HEADER;
+        name = v + 7;
+    } else if (strncmp(v, "query:", 6) == 0) {
+        lk->source = SL_KEY_QUERY;
+        name = v + 6;
+    }
+    /* A query parameter name is matched as written: token characters keep it unambiguous. */
+    if (lk->source == SL_KEY_NONE || !is_token(name) || strlen(name) >= sizeof(lk->name)) {
+        report(p, p->lineno, "limit_key",
+               "expected header:NAME, query:NAME, client_ip or nothing, got \"%s\"", v);
+        memset(lk, 0, sizeof(*lk));
+        return -1;
+    }
+    memcpy(lk->name, name, strlen(name) + 1);
+    return 0;
+}
+
 /* "api.example.com", "localhost:8080", "[::1]:8080", or nothing. */
 static int set_host(struct parser *p, const struct option *o, void *field, const char *v)
 {
@@ -832,6 +867,7 @@ static int set_option(struct parser *p, const struct option *o, void *base, cons
     case OPT_MATCH: return set_match(p, o, field, v);
     case OPT_UPSTREAM: return set_upstream(p, o, field, v);
     case OPT_FAIR_KEY: return set_fair_key(p, o, field, v);
+    case OPT_LIMIT_KEY: return set_limit_key(p, o, field, v);
     case OPT_HOST: return set_host(p, o, field, v);
     }
     return -1;
@@ -895,6 +931,9 @@ static void end_section(struct parser *p)
         return;
     r = current_route(p);
     check_cost(p, r);
+    if (r->limit_key.source != SL_KEY_NONE && r->fair_key[0] != '\0')
+        report(p, p->key_line[find_option(SEC_ROUTE, "fair_key") - options], "fair_key",
+               "limit_key already serves its keys round robin; set one of the two");
     /* The route being closed is the last one; compare with the earlier ones. */
     for (size_t i = 0; i + 1 < p->cfg->n_routes; i++) {
         const struct sl_route_config *o = &p->cfg->routes[i];
