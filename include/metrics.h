@@ -32,6 +32,7 @@ struct evbuffer;
     X(BODY_TOO_LARGE, "body_too_large", 413)               \
     X(HEADERS_TOO_LARGE, "headers_too_large", 431)         \
     X(QUEUE_FULL, "queue_full", 503)                       \
+    X(TOO_MANY_KEYS, "too_many_keys", 503)                 \
     X(DRAINING, "draining", 503)                           \
     X(QUEUE_TIMEOUT, "queue_timeout", 504)                 \
     X(UPSTREAM_UNREACHABLE, "upstream_unreachable", 502)   \

@@ -6,8 +6,8 @@
  * Matching is a plain string prefix on the request path (without query),
  * as nginx's prefix locations: "/api" matches "/api", "/api/x" and "/apix".
  *
- * Ownership: the table owns its routes; a route owns its queue, limiter and
- * config copy. `sched.timer` is created and freed by the dispatcher, which
+ * Ownership: the table owns its routes; a route owns its queue, limiter,
+ * keys table (with limit_key) and config copy. `sched.timer` is created and freed by the dispatcher, which
  * must free it before sl_route_table_fini().
  */
 #ifndef SL_ROUTE_H
@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "keys.h"
 #include "limiter.h"
 #include "metrics.h"
 #include "queue.h"
@@ -34,6 +35,7 @@ struct sl_route_sched {
     bool in_pass;                  /* a pass of this route is running */
     bool again;                    /* ...and was kicked meanwhile: go round once more */
     bool frozen;                   /* stopping now: nothing more is dispatched */
+    struct event *sweep;           /* keyed routes: evicts idle keys whose windows passed */
 };
 
 /*
@@ -44,6 +46,7 @@ struct sl_route {
     struct sl_route_config cfg;    /* copy; a reload replaces it in place */
     struct sl_queue queue;
     struct sl_limiter limiter;     /* taken by the dispatcher, dated by the request */
+    struct sl_keys *keys;          /* limit_key: the limits per key instead (limiter unused) */
     struct sl_route_stats stats;
     unsigned in_flight;
     int64_t paused_until_us;       /* monotonic; 0 = not paused */
@@ -105,8 +108,12 @@ bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us);
 /*
  * `to` replaces `from` (same name, new config): it takes over the limiter's
  * history (so a reload never lets a burst through), the counters and the
- * pause. Parked and in-flight requests are their owner's to move.
+ * pause. With limit_key on both, `to` takes over `from`'s keys table,
+ * reconfigured (keys.h), so that every slot held by a request stays valid;
+ * when limit_key comes or goes, the new limits start after the old ones'
+ * last dispatch has left their windows. Parked and in-flight requests are
+ * their owner's to move.
  */
-void sl_route_carry_over(struct sl_route *to, const struct sl_route *from, int64_t now);
+void sl_route_carry_over(struct sl_route *to, struct sl_route *from, int64_t now);
 
 #endif

@@ -9,9 +9,34 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "clock.h"
 
 #include "log.h"
 #include "sluice.h"
+
+/*
+ * The secret seed of every keys table (keys.h), drawn once per process so
+ * that a reload keeps each key's id. A client cannot choose values that
+ * share a hash chain without it.
+ */
+static const uint64_t *key_seed(void)
+{
+    static uint64_t seed[2];
+    static bool drawn;
+
+    if (!drawn) {
+        if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed)) {
+            seed[0] = (uint64_t)sl_clock_wall() ^ ((uint64_t)getpid() << 32);
+            seed[1] = (uint64_t)sl_clock_now() ^ (uint64_t)(uintptr_t)&drawn;
+            sl_log_warn("getrandom failed; the limit_key seed comes from the clock", NULL);
+        }
+        drawn = true;
+    }
+    return seed;
+}
 
 /* One route with its queue and limiter; SL_ERR (bad limit) or SL_ENOMEM. */
 static int route_new(const struct sl_route_config *cfg, struct sl_queue_totals *totals,
@@ -32,6 +57,13 @@ static int route_new(const struct sl_route_config *cfg, struct sl_queue_totals *
         goto fail;
     }
     sl_limiter_set_dating(&r->limiter, cfg->window_guard_us, cfg->jitter_proof);
+    if (cfg->limit_key.source != SL_KEY_NONE &&
+        (r->keys = sl_keys_new(cfg, key_seed())) == NULL) {
+        sl_queue_fini(&r->queue);
+        sl_limiter_fini(&r->limiter);
+        rc = SL_ENOMEM;
+        goto fail;
+    }
     *out = r;
     return SL_OK;
 
@@ -46,6 +78,7 @@ void sl_route_free(struct sl_route *r)
         return;
     sl_queue_fini(&r->queue);
     sl_limiter_fini(&r->limiter);
+    sl_keys_free(r->keys);
     free(r);
 }
 
@@ -219,9 +252,48 @@ bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us)
     return true;
 }
 
-void sl_route_carry_over(struct sl_route *to, const struct sl_route *from, int64_t now)
+/* The longest window of a limiter plus its guard. */
+static int64_t limiter_span(const struct sl_limiter *l)
+{
+    int64_t span = 0;
+
+    for (size_t i = 0; i < l->n_logs; i++) {
+        if (l->logs[i].window_us + l->logs[i].guard_us > span)
+            span = l->logs[i].window_us + l->logs[i].guard_us;
+    }
+    return span;
+}
+
+static void carry_keys(struct sl_route *to, struct sl_route *from, int64_t now)
+{
+    int64_t last;
+
+    if (from->keys != NULL && to->keys != NULL) {
+        /* On failure (memory) `to` keeps its fresh table, behind a floor. */
+        if (sl_keys_reconfigure(from->keys, &to->cfg, now) == SL_OK) {
+            sl_keys_free(to->keys);
+            to->keys = from->keys;
+            from->keys = NULL;
+        } else if ((last = sl_keys_last(from->keys)) != INT64_MIN) {
+            sl_keys_set_floor(to->keys, last + to->keys->span_us);
+        }
+    } else if (to->keys != NULL) {
+        /* limit_key added: any key may have sent the route's last dispatch. */
+        last = sl_limiter_last(&from->limiter, now);
+        if (last != INT64_MIN)
+            sl_keys_set_floor(to->keys, last + to->keys->span_us);
+    } else if (from->keys != NULL) {
+        /* limit_key removed: the route's limit counts what every key sent. */
+        last = sl_keys_last(from->keys);
+        if (last != INT64_MIN)
+            sl_limiter_hold_until(&to->limiter, last + limiter_span(&to->limiter));
+    }
+}
+
+void sl_route_carry_over(struct sl_route *to, struct sl_route *from, int64_t now)
 {
     sl_limiter_inherit(&to->limiter, &from->limiter, now);
+    carry_keys(to, from, now);
     to->stats = from->stats;
     to->paused_until_us = from->paused_until_us;
 }
