@@ -25,6 +25,21 @@
 
 struct event;
 struct sl_dispatch_ops;
+struct sl_retry_policy;
+
+/*
+ * The limit the upstream announces in its answers (RateLimit-Policy...),
+ * against what the route's limits (per key with limit_key) allow in the
+ * same window. Learned, reported, never applied: sluice never raises (nor
+ * lowers) a configured limit on the upstream's word.
+ */
+struct sl_route_budget {
+    bool known;                    /* an answer announced a usable limit */
+    double n;                      /* announced: n per window */
+    int64_t window_us;
+    double allows;                 /* what the route's limits allow in that window */
+    bool above;                    /* allows > n: the configured limits are too high */
+};
 
 /* The dispatcher's per-route state (dispatcher.h); nothing else writes it. */
 struct sl_route_sched {
@@ -50,6 +65,7 @@ struct sl_route {
     struct sl_route_stats stats;
     unsigned in_flight;
     int64_t paused_until_us;       /* monotonic; 0 = not paused */
+    struct sl_route_budget budget; /* changes only through sl_route_learn_budget() */
     struct sl_route_sched sched;
     bool retired;                  /* removed by a reload; only its calls under way remain */
 };
@@ -104,6 +120,14 @@ void sl_route_flight_move(struct sl_route *from, struct sl_route *to);
  * (counted in stats.pauses and logged).
  */
 bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us);
+
+/*
+ * An answer announced these limits (retry.h). Keeps the first one the
+ * route's limits exceed, else the first; logs a warning when the route
+ * starts to exceed an announced limit and a note when it stops, once per
+ * change. Returns true if what is kept changed.
+ */
+bool sl_route_learn_budget(struct sl_route *r, const struct sl_retry_policy *p, size_t n);
 
 /*
  * `to` replaces `from` (same name, new config): it takes over the limiter's

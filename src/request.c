@@ -844,8 +844,15 @@ static void heed_upstream(struct sl_route *route, const struct sl_upstream_respo
                           int64_t now)
 {
     int64_t pause = 0;
+    struct sl_retry_policy policies[4];
+    size_t n;
 
-    if (resp->error != SL_UPSTREAM_OK || !route->cfg.honor_retry_after)
+    if (resp->error != SL_UPSTREAM_OK)
+        return;
+    if (has_ratelimit_fields(&resp->headers) &&
+        (n = sl_retry_ratelimit_policies(&resp->headers, policies, 4)) > 0)
+        (void)sl_route_learn_budget(route, policies, n);
+    if (!route->cfg.honor_retry_after)
         return;
     if (resp->status == 429 || resp->status == 503) {
         const char *ra = evhttp_find_header(&resp->headers, "Retry-After");

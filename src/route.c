@@ -15,6 +15,7 @@
 #include "clock.h"
 
 #include "log.h"
+#include "retry.h"
 #include "sluice.h"
 
 /*
@@ -252,6 +253,55 @@ bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us)
     return true;
 }
 
+/* What `policy` means for route r: the budget to keep. */
+static struct sl_route_budget budget_of(const struct sl_route *r,
+                                        const struct sl_retry_policy *policy)
+{
+    struct sl_route_budget b;
+
+    b.known = true;
+    b.n = policy->n;
+    b.window_us = policy->window_us;
+    b.allows = sl_limiter_allows_in(&r->limiter, policy->window_us);
+    b.above = b.allows > b.n;
+    return b;
+}
+
+/* Keep b; log when the route starts or stops exceeding what the upstream announces. */
+static bool keep_budget(struct sl_route *r, const struct sl_route_budget *b)
+{
+    struct sl_route_budget old = r->budget;
+
+    if (old.known && old.n == b->n && old.window_us == b->window_us && old.allows == b->allows)
+        return false;
+    r->budget = *b;
+    if (b->above && (!old.above || old.n != b->n || old.window_us != b->window_us))
+        sl_log_warn("the configured limits allow more than the upstream announces",
+                    "route=%s allows=%g announced=%g window_s=%g%s", r->cfg.name, b->allows, b->n,
+                    (double)b->window_us / 1e6, r->keys != NULL ? " per_key=true" : "");
+    else if (!b->above && old.above)
+        sl_log_info("the configured limits are within what the upstream announces",
+                    "route=%s allows=%g announced=%g window_s=%g", r->cfg.name, b->allows, b->n,
+                    (double)b->window_us / 1e6);
+    return true;
+}
+
+bool sl_route_learn_budget(struct sl_route *r, const struct sl_retry_policy *p, size_t n)
+{
+    struct sl_route_budget b;
+
+    if (n == 0)
+        return false;
+    b = budget_of(r, &p[0]);
+    for (size_t i = 1; i < n && !b.above; i++) {
+        struct sl_route_budget other = budget_of(r, &p[i]);
+
+        if (other.above)
+            b = other;
+    }
+    return keep_budget(r, &b);
+}
+
 /* The longest window of a limiter plus its guard. */
 static int64_t limiter_span(const struct sl_limiter *l)
 {
@@ -296,4 +346,13 @@ void sl_route_carry_over(struct sl_route *to, struct sl_route *from, int64_t now
     carry_keys(to, from, now);
     to->stats = from->stats;
     to->paused_until_us = from->paused_until_us;
+    /* What the upstream announced still holds; how our new limits compare is new. */
+    if (from->budget.known) {
+        struct sl_retry_policy p = {from->budget.n, from->budget.window_us};
+        struct sl_route_budget b;
+
+        to->budget = from->budget;
+        b = budget_of(to, &p);
+        (void)keep_budget(to, &b);
+    }
 }

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "log.h"
+#include "retry.h"
 #include "route.h"
 #include "sluice.h"
 
@@ -316,6 +317,41 @@ static void test_carry_over_keys(void **state)
     sl_route_table_fini(&nxt.table);
 }
 
+
+/* An announced limit is compared with what the route's limits allow in its window. */
+static void test_learn_budget(void **state)
+{
+    static const char *const names[] = {"a"};
+    static const char *const matches[] = {"/"};
+    struct sl_retry_policy within[] = {{1000, 60 * SEC}};
+    struct sl_retry_policy both[] = {{1000, 60 * SEC}, {500, 60 * SEC}};
+    struct sl_retry_policy per_sec[] = {{5, SEC}};
+    struct fixture f;
+    struct sl_route *r;
+
+    (void)state;
+    make(&f, names, matches, 1);
+    assert_int_equal(sl_route_table_init(&f.table, &f.cfg, &f.totals), SL_OK);
+    r = f.table.routes[0];
+    assert_false(r->budget.known);
+    assert_true(sl_route_learn_budget(r, within, 1));
+    assert_true(r->budget.known);
+    assert_false(r->budget.above);
+    assert_true(r->budget.allows == 600);
+    /* The first policy our limits exceed is the one kept; the same again changes nothing. */
+    assert_true(sl_route_learn_budget(r, both, 2));
+    assert_true(r->budget.above);
+    assert_true(r->budget.n == 500);
+    assert_false(sl_route_learn_budget(r, both, 2));
+    assert_true(sl_route_learn_budget(r, per_sec, 1));
+    assert_true(r->budget.above);
+    assert_true(r->budget.allows == 10);
+    assert_true(sl_route_learn_budget(r, within, 1));
+    assert_false(r->budget.above);
+    assert_false(sl_route_learn_budget(r, within, 0));
+    sl_route_table_fini(&f.table);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -327,6 +363,7 @@ int main(void)
         cmocka_unit_test(test_init_failure_frees_all),
         cmocka_unit_test(test_empty_config),
         cmocka_unit_test(test_carry_over_keys),
+        cmocka_unit_test(test_learn_budget),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
