@@ -112,6 +112,17 @@ struct sl_metrics_route {
     size_t lane_depth[SL_LANE_COUNT];
     unsigned in_flight;
     bool paused;
+    /* limit_key (keys.h): only routes with keyed set export these. */
+    bool keyed;
+    uint64_t keys_live;
+    uint64_t keys_evicted;
+    uint64_t keys_bytes;
+    /* The limit the upstream announces (route.h): only when announced is set. */
+    bool announced;
+    double announced_n;
+    double announced_window_s;
+    double allows;                 /* what the route's limits allow in that window */
+    bool above;
 };
 
 struct sl_metrics_global {
