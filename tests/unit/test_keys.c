@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -431,6 +432,45 @@ static void test_default_bucket(void **state)
 
 /* --- memory ------------------------------------------------------------------- */
 
+/*
+ * Limiter decisions per second among 100,000 keys, printed (not asserted:
+ * the machine decides): each a key's next instant and, when due, its take
+ * and its answer, on keys picked at random (cache misses included).
+ */
+static void decisions(struct sl_keys *k)
+{
+    enum { N = 1000000 };
+    uint32_t *slots = malloc(100000 * sizeof(*slots));
+    char v[16];
+    struct timespec a, b;
+    int64_t now = T0 + 100 * SEC;
+    size_t taken = 0;
+    double secs;
+
+    assert_non_null(slots);
+    for (int i = 0; i < 100000; i++) {
+        snprintf(v, sizeof(v), "k%d", i);
+        slots[i] = acquire_ok(k, v, now);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (int i = 0; i < N; i++) {
+        uint32_t s = slots[rnd(100000)];
+
+        now += 1;
+        if (sl_keys_next(k, s, now, 1) <= now && sl_keys_take(k, s, now, 1) == SL_OK) {
+            sl_keys_answered(k, s, now, 1);
+            sl_keys_hold(k, s);
+            taken++;
+        }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    secs = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+    print_message("%d decisions among 100000 keys (%zu taken): %.1f million per second\n", N,
+                  taken, N / secs / 1e6);
+    assert_true(taken > 0);
+    free(slots);
+}
+
 /* 100,000 idle compact keys: at most 64 bytes each, the hash table included. */
 static void test_bytes_per_key(void **state)
 {
@@ -449,6 +489,7 @@ static void test_bytes_per_key(void **state)
     print_message("%zu keys: %zu bytes, %.1f per key\n", sl_keys_live(k), bytes,
                   (double)bytes / 100000.0);
     assert_true(bytes <= 64 * 100000);
+    decisions(k);
     sl_keys_free(k);
 }
 
