@@ -912,6 +912,41 @@ static void test_keyed_sweep(void **state)
     assert_false(evtimer_pending(r->sched.sweep, NULL));
 }
 
+/* Dated by answers: a key waits for its answer (no timer), the answer lets it go. */
+static void test_keyed_jitter_proof(void **state)
+{
+    struct fx *f = *state;
+    struct sl_route *r;
+    uint32_t slot;
+
+    keyed_cfg(f, 0, 1, 32);
+    f->rcfg[0].jitter_proof = true;
+    r = start(f, 1);
+    assert_false(r->keys->compact);
+    park_key(f, r, "a", SL_LANE_NORMAL);
+    park_key(f, r, "a", SL_LANE_NORMAL);
+    park_key(f, r, "b", SL_LANE_NORMAL);
+    sl_dispatcher_kick(r);
+    /* a's first is unanswered: only its answer can let a's second go. */
+    assert_int_equal(f->n_calls, 2);
+    assert_int_equal(call_id(f, 0), 0);
+    assert_int_equal(call_id(f, 1), 2);
+    assert_int_equal(sl_queue_waiting(&r->queue), 1);
+    assert_disarmed(r);
+    /* The answer (what request.c does): date it, bring the key's flows back, kick. */
+    fake_now = T0 + 50 * MS;
+    slot = f->reqs[0].item.key_slot;
+    sl_keys_answered(r->keys, slot, fake_now, 1);
+    sl_queue_unblock_key(&r->queue, "a");
+    sl_dispatcher_kick(r);
+    assert_int_equal(f->n_calls, 2);
+    assert_armed(r, T0 + 50 * MS + SEC);
+    fake_now = T0 + 50 * MS + SEC;
+    sl_dispatcher_kick(r);
+    assert_int_equal(f->n_calls, 3);
+    assert_call(f, 2, 'd', r, 1, fake_now);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -932,6 +967,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_keyed_route_gates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keyed_many_keys_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keyed_sweep, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keyed_jitter_proof, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
