@@ -146,6 +146,12 @@ void sl_keys_sent(struct sl_keys *k, uint32_t slot, int64_t taken, int64_t sent)
 /* The dispatch got its answer or ended without one (exactly once per take). */
 void sl_keys_answered(struct sl_keys *k, uint32_t slot, int64_t now, uint32_t units);
 
+/*
+ * The upstream asked this key to wait (a 429, a spent budget): nothing of
+ * it goes before `until`, and it is not evicted before then either.
+ */
+void sl_keys_pause(struct sl_keys *k, uint32_t slot, int64_t until);
+
 /* Evict up to `max` idle keys whose windows have passed; returns how many. */
 size_t sl_keys_sweep(struct sl_keys *k, int64_t now, size_t max);
 

@@ -600,6 +600,24 @@ void sl_keys_answered(struct sl_keys *k, uint32_t slot, int64_t now, uint32_t un
     became_idle(k, slot);
 }
 
+void sl_keys_pause(struct sl_keys *k, uint32_t slot, int64_t until)
+{
+    struct sl_keys_node *n = node(k, slot);
+
+    if (k->compact) {
+        /* next(units) = at - (max_cost - units) * I is then >= until for any units. */
+        int64_t at = until + (int64_t)(k->max_cost - 1) * k->interval_us;
+
+        if (at > n->at_us)
+            n->at_us = at;
+        return;
+    }
+    sl_limiter_hold_until(full_of(k, slot), until);
+    /* An idle key's eviction instant was computed when it went idle. */
+    if (slot != SL_KEYS_DEFAULT_SLOT && is_idle(n))
+        n->at_us = full_quiet_at(full_of(k, slot));
+}
+
 size_t sl_keys_bytes(const struct sl_keys *k)
 {
     size_t b = sizeof(*k) + ((size_t)k->mask + 1) * sizeof(*k->buckets) +

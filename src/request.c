@@ -839,10 +839,30 @@ static bool has_ratelimit_fields(const struct evkeyvalq *headers)
     return false;
 }
 
+/*
+ * A 429 or a spent budget: with limit_key the upstream counts per key, so
+ * only r's key waits (the others go on); otherwise the route pauses.
+ */
+static void pause_limit(struct sl_request *r, int64_t now, int64_t pause_us)
+{
+    struct sl_route *route = r->route;
+
+    if (r->key_table == NULL || r->key_table != route->keys) {
+        (void)sl_route_pause(route, now, pause_us);
+        return;
+    }
+    if (pause_us <= 0)
+        return;
+    sl_keys_pause(r->key_table, r->item.key_slot, now + pause_us);
+    sl_log_debug("key paused", "route=%s key=%08x pause_ms=%lld", route->cfg.name,
+                 sl_keys_digest(r->key_id), (long long)(pause_us / 1000));
+}
+
 /* What the upstream says about its own budget pauses the route before it has to 429. */
-static void heed_upstream(struct sl_route *route, const struct sl_upstream_response *resp,
+static void heed_upstream(struct sl_request *r, const struct sl_upstream_response *resp,
                           int64_t now)
 {
+    struct sl_route *route = r->route;
     int64_t pause = 0;
     struct sl_retry_policy policies[4];
     size_t n;
@@ -857,12 +877,16 @@ static void heed_upstream(struct sl_route *route, const struct sl_upstream_respo
     if (resp->status == 429 || resp->status == 503) {
         const char *ra = evhttp_find_header(&resp->headers, "Retry-After");
 
-        if (ra != NULL && sl_retry_after_parse(ra, sl_clock_wall(), &pause) == 0)
-            (void)sl_route_pause(route, now, pause);
+        if (ra != NULL && sl_retry_after_parse(ra, sl_clock_wall(), &pause) == 0) {
+            if (resp->status == 429)
+                pause_limit(r, now, pause);
+            else
+                (void)sl_route_pause(route, now, pause); /* unavailable: all keys */
+        }
     }
     if (has_ratelimit_fields(&resp->headers) &&
         sl_retry_ratelimit_exhausted(&resp->headers, sl_clock_wall(), &pause) == 1)
-        (void)sl_route_pause(route, now, pause);
+        pause_limit(r, now, pause);
 }
 
 /*
@@ -917,7 +941,13 @@ static void requeue(struct sl_request *r)
 
     sl_route_flight_end(route);
     r->state = SL_REQ_NEW;
-    if (key_repin(r) != SL_OK || sl_queue_push_head(&route->queue, &r->item) != SL_OK) {
+    /* Its key (or, after a reload, its new route's key or fair key) again. */
+    if (key_repin(r) != SL_OK) {
+        request_finish(r, SL_OUTCOME_INTERNAL_ERROR, NULL, "out of memory");
+        return;
+    }
+    r->item.key = fair_key(r);
+    if (sl_queue_push_head(&route->queue, &r->item) != SL_OK) {
         request_finish(r, SL_OUTCOME_INTERNAL_ERROR, NULL, "out of memory");
         return;
     }
@@ -942,7 +972,10 @@ static int try_retry(struct sl_request *r, struct sl_upstream_response *resp, in
     if (resp->error == SL_UPSTREAM_OK && keep_last(r, resp) != SL_OK)
         return 0;
     r->route->stats.retries[reason]++;
-    (void)sl_route_pause(r->route, now, wait_us);
+    if (reason == SL_RETRY_STATUS_429)
+        pause_limit(r, now, wait_us);
+    else
+        (void)sl_route_pause(r->route, now, wait_us);
     sl_log_debug("retrying", "route=%s attempt=%u reason=%s wait_ms=%lld", r->route->cfg.name,
                  r->attempts, sl_retry_reason_name(reason), (long long)(wait_us / 1000));
     requeue(r);
@@ -958,7 +991,7 @@ static void request_on_upstream(struct sl_upstream_response *resp, void *arg)
     date_answer(r);
     r->upstream_us += resp->duration_us;
     count_upstream(r->route, resp);
-    heed_upstream(r->route, resp, now);
+    heed_upstream(r, resp, now);
     if (try_retry(r, resp, now))
         return;
     if (r->sink == NULL)

@@ -147,6 +147,32 @@ class KeysTest(SluiceTestCase):
         times = [a[0] for a in read_arrivals(mock.log) if a[4] == "/a"]
         self.assertLessEqual(max_in_window(times, 1_000_000), 1)
 
+    def test_a_429_pauses_only_its_key(self):
+        """The upstream answers key a 429 with Retry-After: 2: a waits 2 s
+        before its retry; key b's requests meanwhile go at once."""
+        mock = self.start_mock()
+        self.start_sluice(route(upstream_port=mock.port, rate="100/s",
+                                extra="limit_key = header:X-Key\n"))
+        a = self.start_bursts([("/a", 1, 1, ("-H", "X-Key: a", "-H", "X-Mock-Status: 429",
+                                             "-H", "X-Mock-Header: Retry-After: 2",
+                                             "-H", "X-Sluice-Deadline: 3s"))])
+        wait_for(lambda: len(read_arrivals(mock.log)) >= 1, what="a's first attempt")
+        time.sleep(0.2)
+        t = time.monotonic()
+        for i in range(3):
+            code, _, _ = self.request(self.sluice.port, "GET", "/b%d" % i, headers={"X-Key": "b"})
+            self.assertEqual(code, 200)
+        b_s = time.monotonic() - t
+        self.assertEqual(self.finish(a)[0]["status"], {"429": 1})
+        arrivals = read_arrivals(mock.log)
+        times_a = [x[0] for x in arrivals if x[4] == "/a"]
+        print("\nkey b behind key a's 429 pause: 3 requests in %.0f ms" % (b_s * 1000))
+        self.assertLess(b_s, 0.5, "key b waited for key a's pause")
+        self.assertEqual(len(times_a), 2)
+        self.assertGreaterEqual(times_a[1] - times_a[0], 1_990_000, "a's pause not honoured")
+        self.assertEqual(self.metric_value(self.metrics(), "sluice_route_pauses_total",
+                                           route="default"), 0)
+
     def test_cost_holds_per_key_in_units(self):
         """Requests of cost 1 and 3 mixed per key: no second holds more than 5
         units of one key, with compact keys and with full limiters (burst 3)."""

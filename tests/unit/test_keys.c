@@ -493,6 +493,32 @@ static void test_bytes_per_key(void **state)
     sl_keys_free(k);
 }
 
+
+/* The upstream paused a key: nothing of it before the instant, and it stays known until then. */
+static void test_pause(void **state)
+{
+    for (unsigned burst = 1; burst <= 2; burst++) {
+        struct sl_route_config c = cfg_of(10, SEC, burst, 3, 100);
+        struct sl_keys *k = sl_keys_new(&c, seed_a);
+        uint32_t a = acquire_ok(k, "a", T0), b = acquire_ok(k, "b", T0);
+
+        (void)state;
+        assert_int_equal(sl_keys_take(k, a, T0, 1), SL_OK);
+        sl_keys_answered(k, a, T0, 1);
+        sl_keys_pause(k, a, T0 + 5 * SEC);
+        for (uint32_t u = 1; u <= 3; u++)
+            assert_true(sl_keys_next(k, a, T0 + SEC, u) >= T0 + 5 * SEC);
+        /* Only that key: b goes. */
+        assert_int_equal(sl_keys_next(k, b, T0, 1), T0);
+        /* Idle, a waits out its pause before it can be forgotten. */
+        assert_int_equal(sl_keys_sweep(k, T0 + 5 * SEC - 1, 10), 0);
+        assert_int_equal(sl_keys_live(k), 2);
+        assert_true(sl_keys_sweep_at(k) >= T0 + 5 * SEC);
+        sl_keys_release(k, b, T0);
+        sl_keys_free(k);
+    }
+}
+
 /* --- /status ------------------------------------------------------------------- */
 
 static void test_busiest(void **state)
@@ -614,6 +640,7 @@ int main(void)
         cmocka_unit_test(test_full_eviction_waits_for_the_longest_window),
         cmocka_unit_test(test_cap),
         cmocka_unit_test(test_default_bucket),
+        cmocka_unit_test(test_pause),
         cmocka_unit_test(test_bytes_per_key),
         cmocka_unit_test(test_busiest),
         cmocka_unit_test(test_reconfigure_same_limits_keeps_state),
