@@ -6,6 +6,9 @@ the queue) with worker_processes 1 and with auto, and, where it means
 something, a direct connection to the upstream; all on 127.0.0.1. Prints one
 table per scenario, writes bench/results/results.json, PNG plots of upstream
 arrivals for the burst scenarios, and (full runs) bench/RESULTS.md.
+Two scenarios add a piece between proxy and upstream: jitter puts a relay that
+delays requests by a random 0..X ms in front of the upstream, https makes the
+upstream speak TLS (a throwaway CA made with the openssl command line).
 
 Usage: bench/bench.py [--quick] [--build DIR] [--keep] [SCENARIO...]
 Started by bench/run.sh, which installs the tools and builds sluice first.
@@ -20,6 +23,7 @@ import platform
 import resource
 import shutil
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -30,7 +34,8 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import analyze as A  # noqa: E402
 from procs import (Procs, children, cpu_seconds, established, free_port,  # noqa: E402
-                   nginx_argv, nginx_conf, parse_wrk, port_open, rss_kb, wait_for)
+                   make_pki, nginx_argv, nginx_conf, parse_wrk, port_open, rss_kb,
+                   wait_for)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
@@ -39,9 +44,19 @@ COLUMNS = PROXIES + ["direct"]
 OVERHEAD_ROUNDS = 3
 TITLES = {"sluice": "sluice", "nginx-1": "nginx (1 worker)",
           "nginx-auto": "nginx (auto)", "direct": "direct",
+          "sluice-jp": "sluice (jitter_proof)",
+          "memory": "sluice, memory jobs", "redis": "sluice, Redis jobs",
           "plain": "sluice, no limit_key", "keyed": "sluice, a new key each"}
 SCENARIOS = ["burst", "overload", "overhead", "parking", "retry", "abandon",
-             "redis", "cpu", "keys"]
+             "redis", "jobs", "cpu", "jitter", "https", "keys"]
+JITTER_MS = [0, 5, 20]
+JITTER_COLUMNS = ["sluice", "sluice-jp", "nginx-1"]
+# The mock's log is the upstream's clock and the relay makes the jitter: as
+# root both run at a real-time priority (as tests/integration/harness.py runs
+# the mock), so that neither adds delays of its own while waiting for one of
+# two busy cores. Both only react to events and cannot starve the machine.
+RT_PRIORITY = (["chrt", "-f", "20"]
+               if os.geteuid() == 0 and shutil.which("chrt") else [])
 
 
 class Bench:
@@ -53,6 +68,7 @@ class Bench:
         build = opts.build
         self.sluice_bin = os.path.join(build, "sluice")
         self.mock_bin = os.path.join(build, "tests", "tools", "mock_upstream")
+        self.relay_bin = os.path.join(build, "tests", "tools", "jitter_relay")
         self.burst_bin = os.path.join(build, "tests", "tools", "burst")
         self.workdir = tempfile.mkdtemp(prefix="sluice-bench-")
         self.procs = Procs(self.workdir)
@@ -97,28 +113,48 @@ class Bench:
 
     # ---- processes -----------------------------------------------------------
 
-    def mock(self, name, *args):
+    def mock(self, name, *args, rt=False, log=True):
+        """rt: at a real-time priority (as root); log: log every arrival."""
         port = free_port()
-        log = os.path.join(self.workdir, name + ".log")
-        p = self.procs.start(name, [self.mock_bin, "--listen", "127.0.0.1:%d" % port,
-                                    "--log", log, "--max-seconds", "900"] + list(args))
+        log = os.path.join(self.workdir, name + ".log") if log else None
+        argv = [self.mock_bin, "--listen", "127.0.0.1:%d" % port, "--max-seconds", "900"]
+        p = self.procs.start(name, (RT_PRIORITY if rt else []) + argv +
+                             (["--log", log] if log else []) + list(args))
         wait_for(lambda: port_open(port) or not p.alive(), 10, name)
         if not p.alive():
             raise RuntimeError("%s exited: %s" % (name, p.stderr_tail()))
         p.port, p.log = port, log
         return p
 
+    def relay(self, name, to_port, max_ms, seed=1):
+        """The jitter relay in front of to_port: each chunk a request sends is
+        delayed by a random 0..max_ms ms; answers come back at once."""
+        port = free_port()
+        p = self.procs.start(name, RT_PRIORITY + [
+            self.relay_bin, "--listen", str(port), "--to", "127.0.0.1:%d" % to_port,
+            "--min-ms", "0", "--max-ms", str(max_ms), "--seed", str(seed),
+            "--max-seconds", "900"])
+        wait_for(lambda: port_open(port) or not p.alive(), 10, name)
+        if not p.alive():
+            raise RuntimeError("%s exited: %s" % (name, p.stderr_tail()))
+        p.port = port
+        return p
+
     def sluice(self, name, upstream, rate, burst=1, server="", queue="", route="",
-               valgrind=None, start_timeout=15):
+               valgrind=None, start_timeout=15, ca=None):
+        """ca: the upstream speaks TLS with a certificate this CA signed."""
         port, admin = free_port(), free_port()
         conf = os.path.join(self.workdir, name + ".conf")
+        if ca:
+            route = "ca_file = %s\n%s" % (ca, route)
         with open(conf, "w") as f:
             f.write("[server]\nlisten = 127.0.0.1:%d\nadmin_listen = 127.0.0.1:%d\n"
                     "access_log = off\nlog_level = warn\ndrain_timeout = 0\n%s\n"
                     "[queue]\n%s\n"
-                    "[route bench]\nmatch = /\nupstream = http://127.0.0.1:%d\n"
+                    "[route bench]\nmatch = /\nupstream = %s://127.0.0.1:%d\n"
                     "rate = %s\nburst = %d\n%s\n"
-                    % (port, admin, server, queue, upstream, rate, burst, route))
+                    % (port, admin, server, queue, "https" if ca else "http", upstream,
+                       rate, burst, route))
         p = self.procs.start(name, (valgrind or []) + [self.sluice_bin, "-c", conf])
         wait_for(lambda: not p.alive() or (port_open(port) and port_open(admin)),
                  start_timeout, name)
@@ -143,8 +179,9 @@ class Bench:
         p.pids = (lambda: children(p.pid)) if master else (lambda: [p.pid])
         return p
 
-    def nginx_proxy(self, name, workers, upstream, rate_rps, queue, **kw):
-        """nginx limit_req in delay mode: `burst` is the queue, no nodelay."""
+    def nginx_proxy(self, name, workers, upstream, rate_rps, queue, ca=None, **kw):
+        """nginx limit_req in delay mode: `burst` is the queue, no nodelay.
+        ca: the upstream speaks TLS (see nginx_tls)."""
         port = free_port()
         stub = "  location = /_stub { stub_status; }\n" if self.stub else ""
         body = (
@@ -157,12 +194,13 @@ class Bench:
             "    server_name sluicebench;\n"
             "    location / {\n"
             "      limit_req zone=z burst=%d;\n"
-            "      proxy_pass http://up;\n"
+            "      proxy_pass %s://up;\n"
             "      proxy_http_version 1.1;\n"
             "      proxy_set_header Connection \"\";\n"
-            "      proxy_read_timeout 300s;\n"
+            "      proxy_read_timeout 300s;\n%s"
             "    }\n%s"
-            "  }\n" % (rate_rps, upstream, port, queue, stub))
+            "  }\n" % (rate_rps, upstream, port, queue, "https" if ca else "http",
+                       nginx_tls(ca), stub))
         return self.nginx(name, workers, body, port, **kw)
 
     def static_upstream(self, name="static"):
@@ -173,20 +211,21 @@ class Bench:
         return self.nginx(name, 1, body, port)
 
     def target(self, kind, name, upstream, rate_rps, queue, sluice_server="",
-               sluice_queue="", sluice_route="", sluice_burst=1, **kw):
-        """Starts one column's proxy; returns (proc or None, base url)."""
+               sluice_queue="", sluice_route="", sluice_burst=1, ca=None, **kw):
+        """Starts one column's proxy; returns (proc or None, base url).
+        ca: the upstream speaks TLS with a certificate this CA signed."""
         if kind == "direct":
-            return None, "http://127.0.0.1:%d" % upstream
+            return None, "%s://127.0.0.1:%d" % ("https" if ca else "http", upstream)
         if kind == "sluice":
             p = self.sluice(name, upstream, "%d/s" % rate_rps, sluice_burst, sluice_server,
-                            sluice_queue, sluice_route)
+                            sluice_queue, sluice_route, ca=ca)
         else:
             p = self.nginx_proxy(name, 1 if kind == "nginx-1" else "auto", upstream,
-                                 rate_rps, queue, **kw)
+                                 rate_rps, queue, ca=ca, **kw)
         return p, "http://127.0.0.1:%d" % p.port
 
     def stop_mock(self, mock):
-        """A mock that died mid-run invalidates the column: say so."""
+        """A mock (or relay) that died mid-run invalidates the column: say so."""
         alive = mock.alive()
         self.stop(mock)
         if not alive:
@@ -211,9 +250,9 @@ class Bench:
             raise RuntimeError("burst %s failed: %s" % (name, cp.stderr[-2000:]))
         return json.loads(cp.stdout.strip().splitlines()[-1]), A.read_results(results)
 
-    def wrk(self, url, seconds, threads=2, conns=64):
+    def wrk(self, url, seconds, threads=2, conns=64, headers=()):
         argv = ["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % seconds,
-                "--latency", url]
+                "--latency"] + [a for h in headers for a in ("-H", h)] + [url]
         cp = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
         if cp.returncode != 0:
             raise RuntimeError("wrk failed: %s" % cp.stderr[-2000:])
@@ -225,7 +264,8 @@ class Bench:
         fns = {"burst": self.sc_burst, "overload": self.sc_overload,
                "overhead": self.sc_overhead, "parking": self.sc_parking,
                "retry": self.sc_retry, "abandon": self.sc_abandon,
-               "redis": self.sc_redis, "cpu": self.sc_cpu, "keys": self.sc_keys}
+               "redis": self.sc_redis, "jobs": self.sc_jobs, "cpu": self.sc_cpu,
+               "jitter": self.sc_jitter, "https": self.sc_https, "keys": self.sc_keys}
         for name in names:
             t0 = time.monotonic()
             self.progress("scenario %s" % name)
@@ -240,13 +280,18 @@ class Bench:
             self.progress("scenario %s took %.0f s" % (name, time.monotonic() - t0))
 
     def flow(self, kind, tag, rate, n, interval_us, queue, mock_args, burst_args=(),
-             **kw):
+             relay_ms=None, **kw):
         """One column of a queued-flow scenario: mock upstream, proxy, burst.
-        Returns (arrivals, summary, results)."""
-        mock = self.mock("%s-mock-%s" % (tag, kind), *mock_args)
-        proxy = None
+        relay_ms: the proxy reaches the mock through the jitter relay, both at
+        a real-time priority. Returns (arrivals, summary, results)."""
+        mock = self.mock("%s-mock-%s" % (tag, kind), *mock_args, rt=relay_ms is not None)
+        proxy = relay = None
         try:
-            proxy, url = self.target(kind, "%s-%s" % (tag, kind), mock.port, rate,
+            upstream = mock.port
+            if relay_ms is not None:
+                relay = self.relay("%s-relay-%s" % (tag, kind), mock.port, relay_ms)
+                upstream = relay.port
+            proxy, url = self.target(kind, "%s-%s" % (tag, kind), upstream, rate,
                                      queue, **kw)
             summary, results = self.burst(
                 "%s-burst-%s" % (tag, kind), url + "/items", n, n, "--seq",
@@ -254,6 +299,8 @@ class Bench:
                 *burst_args, max_seconds=400)
         finally:
             self.stop(proxy)
+            if relay is not None:
+                self.stop_mock(relay)
             self.stop_mock(mock)
         return A.read_arrivals(mock.log), summary, results
 
@@ -357,13 +404,7 @@ class Bench:
                                          sluice_route="max_in_flight = 1024",
                                          sluice_server="max_connections = 10000")
                 try:
-                    self.wrk(url + "/", 1)  # warm: connections, caches, keepalive pools
-                    cpu0 = self.proxy_cpu(proxy)
-                    run = self.wrk(url + "/", secs)
-                    if proxy is not None and run["rps"]:
-                        run["cpu_us"] = ((self.proxy_cpu(proxy) - cpu0) * 1e6 /
-                                         (run["rps"] * secs))
-                    runs[kind].append(run)
+                    runs[kind].append(self.wrk_round(proxy, url, secs))
                 finally:
                     self.stop(proxy)
         self.stop(static)
@@ -402,6 +443,16 @@ class Bench:
             self.check("overhead", "p99 added <= nginx (1 worker)",
                        s["p99_added_ms"] <= ng["p99_added_ms"],
                        "%.2f ms vs nginx %.2f ms" % (s["p99_added_ms"], ng["p99_added_ms"]))
+
+    def wrk_round(self, proxy, url, secs):
+        """wrk for secs after a 1 s warm-up (connections, caches, keepalive
+        pools); adds the proxy's CPU time per request served."""
+        self.wrk(url + "/", 1)
+        cpu0 = self.proxy_cpu(proxy)
+        run = self.wrk(url + "/", secs)
+        if proxy is not None and run["rps"]:
+            run["cpu_us"] = (self.proxy_cpu(proxy) - cpu0) * 1e6 / (run["rps"] * secs)
+        return run
 
     @staticmethod
     def proxy_cpu(proxy):
@@ -586,6 +637,85 @@ class Bench:
         self.results["redis"] = {"available": False,
                                  "reason": "Redis support has not landed"}
 
+    def redis_server(self, name):
+        """A private redis-server on a free loopback port, no persistence files."""
+        port = free_port()
+        p = self.procs.start(name, ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                    "--save", "", "--appendonly", "no", "--dir", self.workdir])
+        wait_for(lambda: not p.alive() or port_open(port), 15, name)
+        if not p.alive():
+            raise RuntimeError("%s exited: %s" % (name, p.stderr_tail()))
+        p.port = port
+        return p
+
+    def jobs_column(self, mode, static, secs):
+        """One mode: wrk sends Prefer: respond-async for secs; then wait for every
+        accepted job to have run."""
+        server = "max_connections = 10000\n"
+        if mode == "redis":
+            redis = self.redis_server("jobs-redis")
+            server += "[redis]\nurl = redis://127.0.0.1:%d/0\nprefix = bench:\n" % redis.port
+        proxy = self.sluice("jobs-" + mode, static.port, "1000000/s", 1000000, server,
+                            "max_depth = 1000000\nmax_bytes = 4g", "max_in_flight = 256")
+        admin = "http://127.0.0.1:%d" % proxy.admin
+        wait_for(lambda: '"status":"ok"' in _http_get(admin + "/health"), 15, "health")
+        url = "http://127.0.0.1:%d/job" % proxy.port
+        t0 = time.monotonic()
+        cpu0 = self.proxy_cpu(proxy)
+        run = self.wrk(url, secs, headers=["Prefer: respond-async"])
+        run["cpu_us"] = ((self.proxy_cpu(proxy) - cpu0) * 1e6 / (run["rps"] * secs)
+                         if run["rps"] else None)
+
+        def counts():
+            st = json.loads(_http_get(admin + "/status"))["jobs"]
+            return st["accepted"], st["queued"] + st["running"] + st.get("held", 0)
+
+        def drained():
+            acc, live = counts()
+            if mode == "redis":
+                return live == 0 and all(r["jobs"]["stream_length"] == 0 for r in json.loads(
+                    _http_get(admin + "/status"))["routes"])
+            return live == 0
+        wait_for(drained, 300, "jobs run")
+        run["accepted"] = counts()[0]
+        run["total_s"] = time.monotonic() - t0
+        run["jobs_per_s"] = run["accepted"] / run["total_s"] if run["total_s"] else None
+        self.stop(proxy)
+        return run
+
+    def sc_jobs(self):
+        """Async intake: how fast sluice answers Prefer: respond-async with 202, in
+        memory and with Redis (each job stored before its 202), and how fast the
+        accepted jobs then run through an unlimited route to a static upstream."""
+        secs = 2 if self.quick else 5
+        static = self.static_upstream("jobs-static")
+        data = {}
+        for mode in ("memory", "redis"):
+            self.progress("jobs: %s" % mode)
+            data[mode] = self.jobs_column(mode, static, secs)
+        self.stop(static)
+        self.results["jobs"] = {"wrk": "-t2 -c64 -d%ds --latency -H 'Prefer: respond-async'"
+                                % secs, "targets": data}
+        rows = [("202s per second", "rps", _f0), ("202 latency p50 ms", "p50_ms", _f2),
+                ("202 latency p99 ms", "p99_ms", _f2), ("proxy CPU us / 202", "cpu_us", _f2),
+                ("jobs accepted", "accepted", _d), ("until all ran, s", "total_s", _f2),
+                ("jobs run per second, overall", "jobs_per_s", _f0),
+                ("socket errors", "errors", _d), ("non-2xx", "non2xx", _d)]
+        notes = ["route rate 1000000/s, max_in_flight 256, queue 1000000 / 4g; upstream: "
+                 "nginx, 1 worker, return 200 \"ok\"; Redis: a private redis-server on "
+                 "loopback, sharing the two cores",
+                 "Redis mode: one MULTI (record + XADD) per 202; the jobs are then read back "
+                 "with XREADGROUP, run, stored, acknowledged and deleted",
+                 "no nginx column: nginx has no asynchronous intake"]
+        self.table("8. Async intake: wrk -t2 -c64 -d%ds with Prefer: respond-async" % secs,
+                   rows, data, {}, columns=["memory", "redis"], notes=notes)
+        for mode in ("memory", "redis"):
+            d = data[mode]
+            self.check("jobs", "%s: no errors, every 202 a job that ran" % mode,
+                       d["errors"] == 0 and d["non2xx"] == 0 and d["accepted"] > 0,
+                       "%s accepted, %d errors, %d non-2xx" % (d["accepted"], d["errors"],
+                                                              d["non2xx"]))
+
     def sc_cpu(self):
         lo, hi = (100, 600) if self.quick else (200, 2200)
         static = self.static_upstream("cpu-static")
@@ -704,6 +834,109 @@ class Bench:
             raise RuntimeError("%s exited %s under callgrind: %s" % (name, rc, p.stderr_tail()))
         return _callgrind_total(out)
 
+    def sc_jitter(self):
+        n, rate = (150 if self.quick else 500), 50
+        runs = {kind: {} for kind in JITTER_COLUMNS}
+        for ms in JITTER_MS:
+            for kind in JITTER_COLUMNS:
+                self.progress("jitter 0-%d ms: %s" % (ms, kind))
+                runs[kind][str(ms)] = self.jitter_run(kind, ms, rate, n)
+        self.results["jitter"] = {"requests": n, "limit": "%d/s" % rate,
+                                  "jitter_ms": JITTER_MS, "nginx_queue": 100000,
+                                  "realtime": bool(RT_PRIORITY), "targets": runs}
+        data = {kind: {"%s@%s" % (key, ms): v for ms, d in by_ms.items()
+                       for key, v in d.items()} for kind, by_ms in runs.items()}
+        rows, goals = jitter_rows(n, rate)
+        self.table("9. Jitter: %d requests at once, limit %d/s, burst 1; a relay delays each "
+                   "request by a random 0-X ms on its way to the upstream, which 429s beyond "
+                   "%d/s" % (n, rate, rate), rows, data, goals, JITTER_COLUMNS,
+                   notes=JITTER_NOTES + ["the mock and the relay ran at %s" % (
+                       "real-time priority (chrt -f 20)" if RT_PRIORITY
+                       else "normal priority (not root)")])
+        for ms in JITTER_MS:
+            self.jitter_checks(runs["sluice-jp"][str(ms)], "jitter_proof", ms, 90.0)
+        self.jitter_checks(runs["sluice"]["0"], "default", 0, 99.0)
+
+    def jitter_run(self, kind, ms, rate, n):
+        """One column at one jitter: a backlog of n at rate through the relay."""
+        route = "jitter_proof = on" if kind == "sluice-jp" else ""
+        arr, _s, res = self.flow("sluice" if kind == "sluice-jp" else kind,
+                                 "jitter%d-%s" % (ms, kind), rate, n, 200, 100000,
+                                 ["--rate", "%d/s" % rate], relay_ms=ms, sluice_route=route)
+        d = self.flow_metrics(arr, res, rate, n, True)
+        d["over_limit"] = max(0, d["max_1s"] - rate)
+        return d
+
+    def jitter_checks(self, d, mode, ms, utilization):
+        what = "sluice %s at 0-%d ms jitter" % (mode, ms)
+        self.check("jitter", "%s: 0 window violations" % what,
+                   d["over_limit"] == 0 and d["upstream_429"] == 0,
+                   "max %d in 1 s, %d answered 429" % (d["max_1s"], d["upstream_429"]))
+        self.check("jitter", "%s: utilization >= %.0f%%" % (what, utilization),
+                   (d["utilization_pct"] or 0) >= utilization, _f1(d["utilization_pct"]))
+
+    def sc_https(self):
+        """sc_overhead's measure with a TLS upstream: the mock with a
+        certificate from a throwaway CA that every column trusts."""
+        secs, rounds = (2, 1) if self.quick else (5, OVERHEAD_ROUNDS)
+        ca, cert, key = make_pki(self.workdir)
+        mock = self.mock("https-mock", "--tls-cert", cert, "--tls-key", key, log=False)
+        runs = {kind: [] for kind in COLUMNS}
+        for r in range(rounds):
+            for kind in COLUMNS:
+                self.progress("https: %s, round %d of %d" % (kind, r + 1, rounds))
+                runs[kind].append(self.https_run(kind, r, mock, ca, secs))
+        self.stop_mock(mock)
+        data = {kind: _median_runs(runs[kind], HTTPS_KEYS) for kind in COLUMNS}
+        for d in data.values():
+            d["x_nginx1"] = _ratio(d["rps"], data["nginx-1"]["rps"])
+            d["cpu_x_nginx1"] = _ratio(d["cpu_us"], data["nginx-1"]["cpu_us"])
+        self.results["https"] = {"wrk": "-t2 -c64 -d%ds --latency" % secs, "rounds": rounds,
+                                 "statistic": "median of the rounds",
+                                 "upstream": "mock_upstream over TLS, test CA",
+                                 "targets": data}
+        rows = [("requests/s (median)", "rps", _f0), ("requests/s, each round", "rps_runs",
+                                                      _runs),
+                ("x nginx (1 worker)", "x_nginx1", _f2),
+                ("proxy CPU us / request", "cpu_us", _f2),
+                ("  x nginx (1 worker)", "cpu_x_nginx1", _f2),
+                ("latency p50 ms", "p50_ms", _f2), ("latency p99 ms", "p99_ms", _f2),
+                ("TLS handshakes / 1,000 requests", "hs_per_k", _f2),
+                ("  at the upstream (mock)", "mock_hs_per_k", _f2),
+                ("socket errors", "errors", _d), ("non-2xx", "non2xx", _d)]
+        self.table("10. HTTPS upstream: wrk -t2 -c64 -d%ds, %d interleaved rounds (medians), "
+                   "limit effectively unlimited, TLS mock upstream" % (secs, rounds),
+                   rows, data, {"x_nginx1": ">= 0.90", "hs_per_k": "<= 5"},
+                   notes=HTTPS_NOTES)
+        s = data["sluice"]
+        self.check("https", "req/s >= 0.9x nginx (1 worker)", (s["x_nginx1"] or 0) >= 0.9,
+                   "%s req/s = %sx nginx" % (_f0(s["rps"] or 0), _f2(s["x_nginx1"])))
+        self.check("https", "TLS handshakes per 1,000 requests <= 5",
+                   s["hs_per_k"] is not None and s["hs_per_k"] <= 5, _f2(s["hs_per_k"]))
+
+    def https_run(self, kind, rnd, mock, ca, secs):
+        """One wrk round of one column against the TLS mock, whose counters
+        are reset first: its arrivals and handshakes are this column's."""
+        _https(mock.port, ca, "/_mock/reset", post=True)
+        proxy, url = self.target(kind, "https-%s-%d" % (kind, rnd), mock.port, 1000000,
+                                 1000000, ca=ca, sluice_burst=1000000,
+                                 sluice_route="max_in_flight = 1024",
+                                 sluice_server="max_connections = 10000")
+        try:
+            run = self.wrk_round(proxy, url, secs)
+            stats = json.loads(_https(mock.port, ca, "/_mock/stats"))
+            if kind == "sluice":
+                run["handshakes"] = _metric(_http_get("http://127.0.0.1:%d/metrics"
+                                                      % proxy.admin),
+                                            "sluice_upstream_tls_handshakes_total")
+        finally:
+            self.stop(proxy)
+        run["arrivals"] = stats["arrivals"]
+        run["mock_handshakes"] = stats["tls_handshakes"] - 1  # the stats request's own
+        run["mock_hs_per_k"] = _per_k(run["mock_handshakes"], run["arrivals"])
+        run["hs_per_k"] = _per_k(run.get("handshakes"), run["arrivals"])
+        return run
+
     # ---- plots -------------------------------------------------------------------
 
     def plot(self, name, series, rate, title):
@@ -815,6 +1048,57 @@ FLOW_ROWS = [
 ]
 
 
+def jitter_rows(n, rate):
+    """Table rows and targets of the jitter scenario, per jitter value."""
+    rows, goals = [], {}
+    for ms in JITTER_MS:
+        rows += [("0-%d ms: delivered (200) of %d" % (ms, n), "delivered@%d" % ms, _d),
+                 ("  arrivals over %d in the fullest 1 s" % rate, "over_limit@%d" % ms, _d),
+                 ("  answered 429 by upstream", "upstream_429@%d" % ms, _d),
+                 ("  utilization %", "utilization_pct@%d" % ms, _f2)]
+        who = "both sluice modes" if ms == 0 else "jitter_proof"
+        goals["over_limit@%d" % ms] = goals["upstream_429@%d" % ms] = "0 (%s)" % who
+        goals["utilization_pct@%d" % ms] = (">= 99 (default), >= 90 (jitter_proof)"
+                                            if ms == 0 else ">= 90 (jitter_proof)")
+    return rows, goals
+
+
+JITTER_NOTES = [
+    "the relay (tests/tools/jitter_relay, seed 1) delays each chunk from proxy to "
+    "upstream by a uniform random 0-X ms, keeping each connection's byte order; answers "
+    "come back at once",
+    "sluice: window_guard 5ms (default); jitter_proof = on dates each dispatch by its "
+    "answer. nginx: limit_req rate=50r/s burst=100000 (delay mode), keepalive upstream",
+    "arrivals over the limit: the most upstream arrivals (any status) in any 1 s window of the "
+    "mock's clock, minus the limit; utilization: upstream arrivals per second from the "
+    "first to the last, over the limit",
+]
+
+HTTPS_KEYS = ("hs_per_k", "mock_hs_per_k")
+
+HTTPS_NOTES = [
+    "upstream: mock_upstream with --tls-cert (EC P-256, a throwaway CA), no arrival log; "
+    "sluice: upstream = https://, ca_file = the CA, rate 1000000/s, max_in_flight 1024; "
+    "nginx: proxy_pass https:// to a keepalive upstream, proxy_ssl_session_reuse on, "
+    "proxy_ssl_verify on with the CA (name localhost), TLSv1.2 and TLSv1.3; "
+    "direct: wrk over TLS to the mock",
+    "TLS handshakes: sluice_upstream_tls_handshakes_total over the proxy's life (warm-up "
+    "included) per 1,000 upstream arrivals; at the upstream: the mock's completed "
+    "handshakes (resumed ones too) per 1,000 arrivals, for every column",
+]
+
+
+def nginx_tls(ca):
+    """nginx directives for an https:// upstream whose certificate ca signed."""
+    if not ca:
+        return ""
+    return ("      proxy_ssl_session_reuse on;\n"
+            "      proxy_ssl_verify on;\n"
+            "      proxy_ssl_trusted_certificate %s;\n"
+            "      proxy_ssl_name localhost;\n"
+            "      proxy_ssl_protocols TLSv1.2 TLSv1.3;\n" % ca)
+
+
 def abandon_metrics(arrivals, outcome, rate):
     """outcome: {(path, index): "200" | "abandoned" | ...}.
     Idle slots: dispatch slots at the limit between the first upstream arrival
@@ -853,6 +1137,28 @@ def _http_get(url):
         return r.read().decode("utf-8", "replace")
 
 
+def _https(port, ca, path, post=False):
+    """GET (or an empty POST) to a control endpoint of the TLS mock."""
+    req = urllib.request.Request("https://127.0.0.1:%d%s" % (port, path),
+                                 data=b"" if post else None)
+    ctx = ssl.create_default_context(cafile=ca)
+    with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+        return r.read().decode("utf-8", "replace")
+
+
+def _metric(text, name):
+    """The sum of a metric's samples (every label set) in Prometheus text."""
+    total = None
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total = (total or 0) + float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _per_k(count, requests):
+    return 1000.0 * count / requests if count is not None and requests else None
+
+
 def _callgrind_total(path):
     with open(path) as f:
         for line in f:
@@ -873,10 +1179,10 @@ def _ratio(a, b):
     return a / b if a is not None and b else None
 
 
-def _median_runs(runs):
+def _median_runs(runs, extra=()):
     """Per figure, the median of the runs (errors add up); rps_runs keeps them all."""
     out = {"rps_runs": [r["rps"] for r in runs]}
-    for key in ("rps", "p50_ms", "p99_ms", "cpu_us"):
+    for key in ("rps", "p50_ms", "p99_ms", "cpu_us") + tuple(extra):
         vals = [r[key] for r in runs if r.get(key) is not None]
         out[key] = statistics.median(vals) if vals else None
     for key in ("errors", "non2xx"):

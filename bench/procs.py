@@ -166,6 +166,51 @@ class Procs:
             self.stop(proc, timeout=10.0)
 
 
+# ---- TLS ---------------------------------------------------------------
+
+PKI_CONFIG = """\
+[req]
+distinguished_name = dn
+[dn]
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+"""
+
+
+def make_pki(directory):
+    """A throwaway CA and a server certificate it signed for 127.0.0.1 and
+    localhost (EC P-256, valid two days), made with the openssl command line.
+    Returns the paths (ca, cert, key)."""
+    path = lambda name: os.path.join(directory, name)  # noqa: E731
+    with open(path("pki.cnf"), "w") as f:
+        f.write(PKI_CONFIG)
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+           "-config", path("pki.cnf")]
+    steps = [
+        ["req", "-x509", "-extensions", "ca", "-keyout", path("ca.key"), "-out",
+         path("ca.pem"), "-days", "2", "-subj", "/CN=sluice bench CA"] + key,
+        ["req", "-new", "-keyout", path("server.key"), "-out", path("server.csr"),
+         "-subj", "/CN=localhost"] + key,
+        ["x509", "-req", "-in", path("server.csr"), "-CA", path("ca.pem"), "-CAkey",
+         path("ca.key"), "-set_serial", "0x%x" % int.from_bytes(os.urandom(8), "big"),
+         "-days", "2", "-extfile", path("pki.cnf"), "-extensions", "server",
+         "-out", path("server.pem")]]
+    for argv in steps:
+        cp = subprocess.run(["openssl"] + argv, capture_output=True, text=True, timeout=30)
+        if cp.returncode != 0:
+            raise RuntimeError("openssl %s failed: %s" % (argv[0], cp.stderr[-1000:]))
+    return path("ca.pem"), path("server.pem"), path("server.key")
+
+
 # ---- nginx -------------------------------------------------------------
 
 def nginx_without(module):

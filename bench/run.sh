@@ -5,7 +5,8 @@
 # Release into build-bench, runs the scenarios, prints one table each and
 # writes bench/results/ (results.json, *.png) and, for a full run,
 # bench/RESULTS.md.
-# Usage: bench/run.sh [--quick] [--keep] [burst overload overhead parking retry abandon redis cpu]
+# Usage: bench/run.sh [--quick] [--keep] [burst overload overhead parking retry abandon redis jobs cpu
+#                     jitter https]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +31,7 @@ fi
 
 echo "building sluice (Release) in build-bench..." >&2
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build-bench -j "$(nproc)" --target sluice mock_upstream burst >/dev/null
+cmake --build build-bench -j "$(nproc)" --target sluice mock_upstream burst jitter_relay >/dev/null
 
 # parked clients are file descriptors: use all the hard limit allows
 ulimit -n "$(ulimit -Hn)"

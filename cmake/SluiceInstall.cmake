@@ -4,7 +4,7 @@
 #   /etc/sluice/sluice.conf            never overwritten if present
 #   /lib/systemd/system/sluice.service for PREFIX /usr, else PREFIX/lib/...
 #   PREFIX/share/man/man8/sluice.8.gz, man5/sluice.conf.5.gz
-#   PREFIX/share/doc/sluice/README.md, examples/sluice.conf
+#   PREFIX/share/doc/sluice/README.md, examples/sluice.conf, examples/grafana-dashboard.json
 #
 # Included at the end of the top-level CMakeLists.txt.
 
@@ -35,6 +35,8 @@ endforeach()
 add_custom_target(sluice_man ALL DEPENDS ${_sl_man_outputs})
 
 install(FILES ${CMAKE_SOURCE_DIR}/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR})
+install(FILES ${CMAKE_SOURCE_DIR}/grafana/sluice.json DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples
+        RENAME grafana-dashboard.json)
 install(FILES ${CMAKE_SOURCE_DIR}/conf/sluice.conf
         DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
 

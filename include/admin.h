@@ -1,5 +1,6 @@
 /*
- * admin.h - the admin listener: GET /health, /metrics, /status.
+ * admin.h - the admin listener: GET /health, /metrics, /status, and the
+ * status page at GET / (src/status_page.html, embedded at build time).
  *
  * Served by libevent's evhttp on its own address: the admin side sees a
  * handful of requests from trusted scrapers, so evhttp's limits (see
@@ -7,7 +8,8 @@
  * loop. What they read comes from the instance through one callback that
  * fills a struct sl_admin_view per request, so the admin knows nothing of
  * the instance's own structure. With a token in the view, every request
- * needs "Authorization: Bearer TOKEN" (401 otherwise).
+ * needs "Authorization: Bearer TOKEN" (401 otherwise); the page, which a
+ * browser opens by its address, may carry it as "/?token=TOKEN" instead.
  *
  * Ownership: the admin owns its evhttp. A view borrows everything it points
  * at for the duration of one request's handler.
@@ -21,8 +23,10 @@
 
 struct event_base;
 struct sl_admin;
+struct sl_jobs;
 struct sl_queue_totals;
 struct sl_route;
+struct sl_batch_stats;
 struct sl_route_stats;
 
 /* What the instance shows, as of now. */
@@ -33,11 +37,15 @@ struct sl_admin_view {
     struct sl_route *const *retired;     /* removed by a reload, calls still under way */
     size_t n_retired;
     const struct sl_route_stats *unrouted;
+    const struct sl_batch_stats *batches;
     const struct sl_queue_totals *totals;
     size_t connections;
     bool draining;
     uint64_t reloads;
     double start_time;                   /* wall clock seconds */
+    double last_reload;                  /* wall clock seconds of the last SIGHUP; 0 = none */
+    bool reload_refused;                 /* ...and its file was refused (old config in force) */
+    const struct sl_jobs *jobs;          /* async jobs */
 };
 
 typedef void (*sl_admin_view_fn)(struct sl_admin_view *view, void *arg);

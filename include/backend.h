@@ -26,21 +26,25 @@
 #include "headers.h"
 
 struct evbuffer;
+struct sl_tls_config;
 
 enum sl_upstream_error {
     SL_UPSTREAM_OK = 0,      /* a complete HTTP response was received */
-    SL_UPSTREAM_CONNECT,     /* DNS, connect or TLS failure: nothing was sent */
+    SL_UPSTREAM_CONNECT,     /* DNS, connect or TLS handshake failure: nothing was sent */
     SL_UPSTREAM_TIMEOUT,     /* no complete response within the timeout */
     SL_UPSTREAM_CLOSED,      /* sent, then the connection ended before a byte of answer */
     SL_UPSTREAM_PROTOCOL,    /* the upstream sent something that is not HTTP, or reset */
+    SL_UPSTREAM_TLS,         /* a certificate was refused (theirs or ours) or TLS could
+                              * not be set up: nothing was sent, and another attempt
+                              * would fail the same way */
 };
 
 /*
  * Optional: the request head has just been handed to the kernel (with the
  * done callback's arg). For a new connection that is after the connect, so
  * the caller can date its dispatch by when the request really left. May run
- * inside start, and again after a transparent keep-alive retry. Only the
- * http:// client reports it.
+ * inside start. Both backends report it, once per call: neither sends a
+ * request twice on its own.
  */
 typedef void (*sl_upstream_sent_fn)(void *arg);
 
@@ -56,15 +60,20 @@ struct sl_upstream_request {
      * `headers` are sent as given. Borrowed during start. */
     const struct sl_forward_info *forward;
     sl_upstream_sent_fn sent;          /* optional, see above */
+    /* The route's TLS settings (config.h) for https://; NULL: the system's
+     * CAs and full verification. Borrowed during start. */
+    const struct sl_tls_config *tls;
 };
 
 struct sl_upstream_response {
     enum sl_upstream_error error;
-    char detail[256];                  /* a short human message when error != OK */
+    char detail[256];                  /* a short human message when error != OK;
+                                        * "TLS: ..." for a TLS failure */
     int status;                        /* final status (1xx skipped); 0 on error */
     struct evkeyvalq headers;          /* final response's fields as received */
     struct evbuffer *body;             /* the callback may drain it */
     int64_t duration_us;               /* start to completion */
+    unsigned tls_handshakes;           /* new TLS connections this call opened */
 };
 
 /* Called once per call that was not cancelled (see the contract above). */

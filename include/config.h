@@ -30,6 +30,7 @@
 #define SL_CONFIG_TOKEN_LEN 256
 #define SL_CONFIG_HEADER_LEN 128
 #define SL_CONFIG_HOST_LEN 256     /* a DNS name, optionally with ":port" */
+#define SL_CONFIG_FILE_LEN 1024  /* a file path, after joining the config's directory */
 
 #define SL_CONFIG_DEFAULT_PATH "/etc/sluice/sluice.conf"
 
@@ -60,6 +61,18 @@ struct sl_limit_key {
     char name[SL_CONFIG_HEADER_LEN];   /* header or query parameter name; "" otherwise */
 };
 
+/*
+ * A route's TLS settings for an https:// upstream. Only the upstream
+ * backends read them (through struct sl_upstream_request); http:// routes
+ * ignore them. The files were readable when the config was loaded.
+ */
+struct sl_tls_config {
+    char ca_file[SL_CONFIG_FILE_LEN];     /* CA bundle; "" = the system's */
+    char client_cert[SL_CONFIG_FILE_LEN]; /* PEM; with client_key (both or neither) */
+    char client_key[SL_CONFIG_FILE_LEN];  /* PEM, unencrypted */
+    bool verify;                          /* default on; off is logged as a warning */
+};
+
 /* One [route NAME] section. */
 struct sl_route_config {
     char name[SL_CONFIG_NAME_LEN];
@@ -83,7 +96,24 @@ struct sl_route_config {
     char fair_key[SL_CONFIG_HEADER_LEN]; /* header name of "header:NAME", "" = none */
     struct sl_limit_key limit_key;     /* one strict limiter per key value; none by default */
     size_t max_keys;                   /* live keys per route, default 100000 */
+    size_t max_response_size;          /* default 64m: stored answers (batch items, jobs) */
+    struct sl_tls_config tls;
     int line;                          /* line of the [route NAME] header */
+};
+
+/*
+ * A [redis] url, parsed at load: redis://[:password@]host[:port][/db] with an
+ * IP literal host ("localhost" is resolved to 127.0.0.1 here: hiredis 0.14
+ * would resolve names with a blocking getaddrinfo on the loop), or
+ * unix:/path[?db=N[&password=P]].
+ */
+struct sl_redis_url {
+    char text[SL_CONFIG_URL_LEN];      /* as written; holds the password: never log it */
+    char host[48];                     /* IP literal; "" for a unix socket */
+    unsigned port;                     /* default 6379 */
+    char path[108];                    /* unix socket path, "" for TCP */
+    char password[256];                /* "" = no AUTH */
+    unsigned db;                       /* SELECT on connect when > 0 */
 };
 
 struct sl_config {
@@ -98,6 +128,7 @@ struct sl_config {
     int64_t client_timeout_us;         /* default 60s: idle between requests */
     int64_t client_header_timeout_us;  /* default 10s: a whole request head */
     int64_t client_body_timeout_us;    /* default 60s: a whole request body */
+    size_t max_batch_items;            /* default 1000: items in one POST /_sluice/batch */
     size_t max_header_size;            /* default 16k */
     size_t max_body_size;              /* default 8m */
     int64_t drain_timeout_us;          /* default 30s */
@@ -110,13 +141,15 @@ struct sl_config {
     enum sl_overflow overflow;         /* default backpressure */
     int64_t queue_timeout_us;          /* default 300s; 0 = no limit */
 
-    /* [redis] (parsed; rejected as "not supported yet" until its issue) */
+    /* [redis]: absent = memory only. result_ttl also applies to memory jobs. */
     bool has_redis;
-    char redis_url[SL_CONFIG_URL_LEN];
+    struct sl_redis_url redis_url;
     char redis_prefix[SL_CONFIG_NAME_LEN];
-    bool redis_jobs;
-    bool redis_shared_limit;
-    int64_t redis_result_ttl_us;
+    bool redis_jobs;                   /* default on (with a [redis] section) */
+    bool redis_shared_limit;           /* default off; "not supported yet" when on */
+    int64_t redis_result_ttl_us;       /* default 1h */
+    unsigned redis_max_deliveries;     /* default 5 */
+    int64_t redis_claim_after_us;      /* default 30s */
 
     struct sl_route_config *routes;    /* owned; n_routes >= 1 */
     size_t n_routes;
@@ -136,6 +169,15 @@ int sl_config_parse_duration(const char *s, int64_t *out_us);
 
 /* "512 16k 8m 1g" (binary multiples). 0 on success, -1 if bad. */
 int sl_config_parse_size(const char *s, size_t *out);
+
+/*
+ * Parse a [redis] url (struct sl_redis_url). 0 on success; -1 with *detail
+ * set to what is wrong.
+ */
+int sl_config_parse_redis_url(const char *s, struct sl_redis_url *out, const char **detail);
+
+/* Are Redis-backed jobs in use (a [redis] section with jobs = on)? */
+bool sl_config_redis_jobs(const struct sl_config *cfg);
 
 /* "10/s", "0.5/s", "5000/h", "100000/d". 0 on success, -1 if bad. */
 int sl_config_parse_limit(const char *s, struct sl_limit *out);

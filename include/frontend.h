@@ -40,7 +40,10 @@ struct sl_frontend;
 struct sl_frontend_callbacks {
     /* A complete request; the callee owns msg and must answer (or see gone). */
     void (*request)(struct sl_conn *conn, struct sl_http_msg *msg, void *arg);
-    /* The client hung up while `owner` (set with sl_conn_set_owner) was being served. */
+    /*
+     * The client hung up while `owner` was being served: what the sink's
+     * adopt set (a struct sl_sink_owner), or what sl_conn_set_owner set.
+     */
     void (*gone)(struct sl_conn *conn, void *owner, void *arg);
     /* The frontend refused a request itself (parse error, caps): count and log it. */
     void (*refused)(struct sl_conn *conn, enum sl_outcome outcome, const char *detail, void *arg);

@@ -3,7 +3,7 @@
  *
  * Every distinct value of the route's limit_key gets the route's limits
  * (rate, burst, quotas, in units with cost) for itself. A key is known by a
- * 64-bit SipHash-2-4 of its value under a secret seed (the value itself is
+ * 64-bit SipHash-2-4 (hash.h) of its value under a secret seed (the value itself is
  * never stored, logged or shown; two values sharing a hash would share one
  * limiter, which is stricter, never looser, and with 10^5 keys happens once
  * in 10^9 runs). Requests without the key share the default bucket, slot
@@ -40,6 +40,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "hash.h"
 #include "limiter.h"
 
 #define SL_KEYS_DEFAULT_ID 0      /* the requests without the key */
@@ -63,7 +64,7 @@ struct sl_keys {
     int64_t span_us;              /* longest window + guard */
     size_t max_keys;
     int64_t floor_us;             /* no key dispatches before (a reload changed the limits) */
-    uint64_t seed[2];
+    struct sl_hash_key seed;      /* the ids' SipHash key (hash.h) */
 
     /* storage: slots in chunks that never move */
     struct sl_keys_node **chunks;
@@ -88,15 +89,12 @@ struct sl_keys_top {
     uint32_t in_flight;
 };
 
-/* SipHash-2-4 of `len` bytes under a 128-bit key (seed[0] low, seed[1] high). */
-uint64_t sl_keys_siphash(const uint64_t seed[2], const void *data, size_t len);
-
 /*
  * A table for the limits of `cfg` (rate, burst, quotas, max_cost,
  * window_guard, jitter_proof, max_keys) with the hashing seed. NULL on a
  * limit the limiter refuses or out of memory (nothing allocated).
  */
-struct sl_keys *sl_keys_new(const struct sl_route_config *cfg, const uint64_t seed[2]);
+struct sl_keys *sl_keys_new(const struct sl_route_config *cfg, const struct sl_hash_key *seed);
 
 void sl_keys_free(struct sl_keys *k);
 

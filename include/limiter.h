@@ -48,7 +48,7 @@
 /* One strict window: at most n dispatches in any [t, t + window_us). */
 struct sl_limiter_log {
     int64_t window_us;
-    int64_t guard_us;  /* extra age required: min(window/300, 3 ms), or as set */
+    int64_t guard_us;  /* extra age required: min(window/300, 3 ms), or as the route sets */
     uint32_t n;
     uint32_t count;    /* entries used, <= n */
     uint32_t head;     /* index of the oldest entry once count == n */

@@ -18,7 +18,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "queue.h"
+#include "recent.h"
 
 struct evbuffer;
 
@@ -37,8 +39,11 @@ struct evbuffer;
     X(QUEUE_TIMEOUT, "queue_timeout", 504)                 \
     X(UPSTREAM_UNREACHABLE, "upstream_unreachable", 502)   \
     X(UPSTREAM_TIMEOUT, "upstream_timeout", 504)           \
+    X(RESPONSE_TOO_LARGE, "response_too_large", 502)       \
     X(CLIENT_GONE, "client_gone", 499)                     \
-    X(INTERNAL_ERROR, "internal_error", 500)
+    X(INTERNAL_ERROR, "internal_error", 500)               \
+    X(JOB_NOT_FOUND, "job_not_found", 404)                 \
+    X(REDIS_UNAVAILABLE, "redis_unavailable", 503)
 
 enum sl_outcome {
 #define SL_OUTCOME_ENUM(e, label, status) SL_OUTCOME_##e,
@@ -52,6 +57,32 @@ const char *sl_outcome_name(enum sl_outcome o);
 
 /* HTTP status sluice answers with for an outcome it generates (0 for RELAYED). */
 int sl_outcome_status(enum sl_outcome o);
+
+/* X(ENUM, "label") - how a batch (POST /_sluice/batch) ended. */
+#define SL_BATCH_OUTCOMES(X)              \
+    X(ANSWERED, "answered")               \
+    X(BAD_REQUEST, "bad_request")         \
+    X(CLIENT_GONE, "client_gone")         \
+    X(DRAINING, "draining")               \
+    X(INTERNAL_ERROR, "internal_error")
+
+enum sl_batch_outcome {
+#define SL_BATCH_OUTCOME_ENUM(e, label) SL_BATCH_##e,
+    SL_BATCH_OUTCOMES(SL_BATCH_OUTCOME_ENUM)
+#undef SL_BATCH_OUTCOME_ENUM
+    SL_BATCH_OUTCOME_COUNT
+};
+
+const char *sl_batch_outcome_name(enum sl_batch_outcome o);
+
+/*
+ * Batches of the instance, and their items by how each ended (an item is a
+ * request: it is also counted in its route's sl_route_stats).
+ */
+struct sl_batch_stats {
+    uint64_t batches[SL_BATCH_OUTCOME_COUNT];
+    uint64_t items[SL_OUTCOME_COUNT];
+};
 
 /* X(ENUM, "label") - why an upstream attempt was repeated. */
 #define SL_RETRY_REASONS(X)   \
@@ -71,6 +102,37 @@ enum sl_retry_reason {
 };
 
 const char *sl_retry_reason_name(enum sl_retry_reason r);
+
+/* X(ENUM, "label") - where an async job is (GET /_sluice/jobs/{id}). */
+#define SL_JOB_STATES(X)      \
+    X(QUEUED, "queued")       \
+    X(RUNNING, "running")     \
+    X(DONE, "done")           \
+    X(FAILED, "failed")
+
+enum sl_job_state {
+#define SL_JOB_STATE_ENUM(e, label) SL_JOB_##e,
+    SL_JOB_STATES(SL_JOB_STATE_ENUM)
+#undef SL_JOB_STATE_ENUM
+    SL_JOB_STATE_COUNT
+};
+
+const char *sl_job_state_name(enum sl_job_state s);
+/* X(ENUM, "label") - why a route is paused (the pause that lasts longest wins). */
+#define SL_PAUSE_REASONS(X)             \
+    X(RETRY_AFTER, "retry_after")       \
+    X(BUDGET, "budget")                 \
+    X(BACKOFF, "backoff")
+
+enum sl_pause_reason {
+#define SL_PAUSE_REASON_ENUM(e, label) SL_PAUSED_BY_##e,
+    SL_PAUSE_REASONS(SL_PAUSE_REASON_ENUM)
+#undef SL_PAUSE_REASON_ENUM
+    SL_PAUSE_REASON_COUNT
+};
+
+/* "retry_after": a Retry-After; "budget": RateLimit headers; "backoff": our own wait. */
+const char *sl_pause_reason_name(enum sl_pause_reason r);
 
 /* Upper bounds in seconds; the writer adds +Inf. */
 #define SL_HISTOGRAM_BOUNDS \
@@ -97,13 +159,31 @@ struct sl_route_stats {
     uint64_t units;                                 /* units taken (a dispatch's cost) */
     uint64_t retries[SL_RETRY_REASON_COUNT];        /* attempts repeated, by reason */
     uint64_t pauses;                                /* route paused by the upstream */
+    uint64_t tls_handshakes;                        /* new TLS connections to the upstream */
     struct sl_histogram queue_wait[SL_LANE_COUNT];  /* seconds parked, by lane */
     struct sl_histogram upstream_duration;          /* seconds per attempt */
+    struct sl_recent recent_dispatched;             /* tokens taken, per second */
+    struct sl_recent_set recent_outcomes;           /* finished requests, per second and outcome */
 };
 
-/* Count one finished request (outcome, and its queue wait in `lane` when >= 0). */
+/*
+ * Add every counter and histogram of `src` into `dst`: a route removed by a
+ * reload leaves its totals in the unrouted block (route=""), so that the sum
+ * over routes never goes down.
+ */
+void sl_route_stats_add(struct sl_route_stats *dst, const struct sl_route_stats *src);
+
+_Static_assert(SL_OUTCOME_COUNT <= SL_RECENT_SET_WIDTH, "one recent counter per outcome");
+
+/*
+ * Count one finished request (outcome, and its queue wait in `lane` when
+ * >= 0), in the totals and in the current second of recent_outcomes.
+ */
 void sl_route_stats_finish(struct sl_route_stats *s, enum sl_outcome o, enum sl_lane lane,
                            double wait_seconds);
+
+/* Count one dispatch (a token taken) at `now`. */
+void sl_route_stats_dispatch(struct sl_route_stats *s, int64_t now);
 
 /* What the writer needs of a route. */
 struct sl_metrics_route {
@@ -123,6 +203,15 @@ struct sl_metrics_route {
     double announced_window_s;
     double allows;                 /* what the route's limits allow in that window */
     bool above;
+    /* durable jobs: the route's streams as last polled */
+    bool has_streams;
+    uint64_t stream_length;
+    uint64_t stream_pending;
+    uint64_t dead_letter_length;
+    enum sl_pause_reason pause_reason;  /* while paused */
+    unsigned max_in_flight;
+    double oldest_wait_seconds;         /* of the oldest parked request; 0 = none */
+    const struct sl_route_config *cfg;  /* limits; NULL = none exported */
 };
 
 struct sl_metrics_global {
@@ -132,6 +221,19 @@ struct sl_metrics_global {
     bool draining;
     uint64_t reloads;
     double start_time_seconds; /* wall clock */
+    /* async jobs (jobs.h) */
+    uint64_t jobs[SL_JOB_STATE_COUNT]; /* held now, by state */
+    uint64_t jobs_accepted;            /* 202s given */
+    uint64_t jobs_expired;             /* results gone after result_ttl */
+    uint64_t jobs_evicted;             /* results dropped early by the caps */
+    /* Redis (durable jobs); nothing is written without it */
+    bool has_redis;
+    bool redis_up;
+    uint64_t jobs_dead_lettered;       /* by this instance */
+    uint64_t redis_reconnects;         /* connections made again after a loss */
+    uint64_t redis_timeouts;           /* commands not answered in time */
+    const struct sl_histogram *redis_rtt; /* command round trips */
+    const struct sl_batch_stats *batches; /* NULL: none */
 };
 
 /*

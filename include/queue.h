@@ -150,6 +150,15 @@ static inline size_t sl_queue_waiting(const struct sl_queue *q)
     return q->n_heap;
 }
 
+/*
+ * enqueued_us of the oldest item parked in `lane`, INT64_MAX when none. The
+ * oldest of the heads of the lane's flows: a flow is FIFO and a requeued
+ * item goes back to its head, so this is exact except for items a reload
+ * moved from another route (parked at the tail with their first time).
+ * Waiting flows count. O(flows in the lane + waiting flows).
+ */
+int64_t sl_queue_oldest(const struct sl_queue *q, enum sl_lane lane);
+
 static inline size_t sl_queue_depth(const struct sl_queue *q)
 {
     return q->depth;

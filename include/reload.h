@@ -26,12 +26,14 @@
 struct sl_config;
 struct sl_requests;
 struct sl_route;
+struct sl_route_stats;
 struct sl_route_table;
 
 /* Routes removed by a reload whose calls are still under way. */
 struct sl_retired {
     struct sl_route **v;           /* owned, with each route */
     size_t n;
+    struct sl_route_stats *keep;   /* borrowed: where a freed route's totals go (or NULL) */
 };
 
 /*
@@ -48,7 +50,7 @@ struct sl_config *sl_reload_load(const struct sl_config *old);
 void sl_reload_swap(struct sl_route_table *cur, struct sl_route_table *next,
                     struct sl_retired *retired, struct sl_requests *q);
 
-/* Free retired routes whose calls have all ended (all with `force`). */
+/* Free retired routes whose calls have all ended (all with `force`), keeping their totals. */
 void sl_reload_reap(struct sl_retired *retired, bool force);
 
 #endif

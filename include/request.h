@@ -91,12 +91,29 @@ void sl_request_submit(struct sl_requests *q, struct sl_sink *sink, struct sl_ht
                        const char *client);
 
 /*
+ * Would sl_request_submit() refuse `msg` at intake for its target or its
+ * controls (a bad path, the reserved prefix, no route, a target too long,
+ * a bad X-Sluice-* value, draining)? Normalises the target in place, as
+ * submit would. Returns the route, or NULL with *o and *detail set; counts
+ * nothing and answers nothing (see sl_request_refuse).
+ */
+struct sl_route *sl_request_check(struct sl_requests *q, struct sl_http_msg *msg,
+                                  enum sl_outcome *o, const char **detail);
+
+/*
  * Answer `sink` with sluice's JSON error for `o` and X-Sluice-Error, for a
  * request that never became a struct sl_request (its source refused it).
  * Counted with the unrouted requests.
  */
 void sl_request_refuse(struct sl_requests *q, struct sl_sink *sink, const char *client,
                        enum sl_outcome o, const char *detail, bool close);
+
+/*
+ * Answer `sink` with sluice's JSON error for `o` and X-Sluice-Error, neither
+ * counted nor logged: for a source that counts its own answers (a batch).
+ */
+void sl_request_respond_error(struct sl_sink *sink, enum sl_outcome o, const char *detail,
+                              bool close);
 
 /*
  * The sink of `r` went away (client hung up, batch cancelled): parked, it

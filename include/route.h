@@ -54,7 +54,7 @@ struct sl_route_sched {
 };
 
 /*
- * in_flight and paused_until_us change only through the functions below;
+ * in_flight, paused_until_us and pause_reason change only through the functions below;
  * cfg, queue, limiter and stats belong to whoever the comments name.
  */
 struct sl_route {
@@ -66,6 +66,7 @@ struct sl_route {
     unsigned in_flight;
     int64_t paused_until_us;       /* monotonic; 0 = not paused */
     struct sl_route_budget budget; /* changes only through sl_route_learn_budget() */
+    enum sl_pause_reason pause_reason; /* of the pause that set paused_until_us */
     struct sl_route_sched sched;
     bool retired;                  /* removed by a reload; only its calls under way remain */
 };
@@ -115,11 +116,11 @@ void sl_route_flight_end(struct sl_route *r);
 void sl_route_flight_move(struct sl_route *from, struct sl_route *to);
 
 /*
- * Hold every request of the route until now + pause_us; a later pause wins,
- * a shorter one changes nothing. Returns true if the pause was extended
- * (counted in stats.pauses and logged).
+ * Hold every request of the route until now + pause_us, because of `why`; a
+ * later pause wins (with its reason), a shorter one changes nothing. Returns
+ * true if the pause was extended (counted in stats.pauses and logged).
  */
-bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us);
+bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us, enum sl_pause_reason why);
 
 /*
  * An answer announced these limits (retry.h). Keeps the first one the

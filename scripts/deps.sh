@@ -5,11 +5,12 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config
-  libevent-dev libcurl4-openssl-dev libinih-dev libjansson-dev
-  libsystemd-dev libcmocka-dev
+  libevent-dev libcurl4-openssl-dev libssl-dev libinih-dev libjansson-dev
+  libsystemd-dev libcmocka-dev libhiredis-dev redis-server
   clang-14 libclang-rt-14-dev
-  python3 ca-certificates
+  python3 ca-certificates openssl
   dpkg-dev file systemd groff-base
+  chromium fonts-dejavu-core     # the status page's browser test (tests/integration/test_status_page.py)
   "$@"
 )
 

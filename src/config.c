@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <limits.h>
 #include <math.h>
@@ -24,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "sluice.h"
 
@@ -65,6 +68,8 @@ enum opt_type {
     OPT_FAIR_KEY,
     OPT_LIMIT_KEY,
     OPT_HOST,     /* a Host value to route on: name[:port], stored lowercase */
+    OPT_FILE,     /* a readable file, or empty; relative to the config's directory */
+    OPT_REDIS_URL,
 };
 
 /*
@@ -103,6 +108,7 @@ static const struct option options[] = {
     {SEC_SERVER, "client_timeout", OPT_DURATION, CFG(client_timeout_us), 0, USEC_MS, MAX_DURATION, "60s", NULL, true},
     {SEC_SERVER, "client_header_timeout", OPT_DURATION, CFG(client_header_timeout_us), 0, USEC_MS, MAX_DURATION, "10s", NULL, true},
     {SEC_SERVER, "client_body_timeout", OPT_DURATION, CFG(client_body_timeout_us), 0, USEC_MS, MAX_DURATION, "60s", NULL, true},
+    {SEC_SERVER, "max_batch_items", OPT_UINT, CFG(max_batch_items), 0, 1, 100000, "1000", NULL, true},
     {SEC_SERVER, "max_header_size", OPT_SIZE, CFG(max_header_size), 0, 1024, NO_MAX, "16k", NULL, true},
     {SEC_SERVER, "max_body_size", OPT_SIZE, CFG(max_body_size), 0, 0, NO_MAX, "8m", NULL, true},
     {SEC_SERVER, "drain_timeout", OPT_DURATION, CFG(drain_timeout_us), 0, 0, MAX_DURATION, "30s", NULL, true},
@@ -114,11 +120,13 @@ static const struct option options[] = {
     {SEC_QUEUE, "overflow", OPT_ENUM, CFG(overflow), 0, 0, 0, "backpressure", overflow_names, true},
     {SEC_QUEUE, "timeout", OPT_DURATION, CFG(queue_timeout_us), 0, 0, MAX_DURATION, "300s", NULL, true},
 
-    {SEC_REDIS, "url", OPT_STRING, CFG(redis_url), 0, 1, 0, "redis://127.0.0.1:6379/0", NULL, false},
+    {SEC_REDIS, "url", OPT_REDIS_URL, CFG(redis_url), 0, 0, 0, "redis://127.0.0.1:6379/0", NULL, false},
     {SEC_REDIS, "prefix", OPT_STRING, CFG(redis_prefix), 0, 1, 0, "sluice:", NULL, false},
-    {SEC_REDIS, "jobs", OPT_BOOL, CFG(redis_jobs), 0, 0, 0, "on", NULL, true},
+    {SEC_REDIS, "jobs", OPT_BOOL, CFG(redis_jobs), 0, 0, 0, "on", NULL, false},
     {SEC_REDIS, "shared_limit", OPT_BOOL, CFG(redis_shared_limit), 0, 0, 0, "off", NULL, true},
     {SEC_REDIS, "result_ttl", OPT_DURATION, CFG(redis_result_ttl_us), 0, USEC_S, MAX_DURATION, "1h", NULL, true},
+    {SEC_REDIS, "max_deliveries", OPT_UINT, CFG(redis_max_deliveries), 0, 1, 1000, "5", NULL, true},
+    {SEC_REDIS, "claim_after", OPT_DURATION, CFG(redis_claim_after_us), 0, USEC_S, MAX_DURATION, "30s", NULL, true},
 
     {SEC_ROUTE, "match", OPT_MATCH, RT(match), 0, 0, 0, NULL, NULL, true},
     {SEC_ROUTE, "host", OPT_HOST, RT(host), 0, 0, 0, "", NULL, true},
@@ -134,11 +142,16 @@ static const struct option options[] = {
     {SEC_ROUTE, "retries", OPT_UINT, RT(retries), 0, 0, 100, "2", NULL, true},
     {SEC_ROUTE, "honor_retry_after", OPT_BOOL, RT(honor_retry_after), 0, 0, 0, "on", NULL, true},
     {SEC_ROUTE, "preserve_host", OPT_BOOL, RT(preserve_host), 0, 0, 0, "off", NULL, true},
-    {SEC_ROUTE, "window_guard", OPT_DURATION, RT(window_guard_us), 0, 0, 60 * USEC_S, "3ms", NULL, true},
+    {SEC_ROUTE, "window_guard", OPT_DURATION, RT(window_guard_us), 0, 0, 60 * USEC_S, "5ms", NULL, true},
     {SEC_ROUTE, "jitter_proof", OPT_BOOL, RT(jitter_proof), 0, 0, 0, "off", NULL, true},
     {SEC_ROUTE, "fair_key", OPT_FAIR_KEY, RT(fair_key), 0, 0, 0, "", NULL, true},
     {SEC_ROUTE, "limit_key", OPT_LIMIT_KEY, RT(limit_key), 0, 0, 0, "", NULL, true},
     {SEC_ROUTE, "max_keys", OPT_UINT, RT(max_keys), 0, 1, 10000000, "100000", NULL, true},
+    {SEC_ROUTE, "max_response_size", OPT_SIZE, RT(max_response_size), 0, 0, NO_MAX, "64m", NULL, true},
+    {SEC_ROUTE, "ca_file", OPT_FILE, RT(tls.ca_file), 0, 0, 0, "", NULL, true},
+    {SEC_ROUTE, "client_cert", OPT_FILE, RT(tls.client_cert), 0, 0, 0, "", NULL, true},
+    {SEC_ROUTE, "client_key", OPT_FILE, RT(tls.client_key), 0, 0, 0, "", NULL, true},
+    {SEC_ROUTE, "tls_verify", OPT_BOOL, RT(tls.verify), 0, 0, 0, "on", NULL, true},
 };
 
 #define N_OPTIONS SL_ARRAY_LEN(options)
@@ -323,7 +336,7 @@ static bool option_differs(const struct option *o, const char *a, const char *b)
                 return true;
         return false;
     }
-    if (o->type == OPT_ADDR || o->type == OPT_STRING)
+    if (o->type == OPT_ADDR || o->type == OPT_STRING || o->type == OPT_REDIS_URL)
         return strcmp(a + o->offset, b + o->offset) != 0;
     return memcmp(a + o->offset, b + o->offset, o->size) != 0;
 }
@@ -331,6 +344,10 @@ static bool option_differs(const struct option *o, const char *a, const char *b)
 void sl_config_keep_restart_keys(struct sl_config *cfg, const struct sl_config *old,
                                  void (*changed)(const char *key, void *arg), void *arg)
 {
+    /* Adding or removing [redis] changes where jobs live: a restart. */
+    if (cfg->has_redis != old->has_redis && changed != NULL)
+        changed("[redis]", arg);
+    cfg->has_redis = old->has_redis;
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const struct option *o = &options[i];
         char *dst = (char *)cfg;
@@ -824,6 +841,170 @@ static int set_limit_key(struct parser *p, const struct option *o, void *field, 
     return 0;
 }
 
+/* A decimal number in [0, max] that ends the text or at `*end`. */
+static int url_number(const char *s, size_t len, uint64_t max, unsigned *out)
+{
+    char buf[16];
+    const char *p = buf;
+    uint64_t v;
+
+    if (len == 0 || len >= sizeof(buf))
+        return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    if (parse_digits(&p, max, &v) != 0 || *p != '\0')
+        return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
+/* unix:/path[?db=N[&password=P]] */
+static int parse_unix_url(const char *s, struct sl_redis_url *u, const char **detail)
+{
+    const char *q = strchr(s, '?');
+    size_t n = q != NULL ? (size_t)(q - s) : strlen(s);
+
+    if (n < 2 || s[0] != '/' || n >= sizeof(u->path)) {
+        *detail = "expected unix:/absolute/path (at most 107 characters)";
+        return -1;
+    }
+    memcpy(u->path, s, n);
+    u->path[n] = '\0';
+    while (q != NULL) {
+        const char *item = q + 1;
+        const char *amp = strchr(item, '&');
+        size_t len = amp != NULL ? (size_t)(amp - item) : strlen(item);
+
+        if (len > 3 && strncmp(item, "db=", 3) == 0) {
+            if (url_number(item + 3, len - 3, 1000000, &u->db) != 0) {
+                *detail = "db must be a number";
+                return -1;
+            }
+        } else if (len > 9 && strncmp(item, "password=", 9) == 0 &&
+                   len - 9 < sizeof(u->password)) {
+            memcpy(u->password, item + 9, len - 9);
+            u->password[len - 9] = '\0';
+        } else {
+            *detail = "unix: urls take only ?db=N and &password=P";
+            return -1;
+        }
+        q = amp;
+    }
+    return 0;
+}
+
+/* host[:port]: an IP literal ([v6] for IPv6) or localhost. */
+static int parse_redis_host(const char *s, size_t len, struct sl_redis_url *u,
+                            const char **detail)
+{
+    const char *end = s + len, *colon = NULL;
+    char host[SL_CONFIG_ADDR_LEN];
+    unsigned char addr[16];
+    size_t hlen;
+
+    if (len > 0 && s[0] == '[') {
+        const char *rb = memchr(s, ']', len);
+
+        if (rb == NULL)
+            goto bad;
+        colon = rb + 1 < end ? rb + 1 : NULL;
+        if (colon != NULL && *colon != ':')
+            goto bad;
+        hlen = (size_t)(rb - s - 1);
+        s++;
+    } else {
+        colon = memchr(s, ':', len);
+        hlen = colon != NULL ? (size_t)(colon - s) : len;
+    }
+    if (hlen == 0 || hlen >= sizeof(u->host))
+        goto bad;
+    memcpy(host, s, hlen);
+    host[hlen] = '\0';
+    u->port = 6379;
+    if (colon != NULL) {
+        if (url_number(colon + 1, (size_t)(end - colon - 1), 65535, &u->port) != 0 ||
+            u->port == 0) {
+            *detail = "the port must be 1-65535";
+            return -1;
+        }
+    }
+    if (strcasecmp(host, "localhost") == 0)
+        snprintf(host, sizeof(host), "127.0.0.1");
+    if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1) {
+        *detail = "the host must be an IP address or localhost (a name would be resolved "
+                  "with a blocking lookup)";
+        return -1;
+    }
+    memcpy(u->host, host, strlen(host) + 1);
+    return 0;
+bad:
+    *detail = "expected host:port with an IP address, [v6] or localhost";
+    return -1;
+}
+
+int sl_config_parse_redis_url(const char *s, struct sl_redis_url *out, const char **detail)
+{
+    struct sl_redis_url u;
+    const char *auth, *at, *slash;
+
+    memset(&u, 0, sizeof(u));
+    *detail = "expected redis://[:password@]host:port/db or unix:/path?db=N";
+    if (s == NULL || strlen(s) >= sizeof(u.text))
+        return -1;
+    memcpy(u.text, s, strlen(s) + 1);
+    if (strncmp(s, "unix:", 5) == 0) {
+        s += 5;
+        if (strncmp(s, "//", 2) == 0)
+            s += 2;
+        if (parse_unix_url(s, &u, detail) != 0)
+            return -1;
+        *out = u;
+        return 0;
+    }
+    if (strncasecmp(s, "redis://", 8) != 0)
+        return -1;
+    auth = s + 8;
+    slash = auth + strcspn(auth, "/");
+    at = memrchr(auth, '@', (size_t)(slash - auth));
+    if (at != NULL) {
+        size_t n = (size_t)(at - auth);
+
+        /* ":password@"; a user name (Redis 6 ACL) is not supported. */
+        if (n < 2 || auth[0] != ':' || n - 1 >= sizeof(u.password)) {
+            *detail = "credentials must be written :password@ (no user name)";
+            return -1;
+        }
+        memcpy(u.password, auth + 1, n - 1);
+        u.password[n - 1] = '\0';
+        auth = at + 1;
+    }
+    if (parse_redis_host(auth, (size_t)(slash - auth), &u, detail) != 0)
+        return -1;
+    if (*slash == '/' && slash[1] != '\0' &&
+        url_number(slash + 1, strlen(slash + 1), 1000000, &u.db) != 0) {
+        *detail = "the database must be a number: redis://host:port/0";
+        return -1;
+    }
+    *out = u;
+    return 0;
+}
+
+bool sl_config_redis_jobs(const struct sl_config *cfg)
+{
+    return cfg->has_redis && cfg->redis_jobs;
+}
+
+static int set_redis_url(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    const char *detail;
+
+    if (sl_config_parse_redis_url(v, field, &detail) != 0) {
+        report(p, p->lineno, o->key, "%s, got \"%s\"", detail, v);
+        return -1;
+    }
+    return 0;
+}
+
 /* "api.example.com", "localhost:8080", "[::1]:8080", or nothing. */
 static int set_host(struct parser *p, const struct option *o, void *field, const char *v)
 {
@@ -848,6 +1029,45 @@ static int set_host(struct parser *p, const struct option *o, void *field, const
     return 0;
 }
 
+/*
+ * A file read later (a CA bundle, a certificate, a key): it must be a
+ * readable regular file now, so that a typo fails the load and not the
+ * first request. A relative path is taken from the config file's directory.
+ */
+static int set_file(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    const char *slash = strrchr(p->path, '/');
+    int dir_len = v[0] != '/' && slash != NULL ? (int)(slash - p->path) + 1 : 0;
+    char path[SL_CONFIG_FILE_LEN];
+    const char *why = NULL;
+    struct stat st;
+    int n, fd;
+
+    if (*v == '\0') {
+        *(char *)field = '\0';
+        return 0;
+    }
+    n = snprintf(path, sizeof(path), "%.*s%s", dir_len, p->path, v);
+    if (n < 0 || (size_t)n >= o->size) {
+        report(p, p->lineno, o->key, "path too long (max %zu characters)", o->size - 1);
+        return -1;
+    }
+    /* O_NONBLOCK: opening a FIFO must not hang the load. */
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0)
+        why = strerror(errno);
+    else if (!S_ISREG(st.st_mode))
+        why = "not a regular file";
+    if (fd >= 0)
+        close(fd);
+    if (why != NULL) {
+        report(p, p->lineno, o->key, "cannot read \"%s\": %s", path, why);
+        return -1;
+    }
+    memcpy(field, path, (size_t)n + 1);
+    return 0;
+}
+
 /* Parse `v` into the option's field of `base` (a config or a route). */
 static int set_option(struct parser *p, const struct option *o, void *base, const char *v)
 {
@@ -869,6 +1089,8 @@ static int set_option(struct parser *p, const struct option *o, void *base, cons
     case OPT_FAIR_KEY: return set_fair_key(p, o, field, v);
     case OPT_LIMIT_KEY: return set_limit_key(p, o, field, v);
     case OPT_HOST: return set_host(p, o, field, v);
+    case OPT_FILE: return set_file(p, o, field, v);
+    case OPT_REDIS_URL: return set_redis_url(p, o, field, v);
     }
     return -1;
 }
@@ -887,6 +1109,28 @@ static void apply_defaults(struct parser *p, enum section_kind sec, void *base)
         if (options[i].section == sec && options[i].def != NULL)
             set_option(p, &options[i], base, options[i].def);
     }
+}
+
+static const struct option *find_option(enum section_kind sec, const char *key);
+
+/* Line of a key of the current section, 0 if not set. */
+static int line_of(const struct parser *p, const char *key)
+{
+    const struct option *o = find_option(p->sec, key);
+
+    return o != NULL ? p->key_line[o - options] : 0;
+}
+
+/* Mutual TLS takes a certificate and its key: one alone is an error. */
+static void check_client_cert(struct parser *p)
+{
+    const struct sl_tls_config *tls = &current_route(p)->tls;
+    bool cert = tls->client_cert[0] != '\0', key = tls->client_key[0] != '\0';
+
+    if (cert && !key)
+        report(p, line_of(p, "client_cert"), "client_cert", "client_key is required with it");
+    else if (key && !cert)
+        report(p, line_of(p, "client_key"), "client_key", "client_cert is required with it");
 }
 
 /* Close the current section: report the required keys it lacks. */
@@ -951,6 +1195,7 @@ static void end_section(struct parser *p)
             report(p, p->sec_line, NULL, "route %s: %s: required", current_route(p)->name,
                    options[i].key);
     }
+    check_client_cert(p);
 }
 
 static bool valid_route_name(const char *name)
@@ -1300,9 +1545,9 @@ static void validate(struct parser *p)
 {
     const struct sl_config *cfg = p->cfg;
 
-    /* Memory mode only, until the Redis issue lands: the one place to lift. */
-    if (cfg->has_redis)
-        report(p, p->seen_section[SEC_REDIS], "[redis]", "not supported yet (memory mode only)");
+    /* Shared limits are their own issue. */
+    if (cfg->has_redis && cfg->redis_shared_limit)
+        report(p, p->seen_section[SEC_REDIS], "[redis]", "shared_limit = on: not supported yet");
 
     for (size_t i = 0; i < cfg->n_listen && cfg->admin_listen[0] != '\0'; i++) {
         if (strcmp(cfg->listen[i], cfg->admin_listen) == 0) {

@@ -25,6 +25,7 @@
 #include <event2/event.h>
 
 #include "clock.h"
+#include "config.h"
 #include "http1.h"
 #include "log.h"
 #include "sluice.h"
@@ -53,8 +54,11 @@ struct curl_call {
     CURL *easy;
     struct curl_slist *hdrs;
     sl_upstream_done_fn done;
+    sl_upstream_sent_fn sent;   /* optional: the request left (backend.h) */
     void *arg;
     int64_t started_us;
+    unsigned sends;     /* prerequest calls: a second one is curl resending on its own */
+    bool https;
     bool body_started;  /* header lines after this are trailers: ignored */
     unsigned n_fields;  /* of the head being read */
     const char *why;    /* an answer refused while its head came in (static) */
@@ -539,13 +543,71 @@ static int set_common(struct curl_call *call, const struct sl_upstream_request *
     return rc == CURLE_OK ? SL_OK : SL_ERR;
 }
 
+/*
+ * CURLOPT_PREREQFUNCTION: curl is about to send the request, the connection
+ * up. The first time, the dispatch is dated by it (DNS, connect and TLS no
+ * longer eat into the window's guard). A second time is curl resending on
+ * a fresh connection after a reused one died: that would be a dispatch
+ * nobody counted, so the call ends here and the caller decides (backend.h:
+ * SL_UPSTREAM_CLOSED).
+ */
+static int curl_on_prereq(void *arg, char *primary_ip, char *local_ip, int primary_port,
+                          int local_port)
+{
+    struct curl_call *call = arg;
+
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    if (++call->sends > 1)
+        return CURL_PREREQFUNC_ABORT;
+    if (call->sent != NULL)
+        call->sent(call->arg);
+    return CURL_PREREQFUNC_OK;
+}
+
+static int set_hooks(struct curl_call *call)
+{
+    CURLcode rc = CURLE_OK;
+
+    rc |= curl_easy_setopt(call->easy, CURLOPT_PREREQFUNCTION, curl_on_prereq);
+    rc |= curl_easy_setopt(call->easy, CURLOPT_PREREQDATA, call);
+    return rc == CURLE_OK ? SL_OK : SL_ERR;
+}
+
+/*
+ * The route's TLS settings. curl copies the strings, and connections and
+ * TLS sessions are reused only between calls with the same settings.
+ */
+static int set_tls(struct curl_call *call, const struct sl_tls_config *tls)
+{
+    CURL *e = call->easy;
+    CURLcode rc = CURLE_OK;
+
+    if (tls == NULL)
+        return SL_OK;
+    if (tls->ca_file[0] != '\0')
+        rc |= curl_easy_setopt(e, CURLOPT_CAINFO, tls->ca_file);
+    if (tls->client_cert[0] != '\0') {
+        rc |= curl_easy_setopt(e, CURLOPT_SSLCERT, tls->client_cert);
+        rc |= curl_easy_setopt(e, CURLOPT_SSLKEY, tls->client_key);
+    }
+    if (!tls->verify) {
+        rc |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+        rc |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    return rc == CURLE_OK ? SL_OK : SL_ERR;
+}
+
 static int set_request(struct curl_call *call, const struct sl_upstream_request *req)
 {
     CURL *e = call->easy;
     CURLcode rc = CURLE_OK;
     bool with_body = req->body_len > 0 || method_has_body(req->method);
 
-    if (set_common(call, req) != SL_OK)
+    if (set_common(call, req) != SL_OK || set_hooks(call) != SL_OK ||
+        set_tls(call, req->tls) != SL_OK)
         return SL_ERR;
     if (strcmp(req->method, "HEAD") == 0)
         rc |= curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
@@ -572,7 +634,9 @@ struct sl_backend_call *sl_curlclient_start(struct sl_curlclient *u,
     call->base.ops = &curlclient_ops;
     call->u = u;
     call->done = done;
+    call->sent = req->sent;
     call->arg = arg;
+    call->https = strncmp(req->url, "https://", 8) == 0;
     TAILQ_INIT(&call->resp.headers);
     call->resp.body = evbuffer_new();
     call->easy = easy_get(u);
@@ -613,22 +677,22 @@ void sl_curlclient_cancel(struct sl_backend_call *c)
 
 /* ---- completion --------------------------------------------------------- */
 
-static bool is_connect_error(CURLcode code)
+/*
+ * A certificate refused, ours or theirs, or TLS that cannot be set up with
+ * the route's files: retrying would only spend another token.
+ */
+static bool is_tls_refusal(CURLcode code)
 {
     switch (code) {
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_PEER_FAILED_VERIFICATION: /* unknown CA, wrong name, expired... */
+    case CURLE_SSL_CACERT_BADFILE:       /* ca_file */
+    case CURLE_SSL_CERTPROBLEM:          /* client_cert, client_key */
+    case CURLE_SSL_CLIENTCERT:
     case CURLE_SSL_CRL_BADFILE:
     case CURLE_SSL_ISSUER_ERROR:
     case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
     case CURLE_SSL_INVALIDCERTSTATUS:
-    case CURLE_SSL_CLIENTCERT:
+    case CURLE_SSL_CIPHER:
     case CURLE_SSL_ENGINE_NOTFOUND:
     case CURLE_SSL_ENGINE_SETFAILED:
     case CURLE_SSL_ENGINE_INITFAILED:
@@ -639,28 +703,44 @@ static bool is_connect_error(CURLcode code)
     }
 }
 
-/* A timeout before the connection was up means nothing reached the upstream. */
-static bool timed_out_connecting(CURL *easy)
+/* A handshake that broke off may work next time, like a refused connect. */
+static bool is_connect_error(CURLcode code)
 {
-    curl_off_t connect_us = 0, sent = 0;
-    long request_size = 0;
-
-    (void)curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-    (void)curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &request_size);
-    (void)curl_easy_getinfo(easy, CURLINFO_SIZE_UPLOAD_T, &sent);
-    return connect_us == 0 && request_size == 0 && sent == 0;
+    return code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_RESOLVE_PROXY ||
+           code == CURLE_COULDNT_CONNECT || code == CURLE_SSL_CONNECT_ERROR;
 }
 
-static enum sl_upstream_error map_error(CURL *easy, CURLcode code)
+/*
+ * A timeout before the connection was up (TCP, then the TLS handshake for
+ * https://) means nothing reached the upstream.
+ */
+static bool timed_out_connecting(const struct curl_call *call)
+{
+    curl_off_t connect_us = 0, appconnect_us = 0, sent = 0;
+    long request_size = 0;
+
+    (void)curl_easy_getinfo(call->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+    (void)curl_easy_getinfo(call->easy, CURLINFO_APPCONNECT_TIME_T, &appconnect_us);
+    (void)curl_easy_getinfo(call->easy, CURLINFO_REQUEST_SIZE, &request_size);
+    (void)curl_easy_getinfo(call->easy, CURLINFO_SIZE_UPLOAD_T, &sent);
+    if (request_size != 0 || sent != 0)
+        return false;
+    return connect_us == 0 || (call->https && appconnect_us == 0);
+}
+
+static enum sl_upstream_error map_error(const struct curl_call *call, CURLcode code)
 {
     if (code == CURLE_OK)
         return SL_UPSTREAM_OK;
+    if (is_tls_refusal(code))
+        return SL_UPSTREAM_TLS;
     if (is_connect_error(code))
         return SL_UPSTREAM_CONNECT;
     if (code == CURLE_OPERATION_TIMEDOUT)
-        return timed_out_connecting(easy) ? SL_UPSTREAM_CONNECT : SL_UPSTREAM_TIMEOUT;
-    /* Sent, and the connection ended with no answer: as the native client says. */
-    if (code == CURLE_GOT_NOTHING)
+        return timed_out_connecting(call) ? SL_UPSTREAM_CONNECT : SL_UPSTREAM_TIMEOUT;
+    /* Sent, and the connection ended with no answer: as the native client says
+     * (a resend stopped by curl_on_prereq is the same case). */
+    if (code == CURLE_GOT_NOTHING || code == CURLE_ABORTED_BY_CALLBACK)
         return SL_UPSTREAM_CLOSED;
     return SL_UPSTREAM_PROTOCOL;
 }
@@ -668,22 +748,39 @@ static enum sl_upstream_error map_error(CURL *easy, CURLcode code)
 static void fill_response(struct curl_call *call, CURLcode code)
 {
     struct sl_upstream_response *resp = &call->resp;
-    long status = 0;
+    const char *prefix;
+    long status = 0, connects = 0;
+    size_t n;
 
-    resp->error = map_error(call->easy, code);
+    resp->error = map_error(call, code);
     resp->duration_us = sl_clock_now() - call->started_us;
+    /* Each new https:// connection began a handshake; a reused one did not. */
+    if (call->https &&
+        curl_easy_getinfo(call->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK)
+        resp->tls_handshakes = connects > 0 ? (unsigned)connects : 0;
     if (resp->error == SL_UPSTREAM_OK) {
         (void)curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
         resp->status = (int)status;
         return;
     }
     resp->status = 0;
+    if (call->sends > 1) {
+        resp->error = SL_UPSTREAM_CLOSED;
+        snprintf(resp->detail, sizeof(resp->detail),
+                 "the upstream closed the connection before answering "
+                 "(a reused keep-alive connection)");
+        return;
+    }
     if (call->why != NULL) {
         resp->error = SL_UPSTREAM_PROTOCOL;
         snprintf(resp->detail, sizeof(resp->detail), "Invalid HTTP response: %s", call->why);
         return;
     }
-    snprintf(resp->detail, sizeof(resp->detail), "%s",
+    /* curl's own words, said to be about TLS where they are (SPEC section 6). */
+    prefix = resp->error == SL_UPSTREAM_TLS || code == CURLE_SSL_CONNECT_ERROR ? "TLS: " : "";
+    n = strlen(prefix);
+    memcpy(resp->detail, prefix, n + 1);
+    snprintf(resp->detail + n, sizeof(resp->detail) - n, "%s",
              call->errbuf[0] != '\0' ? call->errbuf : curl_easy_strerror(code));
 }
 

@@ -176,7 +176,7 @@ static bool dispatch_pass(struct sl_route *r)
         if (h == HEAD_STOP)
             return false;
         (void)sl_queue_pop(&r->queue);
-        r->stats.dispatched++;
+        sl_route_stats_dispatch(&r->stats, now);
         r->stats.units += units_of(it);
         sl_route_flight_begin(r);
         s->ops->dispatch(r, it, now, s->ops_arg);

@@ -1009,7 +1009,7 @@ static struct sl_conn *conn_of_sink(struct sl_sink *s)
     return (struct sl_conn *)(void *)((char *)s - offsetof(struct sl_conn, sink));
 }
 
-static void sink_adopt(struct sl_sink *s, void *owner)
+static void sink_adopt(struct sl_sink *s, struct sl_sink_owner *owner)
 {
     conn_of_sink(s)->owner = owner;
 }

@@ -32,68 +32,9 @@ struct sl_keys_node {
 
 _Static_assert(sizeof(struct sl_keys_node) == 40, "a key is 40 bytes");
 
-/* ---- SipHash-2-4 (Aumasson and Bernstein), written from the paper ------- */
-
-static uint64_t rotl(uint64_t x, int b)
-{
-    return (x << b) | (x >> (64 - b));
-}
-
-static uint64_t load64(const unsigned char *p)
-{
-    uint64_t v = 0;
-
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static void sipround(uint64_t v[4])
-{
-    v[0] += v[1];
-    v[1] = rotl(v[1], 13) ^ v[0];
-    v[0] = rotl(v[0], 32);
-    v[2] += v[3];
-    v[3] = rotl(v[3], 16) ^ v[2];
-    v[0] += v[3];
-    v[3] = rotl(v[3], 21) ^ v[0];
-    v[2] += v[1];
-    v[1] = rotl(v[1], 17) ^ v[2];
-    v[2] = rotl(v[2], 32);
-}
-
-uint64_t sl_keys_siphash(const uint64_t seed[2], const void *data, size_t len)
-{
-    const unsigned char *p = data;
-    uint64_t v[4] = {
-        seed[0] ^ UINT64_C(0x736f6d6570736575), seed[1] ^ UINT64_C(0x646f72616e646f6d),
-        seed[0] ^ UINT64_C(0x6c7967656e657261), seed[1] ^ UINT64_C(0x7465646279746573)};
-    uint64_t last = (uint64_t)len << 56;
-    size_t whole = len - len % 8;
-
-    for (size_t i = 0; i < whole; i += 8) {
-        uint64_t m = load64(p + i);
-
-        v[3] ^= m;
-        sipround(v);
-        sipround(v);
-        v[0] ^= m;
-    }
-    for (size_t i = 0; i < len % 8; i++)
-        last |= (uint64_t)p[whole + i] << (8 * i);
-    v[3] ^= last;
-    sipround(v);
-    sipround(v);
-    v[0] ^= last;
-    v[2] ^= 0xff;
-    for (int i = 0; i < 4; i++)
-        sipround(v);
-    return v[0] ^ v[1] ^ v[2] ^ v[3];
-}
-
 uint64_t sl_keys_id(const struct sl_keys *k, const void *value, size_t len)
 {
-    uint64_t id = sl_keys_siphash(k->seed, value, len);
+    uint64_t id = sl_hash(&k->seed, value, len);
 
     return id != SL_KEYS_DEFAULT_ID ? id : 1;
 }
@@ -258,15 +199,14 @@ bool sl_keys_same_limits(const struct sl_route_config *a, const struct sl_route_
     return true;
 }
 
-struct sl_keys *sl_keys_new(const struct sl_route_config *cfg, const uint64_t seed[2])
+struct sl_keys *sl_keys_new(const struct sl_route_config *cfg, const struct sl_hash_key *seed)
 {
     struct sl_keys *k = calloc(1, sizeof(*k));
     uint32_t s;
 
     if (k == NULL)
         return NULL;
-    k->seed[0] = seed[0];
-    k->seed[1] = seed[1];
+    k->seed = *seed;
     if (set_limits(k, cfg) != SL_OK)
         goto fail;
     k->buckets = calloc(INITIAL_BUCKETS, sizeof(*k->buckets));

@@ -9,7 +9,8 @@
  *
  * Output choices: every route gets every outcome (zeros included) so that
  * rate() sees a series from the start; the unrouted block (route="") does
- * too, as no_route / bad_request / too_large are exactly what lands there.
+ * too, as no_route / bad_request / too_large are exactly what lands there,
+ * and so do the totals of routes a reload removed (sl_route_stats_add).
  * Upstream codes are sparse: only codes seen at least once, plus
  * code="error" always. On SL_ENOMEM the buffer may hold a partial
  * exposition: the caller should discard it and answer 500.
@@ -24,6 +25,7 @@
 
 #include <event2/buffer.h>
 
+#include "clock.h"
 #include "sluice.h"
 
 static const struct {
@@ -64,6 +66,17 @@ void sl_histogram_observe(struct sl_histogram *h, double seconds)
     h->sum += seconds;
 }
 
+static const char *const batch_outcomes[SL_BATCH_OUTCOME_COUNT] = {
+#define SL_BATCH_OUTCOME_ROW(e, label) [SL_BATCH_##e] = label,
+    SL_BATCH_OUTCOMES(SL_BATCH_OUTCOME_ROW)
+#undef SL_BATCH_OUTCOME_ROW
+};
+
+const char *sl_batch_outcome_name(enum sl_batch_outcome o)
+{
+    return (unsigned)o < SL_BATCH_OUTCOME_COUNT ? batch_outcomes[o] : "unknown";
+}
+
 static const char *const retry_reasons[SL_RETRY_REASON_COUNT] = {
 #define SL_RETRY_REASON_ROW(e, label) [SL_RETRY_##e] = label,
     SL_RETRY_REASONS(SL_RETRY_REASON_ROW)
@@ -75,7 +88,58 @@ const char *sl_retry_reason_name(enum sl_retry_reason r)
     return (unsigned)r < SL_RETRY_REASON_COUNT ? retry_reasons[r] : "unknown";
 }
 
+static const char *const job_states[SL_JOB_STATE_COUNT] = {
+#define SL_JOB_STATE_ROW(e, label) [SL_JOB_##e] = label,
+    SL_JOB_STATES(SL_JOB_STATE_ROW)
+#undef SL_JOB_STATE_ROW
+};
+
+const char *sl_job_state_name(enum sl_job_state s)
+{
+    return (unsigned)s < SL_JOB_STATE_COUNT ? job_states[s] : "unknown";
+}
+
+static const char *const pause_reasons[SL_PAUSE_REASON_COUNT] = {
+#define SL_PAUSE_REASON_ROW(e, label) [SL_PAUSED_BY_##e] = label,
+    SL_PAUSE_REASONS(SL_PAUSE_REASON_ROW)
+#undef SL_PAUSE_REASON_ROW
+};
+
+const char *sl_pause_reason_name(enum sl_pause_reason r)
+{
+    return (unsigned)r < SL_PAUSE_REASON_COUNT ? pause_reasons[r] : "unknown";
+}
+
 /* An out-of-range outcome is a bug, but still counted: nothing goes uncounted. */
+static void add_counts(uint64_t *dst, const uint64_t *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] += src[i];
+}
+
+static void histogram_add(struct sl_histogram *dst, const struct sl_histogram *src)
+{
+    add_counts(dst->buckets, src->buckets, SL_HISTOGRAM_BUCKETS);
+    dst->count += src->count;
+    dst->sum += src->sum;
+}
+
+void sl_route_stats_add(struct sl_route_stats *dst, const struct sl_route_stats *src)
+{
+    add_counts(dst->outcomes, src->outcomes, SL_OUTCOME_COUNT);
+    add_counts(dst->upstream_codes, src->upstream_codes, SL_METRICS_MAX_STATUS);
+    add_counts(dst->retries, src->retries, SL_RETRY_REASON_COUNT);
+    dst->upstream_errors += src->upstream_errors;
+    dst->client_gone += src->client_gone;
+    dst->dispatched += src->dispatched;
+    dst->units += src->units;
+    dst->pauses += src->pauses;
+    dst->tls_handshakes += src->tls_handshakes;
+    for (int l = 0; l < SL_LANE_COUNT; l++)
+        histogram_add(&dst->queue_wait[l], &src->queue_wait[l]);
+    histogram_add(&dst->upstream_duration, &src->upstream_duration);
+}
+
 void sl_route_stats_finish(struct sl_route_stats *s, enum sl_outcome o, enum sl_lane lane,
                            double wait_seconds)
 {
@@ -84,8 +148,15 @@ void sl_route_stats_finish(struct sl_route_stats *s, enum sl_outcome o, enum sl_
     if ((unsigned)lane >= SL_LANE_COUNT)
         lane = SL_LANE_NORMAL;
     s->outcomes[o]++;
+    sl_recent_set_add(&s->recent_outcomes, sl_clock_now(), (unsigned)o, 1);
     if (wait_seconds >= 0)
         sl_histogram_observe(&s->queue_wait[lane], wait_seconds);
+}
+
+void sl_route_stats_dispatch(struct sl_route_stats *s, int64_t now)
+{
+    s->dispatched++;
+    sl_recent_add(&s->recent_dispatched, now, 1);
 }
 
 /* ---- number formatting ------------------------------------------------ */
@@ -308,6 +379,29 @@ static void emit_retries(struct writer *w, const struct family *f)
     }
 }
 
+static const struct sl_batch_stats zero_batches;
+
+static const struct sl_batch_stats *batches_of(const struct writer *w)
+{
+    return w->g->batches != NULL ? w->g->batches : &zero_batches;
+}
+
+static void emit_batches(struct writer *w, const struct family *f)
+{
+    for (size_t o = 0; o < SL_BATCH_OUTCOME_COUNT; o++) {
+        struct label l[] = {{"outcome", batch_outcomes[o]}};
+        sample_u64(w, f->name, l, 1, batches_of(w)->batches[o]);
+    }
+}
+
+static void emit_batch_items(struct writer *w, const struct family *f)
+{
+    for (size_t o = 0; o < SL_OUTCOME_COUNT; o++) {
+        struct label l[] = {{"outcome", outcomes[o].name}};
+        sample_u64(w, f->name, l, 1, batches_of(w)->items[o]);
+    }
+}
+
 static void emit_route_value(struct writer *w, const struct family *f)
 {
     for (size_t i = 0; i < w->n_routes; i++) {
@@ -315,6 +409,71 @@ static void emit_route_value(struct writer *w, const struct family *f)
 
         if (f->only == NULL || f->only(&w->routes[i]))
             sample_u64(w, f->name, l, 1, f->route_value(&w->routes[i]));
+    }
+}
+
+static void sample_double(struct writer *w, const char *name, const struct label *labels,
+                          size_t n, double v)
+{
+    char buf[NUM_LEN];
+
+    sample(w, name, "", labels, n, fmt_double(buf, v));
+}
+
+static void emit_oldest(struct writer *w, const struct family *f)
+{
+    for (size_t i = 0; i < w->n_routes; i++) {
+        struct label l[] = {{"route", name_of(&w->routes[i])}};
+        sample_double(w, f->name, l, 1, w->routes[i].oldest_wait_seconds);
+    }
+}
+
+static void emit_pause_reasons(struct writer *w, const struct family *f)
+{
+    for (size_t i = 0; i < w->n_routes; i++) {
+        const struct sl_metrics_route *r = &w->routes[i];
+
+        for (size_t k = 0; k < SL_PAUSE_REASON_COUNT; k++) {
+            struct label l[] = {{"route", name_of(r)}, {"reason", pause_reasons[k]}};
+            sample_u64(w, f->name, l, 2, r->paused && r->pause_reason == (enum sl_pause_reason)k);
+        }
+    }
+}
+
+static double per_second(const struct sl_limit *l)
+{
+    return l->period_us > 0 ? l->n * 1e6 / (double)l->period_us : 0;
+}
+
+static void emit_rate_limit(struct writer *w, const struct family *f)
+{
+    for (size_t i = 0; i < w->n_routes; i++) {
+        struct label l[] = {{"route", name_of(&w->routes[i])}};
+
+        if (w->routes[i].cfg != NULL)
+            sample_double(w, f->name, l, 1, per_second(&w->routes[i].cfg->rate));
+    }
+}
+
+/* Every limit of a route, the rate first: N per period. */
+static void emit_limits(struct writer *w, const struct family *f)
+{
+    char period[NUM_LEN];
+
+    for (size_t i = 0; i < w->n_routes; i++) {
+        const struct sl_route_config *c = w->routes[i].cfg;
+        struct label l[] = {{"route", name_of(&w->routes[i])}, {"limit", "rate"},
+                            {"period_seconds", period}};
+
+        if (c == NULL)
+            continue;
+        fmt_double(period, (double)c->rate.period_us / 1e6);
+        sample_double(w, f->name, l, 3, c->rate.n);
+        l[1].value = "quota";
+        for (size_t q = 0; q < c->n_quotas; q++) {
+            fmt_double(period, (double)c->quotas[q].period_us / 1e6);
+            sample_double(w, f->name, l, 3, c->quotas[q].n);
+        }
     }
 }
 
@@ -331,12 +490,55 @@ static void emit_build_info(struct writer *w, const struct family *f)
     sample(w, f->name, "", l, 1, "1");
 }
 
+static void emit_job_states(struct writer *w, const struct family *f)
+{
+    for (size_t st = 0; st < SL_JOB_STATE_COUNT; st++) {
+        struct label l[] = {{"state", job_states[st]}};
+
+        sample_u64(w, f->name, l, 1, w->g->jobs[st]);
+    }
+}
+
+static void emit_stream_value(struct writer *w, const struct family *f)
+{
+    for (size_t i = 0; i < w->n_routes; i++) {
+        const struct sl_metrics_route *r = &w->routes[i];
+        struct label l[] = {{"route", name_of(r)}};
+
+        if (r->has_streams)
+            sample_u64(w, f->name, l, 1, f->route_value(r));
+    }
+}
+
+static void emit_redis_value(struct writer *w, const struct family *f)
+{
+    if (w->g->has_redis)
+        emit_global_value(w, f);
+}
+
+static void emit_redis_rtt(struct writer *w, const struct family *f)
+{
+    struct label l[1] = {{NULL, NULL}};
+
+    if (w->g->has_redis && w->g->redis_rtt != NULL)
+        histogram(w, f->name, l, 0, w->g->redis_rtt);
+}
+
 static uint64_t in_flight(const struct sl_metrics_route *r) { return r->in_flight; }
 static uint64_t paused(const struct sl_metrics_route *r) { return r->paused ? 1 : 0; }
 static uint64_t client_gone(const struct sl_metrics_route *r) { return stats_of(r)->client_gone; }
 static uint64_t dispatched(const struct sl_metrics_route *r) { return stats_of(r)->dispatched; }
 static uint64_t units(const struct sl_metrics_route *r) { return stats_of(r)->units; }
 static uint64_t pauses(const struct sl_metrics_route *r) { return stats_of(r)->pauses; }
+static uint64_t stream_length(const struct sl_metrics_route *r) { return r->stream_length; }
+static uint64_t stream_pending(const struct sl_metrics_route *r) { return r->stream_pending; }
+static uint64_t dead_letter(const struct sl_metrics_route *r) { return r->dead_letter_length; }
+static uint64_t tls_handshakes(const struct sl_metrics_route *r)
+{
+    return stats_of(r)->tls_handshakes;
+}
+static uint64_t max_in_flight(const struct sl_metrics_route *r) { return r->max_in_flight; }
+static uint64_t burst(const struct sl_metrics_route *r) { return r->cfg != NULL ? r->cfg->burst : 0; }
 static uint64_t keys_live(const struct sl_metrics_route *r) { return r->keys_live; }
 static uint64_t keys_evicted(const struct sl_metrics_route *r) { return r->keys_evicted; }
 static uint64_t keys_bytes(const struct sl_metrics_route *r) { return r->keys_bytes; }
@@ -356,11 +558,20 @@ static double connections(const struct sl_metrics_global *g) { return (double)g-
 static double draining(const struct sl_metrics_global *g) { return g->draining ? 1 : 0; }
 static double reloads(const struct sl_metrics_global *g) { return (double)g->reloads; }
 static double start_time(const struct sl_metrics_global *g) { return g->start_time_seconds; }
+static double jobs_accepted(const struct sl_metrics_global *g) { return (double)g->jobs_accepted; }
+static double jobs_expired(const struct sl_metrics_global *g) { return (double)g->jobs_expired; }
+static double jobs_evicted(const struct sl_metrics_global *g) { return (double)g->jobs_evicted; }
+static double dead_lettered(const struct sl_metrics_global *g) { return (double)g->jobs_dead_lettered; }
+static double redis_up(const struct sl_metrics_global *g) { return g->redis_up ? 1 : 0; }
+static double redis_reconnects(const struct sl_metrics_global *g) { return (double)g->redis_reconnects; }
+static double redis_timeouts(const struct sl_metrics_global *g) { return (double)g->redis_timeouts; }
 
 #define HIST(field) .emit = emit_histograms, .hist_offset = offsetof(struct sl_route_stats, field)
 #define PER_ROUTE(fn) .emit = emit_route_value, .route_value = fn
 #define PER_ROUTE_IF(fn, pred) .emit = emit_route_value, .route_value = fn, .only = pred
 #define GLOBAL(fn) .emit = emit_global_value, .global_value = fn
+#define STREAM(fn) .emit = emit_stream_value, .route_value = fn
+#define REDIS(fn) .emit = emit_redis_value, .global_value = fn
 
 /* Exposition order; changing it is harmless but makes diffs of scrapes noisy. */
 static const struct family families[] = {
@@ -370,6 +581,9 @@ static const struct family families[] = {
      .emit = emit_lanes},
     {"sluice_queue_bytes", "gauge", "Bytes of parked requests, all routes.", GLOBAL(queue_bytes)},
     {"sluice_queue_depth_total", "gauge", "Parked requests, all routes.", GLOBAL(queue_depth)},
+    {"sluice_queue_oldest_seconds", "gauge",
+     "Age of the oldest parked request of the route; 0 when none is parked.",
+     .emit = emit_oldest},
     {"sluice_queue_wait_seconds", "histogram",
      "Time requests spent parked before dispatch, by route and lane.",
      .emit = emit_lane_histograms},
@@ -378,10 +592,18 @@ static const struct family families[] = {
      .emit = emit_upstream_codes},
     {"sluice_upstream_duration_seconds", "histogram", "Duration of each upstream attempt.",
      HIST(upstream_duration)},
+    {"sluice_upstream_tls_handshakes_total", "counter",
+     "New TLS connections to the upstream (handshakes begun); reused ones are not counted.",
+     PER_ROUTE(tls_handshakes)},
     {"sluice_in_flight", "gauge", "Requests currently at the upstream.", PER_ROUTE(in_flight)},
+    {"sluice_route_max_in_flight", "gauge", "Configured max_in_flight of the route.",
+     PER_ROUTE(max_in_flight)},
     {"sluice_route_paused", "gauge",
      "1 while the route is paused by Retry-After, rate-limit headers or backoff.",
      PER_ROUTE(paused)},
+    {"sluice_route_paused_reason", "gauge",
+     "1 for the reason of the route's current pause (retry_after, budget, backoff).",
+     .emit = emit_pause_reasons},
     {"sluice_route_pauses_total", "counter", "Times the upstream paused the route.",
      PER_ROUTE(pauses)},
     {"sluice_retries_total", "counter", "Upstream attempts repeated, by reason.",
@@ -392,6 +614,17 @@ static const struct family families[] = {
      PER_ROUTE(dispatched)},
     {"sluice_units_dispatched_total", "counter",
      "Limit units taken: each dispatch takes its cost (cost, X-Sluice-Cost).", PER_ROUTE(units)},
+    {"sluice_batches_total", "counter", "Batches (POST /_sluice/batch) by how they ended.",
+     .emit = emit_batches},
+    {"sluice_batch_items_total", "counter",
+     "Batch items by outcome; each is also counted in sluice_requests_total.",
+     .emit = emit_batch_items},
+    {"sluice_route_rate_limit_per_second", "gauge",
+     "Configured rate of the route (N/P) in requests per second.", .emit = emit_rate_limit},
+    {"sluice_route_limit", "gauge",
+     "Configured limits of the route: N requests per period_seconds (the rate and each quota).",
+     .emit = emit_limits},
+    {"sluice_route_burst", "gauge", "Configured burst of the route.", PER_ROUTE(burst)},
     {"sluice_keys", "gauge", "Live keys of a route with limit_key (parked, in flight or in a window).",
      PER_ROUTE_IF(keys_live, keyed)},
     {"sluice_key_evictions_total", "counter", "Idle keys evicted once their windows had passed.",
@@ -417,6 +650,28 @@ static const struct family families[] = {
      GLOBAL(start_time)},
     {"sluice_build_info", "gauge", "Always 1; the version is the label.",
      .emit = emit_build_info},
+    {"sluice_jobs", "gauge", "Async jobs held now, by state.", .emit = emit_job_states},
+    {"sluice_jobs_accepted_total", "counter", "Async jobs accepted (202).", GLOBAL(jobs_accepted)},
+    {"sluice_jobs_expired_total", "counter", "Job results removed after result_ttl.",
+     GLOBAL(jobs_expired)},
+    {"sluice_jobs_evicted_total", "counter",
+     "Job results dropped before result_ttl to stay within the caps.", GLOBAL(jobs_evicted)},
+    {"sluice_jobs_stream_length", "gauge",
+     "Entries in the route's job stream in Redis: queued and held.", STREAM(stream_length)},
+    {"sluice_jobs_stream_pending", "gauge",
+     "Entries of the route's job stream delivered and not acknowledged.", STREAM(stream_pending)},
+    {"sluice_jobs_dead_letter_length", "gauge",
+     "Entries in the route's dead-letter stream in Redis.", STREAM(dead_letter)},
+    {"sluice_jobs_dead_lettered_total", "counter",
+     "Jobs this instance moved to a dead-letter stream after max_deliveries.",
+     REDIS(dead_lettered)},
+    {"sluice_redis_up", "gauge", "1 while the Redis connection is up.", REDIS(redis_up)},
+    {"sluice_redis_reconnects_total", "counter", "Redis connections made again after a loss.",
+     REDIS(redis_reconnects)},
+    {"sluice_redis_timeouts_total", "counter",
+     "Redis commands not answered in time (the connection is dropped).", REDIS(redis_timeouts)},
+    {"sluice_redis_roundtrip_seconds", "histogram", "Round trip of each Redis command.",
+     .emit = emit_redis_rtt},
 };
 
 int sl_metrics_write(struct evbuffer *out, const struct sl_metrics_route *routes,

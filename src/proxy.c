@@ -16,10 +16,12 @@
 #endif
 
 #include "admin.h"
+#include "batch.h"
 #include "clock.h"
 #include "config.h"
 #include "dispatcher.h"
 #include "frontend.h"
+#include "jobs.h"
 #include "log.h"
 #include "queue.h"
 #include "reload.h"
@@ -41,7 +43,9 @@ struct sl_proxy {
     struct sl_frontend *frontend;       /* owned */
     struct sl_upstream *upstream;       /* owned */
     struct sl_admin *admin;             /* owned */
+    struct sl_jobs *jobs;               /* owned: async jobs */
     struct sl_requests requests;        /* every live request */
+    struct sl_batch_stats batches;      /* POST /_sluice/batch, counted */
     struct event *signals[4];
     struct event *drain_timer;          /* drain_timeout, then the exit check */
     struct event *watchdog;             /* systemd WATCHDOG=1, when asked for */
@@ -49,6 +53,8 @@ struct sl_proxy {
     bool drain_expired;
     uint64_t reloads;
     double start_time;                  /* wall clock seconds */
+    double last_reload;                 /* wall clock seconds; 0 = none */
+    bool reload_refused;                /* the last reload kept the old config */
     int exit_code;
 };
 
@@ -112,14 +118,20 @@ static void proxy_on_request(struct sl_conn *conn, struct sl_http_msg *msg, void
 {
     struct sl_proxy *p = arg;
 
-    sl_request_submit(&p->requests, sl_conn_sink(conn), msg, sl_conn_peer(conn));
+    if (sl_batch_is_endpoint(msg))
+        sl_batch_submit(&p->requests, &p->batches, sl_conn_sink(conn), msg, sl_conn_peer(conn));
+    else if (!sl_jobs_take(p->jobs, sl_conn_sink(conn), msg, sl_conn_peer(conn)))
+        sl_request_submit(&p->requests, sl_conn_sink(conn), msg, sl_conn_peer(conn));
 }
 
+/* The owner is whoever adopted the connection's sink: a request or a batch. */
 static void proxy_on_gone(struct sl_conn *conn, void *owner, void *arg)
 {
+    struct sl_sink_owner *o = owner;
+
     (void)conn;
     (void)arg;
-    sl_request_sink_gone(owner);
+    o->gone(o);
 }
 
 static void proxy_on_refused(struct sl_conn *conn, enum sl_outcome o, const char *detail,
@@ -174,11 +186,15 @@ static void proxy_view(struct sl_admin_view *v, void *arg)
     v->retired = p->retired.v;
     v->n_retired = p->retired.n;
     v->unrouted = &p->requests.unrouted;
+    v->batches = &p->batches;
     v->totals = &p->totals;
     v->connections = sl_frontend_connections(p->frontend);
     v->draining = p->draining;
     v->reloads = p->reloads;
     v->start_time = p->start_time;
+    v->jobs = p->jobs;
+    v->last_reload = p->last_reload;
+    v->reload_refused = p->reload_refused;
 }
 
 /* --- drain --------------------------------------------------------------- */
@@ -220,6 +236,9 @@ static void proxy_check_drained(struct sl_proxy *p)
 
     if (!p->draining || p->requests.n_live != 0)
         return;
+    /* Results of durable jobs still on their way to Redis, until the drain time is over. */
+    if (!p->drain_expired && sl_jobs_held(p->jobs) != 0)
+        return;
     sl_frontend_close_idle(p->frontend);
     if (sl_frontend_connections(p->frontend) == 0) {
         event_base_loopexit(p->base, NULL);
@@ -245,6 +264,7 @@ static void proxy_stop(struct sl_proxy *p, bool now)
         sl_log_info("draining", "parked=%zu drain_timeout_ms=%lld", p->totals.depth,
                     (long long)(p->cfg->drain_timeout_us / 1000));
         sl_frontend_close_listeners(p->frontend);
+        sl_jobs_drain(p->jobs);
         tv = sl_clock_timeval(p->cfg->drain_timeout_us);
         evtimer_add(p->drain_timer, &tv);
     }
@@ -320,6 +340,16 @@ static int proxy_routes(struct sl_proxy *p, const struct sl_config *cfg,
                                     &p->requests);
 }
 
+/* Routes that accept any upstream certificate are named at start and on each reload. */
+static void warn_tls_verify_off(const struct sl_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        if (!cfg->routes[i].tls.verify)
+            sl_log_warn("tls_verify = off: the upstream's certificate is not checked",
+                        "route=%s", cfg->routes[i].name);
+    }
+}
+
 /* Take `cfg` (owned) into use: everything that could fail is done already. */
 static void proxy_apply(struct sl_proxy *p, struct sl_config *cfg, struct sl_route_table *t)
 {
@@ -332,11 +362,13 @@ static void proxy_apply(struct sl_proxy *p, struct sl_config *cfg, struct sl_rou
     p->cfg = cfg;
     fit_connections(p);
     p->requests.cfg = cfg;
+    sl_jobs_configure(p->jobs, cfg);
     p->reloads++;
     proxy_on_queue_changed(p);
     for (size_t i = 0; i < p->routes.n; i++)
         sl_dispatcher_kick(p->routes.routes[i]);
     sl_log_info("reloaded", "file=%s routes=%zu", cfg->path, p->routes.n);
+    warn_tls_verify_off(cfg);
 }
 
 /* Re-read the config file (SIGHUP); the old config stays on error. */
@@ -354,6 +386,8 @@ static void proxy_reload(struct sl_proxy *p)
     }
     if (cfg != NULL)
         proxy_apply(p, cfg, &t);
+    p->last_reload = (double)sl_clock_wall() / 1e6;
+    p->reload_refused = cfg == NULL;
     notify_status(p, cfg != NULL ? "reloaded" : "reload refused, old config in force");
     notify("READY=1");
 }
@@ -394,6 +428,7 @@ struct sl_proxy *sl_proxy_new(struct sl_config *cfg)
         goto fail;
     p->cfg = cfg;
     sl_log_set_level(cfg->log_level);
+    warn_tls_verify_off(cfg);
     /* timerfd: epoll's millisecond timeouts would cost rate at high limits. */
     event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
     p->base = event_base_new_with_config(ec);
@@ -403,6 +438,7 @@ struct sl_proxy *sl_proxy_new(struct sl_config *cfg)
     if (p->base == NULL || event_base_priority_init(p->base, 2) != 0)
         goto fail;
     sl_requests_init(&p->requests, p->base);
+    p->retired.keep = &p->requests.unrouted;
     p->requests.cfg = cfg;
     p->requests.routes = &p->routes;
     p->requests.totals = &p->totals;
@@ -421,8 +457,9 @@ struct sl_proxy *sl_proxy_new(struct sl_config *cfg)
     p->frontend = sl_frontend_new(p->base, cfg, &proxy_frontend_cb, p);
     p->upstream = sl_upstream_new(p->base, total_in_flight(cfg) + 16);
     p->requests.upstream = p->upstream;
+    p->jobs = sl_jobs_new(p->base, &p->requests, cfg);
     if (p->drain_timer == NULL || p->frontend == NULL || p->upstream == NULL ||
-        proxy_signals(p) != SL_OK)
+        p->jobs == NULL || proxy_signals(p) != SL_OK)
         goto fail;
     raise_nofile();
     fit_connections(p);
@@ -477,6 +514,7 @@ void sl_proxy_free(struct sl_proxy *p)
         freeze_routes(p);
         sl_requests_finish_all(&p->requests, true, DRAIN_DETAIL);
     }
+    sl_jobs_free(p->jobs);
     sl_admin_free(p->admin);
     sl_frontend_free(p->frontend);
     sl_dispatcher_table_fini(&p->routes);

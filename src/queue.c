@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "hash.h"
 #include "sluice.h"
 
 #define INITIAL_BUCKETS 64
@@ -49,22 +50,23 @@ int sl_lane_parse(const char *s, enum sl_lane *out)
     return -1;
 }
 
-/* FNV-1a over the lane and the key. */
+/* Drawn at the first queue: clients choose fair keys, not where they land. */
+static struct sl_hash_key flow_key;
+static bool flow_key_drawn;
+
+/* The key's keyed hash, with the lane mixed in (one table holds every lane). */
 static uint64_t flow_hash(enum sl_lane lane, const char *key)
 {
-    uint64_t h = UINT64_C(14695981039346656037) ^ (uint64_t)lane;
-
-    h *= UINT64_C(1099511628211);
-    for (const unsigned char *p = (const unsigned char *)key; *p != '\0'; p++) {
-        h ^= *p;
-        h *= UINT64_C(1099511628211);
-    }
-    return h;
+    return sl_hash(&flow_key, key, strlen(key)) ^ ((uint64_t)lane * UINT64_C(0x9e3779b97f4a7c15));
 }
 
 int sl_queue_init(struct sl_queue *q, struct sl_queue_totals *totals)
 {
     memset(q, 0, sizeof(*q));
+    if (!flow_key_drawn) {
+        sl_hash_key_random(&flow_key);
+        flow_key_drawn = true;
+    }
     q->buckets = calloc(INITIAL_BUCKETS, sizeof(*q->buckets));
     if (q->buckets == NULL)
         return SL_ENOMEM;
@@ -415,4 +417,27 @@ void sl_queue_remove(struct sl_queue *q, struct sl_queue_item *item)
     count_out(q, item);
     if (TAILQ_EMPTY(&f->items))
         flow_release(q, f);
+}
+
+int64_t sl_queue_oldest(const struct sl_queue *q, enum sl_lane lane)
+{
+    const struct sl_queue_flow *f;
+    int64_t oldest = INT64_MAX;
+
+    if ((unsigned)lane >= SL_LANE_COUNT)
+        return oldest;
+    TAILQ_FOREACH(f, &q->lanes[lane].rotation, rot) {
+        const struct sl_queue_item *head = TAILQ_FIRST(&f->items);
+
+        if (head->enqueued_us < oldest)
+            oldest = head->enqueued_us;
+    }
+    /* Flows waiting for their key's limit are parked too, out of the rotation. */
+    for (size_t i = 0; i < q->n_heap; i++) {
+        const struct sl_queue_item *head = TAILQ_FIRST(&q->heap[i]->items);
+
+        if (q->heap[i]->lane == lane && head->enqueued_us < oldest)
+            oldest = head->enqueued_us;
+    }
+    return oldest;
 }

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "dispatcher.h"
 #include "log.h"
+#include "metrics.h"
 #include "request.h"
 #include "route.h"
 #include "sluice.h"
@@ -56,6 +57,14 @@ struct sl_config *sl_reload_load(const struct sl_config *old)
     return cfg;
 }
 
+/* Free a removed route; its totals stay in the unrouted block. */
+static void free_removed(struct sl_retired *retired, struct sl_route *old)
+{
+    if (retired->keep != NULL)
+        sl_route_stats_add(retired->keep, &old->stats);
+    sl_route_free(old);
+}
+
 /* Keep a route removed by a reload until its calls under way have ended. */
 static void retire(struct sl_retired *retired, struct sl_route *old)
 {
@@ -64,7 +73,7 @@ static void retire(struct sl_retired *retired, struct sl_route *old)
     sl_dispatcher_detach(old);
     old->retired = true;
     if (old->in_flight == 0) {
-        sl_route_free(old);
+        free_removed(retired, old);
         return;
     }
     /* Calls under way still point here; the array grows by one, rarely. */
@@ -83,7 +92,7 @@ void sl_reload_reap(struct sl_retired *retired, bool force)
 
     for (size_t i = 0; i < retired->n; i++) {
         if (force || retired->v[i]->in_flight == 0)
-            sl_route_free(retired->v[i]);
+            free_removed(retired, retired->v[i]);
         else
             retired->v[kept++] = retired->v[i];
     }

@@ -44,6 +44,7 @@ struct sl_request {
     struct sl_requests *q;
     struct sl_route *route;
     struct sl_sink *sink;               /* NULL once it has gone */
+    struct sl_sink_owner owner;         /* what the sink's source reports its going to */
     struct sl_http_msg *msg;            /* owned */
     struct event *deadline;             /* queue timeout while PARKED; in this allocation */
     struct sl_upstream_call *call;      /* while IN_FLIGHT, owned */
@@ -71,6 +72,12 @@ struct sl_request {
 static struct sl_request *request_of_item(struct sl_queue_item *it)
 {
     return (struct sl_request *)(void *)((char *)it - offsetof(struct sl_request, item));
+}
+
+static void request_on_sink_gone(struct sl_sink_owner *o)
+{
+    sl_request_sink_gone((struct sl_request *)(void *)((char *)o -
+                                                       offsetof(struct sl_request, owner)));
 }
 
 static void hook(const struct sl_requests *q, void (*fn)(void *))
@@ -226,6 +233,12 @@ void sl_request_refuse(struct sl_requests *q, struct sl_sink *sink, const char *
     refuse(q, sink, client, &q->unrouted, o, detail, close);
 }
 
+void sl_request_respond_error(struct sl_sink *sink, enum sl_outcome o, const char *detail,
+                              bool close)
+{
+    respond_error(sink, NULL, NULL, o, detail, close);
+}
+
 /* --- the single exit ---------------------------------------------------- */
 
 /* The answer's fields are translated while the head is written (no copy). */
@@ -331,6 +344,16 @@ static int request_detach(struct sl_request *r)
     return 0;
 }
 
+/* Is the answer for a sink that keeps it whole (sink.h) over the route's cap? */
+static bool too_large_to_store(const struct sl_request *r,
+                               const struct sl_upstream_response *resp)
+{
+    const struct evbuffer *body = resp != NULL ? resp->body : r->last_body;
+
+    return r->sink != NULL && r->sink->ops->stores && body != NULL &&
+           evbuffer_get_length(body) > r->route->cfg.max_response_size;
+}
+
 /*
  * The single exit: answer with an upstream response (outcome RELAYED, resp
  * non-NULL, or the kept last answer) or with sluice's own error for `o`.
@@ -342,10 +365,16 @@ static void request_finish(struct sl_request *r, enum sl_outcome o,
     struct sl_route *route = r->route;
     int64_t end = r->dispatched_us != 0 ? r->dispatched_us : sl_clock_now();
     double wait = (double)(end - r->arrived_us) / 1e6;
-    int status = o != SL_OUTCOME_RELAYED ? sl_outcome_status(o)
-                 : resp != NULL         ? resp->status
-                                        : r->last_status;
+    int status;
     int freed_slot = request_detach(r);
+
+    if (o == SL_OUTCOME_RELAYED && too_large_to_store(r, resp)) {
+        o = SL_OUTCOME_RESPONSE_TOO_LARGE;
+        detail = "the upstream response is larger than max_response_size";
+    }
+    status = o != SL_OUTCOME_RELAYED ? sl_outcome_status(o)
+             : resp != NULL         ? resp->status
+                                    : r->last_status;
 
     r->state = SL_REQ_NEW;
     sl_route_stats_finish(&route->stats, o, r->item.lane, wait);
@@ -468,6 +497,7 @@ static struct sl_request *request_new(struct sl_requests *q, struct sl_sink *sin
     r->q = q;
     r->route = route;
     r->sink = sink;
+    r->owner.gone = request_on_sink_gone;
     r->msg = msg;
     r->arrived_us = sl_clock_now();
     TAILQ_INSERT_TAIL(&q->live, r, link);
@@ -484,34 +514,81 @@ static const char *request_host(const struct sl_http_msg *msg)
 /*
  * Normalise the target in place (path.h: the upstream gets the form that
  * was routed, so no spelling of a path reaches another route's), then find
- * the route; or answer the request and return NULL.
+ * the route. On a refusal returns NULL with *o and *detail set, and
+ * *counted the route whose stats count it (NULL: the unrouted ones).
  */
-static struct sl_route *intake_route(struct sl_requests *q, struct sl_sink *sink,
-                                     const char *client, struct sl_http_msg *msg)
+static struct sl_route *route_target(struct sl_requests *q, struct sl_http_msg *msg,
+                                     enum sl_outcome *o, const char **detail,
+                                     struct sl_route **counted)
 {
     char *target = msg->target;
     size_t len = strlen(target);
-    const char *detail = NULL;
     struct sl_route *route;
 
-    if (sl_path_normalize(target, len, target, len + 1, &detail) != SL_OK) {
-        sl_request_refuse(q, sink, client, SL_OUTCOME_BAD_REQUEST, detail, false);
+    *counted = NULL;
+    *o = SL_OUTCOME_NO_ROUTE;
+    if (sl_path_normalize(target, len, target, len + 1, detail) != SL_OK) {
+        *o = SL_OUTCOME_BAD_REQUEST;
         return NULL;
     }
     /* After normalising: "//_sluice/" and "/%5Fsluice/" are reserved too. */
     if (strncmp(target, RESERVED_PREFIX, strlen(RESERVED_PREFIX)) == 0) {
-        sl_request_refuse(q, sink, client, SL_OUTCOME_NO_ROUTE,
-                          "no such endpoint under the reserved prefix /_sluice/", false);
+        *detail = "no such endpoint under the reserved prefix /_sluice/";
         return NULL;
     }
     route = sl_route_match_target(q->routes, request_host(msg), target);
     if (route == NULL) {
-        sl_request_refuse(q, sink, client, SL_OUTCOME_NO_ROUTE, "no route matches the path",
-                          false);
+        *detail = "no route matches the path";
     } else if (strlen(route->cfg.upstream) + strlen(target) >= URL_MAX) {
         /* Refused now: at dispatch it would have cost a token (and a wait). */
-        refuse(q, sink, client, &route->stats, SL_OUTCOME_URI_TOO_LONG,
-               "the request target is too long for the upstream URL", false);
+        *o = SL_OUTCOME_URI_TOO_LONG;
+        *detail = "the request target is too long for the upstream URL";
+        *counted = route;
+        route = NULL;
+    }
+    return route;
+}
+
+/* The route of msg; or answer the request and return NULL. */
+static struct sl_route *intake_route(struct sl_requests *q, struct sl_sink *sink,
+                                     const char *client, struct sl_http_msg *msg)
+{
+    struct sl_route *route, *counted;
+    const char *detail = NULL;
+    enum sl_outcome o;
+
+    route = route_target(q, msg, &o, &detail, &counted);
+    if (route == NULL)
+        refuse(q, sink, client, counted != NULL ? &counted->stats : &q->unrouted, o, detail,
+               false);
+    return route;
+}
+
+#define KEY_AMBIGUOUS "the route's limit key appears more than once with different values"
+
+static int key_id_of(const struct sl_route *route, const struct sl_http_msg *msg,
+                     const char *client, uint64_t *id);
+
+struct sl_route *sl_request_check(struct sl_requests *q, struct sl_http_msg *msg,
+                                  enum sl_outcome *o, const char **detail)
+{
+    struct sl_route *route, *counted;
+    struct controls c;
+    uint64_t id;
+
+    *detail = NULL;
+    if (q->refuse_new) {
+        *o = SL_OUTCOME_DRAINING;
+        *detail = "sluice is shutting down";
+        return NULL;
+    }
+    route = route_target(q, msg, o, detail, &counted);
+    if (route != NULL && read_controls(q, route, msg, &c, detail) != SL_OK) {
+        *o = SL_OUTCOME_BAD_REQUEST;
+        route = NULL;
+    } else if (route != NULL && route->keys != NULL && key_id_of(route, msg, NULL, &id) != SL_OK) {
+        *o = SL_OUTCOME_BAD_REQUEST;
+        *detail = KEY_AMBIGUOUS;
         route = NULL;
     }
     return route;
@@ -749,7 +826,7 @@ void sl_request_submit(struct sl_requests *q, struct sl_sink *sink, struct sl_ht
         refuse(q, sink, client, &route->stats, SL_OUTCOME_BAD_REQUEST, detail, false);
     else if (route->keys != NULL && key_id_of(route, msg, client, &key_id) != SL_OK)
         refuse(q, sink, client, &route->stats, SL_OUTCOME_BAD_REQUEST,
-               "the route's limit key appears more than once with different values", false);
+               KEY_AMBIGUOUS, false);
     else if ((r = request_new(q, sink, client, msg, route)) == NULL)
         refuse(q, sink, client, &route->stats, SL_OUTCOME_INTERNAL_ERROR, "out of memory", true);
     else
@@ -777,7 +854,7 @@ admitted:
                        NULL, rc == SL_EAGAIN ? "the queue is full" : "out of memory");
         return;
     }
-    sink->ops->adopt(sink, r);
+    sink->ops->adopt(sink, &r->owner);
     /* A request dispatched at once needs no timer (saves a heap insert and removal). */
     if (!at_once)
         arm_deadline(r);
@@ -798,6 +875,7 @@ void sl_request_sink_gone(struct sl_request *r)
 static void count_upstream(struct sl_route *route, const struct sl_upstream_response *resp)
 {
     sl_histogram_observe(&route->stats.upstream_duration, (double)resp->duration_us / 1e6);
+    route->stats.tls_handshakes += resp->tls_handshakes;
     if (resp->error == SL_UPSTREAM_OK && resp->status > 0 &&
         resp->status < SL_METRICS_MAX_STATUS)
         route->stats.upstream_codes[resp->status]++;
@@ -843,19 +921,21 @@ static bool has_ratelimit_fields(const struct evkeyvalq *headers)
  * A 429 or a spent budget: with limit_key the upstream counts per key, so
  * only r's key waits (the others go on); otherwise the route pauses.
  */
-static void pause_limit(struct sl_request *r, int64_t now, int64_t pause_us)
+static void pause_limit(struct sl_request *r, int64_t now, int64_t pause_us,
+                        enum sl_pause_reason why)
 {
     struct sl_route *route = r->route;
 
     if (r->key_table == NULL || r->key_table != route->keys) {
-        (void)sl_route_pause(route, now, pause_us);
+        (void)sl_route_pause(route, now, pause_us, why);
         return;
     }
     if (pause_us <= 0)
         return;
     sl_keys_pause(r->key_table, r->item.key_slot, now + pause_us);
-    sl_log_debug("key paused", "route=%s key=%08x pause_ms=%lld", route->cfg.name,
-                 sl_keys_digest(r->key_id), (long long)(pause_us / 1000));
+    sl_log_debug("key paused", "route=%s key=%08x pause_ms=%lld reason=%s", route->cfg.name,
+                 sl_keys_digest(r->key_id), (long long)(pause_us / 1000),
+                 sl_pause_reason_name(why));
 }
 
 /* What the upstream says about its own budget pauses the route before it has to 429. */
@@ -879,36 +959,41 @@ static void heed_upstream(struct sl_request *r, const struct sl_upstream_respons
 
         if (ra != NULL && sl_retry_after_parse(ra, sl_clock_wall(), &pause) == 0) {
             if (resp->status == 429)
-                pause_limit(r, now, pause);
-            else
-                (void)sl_route_pause(route, now, pause); /* unavailable: all keys */
+                pause_limit(r, now, pause, SL_PAUSED_BY_RETRY_AFTER);
+            else /* unavailable: all keys */
+                (void)sl_route_pause(route, now, pause, SL_PAUSED_BY_RETRY_AFTER);
         }
     }
     if (has_ratelimit_fields(&resp->headers) &&
         sl_retry_ratelimit_exhausted(&resp->headers, sl_clock_wall(), &pause) == 1)
-        pause_limit(r, now, pause);
+        pause_limit(r, now, pause, SL_PAUSED_BY_BUDGET);
 }
 
 /*
  * Should this answer be retried, and after how long? Returns 1 and sets
- * *reason and *wait_us, or 0 to give the client this answer.
+ * *reason, *wait_us and *why (the upstream's Retry-After, or our backoff),
+ * or 0 to give the client this answer.
  */
 static int retry_plan(const struct sl_request *r, const struct sl_upstream_response *resp,
-                      enum sl_retry_reason *reason, int64_t *wait_us)
+                      enum sl_retry_reason *reason, int64_t *wait_us, enum sl_pause_reason *why)
 {
     const struct sl_route_config *cfg = &r->route->cfg;
     bool idem = sl_retry_idempotent(r->msg->method, &r->msg->headers);
     bool budget = r->attempts <= cfg->retries;
     const char *ra;
 
+    *why = SL_PAUSED_BY_RETRY_AFTER;
     if (resp->error == SL_UPSTREAM_OK && resp->status == 429 && cfg->honor_retry_after) {
         *reason = SL_RETRY_STATUS_429;
         ra = evhttp_find_header(&resp->headers, "Retry-After");
-        if (ra == NULL || sl_retry_after_parse(ra, sl_clock_wall(), wait_us) != 0)
+        if (ra == NULL || sl_retry_after_parse(ra, sl_clock_wall(), wait_us) != 0) {
+            *why = SL_PAUSED_BY_BACKOFF;
             *wait_us = sl_retry_backoff(r->attempts, BACKOFF_429_BASE_US, BACKOFF_429_CAP_US,
                                         jitter());
+        }
         return r->attempts < MAX_ATTEMPTS;
     }
+    /* SL_UPSTREAM_TLS (a certificate refused) is never retried: it would fail again. */
     if (resp->error == SL_UPSTREAM_CONNECT && budget) {
         *reason = SL_RETRY_CONNECT;
     } else if (resp->error == SL_UPSTREAM_CLOSED && budget && idem) {
@@ -931,6 +1016,7 @@ static int retry_plan(const struct sl_request *r, const struct sl_upstream_respo
     } else {
         return 0;
     }
+    *why = SL_PAUSED_BY_BACKOFF;
     *wait_us = sl_retry_backoff(r->attempts, BACKOFF_BASE_US, BACKOFF_CAP_US, jitter());
     return 1;
 }
@@ -960,11 +1046,12 @@ static void requeue(struct sl_request *r)
 static int try_retry(struct sl_request *r, struct sl_upstream_response *resp, int64_t now)
 {
     enum sl_retry_reason reason;
+    enum sl_pause_reason why;
     int64_t wait_us = 0;
 
     /* A retired route (removed by a reload) has no queue that is served. */
     if (r->sink == NULL || r->q->no_retry || r->route->retired ||
-        !retry_plan(r, resp, &reason, &wait_us))
+        !retry_plan(r, resp, &reason, &wait_us, &why))
         return 0;
     /* A retry that cannot happen before the deadline is no retry: answer now. */
     if (r->item.deadline_us != 0 && now + wait_us >= r->item.deadline_us)
@@ -973,9 +1060,9 @@ static int try_retry(struct sl_request *r, struct sl_upstream_response *resp, in
         return 0;
     r->route->stats.retries[reason]++;
     if (reason == SL_RETRY_STATUS_429)
-        pause_limit(r, now, wait_us);
+        pause_limit(r, now, wait_us, why);
     else
-        (void)sl_route_pause(r->route, now, wait_us);
+        (void)sl_route_pause(r->route, now, wait_us, why);
     sl_log_debug("retrying", "route=%s attempt=%u reason=%s wait_ms=%lld", r->route->cfg.name,
                  r->attempts, sl_retry_reason_name(reason), (long long)(wait_us / 1000));
     requeue(r);
@@ -1057,6 +1144,8 @@ static void request_dispatch(struct sl_request *r, int64_t now)
     r->sent_us = now;
     evtimer_del(r->deadline);
     hook(r->q, r->q->hooks.queue_changed);
+    if (r->sink != NULL && r->sink->ops->dispatched != NULL)
+        r->sink->ops->dispatched(r->sink, r->attempts);
     if (upstream_url(route, r->msg->target, url, sizeof(url)) != SL_OK) {
         request_finish(r, SL_OUTCOME_BAD_REQUEST, NULL, "request target too long");
         return;
@@ -1072,6 +1161,7 @@ static void request_dispatch(struct sl_request *r, int64_t now)
     ur.body_len = sl_http_msg_body_len(r->msg);
     ur.body = ur.body_len > 0 ? evbuffer_pullup(r->msg->body, -1) : NULL;
     ur.timeout_us = route->cfg.timeout_us;
+    ur.tls = &route->cfg.tls;
     r->call = sl_upstream_start(r->q->upstream, &ur, request_on_upstream, r);
     if (r->call == NULL)
         request_finish(r, SL_OUTCOME_INTERNAL_ERROR, NULL, "could not start the upstream call");

@@ -9,11 +9,8 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <unistd.h>
 
-#include "clock.h"
-
+#include "hash.h"
 #include "log.h"
 #include "retry.h"
 #include "sluice.h"
@@ -23,20 +20,16 @@
  * that a reload keeps each key's id. A client cannot choose values that
  * share a hash chain without it.
  */
-static const uint64_t *key_seed(void)
+static const struct sl_hash_key *key_seed(void)
 {
-    static uint64_t seed[2];
+    static struct sl_hash_key seed;
     static bool drawn;
 
     if (!drawn) {
-        if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed)) {
-            seed[0] = (uint64_t)sl_clock_wall() ^ ((uint64_t)getpid() << 32);
-            seed[1] = (uint64_t)sl_clock_now() ^ (uint64_t)(uintptr_t)&drawn;
-            sl_log_warn("getrandom failed; the limit_key seed comes from the clock", NULL);
-        }
+        sl_hash_key_random(&seed);
         drawn = true;
     }
-    return seed;
+    return &seed;
 }
 
 /* One route with its queue and limiter; SL_ERR (bad limit) or SL_ENOMEM. */
@@ -240,16 +233,17 @@ void sl_route_flight_move(struct sl_route *from, struct sl_route *to)
     sl_route_flight_begin(to);
 }
 
-bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us)
+bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us, enum sl_pause_reason why)
 {
     int64_t until = now + pause_us;
 
     if (pause_us <= 0 || until <= r->paused_until_us)
         return false;
     r->paused_until_us = until;
+    r->pause_reason = why;
     r->stats.pauses++;
-    sl_log_info("route paused", "route=%s pause_ms=%lld", r->cfg.name,
-                (long long)(pause_us / 1000));
+    sl_log_info("route paused", "route=%s pause_ms=%lld reason=%s", r->cfg.name,
+                (long long)(pause_us / 1000), sl_pause_reason_name(why));
     return true;
 }
 
@@ -355,4 +349,5 @@ void sl_route_carry_over(struct sl_route *to, struct sl_route *from, int64_t now
         b = budget_of(to, &p);
         (void)keep_budget(to, &b);
     }
+    to->pause_reason = from->pause_reason;
 }

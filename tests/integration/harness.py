@@ -4,6 +4,10 @@ burst client on loopback ports, all bounded in time.
 Binaries come from the environment (set by CTest): SLUICE_BIN, MOCK_BIN,
 BURST_BIN. Every process started here is stopped in tearDown; sluice must exit
 0 on SIGTERM and must not print a sanitizer report.
+
+TLS: start_tls_mock() serves HTTPS with certificates from a throwaway PKI
+(TestPKI) made with the openssl command line, once per test class; request()
+speaks HTTPS to such a mock, trusting that PKI's CA.
 """
 
 import http.client
@@ -13,6 +17,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -95,6 +100,100 @@ def max_in_window(times_us, window_us):
     return best
 
 
+# Extensions for the test certificates, read by `openssl req` and `openssl x509`.
+PKI_CONFIG = """\
+[req]
+distinguished_name = dn
+[dn]
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+[wrong_name]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:elsewhere.example
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+[client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+"""
+
+
+class TestPKI:
+    """A throwaway PKI in `directory`, made with the openssl command line (EC
+    P-256 keys, valid two days), as PEM files named by attribute:
+
+    ca, ca_key          the test CA
+    server, server_key  signed by it, for 127.0.0.1 and localhost
+    wrong_name(_key)    signed by it, for elsewhere.example only
+    client, client_key  signed by it, a client certificate for mutual TLS
+    other_ca            an unrelated CA that signed nothing here
+    """
+
+    def __init__(self, directory):
+        self.dir = directory
+        self.config = self.path("pki.cnf")
+        with open(self.config, "w") as f:
+            f.write(PKI_CONFIG)
+        self.ca, self.ca_key = self.self_signed("ca", "sluice test CA")
+        self.other_ca, _ = self.self_signed("other-ca", "unrelated test CA")
+        self.server, self.server_key = self.signed("server", "localhost", "server")
+        self.wrong_name, self.wrong_name_key = self.signed("wrong-name", "elsewhere.example",
+                                                           "wrong_name")
+        self.client, self.client_key = self.signed("client", "sluice test client", "client")
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def openssl(self, *args):
+        cp = subprocess.run(["openssl"] + list(args), capture_output=True, text=True,
+                            timeout=30)
+        if cp.returncode != 0:
+            raise AssertionError("openssl %s failed:\n%s" % (args[0], cp.stderr))
+
+    def new_key_args(self, name):
+        return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", self.path(name + ".key")]
+
+    def self_signed(self, name, cn):
+        self.openssl("req", "-x509", "-config", self.config, "-extensions", "ca",
+                     *self.new_key_args(name), "-out", self.path(name + ".pem"),
+                     "-days", "2", "-subj", "/CN=" + cn)
+        return self.path(name + ".pem"), self.path(name + ".key")
+
+    def signed(self, name, cn, extensions):
+        csr = self.path(name + ".csr")
+        self.openssl("req", "-new", "-config", self.config, *self.new_key_args(name),
+                     "-out", csr, "-subj", "/CN=" + cn)
+        self.openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key,
+                     "-set_serial", "0x%x" % int.from_bytes(os.urandom(8), "big"),
+                     "-days", "2", "-extfile", self.config, "-extensions", extensions,
+                     "-out", self.path(name + ".pem"))
+        return self.path(name + ".pem"), self.path(name + ".key")
+
+    def client_context(self):
+        """What the tests' own HTTPS requests use: trusts the test CA, shows
+        the client certificate, and does not check names (the wrong-name mock
+        is still the tests' own)."""
+        ctx = ssl.create_default_context(cafile=self.ca)
+        ctx.check_hostname = False
+        ctx.load_cert_chain(self.client, self.client_key)
+        return ctx
+
+
 class Proc:
     """A started process with its output captured to files."""
 
@@ -133,6 +232,22 @@ class SluiceTestCase(unittest.TestCase):
         self.workdir = tempfile.mkdtemp(prefix="sluice-it-")
         self.procs = []
         self.sluice = None
+        self.tls_ports = {}  # port of a TLS mock -> the ssl context to reach it
+
+    @classmethod
+    def tearDownClass(cls):
+        pki = cls.__dict__.get("_pki")
+        if pki is not None:
+            shutil.rmtree(pki.dir, ignore_errors=True)
+            cls._pki = None
+        super().tearDownClass()
+
+    def pki(self):
+        """This test class's TestPKI, made on first use."""
+        cls = type(self)
+        if cls.__dict__.get("_pki") is None:
+            cls._pki = TestPKI(tempfile.mkdtemp(prefix="sluice-pki-"))
+        return cls._pki
 
     def tearDown(self):
         problems = []
@@ -165,6 +280,22 @@ class SluiceTestCase(unittest.TestCase):
         proc.port = port
         proc.log = log
         return proc
+
+    def start_tls_mock(self, *args, cert="server", client_ca=False, name="mock"):
+        """A mock serving HTTPS with the PKI's `cert` ("server" or
+        "wrong_name"); client_ca: it demands a client certificate from the CA."""
+        pki = self.pki()
+        tls = ["--tls-cert", getattr(pki, cert), "--tls-key", getattr(pki, cert + "_key")]
+        if client_ca:
+            tls += ["--tls-client-ca", pki.ca]
+        mock = self.start_mock(*(tls + list(args)), name=name)
+        self.tls_ports[mock.port] = pki.client_context()
+        return mock
+
+    def mock_stats(self, mock):
+        status, _, body = self.request(mock.port, "GET", "/_mock/stats")
+        self.assertEqual(status, 200, body)
+        return json.loads(body)
 
     def write_config(self, text, name="sluice.conf"):
         path = os.path.join(self.workdir, name)
@@ -212,7 +343,12 @@ class SluiceTestCase(unittest.TestCase):
     # --- HTTP helpers ----------------------------------------------------
 
     def request(self, port, method="GET", path="/", body=None, headers=None, timeout=30):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        """One request on a new connection: HTTPS if `port` is a TLS mock's."""
+        if port in self.tls_ports:
+            conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout,
+                                               context=self.tls_ports[port])
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
@@ -251,6 +387,7 @@ class SluiceTestCase(unittest.TestCase):
         self.assertTrue(doc["detail"])
 
 
-def route(name="default", match="/", upstream_port=None, rate="50/s", extra=""):
-    return ("[route %s]\nmatch = %s\nupstream = http://127.0.0.1:%d\nrate = %s\n%s\n"
-            % (name, match, upstream_port, rate, extra))
+def route(name="default", match="/", upstream_port=None, rate="50/s", extra="",
+          scheme="http", host="127.0.0.1"):
+    return ("[route %s]\nmatch = %s\nupstream = %s://%s:%d\nrate = %s\n%s\n"
+            % (name, match, scheme, host, upstream_port, rate, extra))

@@ -37,6 +37,7 @@ EXPECTED_FILES = {
     MAN5: "-rw-r--r--",
     "./usr/share/doc/sluice/README.md": "-rw-r--r--",
     "./usr/share/doc/sluice/examples/sluice.conf": "-rw-r--r--",
+    "./usr/share/doc/sluice/examples/grafana-dashboard.json": "-rw-r--r--",
 }
 
 # The exposure score systemd 252 gives the unit is 1.1; allow a little for

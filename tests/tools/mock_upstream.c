@@ -11,6 +11,12 @@
  * Order of decisions for one arrival: strict --rate window (429, not counted),
  * then the --ratelimit-budget window (429), then hang_next, then fail_next,
  * then X-Mock-Status / echo. Every run is bounded by --max-seconds.
+ *
+ * With --tls-cert and --tls-key it speaks HTTPS instead (OpenSSL bufferevents
+ * under evhttp), with every behaviour above unchanged; --tls-client-ca also
+ * demands a client certificate signed by that CA (mutual TLS). The TLS
+ * connections accepted and the handshakes completed are counted in
+ * /_mock/stats.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,6 +24,7 @@
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,11 +36,14 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <event2/util.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "toolutil.h"
 
@@ -58,6 +68,9 @@ struct options {
     int64_t budget_window_s;
     int64_t hang_first;
     double max_seconds;
+    const char *tls_cert;       /* with tls_key: serve HTTPS */
+    const char *tls_key;
+    const char *tls_client_ca;  /* require a client certificate signed by this CA */
 };
 
 /* What POST /_mock/config may change while running. */
@@ -117,6 +130,9 @@ struct mock {
     struct evconnlistener *listener;
     struct event *resume;       /* re-enables accepting after a pause */
     int64_t accept_warned_at;
+    SSL_CTX *tls;               /* NULL: plain HTTP */
+    uint64_t tls_connections;   /* TLS connections accepted (handshakes begun) */
+    uint64_t tls_handshakes;    /* ...and completed */
 };
 
 enum kind { K_HANG, K_DROP, K_ERROR, K_ECHO };
@@ -142,7 +158,8 @@ static void usage(FILE *out)
         "usage: mock_upstream --listen HOST:PORT [--port-file FILE] [--rate N/P]\n"
         "         [--latency MS] [--fail-first K] [--fail-status CODE]\n"
         "         [--retry-after S] [--ratelimit-budget B] [--ratelimit-window S]\n"
-        "         [--hang-first K] [--log FILE] [--max-seconds S]\n");
+        "         [--hang-first K] [--log FILE] [--max-seconds S]\n"
+        "         [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n");
 }
 
 static _Noreturn void die_usage(const char *what, const char *arg)
@@ -176,7 +193,8 @@ static void parse_args(int argc, char **argv, struct options *o)
 {
     enum { O_LISTEN = 256, O_PORT_FILE, O_RATE, O_LATENCY, O_FAIL_FIRST,
            O_FAIL_STATUS, O_RETRY_AFTER, O_BUDGET, O_BUDGET_WINDOW,
-           O_HANG_FIRST, O_LOG, O_MAX_SECONDS, O_HELP };
+           O_HANG_FIRST, O_LOG, O_MAX_SECONDS, O_TLS_CERT, O_TLS_KEY,
+           O_TLS_CLIENT_CA, O_HELP };
     static const struct option longs[] = {
         { "listen", required_argument, NULL, O_LISTEN },
         { "port-file", required_argument, NULL, O_PORT_FILE },
@@ -190,6 +208,9 @@ static void parse_args(int argc, char **argv, struct options *o)
         { "hang-first", required_argument, NULL, O_HANG_FIRST },
         { "log", required_argument, NULL, O_LOG },
         { "max-seconds", required_argument, NULL, O_MAX_SECONDS },
+        { "tls-cert", required_argument, NULL, O_TLS_CERT },
+        { "tls-key", required_argument, NULL, O_TLS_KEY },
+        { "tls-client-ca", required_argument, NULL, O_TLS_CLIENT_CA },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 },
     };
@@ -217,6 +238,9 @@ static void parse_args(int argc, char **argv, struct options *o)
         case O_BUDGET_WINDOW: bad = tool_parse_int(optarg, 1, 86400, &o->budget_window_s); break;
         case O_HANG_FIRST: bad = tool_parse_int(optarg, 0, INT64_MAX, &o->hang_first); break;
         case O_MAX_SECONDS: bad = tool_parse_seconds(optarg, &o->max_seconds); break;
+        case O_TLS_CERT: o->tls_cert = optarg; break;
+        case O_TLS_KEY: o->tls_key = optarg; break;
+        case O_TLS_CLIENT_CA: o->tls_client_ca = optarg; break;
         case O_HELP: usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
@@ -227,6 +251,10 @@ static void parse_args(int argc, char **argv, struct options *o)
         die_usage("unexpected argument", argv[optind]);
     if (o->listen == NULL)
         die_usage("--listen is required", "");
+    if ((o->tls_cert == NULL) != (o->tls_key == NULL))
+        die_usage("--tls-cert and --tls-key go together", "");
+    if (o->tls_client_ca != NULL && o->tls_cert == NULL)
+        die_usage("--tls-client-ca needs --tls-cert and --tls-key", o->tls_client_ca);
 }
 
 /* Thousands of concurrent connections need more than the default 1024 fds:
@@ -321,6 +349,8 @@ static void counters_reset(struct mock *m)
     m->bud.epoch = t;
     m->bud.index = 0;
     m->bud.used = 0;
+    m->tls_connections = 0;
+    m->tls_handshakes = 0;
 }
 
 /* ---- JSON ------------------------------------------------------------- */
@@ -767,7 +797,9 @@ static void control_stats(struct mock *m, struct evhttp_request *req)
         evbuffer_add_printf(b, "%s\"%d\":%" PRIu64, first ? "" : ",", s, m->by_status[s]);
         first = 0;
     }
-    evbuffer_add_printf(b, "},\"max_in_window\":%" PRId64 "}", m->hist.max);
+    evbuffer_add_printf(b, "},\"max_in_window\":%" PRId64, m->hist.max);
+    evbuffer_add_printf(b, ",\"tls_connections\":%" PRIu64 ",\"tls_handshakes\":%" PRIu64 "}",
+                        m->tls_connections, m->tls_handshakes);
     send_json(req, 200, b);
     evbuffer_free(b);
 }
@@ -886,6 +918,89 @@ static void on_request(struct evhttp_request *req, void *arg)
         on_arrival(m, req);
 }
 
+/* ---- TLS -------------------------------------------------------------- */
+
+static int tls_done_index = -1; /* SSL ex_data: this handshake was counted */
+
+/* Counts each connection's first completed handshake once (TLS 1.3 may
+ * report "done" again after the session tickets). */
+static void on_tls_info(const SSL *ssl, int where, int ret)
+{
+    struct mock *m = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+
+    (void)ret;
+    if (!(where & SSL_CB_HANDSHAKE_DONE) || SSL_get_ex_data(ssl, tls_done_index) != NULL)
+        return;
+    SSL_set_ex_data((SSL *)ssl, tls_done_index, m);
+    m->tls_handshakes++;
+}
+
+/* evhttp's bevcb: every accepted connection gets a server-side TLS
+ * bufferevent. A NULL here would make evhttp serve plain HTTP on the TLS
+ * port, so failing to make one stops the mock. */
+static struct bufferevent *on_tls_connection(struct event_base *base, void *arg)
+{
+    struct mock *m = arg;
+    SSL *ssl = SSL_new(m->tls);
+    struct bufferevent *bev = NULL;
+
+    if (ssl != NULL)
+        bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                             BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        fprintf(stderr, "mock_upstream: cannot make a TLS connection\n");
+        exit(1);
+    }
+    /* Clients may close without close_notify; that is not an error here. */
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    m->tls_connections++;
+    return bev;
+}
+
+static void tls_error(const char *what, const char *file)
+{
+    char buf[256];
+
+    ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
+    fprintf(stderr, "mock_upstream: %s %s: %s\n", what, file, buf);
+}
+
+/* The server context from the --tls-* files; 0, or -1 after saying why. */
+static int tls_init(struct mock *m, const struct options *o)
+{
+    STACK_OF(X509_NAME) *names;
+
+    if (o->tls_cert == NULL)
+        return 0;
+    tls_done_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    if (tls_done_index < 0 || (m->tls = SSL_CTX_new(TLS_server_method())) == NULL) {
+        tls_error("cannot create a TLS context", "");
+        return -1;
+    }
+    SSL_CTX_set_app_data(m->tls, m);
+    SSL_CTX_set_info_callback(m->tls, on_tls_info);
+    if (SSL_CTX_use_certificate_chain_file(m->tls, o->tls_cert) != 1) {
+        tls_error("cannot load certificate", o->tls_cert);
+        return -1;
+    }
+    if (SSL_CTX_use_PrivateKey_file(m->tls, o->tls_key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(m->tls) != 1) {
+        tls_error("cannot load key", o->tls_key);
+        return -1;
+    }
+    if (o->tls_client_ca != NULL) {
+        if (SSL_CTX_load_verify_locations(m->tls, o->tls_client_ca, NULL) != 1 ||
+            (names = SSL_load_client_CA_file(o->tls_client_ca)) == NULL) {
+            tls_error("cannot load client CA", o->tls_client_ca);
+            return -1;
+        }
+        SSL_CTX_set_client_CA_list(m->tls, names);
+        SSL_CTX_set_verify(m->tls, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    }
+    evhttp_set_bevcb(m->http, on_tls_connection, m);
+    return 0;
+}
+
 /* ---- setup and teardown ----------------------------------------------- */
 
 /* Splits HOST:PORT (HOST may be [v6]); returns -1 if malformed. */
@@ -952,6 +1067,7 @@ static int bind_listener(struct mock *m, const char *host, int port)
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     char portstr[8];
+    int one = 1;
 
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
@@ -984,6 +1100,11 @@ static int bind_listener(struct mock *m, const char *host, int port)
     m->listener = l;
     listening_mock = m;
     evconnlistener_set_error_cb(l, on_accept_error);
+    /* Accepted sockets inherit it (Linux). Over TLS an answer leaves as
+     * several records, each its own write: Nagle would hold the last one
+     * until the client's delayed ACK, 40 ms later. */
+    if (setsockopt(evconnlistener_get_fd(l), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
+        fprintf(stderr, "mock_upstream: TCP_NODELAY: %s\n", strerror(errno));
     if (getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&ss, &sl) != 0)
         return -1;
     return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
@@ -1047,7 +1168,7 @@ static int mock_init(struct mock *m, const struct options *o)
         EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH |
         EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS);
     evhttp_set_gencb(m->http, on_request, m);
-    return 0;
+    return tls_init(m, o);
 }
 
 /* Requests still held are freed here only when evhttp has detached them;
@@ -1065,6 +1186,8 @@ static void mock_free(struct mock *m)
         event_free(m->resume);
     if (m->http != NULL)
         evhttp_free(m->http);
+    if (m->tls != NULL)
+        SSL_CTX_free(m->tls);
     if (m->base != NULL)
         event_base_free(m->base);
     if (m->log != NULL)
@@ -1086,8 +1209,9 @@ static int run(struct mock *m, const struct options *o, const char *host, int po
     if (!ev[0] || !ev[1] || !ev[2] || event_add(ev[0], NULL) || event_add(ev[1], NULL) ||
         event_add(ev[2], &limit))
         goto out;
-    fprintf(stderr, "mock_upstream listening on %s%s%s:%d\n",
-            strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port);
+    fprintf(stderr, "mock_upstream listening on %s%s%s:%d%s\n",
+            strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port,
+            m->tls != NULL ? " (TLS)" : "");
     if (o->port_file != NULL && write_port_file(o->port_file, port) != 0) {
         fprintf(stderr, "mock_upstream: cannot write %s\n", o->port_file);
         goto out;

@@ -4,6 +4,7 @@
  * edges. Files are written to a private temp dir, which is also the working
  * directory, so that error lines read "t.conf:LINE: ...".
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -138,6 +139,7 @@ static void test_full_file(void **state)
                        "client_timeout = 1.5s\n"
                        "max_header_size = 32K\n"
                        "max_body_size = 0\n"
+                       "max_batch_items = 50\n"
                        "drain_timeout = 0\n"
                        "log_level = debug\n"
                        "access_log = no\n"
@@ -160,6 +162,7 @@ static void test_full_file(void **state)
                        "honor_retry_after = false\n"
                        "preserve_host = TRUE\n"
                        "fair_key = header:X-Api-Key\n"
+                       "max_response_size = 1m\n"
                        "# a second route\n"
                        "[route b.2_x-y]\n"
                        "match = /\n"
@@ -179,6 +182,7 @@ static void test_full_file(void **state)
     assert_int_equal(cfg->client_timeout_us, 1500000);
     assert_int_equal(cfg->max_header_size, 32768);
     assert_int_equal(cfg->max_body_size, 0);
+    assert_int_equal(cfg->max_batch_items, 50);
     assert_int_equal(cfg->drain_timeout_us, 0);
     assert_int_equal(cfg->log_level, SL_LOG_DEBUG);
     assert_false(cfg->access_log);
@@ -191,7 +195,7 @@ static void test_full_file(void **state)
     assert_int_equal(cfg->n_routes, 2);
     r = &cfg->routes[0];
     assert_string_equal(r->name, "api");
-    assert_int_equal(r->line, 20);
+    assert_int_equal(r->line, 21);
     assert_string_equal(r->match, "/v1/");
     assert_string_equal(r->upstream, "https://api.example.com:8443/base");
     assert_true(r->rate.n == 0.5);
@@ -210,10 +214,11 @@ static void test_full_file(void **state)
     assert_false(r->honor_retry_after);
     assert_true(r->preserve_host);
     assert_string_equal(r->fair_key, "X-Api-Key");
+    assert_int_equal(r->max_response_size, 1024 * 1024);
 
     r = &cfg->routes[1];
     assert_string_equal(r->name, "b.2_x-y");
-    assert_int_equal(r->line, 33);
+    assert_int_equal(r->line, 35);
     assert_string_equal(r->match, "/");
     assert_string_equal(r->upstream, "http://[::1]:9000");
     assert_true(r->rate.n == 3);
@@ -236,6 +241,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->client_timeout_us, 60 * 1000000LL);
     assert_int_equal(cfg->max_header_size, 16 * 1024);
     assert_int_equal(cfg->max_body_size, 8 * 1024 * 1024);
+    assert_int_equal(cfg->max_batch_items, 1000);
     assert_int_equal(cfg->drain_timeout_us, 30 * 1000000LL);
     assert_int_equal(cfg->log_level, SL_LOG_INFO);
     assert_true(cfg->access_log);
@@ -244,7 +250,12 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->overflow, SL_OVERFLOW_BACKPRESSURE);
     assert_int_equal(cfg->queue_timeout_us, 300 * 1000000LL);
     assert_false(cfg->has_redis);
-    assert_string_equal(cfg->redis_url, "redis://127.0.0.1:6379/0");
+    assert_string_equal(cfg->redis_url.text, "redis://127.0.0.1:6379/0");
+    assert_string_equal(cfg->redis_url.host, "127.0.0.1");
+    assert_int_equal(cfg->redis_url.port, 6379);
+    assert_int_equal(cfg->redis_max_deliveries, 5);
+    assert_int_equal(cfg->redis_claim_after_us, 30 * 1000000LL);
+    assert_int_equal(r->max_response_size, 64u << 20);
     assert_string_equal(cfg->redis_prefix, "sluice:");
     assert_true(cfg->redis_jobs);
     assert_false(cfg->redis_shared_limit);
@@ -265,6 +276,11 @@ static void test_defaults(void **state)
     assert_true(r->honor_retry_after);
     assert_false(r->preserve_host);
     assert_string_equal(r->fair_key, "");
+    assert_int_equal(r->max_response_size, 64 * 1024 * 1024);
+    assert_string_equal(r->tls.ca_file, "");
+    assert_string_equal(r->tls.client_cert, "");
+    assert_string_equal(r->tls.client_key, "");
+    assert_true(r->tls.verify);
     sl_config_free(cfg);
 }
 
@@ -623,6 +639,10 @@ static void test_enums_bools_numbers(void **state)
                      "log_level: expected error, warn, info or debug, got \"INFO\"");
     expect_key_error("server", "max_connections = 0",
                      "max_connections: expected an integer from 1 to 1000000, got \"0\"");
+    expect_key_error("server", "max_batch_items = 0",
+                     "max_batch_items: expected an integer from 1 to 100000, got \"0\"");
+    expect_key_error("route", "max_response_size = 1x",
+                     "max_response_size: expected a size like 512, 16k, 8m or 1g, got \"1x\"");
     expect_key_error("route", "retries = 101",
                      "retries: expected an integer from 0 to 100, got \"101\"");
     expect_key_error("route", "max_in_flight = 12abc",
@@ -712,23 +732,135 @@ static void test_match_fair_key_strings(void **state)
     /* admin_token's 255 cannot be reached within a line: check a shorter field. */
     expect_errors("[redis]\nprefix = 0123456789012345678901234567890123456789012345678901234567890123\n"
                   ROUTE_A,
-                  "t.conf:2: prefix: too long (max 63 characters)\n"
-                  "t.conf:1: [redis]: not supported yet (memory mode only)\n");
-    expect_errors("[redis]\nurl =\n" ROUTE_A,
-                  "t.conf:2: url: must not be empty\n"
-                  "t.conf:1: [redis]: not supported yet (memory mode only)\n");
+                  "t.conf:2: prefix: too long (max 63 characters)\n");
+    expect_errors("[redis]\nurl =\njobs = off\n" ROUTE_A,
+                  "t.conf:2: url: expected redis://[:password@]host:port/db or unix:/path?db=N, "
+                  "got \"\"\n");
 }
 
-static void test_redis_rejected(void **state)
+/* TLS files are checked at load; a relative path is the config's directory's. */
+static void test_tls_files(void **state)
 {
+    char abs_key[4200], text[8192];
+    struct sl_config *cfg;
+    const struct sl_tls_config *tls;
+
     (void)state;
+    assert_true(mkdir(T_DIR, 0700) == 0 || errno == EEXIST); /* test_unreadable made it */
+    write_file(T_DIR "/ca.pem", "ca", 2);
+    write_file(T_DIR "/c.pem", "c", 1);
+    write_file("k.pem", "k", 1);
+    assert_non_null(getcwd(abs_key, sizeof(abs_key) - 8));
+    strcat(abs_key, "/k.pem");
+    snprintf(text, sizeof(text),
+             ROUTE_A "ca_file = ca.pem\nclient_cert = ./c.pem\nclient_key = %s\ntls_verify = off\n",
+             abs_key);
+    write_file(T_DIR "/t.conf", text, strlen(text));
+    cfg = load_path(T_DIR "/t.conf");
+    assert_string_equal(errs, "");
+    assert_non_null(cfg);
+    tls = &cfg->routes[0].tls;
+    assert_string_equal(tls->ca_file, T_DIR "/ca.pem");
+    assert_string_equal(tls->client_cert, T_DIR "/./c.pem");
+    assert_string_equal(tls->client_key, abs_key);
+    assert_false(tls->verify);
+    sl_config_free(cfg);
+
+    /* Taken from the working directory when the config path has none. */
+    cfg = load_ok(ROUTE_A "client_cert = k.pem\nclient_key = k.pem\n");
+    assert_string_equal(cfg->routes[0].tls.client_key, "k.pem");
+    sl_config_free(cfg);
+
+    expect_key_error("route", "ca_file = ca.pem",
+                     "ca_file: cannot read \"ca.pem\": No such file or directory");
+    expect_key_error("route", "ca_file = " T_DIR, "ca_file: cannot read \"dir.d\": not a regular file");
+    expect_key_error("route", "ca_file = /dev/null", "ca_file: cannot read \"/dev/null\": not a regular file");
+    expect_key_error("route", "tls_verify = maybe",
+                     "tls_verify: expected on, off, yes, no, true, false, 1 or 0, got \"maybe\"");
+    /* Mutual TLS takes both, or neither. */
+    expect_key_error("route", "client_cert = k.pem", "client_cert: client_key is required with it");
+    expect_key_error("route", "client_key = k.pem", "client_key: client_cert is required with it");
+    expect_errors(ROUTE_A "client_cert = k.pem\nclient_key =\n",
+                  "t.conf:5: client_cert: client_key is required with it\n");
+
+    unlink(T_DIR "/t.conf");
+    unlink(T_DIR "/ca.pem");
+    unlink(T_DIR "/c.pem");
+    unlink("k.pem");
+}
+
+static void test_redis_section(void **state)
+{
+    struct sl_config *cfg;
+
+    (void)state;
+    /* Shared limits are another issue's. */
     expect_errors(ROUTE_A "\n[redis]   ; durable jobs\nurl = redis://10.0.0.1:6379/1\nprefix = p:\n"
                   "jobs = off\nshared_limit = on\nresult_ttl = 2h\n",
-                  "t.conf:6: [redis]: not supported yet (memory mode only)\n");
-    expect_errors("[redis]\nresult_ttl = 0\nbogus = 1\n" ROUTE_A,
+                  "t.conf:6: [redis]: shared_limit = on: not supported yet\n");
+    expect_errors("[redis]\nresult_ttl = 0\nbogus = 1\njobs = off\nmax_deliveries = 0\n"
+                  "claim_after = 10ms\n" ROUTE_A,
                   "t.conf:2: result_ttl: must be between 1s and 365d, got \"0\"\n"
                   "t.conf:3: bogus: unknown key in [redis]\n"
-                  "t.conf:1: [redis]: not supported yet (memory mode only)\n");
+                  "t.conf:5: max_deliveries: expected an integer from 1 to 1000, got \"0\"\n"
+                  "t.conf:6: claim_after: must be between 1s and 365d, got \"10ms\"\n");
+    expect_errors("[redis]\nurl = redis://redis.example:6379/0\njobs = off\n" ROUTE_A,
+                  "t.conf:2: url: the host must be an IP address or localhost (a name would be "
+                  "resolved with a blocking lookup), got \"redis://redis.example:6379/0\"\n");
+    cfg = load_ok("[redis]\nurl = redis://:s3cret@localhost:6380/2\njobs = off\n"
+                  "result_ttl = 2s\nmax_deliveries = 3\nclaim_after = 5s\n" ROUTE_A);
+    assert_true(cfg->has_redis);
+    assert_false(sl_config_redis_jobs(cfg));
+    assert_string_equal(cfg->redis_url.host, "127.0.0.1");
+    assert_int_equal(cfg->redis_url.port, 6380);
+    assert_int_equal(cfg->redis_url.db, 2);
+    assert_string_equal(cfg->redis_url.password, "s3cret");
+    assert_int_equal(cfg->redis_result_ttl_us, 2000000);
+    assert_int_equal(cfg->redis_max_deliveries, 3);
+    assert_int_equal(cfg->redis_claim_after_us, 5000000);
+    sl_config_free(cfg);
+}
+
+static void test_redis_url(void **state)
+{
+    static const char *const bad[] = {
+        "", "redis://", "redis://:@127.0.0.1", "redis://user:pw@127.0.0.1:1/0",
+        "redis://127.0.0.1:0", "redis://127.0.0.1:65536", "redis://127.0.0.1:x/0",
+        "redis://127.0.0.1:6379/db", "redis://[::1", "redis://[::1]x", "http://127.0.0.1",
+        "redis://host.example", "unix:", "unix:relative", "unix:/s?db=x", "unix:/s?user=a",
+    };
+    struct sl_redis_url u;
+    const char *detail;
+
+    (void)state;
+    for (size_t i = 0; i < SL_ARRAY_LEN(bad); i++) {
+        detail = NULL;
+        assert_int_equal(sl_config_parse_redis_url(bad[i], &u, &detail), -1);
+        assert_non_null(detail);
+    }
+    assert_int_equal(sl_config_parse_redis_url("redis://10.1.2.3", &u, &detail), 0);
+    assert_string_equal(u.host, "10.1.2.3");
+    assert_int_equal(u.port, 6379);
+    assert_int_equal(u.db, 0);
+    assert_string_equal(u.password, "");
+    assert_string_equal(u.path, "");
+    assert_int_equal(sl_config_parse_redis_url("redis://:p@ss:w@[::1]:7000/15", &u, &detail), 0);
+    assert_string_equal(u.host, "::1");
+    assert_int_equal(u.port, 7000);
+    assert_int_equal(u.db, 15);
+    assert_string_equal(u.password, "p@ss:w");
+    assert_int_equal(sl_config_parse_redis_url("REDIS://LocalHost:1/", &u, &detail), 0);
+    assert_string_equal(u.host, "127.0.0.1");
+    assert_int_equal(u.port, 1);
+    assert_int_equal(sl_config_parse_redis_url("unix:/run/redis.sock?db=3&password=x", &u,
+                                               &detail), 0);
+    assert_string_equal(u.path, "/run/redis.sock");
+    assert_string_equal(u.host, "");
+    assert_int_equal(u.db, 3);
+    assert_string_equal(u.password, "x");
+    assert_int_equal(sl_config_parse_redis_url("unix:///tmp/r.sock", &u, &detail), 0);
+    assert_string_equal(u.path, "/tmp/r.sock");
+    assert_string_equal(u.text, "unix:///tmp/r.sock");
 }
 
 /* Parsing goes on after an error: one run shows every problem. */
@@ -876,7 +1008,9 @@ int main(void)
         cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_upstreams),
         cmocka_unit_test(test_match_fair_key_strings),
-        cmocka_unit_test(test_redis_rejected),
+        cmocka_unit_test(test_tls_files),
+        cmocka_unit_test(test_redis_section),
+        cmocka_unit_test(test_redis_url),
         cmocka_unit_test(test_many_errors),
         cmocka_unit_test(test_route_host),
         cmocka_unit_test(test_route_cost),

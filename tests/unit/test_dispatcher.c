@@ -335,7 +335,7 @@ static void test_max_in_flight(void **state)
         park(f, r, 0);
 
     /* Have the timer armed first (a short pause), so the cap must disarm it. */
-    assert_true(sl_route_pause(r, T0, 10 * MS));
+    assert_true(sl_route_pause(r, T0, 10 * MS, SL_PAUSED_BY_RETRY_AFTER));
     sl_dispatcher_kick(r);
     assert_int_equal(f->n_calls, 0);
     assert_armed(r, T0 + 10 * MS);
@@ -377,14 +377,21 @@ static void test_pause(void **state)
     for (int i = 0; i < 3; i++)
         park(f, r, 0);
 
-    assert_true(sl_route_pause(r, T0, 500 * MS));
+    assert_true(sl_route_pause(r, T0, 500 * MS, SL_PAUSED_BY_RETRY_AFTER));
     sl_dispatcher_kick(r);
     assert_int_equal(f->n_calls, 0);
     assert_armed(r, T0 + 500 * MS);
 
-    /* A later pause wins and moves the timer. */
+    assert_int_equal(r->pause_reason, SL_PAUSED_BY_RETRY_AFTER);
+
+    /* A shorter pause changes nothing, its reason included. */
+    assert_false(sl_route_pause(r, T0 + 100 * MS, 100 * MS, SL_PAUSED_BY_BACKOFF));
+    assert_int_equal(r->pause_reason, SL_PAUSED_BY_RETRY_AFTER);
+
+    /* A later pause wins, with its reason, and moves the timer. */
     fake_now = T0 + 200 * MS;
-    assert_true(sl_route_pause(r, fake_now, 500 * MS));
+    assert_true(sl_route_pause(r, fake_now, 500 * MS, SL_PAUSED_BY_BUDGET));
+    assert_int_equal(r->pause_reason, SL_PAUSED_BY_BUDGET);
     sl_dispatcher_kick(r);
     assert_int_equal(f->n_calls, 0);
     assert_armed(r, T0 + 700 * MS);
@@ -434,7 +441,7 @@ static void test_deadline_at_head(void **state)
 
     /* An item behind a held head is not the dispatcher's to expire. */
     fake_now = T0 + SEC;
-    assert_true(sl_route_pause(r, fake_now, 500 * MS));
+    assert_true(sl_route_pause(r, fake_now, 500 * MS, SL_PAUSED_BY_RETRY_AFTER));
     head = park(f, r, 0);
     behind = park(f, r, fake_now + 10 * MS);
     last = park(f, r, 0);
@@ -670,7 +677,7 @@ static void test_ready(void **state)
 
     /* Pause: a slot is free and the limiter allows it. */
     sl_route_flight_end(r);
-    assert_true(sl_route_pause(r, fake_now, 50 * MS));
+    assert_true(sl_route_pause(r, fake_now, 50 * MS, SL_PAUSED_BY_RETRY_AFTER));
     ready_agrees(f, r, false);
     assert_true(sl_dispatcher_ready(r, fake_now + 50 * MS, 1, SL_KEYS_NO_SLOT));
 
@@ -845,7 +852,7 @@ static void test_keyed_route_gates(void **state)
     assert_int_equal(f->n_calls, 1);
     assert_disarmed(r); /* a completion kicks */
     sl_route_flight_end(r);
-    assert_true(sl_route_pause(r, fake_now, 30 * MS));
+    assert_true(sl_route_pause(r, fake_now, 30 * MS, SL_PAUSED_BY_RETRY_AFTER));
     sl_dispatcher_kick(r);
     assert_armed(r, T0 + 30 * MS);
     fake_now = T0 + 30 * MS;

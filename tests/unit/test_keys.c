@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "hash.h"
 #include "keys.h"
 #include "limiter.h"
 #include "sluice.h"
@@ -23,8 +24,8 @@
 #define MS INT64_C(1000)
 #define T0 (1000 * SEC)
 
-static const uint64_t seed_a[2] = {UINT64_C(0x0706050403020100), UINT64_C(0x0f0e0d0c0b0a0908)};
-static const uint64_t seed_b[2] = {UINT64_C(0x1111111111111111), UINT64_C(0x2222222222222222)};
+static const struct sl_hash_key seed_a = {UINT64_C(0x0706050403020100), UINT64_C(0x0f0e0d0c0b0a0908)};
+static const struct sl_hash_key seed_b = {UINT64_C(0x1111111111111111), UINT64_C(0x2222222222222222)};
 
 static struct sl_route_config cfg_of(double n, int64_t period_us, unsigned burst,
                                      unsigned max_cost, size_t max_keys)
@@ -68,30 +69,33 @@ static void send_once(struct sl_keys *k, const char *value, int64_t now, uint32_
     sl_keys_answered(k, s, now, units);
 }
 
-/* --- SipHash --------------------------------------------------------------- */
+/* --- ids ------------------------------------------------------------------- */
 
-static void test_siphash_vectors(void **state)
+/* An id is hash.h's SipHash-2-4 of the value under the table's seed (tested there). */
+static void test_id_is_siphash(void **state)
 {
+    struct sl_route_config c = cfg_of(10, SEC, 1, 1, 1000);
+    struct sl_keys *k = sl_keys_new(&c, &seed_a);
     unsigned char msg[64];
 
     (void)state;
+    assert_non_null(k);
     for (unsigned i = 0; i < sizeof(msg); i++)
         msg[i] = (unsigned char)i;
     /* The paper's vectors: key 00..0f, messages 00..(len-1). */
-    assert_true(sl_keys_siphash(seed_a, msg, 0) == UINT64_C(0x726fdb47dd0e0e31));
-    assert_true(sl_keys_siphash(seed_a, msg, 15) == UINT64_C(0xa129ca6149be45e5));
-    assert_true(sl_keys_siphash(seed_a, msg, 1) == UINT64_C(0x74f839c593dc67fd));
-    assert_true(sl_keys_siphash(seed_a, msg, 8) == UINT64_C(0x93f5f5799a932462));
-    assert_true(sl_keys_siphash(seed_a, msg, 63) == UINT64_C(0x958a324ceb064572));
+    assert_true(sl_keys_id(k, msg, 15) == UINT64_C(0xa129ca6149be45e5));
+    assert_true(sl_keys_id(k, msg, 63) == UINT64_C(0x958a324ceb064572));
+    assert_true(sl_keys_id(k, "key-1", 5) == sl_hash(&seed_a, "key-1", 5));
+    sl_keys_free(k);
 }
 
 /* The seed decides every id: the same value gets unrelated ids under two seeds. */
 static void test_seed(void **state)
 {
     struct sl_route_config c = cfg_of(10, SEC, 1, 1, 1000);
-    struct sl_keys *a = sl_keys_new(&c, seed_a);
-    struct sl_keys *a2 = sl_keys_new(&c, seed_a);
-    struct sl_keys *b = sl_keys_new(&c, seed_b);
+    struct sl_keys *a = sl_keys_new(&c, &seed_a);
+    struct sl_keys *a2 = sl_keys_new(&c, &seed_a);
+    struct sl_keys *b = sl_keys_new(&c, &seed_b);
     char v[32];
     int same = 0;
 
@@ -114,7 +118,7 @@ static void test_seed(void **state)
 static void test_chains_stay_short(void **state)
 {
     struct sl_route_config c = cfg_of(10, SEC, 1, 1, 200000);
-    struct sl_keys *k = sl_keys_new(&c, seed_b);
+    struct sl_keys *k = sl_keys_new(&c, &seed_b);
     char v[32];
 
     (void)state;
@@ -173,7 +177,7 @@ static uint32_t rnd(uint32_t n)
 static void run_property(const struct sl_route_config *c, int n_keys, int per_key,
                          uint32_t n_units, int64_t window_us, size_t *out_n)
 {
-    struct sl_keys *k = sl_keys_new(c, seed_a);
+    struct sl_keys *k = sl_keys_new(c, &seed_a);
     struct dispatch *d = calloc((size_t)n_keys * (size_t)per_key, sizeof(*d));
     uint32_t slot[16];
     uint32_t units[16];
@@ -242,7 +246,7 @@ static void test_compact_strict_in_units(void **state)
 static void test_compact_unit_cost_is_plain_spacing(void **state)
 {
     struct sl_route_config c = cfg_of(5, SEC, 1, 1, 1000);
-    struct sl_keys *k = sl_keys_new(&c, seed_a);
+    struct sl_keys *k = sl_keys_new(&c, &seed_a);
     uint32_t s = acquire_ok(k, "a", T0);
     int64_t now = T0;
 
@@ -280,7 +284,7 @@ static void test_full_strict_with_burst_and_quota(void **state)
 static void test_keys_are_independent(void **state)
 {
     struct sl_route_config c = cfg_of(10, SEC, 1, 1, 1000);
-    struct sl_keys *k = sl_keys_new(&c, seed_a);
+    struct sl_keys *k = sl_keys_new(&c, &seed_a);
     uint32_t a = acquire_ok(k, "a", T0), b;
 
     (void)state;
@@ -301,7 +305,7 @@ static void test_keys_are_independent(void **state)
 static void test_evicted_once_windows_passed(void **state)
 {
     struct sl_route_config c = cfg_of(10, SEC, 1, 1, 1000);
-    struct sl_keys *k = sl_keys_new(&c, seed_a);
+    struct sl_keys *k = sl_keys_new(&c, &seed_a);
     int64_t interval;
 
     (void)state;
@@ -328,7 +332,7 @@ static void test_evicted_once_windows_passed(void **state)
 static void test_sweep_is_bounded(void **state)
 {
     struct sl_route_config c = cfg_of(100, SEC, 1, 1, 10000);
-    struct sl_keys *k = sl_keys_new(&c, seed_a);
+    struct sl_keys *k = sl_keys_new(&c, &seed_a);
     char v[16];
 
     (void)state;
@@ -347,7 +351,7 @@ static void test_sweep_is_bounded(void **state)
 static void test_pinned_keys_stay(void **state)
 {
     struct sl_route_config c = cfg_of(10, SEC, 1, 1, 1000);
-    struct sl_keys *k = sl_keys_new(&c, seed_a);
+    struct sl_keys *k = sl_keys_new(&c, &seed_a);
     uint32_t a = acquire_ok(k, "a", T0), b = acquire_ok(k, "b", T0);
 
     (void)state;
@@ -364,14 +368,14 @@ static void test_pinned_keys_stay(void **state)
 static void test_full_eviction_waits_for_the_longest_window(void **state)
 {
     struct sl_route_config c = cfg_of(10, SEC, 2, 1, 1000);
-    struct sl_keys *k = sl_keys_new(&c, seed_a);
+    struct sl_keys *k = sl_keys_new(&c, &seed_a);
 
     (void)state;
     c.quotas[0].n = 100;
     c.quotas[0].period_us = 60 * SEC;
     c.n_quotas = 1;
     sl_keys_free(k);
-    k = sl_keys_new(&c, seed_a);
+    k = sl_keys_new(&c, &seed_a);
     assert_false(k->compact);
     send_once(k, "a", T0, 1);
     assert_int_equal(sl_keys_sweep(k, T0 + 60 * SEC + 3 * MS - 1, 10), 0);
@@ -384,7 +388,7 @@ static void test_full_eviction_waits_for_the_longest_window(void **state)
 static void test_cap(void **state)
 {
     struct sl_route_config c = cfg_of(10, SEC, 1, 1, 2);
-    struct sl_keys *k = sl_keys_new(&c, seed_a);
+    struct sl_keys *k = sl_keys_new(&c, &seed_a);
     uint32_t a = acquire_ok(k, "a", T0), s;
 
     (void)state;
@@ -413,7 +417,7 @@ static void test_cap(void **state)
 static void test_default_bucket(void **state)
 {
     struct sl_route_config c = cfg_of(10, SEC, 1, 1, 10);
-    struct sl_keys *k = sl_keys_new(&c, seed_a);
+    struct sl_keys *k = sl_keys_new(&c, &seed_a);
     uint32_t s;
 
     (void)state;
@@ -475,7 +479,7 @@ static void decisions(struct sl_keys *k)
 static void test_bytes_per_key(void **state)
 {
     struct sl_route_config c = cfg_of(1, 60 * SEC, 1, 1, 100000);
-    struct sl_keys *k = sl_keys_new(&c, seed_a);
+    struct sl_keys *k = sl_keys_new(&c, &seed_a);
     char v[16];
     size_t bytes;
 
@@ -499,7 +503,7 @@ static void test_pause(void **state)
 {
     for (unsigned burst = 1; burst <= 2; burst++) {
         struct sl_route_config c = cfg_of(10, SEC, burst, 3, 100);
-        struct sl_keys *k = sl_keys_new(&c, seed_a);
+        struct sl_keys *k = sl_keys_new(&c, &seed_a);
         uint32_t a = acquire_ok(k, "a", T0), b = acquire_ok(k, "b", T0);
 
         (void)state;
@@ -524,7 +528,7 @@ static void test_pause(void **state)
 static void test_busiest(void **state)
 {
     struct sl_route_config c = cfg_of(1000, SEC, 1, 1, 100);
-    struct sl_keys *k = sl_keys_new(&c, seed_a);
+    struct sl_keys *k = sl_keys_new(&c, &seed_a);
     struct sl_keys_top top[3];
     int64_t now = T0;
     char v[16];
@@ -555,7 +559,7 @@ static void test_busiest(void **state)
 static void test_reconfigure_same_limits_keeps_state(void **state)
 {
     struct sl_route_config c = cfg_of(10, SEC, 1, 1, 100);
-    struct sl_keys *k = sl_keys_new(&c, seed_a);
+    struct sl_keys *k = sl_keys_new(&c, &seed_a);
     uint32_t a = acquire_ok(k, "a", T0);
     int64_t next;
 
@@ -574,7 +578,7 @@ static void test_reconfigure_same_limits_keeps_state(void **state)
 static void test_reconfigure_changed_limits_holds_keys(void **state)
 {
     struct sl_route_config c = cfg_of(10, SEC, 1, 1, 100);
-    struct sl_keys *k = sl_keys_new(&c, seed_a);
+    struct sl_keys *k = sl_keys_new(&c, &seed_a);
     uint32_t a = acquire_ok(k, "a", T0);
     int64_t old_quiet;
 
@@ -605,7 +609,7 @@ static void test_reconfigure_changed_limits_holds_keys(void **state)
 static void test_reconfigure_full_inherits(void **state)
 {
     struct sl_route_config c = cfg_of(10, SEC, 2, 1, 100);
-    struct sl_keys *k = sl_keys_new(&c, seed_a);
+    struct sl_keys *k = sl_keys_new(&c, &seed_a);
     uint32_t a = acquire_ok(k, "a", T0);
     int64_t now = T0;
 
@@ -627,7 +631,7 @@ static void test_reconfigure_full_inherits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_siphash_vectors),
+        cmocka_unit_test(test_id_is_siphash),
         cmocka_unit_test(test_seed),
         cmocka_unit_test(test_chains_stay_short),
         cmocka_unit_test(test_compact_strict_in_units),

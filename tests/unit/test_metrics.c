@@ -13,6 +13,7 @@
 #include <cmocka.h>
 #include <event2/buffer.h>
 
+#include "clock.h"
 #include "metrics.h"
 #include "queue.h"
 #include "sluice.h"
@@ -301,6 +302,8 @@ static void test_outcome_table(void **state)
     assert_string_equal(sl_outcome_name(SL_OUTCOME_RELAYED), "relayed");
     assert_int_equal(sl_outcome_status(SL_OUTCOME_RELAYED), 0);
     assert_string_equal(sl_outcome_name(SL_OUTCOME_QUEUE_TIMEOUT), "queue_timeout");
+    assert_string_equal(sl_outcome_name(SL_OUTCOME_RESPONSE_TOO_LARGE), "response_too_large");
+    assert_int_equal(sl_outcome_status(SL_OUTCOME_RESPONSE_TOO_LARGE), 502);
     assert_int_equal(sl_outcome_status(SL_OUTCOME_QUEUE_TIMEOUT), 504);
     assert_int_equal(sl_outcome_status(SL_OUTCOME_CLIENT_GONE), 499);
     assert_int_equal(sl_outcome_status(SL_OUTCOME_QUEUE_FULL), 503);
@@ -353,20 +356,67 @@ static void test_route_stats_finish(void **state)
     assert_int_equal(s.upstream_duration.count, 0);
 }
 
+static int64_t fake_now;
+
+static int64_t fake_clock(void)
+{
+    return fake_now;
+}
+
+/* The last minute's outcomes and the dispatches per second, on a fake clock. */
+static void test_route_stats_recent(void **state)
+{
+    struct sl_route_stats s;
+    int64_t sec = 1000000;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    sl_clock_set(fake_clock);
+    fake_now = 50 * sec;
+    sl_route_stats_finish(&s, SL_OUTCOME_RELAYED, SL_LANE_NORMAL, 0.1);
+    sl_route_stats_finish(&s, SL_OUTCOME_QUEUE_TIMEOUT, SL_LANE_NORMAL, 30);
+    fake_now = 80 * sec;
+    sl_route_stats_finish(&s, SL_OUTCOME_RELAYED, SL_LANE_NORMAL, 0.1);
+    sl_route_stats_dispatch(&s, 80 * sec);
+    sl_route_stats_dispatch(&s, 80 * sec + 1);
+    sl_route_stats_dispatch(&s, 81 * sec);
+    sl_clock_set(NULL);
+    assert_int_equal(s.dispatched, 3);
+    assert_int_equal(sl_recent_sum(&s.recent_dispatched, 82 * sec, 1, 10), 3);
+    assert_int_equal(sl_recent_at(&s.recent_dispatched, 82 * sec, 2), 2);
+    assert_int_equal(sl_recent_set_sum(&s.recent_outcomes, 80 * sec, SL_OUTCOME_RELAYED, 0, 60),
+                     2);
+    assert_int_equal(
+        sl_recent_set_sum(&s.recent_outcomes, 80 * sec, SL_OUTCOME_QUEUE_TIMEOUT, 0, 60), 1);
+    /* A minute after the first ones, only the later relayed one is left. */
+    assert_int_equal(sl_recent_set_sum(&s.recent_outcomes, 110 * sec, SL_OUTCOME_RELAYED, 0, 60),
+                     1);
+    assert_int_equal(
+        sl_recent_set_sum(&s.recent_outcomes, 110 * sec, SL_OUTCOME_QUEUE_TIMEOUT, 0, 60), 0);
+    /* The totals do not forget. */
+    assert_int_equal(s.outcomes[SL_OUTCOME_QUEUE_TIMEOUT], 1);
+}
+
 /* ---- exposition ------------------------------------------------------- */
 
 static const char *const family_order[] = {
     "sluice_requests_total", "sluice_queue_depth", "sluice_queue_bytes",
-    "sluice_queue_depth_total", "sluice_queue_wait_seconds",
+    "sluice_queue_depth_total", "sluice_queue_oldest_seconds", "sluice_queue_wait_seconds",
     "sluice_upstream_requests_total", "sluice_upstream_duration_seconds",
-    "sluice_in_flight", "sluice_route_paused", "sluice_route_pauses_total",
+    "sluice_upstream_tls_handshakes_total", "sluice_in_flight", "sluice_route_max_in_flight",
+    "sluice_route_paused", "sluice_route_paused_reason", "sluice_route_pauses_total",
     "sluice_retries_total", "sluice_client_gone_total",
-    "sluice_dispatched_total", "sluice_units_dispatched_total", "sluice_keys",
-    "sluice_key_evictions_total", "sluice_keys_bytes", "sluice_upstream_limit",
-    "sluice_upstream_limit_window_seconds", "sluice_limit_allows", "sluice_limit_above_upstream",
-    "sluice_connections",
-    "sluice_draining",
+    "sluice_dispatched_total", "sluice_units_dispatched_total", "sluice_batches_total",
+    "sluice_batch_items_total", "sluice_route_rate_limit_per_second", "sluice_route_limit",
+    "sluice_route_burst", "sluice_keys", "sluice_key_evictions_total", "sluice_keys_bytes",
+    "sluice_upstream_limit", "sluice_upstream_limit_window_seconds", "sluice_limit_allows",
+    "sluice_limit_above_upstream", "sluice_connections", "sluice_draining",
     "sluice_config_reloads_total", "sluice_start_time_seconds", "sluice_build_info",
+    "sluice_jobs", "sluice_jobs_accepted_total", "sluice_jobs_expired_total",
+    "sluice_jobs_evicted_total", "sluice_jobs_stream_length", "sluice_jobs_stream_pending",
+    "sluice_jobs_dead_letter_length", "sluice_jobs_dead_lettered_total", "sluice_redis_up",
+    "sluice_redis_reconnects_total", "sluice_redis_timeouts_total",
+    "sluice_redis_roundtrip_seconds",
 };
 
 static void check_family_order(char **lines, size_t n)
@@ -423,13 +473,22 @@ static void test_two_routes(void **state)
     api.upstream_errors = 2;
     api.client_gone = 4;
     api.dispatched = 9;
+    api.tls_handshakes = 6;
+
+    static struct sl_route_config api_cfg;
+    memset(&api_cfg, 0, sizeof(api_cfg));
+    api_cfg.rate = (struct sl_limit){2.5, 1000000};
+    api_cfg.burst = 4;
+    api_cfg.quotas[0] = (struct sl_limit){5000, 3600 * INT64_C(1000000)};
+    api_cfg.n_quotas = 1;
 
     struct sl_metrics_route routes[] = {
-        {.name = "api", .stats = &api, .lane_depth = {1, 2, 0}, .in_flight = 3, .keyed = true,
+        {.name = "api", .stats = &api, .lane_depth = {1, 2, 0}, .in_flight = 3,
+         .max_in_flight = 32, .oldest_wait_seconds = 1.5, .cfg = &api_cfg, .keyed = true,
          .keys_live = 12, .keys_evicted = 34, .keys_bytes = 5678},
         {.name = "slow", .stats = &slow, .lane_depth = {0, 0, 3}, .paused = true,
-         .announced = true, .announced_n = 500, .announced_window_s = 60, .allows = 600,
-         .above = true},
+         .pause_reason = SL_PAUSED_BY_BUDGET, .announced = true, .announced_n = 500,
+         .announced_window_s = 60, .allows = 600, .above = true},
     };
     char *text = render(routes, 2, &unrouted, &test_global);
     static char *lines[MAX_LINES];
@@ -506,6 +565,26 @@ static void test_two_routes(void **state)
     expect_line(lines, n, "sluice_limit_allows{route=\"slow\"} 600");
     expect_line(lines, n, "sluice_limit_above_upstream{route=\"slow\"} 1");
     assert_int_equal(count_prefix(lines, n, "sluice_limit_above_upstream{"), 1);
+    expect_line(lines, n, "sluice_upstream_tls_handshakes_total{route=\"api\"} 6");
+    expect_line(lines, n, "sluice_upstream_tls_handshakes_total{route=\"slow\"} 0");
+    expect_line(lines, n, "sluice_queue_oldest_seconds{route=\"api\"} 1.5");
+    expect_line(lines, n, "sluice_queue_oldest_seconds{route=\"slow\"} 0");
+    expect_line(lines, n, "sluice_route_max_in_flight{route=\"api\"} 32");
+    /* One series per reason; 1 only for the reason of a pause in force. */
+    assert_int_equal(count_prefix(lines, n, "sluice_route_paused_reason{"),
+                     2 * SL_PAUSE_REASON_COUNT);
+    expect_line(lines, n, "sluice_route_paused_reason{route=\"slow\",reason=\"budget\"} 1");
+    expect_line(lines, n, "sluice_route_paused_reason{route=\"slow\",reason=\"retry_after\"} 0");
+    expect_line(lines, n, "sluice_route_paused_reason{route=\"api\",reason=\"retry_after\"} 0");
+    /* Limits only for a route with a config. */
+    expect_line(lines, n, "sluice_route_rate_limit_per_second{route=\"api\"} 2.5");
+    assert_int_equal(count_prefix(lines, n, "sluice_route_rate_limit_per_second{"), 1);
+    expect_line(lines, n,
+                "sluice_route_limit{route=\"api\",limit=\"rate\",period_seconds=\"1\"} 2.5");
+    expect_line(lines, n,
+                "sluice_route_limit{route=\"api\",limit=\"quota\",period_seconds=\"3600\"} 5000");
+    assert_int_equal(count_prefix(lines, n, "sluice_route_limit{"), 2);
+    expect_line(lines, n, "sluice_route_burst{route=\"api\"} 4");
     expect_line(lines, n, "sluice_connections 17");
     expect_line(lines, n, "sluice_draining 1");
     expect_line(lines, n, "sluice_config_reloads_total 2");
@@ -556,6 +635,42 @@ static void test_zero_routes(void **state)
     free(text);
 }
 
+static void test_batches(void **state)
+{
+    (void)state;
+    static struct sl_batch_stats b;
+    memset(&b, 0, sizeof(b));
+    b.batches[SL_BATCH_ANSWERED] = 3;
+    b.batches[SL_BATCH_BAD_REQUEST] = 1;
+    b.items[SL_OUTCOME_RELAYED] = 29;
+    b.items[SL_OUTCOME_RESPONSE_TOO_LARGE] = 2;
+    struct sl_metrics_global g = test_global;
+    g.batches = &b;
+    char *text = render(NULL, 0, NULL, &g);
+    static char *lines[MAX_LINES];
+    size_t n = split_lines(text, lines);
+
+    assert_int_equal(validate(lines, n), SL_ARRAY_LEN(family_order));
+    check_family_order(lines, n);
+    assert_int_equal(count_prefix(lines, n, "sluice_batches_total{"), SL_BATCH_OUTCOME_COUNT);
+    assert_int_equal(count_prefix(lines, n, "sluice_batch_items_total{"), SL_OUTCOME_COUNT);
+    expect_line(lines, n, "sluice_batches_total{outcome=\"answered\"} 3");
+    expect_line(lines, n, "sluice_batches_total{outcome=\"bad_request\"} 1");
+    expect_line(lines, n, "sluice_batches_total{outcome=\"client_gone\"} 0");
+    expect_line(lines, n, "sluice_batch_items_total{outcome=\"relayed\"} 29");
+    expect_line(lines, n, "sluice_batch_items_total{outcome=\"response_too_large\"} 2");
+    expect_line(lines, n, "sluice_batch_items_total{outcome=\"queue_full\"} 0");
+    assert_string_equal(sl_batch_outcome_name(SL_BATCH_CLIENT_GONE), "client_gone");
+    assert_string_equal(sl_batch_outcome_name(SL_BATCH_OUTCOME_COUNT), "unknown");
+    free(text);
+    /* Without batch stats, the families still appear, all zero. */
+    text = render(NULL, 0, NULL, &test_global);
+    n = split_lines(text, lines);
+    expect_line(lines, n, "sluice_batches_total{outcome=\"answered\"} 0");
+    expect_line(lines, n, "sluice_batch_items_total{outcome=\"relayed\"} 0");
+    free(text);
+}
+
 /* A frozen buffer refuses appends, as an allocation failure would. */
 static void test_write_failure(void **state)
 {
@@ -568,15 +683,69 @@ static void test_write_failure(void **state)
     evbuffer_free(buf);
 }
 
+/* Jobs and Redis: by state, per-route streams (durable mode only), the Redis connection. */
+static void test_jobs_and_redis(void **state)
+{
+    struct sl_route_stats st = {0};
+    struct sl_histogram rtt = {0};
+    struct sl_metrics_route routes[] = {
+        {.name = "api", .stats = &st, .has_streams = true, .stream_length = 12,
+         .stream_pending = 5, .dead_letter_length = 1},
+        {.name = "plain", .stats = &st},
+    };
+    struct sl_metrics_global g = {.jobs = {3, 2, 7, 1}, .jobs_accepted = 13, .has_redis = true,
+                                  .redis_up = true, .jobs_dead_lettered = 1,
+                                  .redis_reconnects = 2, .redis_timeouts = 4, .redis_rtt = &rtt};
+    static char *lines[MAX_LINES];
+    char *text;
+    size_t n;
+
+    (void)state;
+    sl_histogram_observe(&rtt, 0.0004);
+    sl_histogram_observe(&rtt, 0.02);
+    text = render(routes, 2, NULL, &g);
+    n = split_lines(text, lines);
+    assert_int_equal(validate(lines, n), SL_ARRAY_LEN(family_order));
+    expect_line(lines, n, "sluice_jobs{state=\"queued\"} 3");
+    expect_line(lines, n, "sluice_jobs{state=\"failed\"} 1");
+    expect_line(lines, n, "sluice_jobs_accepted_total 13");
+    expect_line(lines, n, "sluice_jobs_stream_length{route=\"api\"} 12");
+    expect_line(lines, n, "sluice_jobs_stream_pending{route=\"api\"} 5");
+    expect_line(lines, n, "sluice_jobs_dead_letter_length{route=\"api\"} 1");
+    assert_int_equal(count_prefix(lines, n, "sluice_jobs_stream_length{route=\"plain\"}"), 0);
+    expect_line(lines, n, "sluice_jobs_dead_lettered_total 1");
+    expect_line(lines, n, "sluice_redis_up 1");
+    expect_line(lines, n, "sluice_redis_reconnects_total 2");
+    expect_line(lines, n, "sluice_redis_timeouts_total 4");
+    expect_line(lines, n, "sluice_redis_roundtrip_seconds_bucket{le=\"0.001\"} 1");
+    expect_line(lines, n, "sluice_redis_roundtrip_seconds_bucket{le=\"+Inf\"} 2");
+    expect_line(lines, n, "sluice_redis_roundtrip_seconds_count 2");
+    free(text);
+
+    /* Memory mode: the Redis families are declared, with no samples. */
+    g.has_redis = false;
+    routes[0].has_streams = false;
+    text = render(routes, 2, NULL, &g);
+    n = split_lines(text, lines);
+    assert_int_equal(count_prefix(lines, n, "sluice_redis_up "), 0);
+    assert_int_equal(count_prefix(lines, n, "sluice_redis_roundtrip_seconds_"), 0);
+    assert_int_equal(count_prefix(lines, n, "sluice_jobs_stream_length{"), 0);
+    expect_line(lines, n, "sluice_jobs{state=\"done\"} 7");
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_outcome_table),
         cmocka_unit_test(test_histogram_edges),
         cmocka_unit_test(test_route_stats_finish),
+        cmocka_unit_test(test_route_stats_recent),
         cmocka_unit_test(test_two_routes),
+        cmocka_unit_test(test_jobs_and_redis),
         cmocka_unit_test(test_label_escaping),
         cmocka_unit_test(test_zero_routes),
+        cmocka_unit_test(test_batches),
         cmocka_unit_test(test_write_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

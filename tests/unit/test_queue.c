@@ -372,6 +372,43 @@ static void test_fini_with_items(void **state)
     assert_int_equal(totals.bytes, 0);
 }
 
+static void test_oldest(void **state)
+{
+    struct sl_queue_totals totals = big_totals();
+    struct sl_queue q;
+    struct req r[4] = {0};
+    struct sl_queue_item *it;
+
+    (void)state;
+    assert_int_equal(sl_queue_init(&q, &totals), SL_OK);
+    for (int l = 0; l < SL_LANE_COUNT; l++)
+        assert_int_equal(sl_queue_oldest(&q, (enum sl_lane)l), INT64_MAX);
+    assert_int_equal(sl_queue_oldest(&q, SL_LANE_COUNT), INT64_MAX);
+    /* The id is the enqueue time. */
+    push_ok(&q, &r[0], 10, SL_LANE_NORMAL, "a");
+    push_ok(&q, &r[1], 20, SL_LANE_NORMAL, "b");
+    push_ok(&q, &r[2], 30, SL_LANE_NORMAL, "a");
+    push_ok(&q, &r[3], 5, SL_LANE_HIGH, NULL);
+    assert_int_equal(sl_queue_oldest(&q, SL_LANE_HIGH), 5);
+    assert_int_equal(sl_queue_oldest(&q, SL_LANE_NORMAL), 10);
+    assert_int_equal(sl_queue_oldest(&q, SL_LANE_LOW), INT64_MAX);
+    assert_int_equal(pop_id(&q), 5);
+    assert_int_equal(sl_queue_oldest(&q, SL_LANE_HIGH), INT64_MAX);
+    /* Flow a's head leaves: b's head is now the oldest. */
+    it = sl_queue_pop(&q);
+    assert_ptr_equal(it, &r[0].item);
+    assert_int_equal(sl_queue_oldest(&q, SL_LANE_NORMAL), 20);
+    /* A retry goes back with its first time. */
+    assert_int_equal(sl_queue_push_head(&q, it), SL_OK);
+    assert_int_equal(sl_queue_oldest(&q, SL_LANE_NORMAL), 10);
+    sl_queue_remove(&q, &r[0].item);
+    sl_queue_remove(&q, &r[1].item);
+    assert_int_equal(sl_queue_oldest(&q, SL_LANE_NORMAL), 30);
+    assert_int_equal(pop_id(&q), 30);
+    assert_int_equal(sl_queue_oldest(&q, SL_LANE_NORMAL), INT64_MAX);
+    sl_queue_fini(&q);
+}
+
 /* ---- property test against a reference model ---- */
 
 enum { POOL = 64, KEYS = 4, OPS = 200000 };
@@ -805,6 +842,7 @@ int main(void)
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_long_key_and_many_flows),
         cmocka_unit_test(test_fini_with_items),
+        cmocka_unit_test(test_oldest),
         cmocka_unit_test(test_property_counters),
         cmocka_unit_test(test_block_and_wake),
         cmocka_unit_test(test_wake_order),

@@ -32,6 +32,7 @@
 #include <event2/listener.h>
 
 #include "clock.h"
+#include "config.h"
 #include "http_fixture.h"
 #include "sluice.h"
 #include "upstream.h"
@@ -669,6 +670,37 @@ static void test_protocol_errors(void **state)
                    SL_UPSTREAM_PROTOCOL);                              /* cut short */
 }
 
+static int sent_count;
+
+static void count_sent(void *arg)
+{
+    (void)arg;
+    sent_count++;
+}
+
+/*
+ * The dispatch instant is real on both paths (issue 13 item 2): `sent`
+ * runs once per call, after the connect, before the answer.
+ */
+static void test_sent_reported_once(void **state)
+{
+    char buf[512];
+    const struct sl_upstream_request req = {
+        .method = "GET", .url = url("/sent", buf, sizeof(buf)),
+        .timeout_us = 5 * SL_USEC_PER_SEC, .sent = count_sent,
+    };
+
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        sent_count = 0;
+        F.res[0].calls = 0;
+        assert_non_null(sl_upstream_start(F.up, &req, fx_on_done, &F.res[0]));
+        fx_run_until(F.base, fx_result_done, &F.res[0]);
+        assert_int_equal(F.res[0].status, 200);
+        assert_int_equal(sent_count, 1);
+    }
+}
+
 /* What an upstream must not send, and the detail each path gives for it. */
 static void malformed_case(const char *reply, const char *detail_part)
 {
@@ -815,6 +847,84 @@ static void test_https_goes_to_curl(void **state)
     assert_non_null(strstr(F.res[1].detail, want));
 }
 
+/* A listener that never accepts: the kernel completes the TCP handshake, no one answers. */
+static int silent_listener(int *port)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd >= 0);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    *port = fx_bound_port(fd);
+    return fd;
+}
+
+/* One https:// call to `port` with these TLS settings, run to completion in F.res[0]. */
+static struct fx_result *https_once(int port, const struct sl_tls_config *tls, int64_t timeout_us)
+{
+    char buf[64];
+    const struct sl_upstream_request req = {
+        .method = "GET", .url = buf, .timeout_us = timeout_us, .tls = tls,
+    };
+
+    snprintf(buf, sizeof(buf), "https://127.0.0.1:%d/x", port);
+    F.res[0].calls = 0;
+    assert_non_null(sl_upstream_start(F.up, &req, fx_on_done, &F.res[0]));
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    assert_int_equal(F.res[0].calls, 1);
+    assert_int_equal(F.res[0].status, 0);
+    return &F.res[0];
+}
+
+/* A TLS handshake that never ends sent nothing: a connect failure, not a timeout. */
+static void test_tls_handshake_timeout_is_connect(void **state)
+{
+    (void)state;
+    int port, fd = silent_listener(&port);
+    struct fx_result *r = https_once(port, NULL, 200 * SL_USEC_PER_MSEC);
+
+    assert_int_equal(r->error, SL_UPSTREAM_CONNECT);
+    assert_true(r->duration_us >= 190 * SL_USEC_PER_MSEC);
+    close(fd);
+}
+
+/* A server that does not speak TLS (the plain HTTP one) breaks the handshake off:
+ * retryable like a refused connect, and said to be TLS. */
+static void test_tls_handshake_failure(void **state)
+{
+    (void)state;
+    struct fx_result *r = https_once(F.port, NULL, 5 * SL_USEC_PER_SEC);
+
+    assert_int_equal(r->error, SL_UPSTREAM_CONNECT);
+    assert_true(strncmp(r->detail, "TLS: ", 5) == 0);
+}
+
+/* The route's files reach curl; one it cannot use is a TLS refusal, not retryable. */
+static void test_tls_files_refused(void **state)
+{
+    (void)state;
+    static struct sl_tls_config tls; /* 3 KiB: not on the stack */
+    int port, fd = silent_listener(&port);
+    struct fx_result *r;
+
+    tls.verify = true;
+    snprintf(tls.ca_file, sizeof(tls.ca_file), "/nonexistent/ca.pem");
+    r = https_once(port, &tls, 5 * SL_USEC_PER_SEC);
+    assert_int_equal(r->error, SL_UPSTREAM_TLS);
+    assert_true(strncmp(r->detail, "TLS: ", 5) == 0);
+    assert_non_null(strstr(r->detail, "/nonexistent/ca.pem"));
+
+    tls.ca_file[0] = '\0';
+    snprintf(tls.client_cert, sizeof(tls.client_cert), "/nonexistent/client.pem");
+    snprintf(tls.client_key, sizeof(tls.client_key), "/nonexistent/client.key");
+    r = https_once(port, &tls, 5 * SL_USEC_PER_SEC);
+    assert_int_equal(r->error, SL_UPSTREAM_TLS);
+    assert_non_null(strstr(r->detail, "/nonexistent/client.pem"));
+    close(fd);
+}
+
 static void test_start_rejects_bad_input(void **state)
 {
     (void)state;
@@ -856,12 +966,16 @@ int main(void)
         T(test_connect_timeout_is_connect),
         T(test_protocol_errors),
         T(test_malformed_answers_alike),
+        T(test_sent_reported_once),
         T(test_cancel),
         T(test_concurrent_50),
         T(test_done_may_start_and_cancel),
         T(test_free_with_calls_under_way),
         T(test_start_rejects_bad_input),
         cmocka_unit_test_setup_teardown(test_https_goes_to_curl, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_handshake_timeout_is_connect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_handshake_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_files_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

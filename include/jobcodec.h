@@ -1,0 +1,73 @@
+/*
+ * jobcodec.h - an async job as text: its id, the Prefer header that asks
+ * for one, the JSON a client reads at GET /_sluice/jobs/{id}, and the
+ * header list a durable job carries in Redis.
+ *
+ * Pure: no I/O, no clock (times are passed in), so every rule here is unit
+ * tested. Ownership: encoders return malloc'd text that the caller frees;
+ * views borrow everything they point at.
+ */
+#ifndef SL_JOBCODEC_H
+#define SL_JOBCODEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/keyvalq_struct.h>
+
+#include "metrics.h"
+
+#define SL_JOB_ID_LEN 32        /* 128 random bits as lowercase hex */
+#define SL_JOB_ID_RAW 16
+
+/* Lowercase hex of 16 random bytes, NUL-terminated. */
+void sl_job_id_format(const unsigned char raw[SL_JOB_ID_RAW], char out[SL_JOB_ID_LEN + 1]);
+
+/* Exactly SL_JOB_ID_LEN lowercase hex digits (the only form ever handed out). */
+bool sl_job_id_valid(const char *s, size_t len);
+
+/* Does any Prefer field ask for respond-async (RFC 7240, any case)? */
+bool sl_job_prefers_async(const struct evkeyvalq *headers);
+
+/*
+ * Take respond-async out of every Prefer field (the upstream must answer
+ * the request itself); a field left empty is removed. SL_OK or SL_ENOMEM.
+ */
+int sl_job_prefer_strip(struct evkeyvalq *headers);
+
+/* "2026-11-22T00:12:01.345Z" from wall-clock microseconds; out has 32 bytes. */
+void sl_job_time_format(int64_t wall_us, char out[32]);
+
+/* What GET /_sluice/jobs/{id} shows; times are wall-clock µs, 0 = not yet. */
+struct sl_job_view {
+    const char *id;
+    const char *route;                  /* NULL = not known */
+    enum sl_job_state state;
+    unsigned attempts;
+    int64_t queued_us;
+    int64_t started_us;
+    int64_t finished_us;
+    int status;                         /* 0 until done or failed */
+    const struct evkeyvalq *headers;    /* the answer's; NULL until finished */
+    const unsigned char *body;
+    size_t body_len;
+};
+
+/*
+ * The job as JSON: {"id","state","attempts","route","queued_at",
+ * "started_at","finished_at", and once finished the stored answer as batch
+ * items have it (answer.h): "status", "headers" (lowercased names, a
+ * repeated field as an array) and "body" (valid UTF-8) or "body_base64"}.
+ * Returns malloc'd text, or NULL when out of memory.
+ */
+char *sl_job_json(const struct sl_job_view *v);
+
+/* The static name of a method sluice serves ("GET"...), or NULL. */
+const char *sl_job_method(const char *m, size_t len);
+
+/* Header list <-> JSON [[name, value], ...] (order and repeats kept). NULL/SL_ERR on failure. */
+char *sl_job_headers_encode(const struct evkeyvalq *headers);
+int sl_job_headers_decode(const char *text, size_t len, struct evkeyvalq *out);
+
+#endif
