@@ -45,9 +45,10 @@ OVERHEAD_ROUNDS = 3
 TITLES = {"sluice": "sluice", "nginx-1": "nginx (1 worker)",
           "nginx-auto": "nginx (auto)", "direct": "direct",
           "sluice-jp": "sluice (jitter_proof)",
-          "memory": "sluice, memory jobs", "redis": "sluice, Redis jobs"}
+          "memory": "sluice, memory jobs", "redis": "sluice, Redis jobs",
+          "plain": "sluice, no limit_key", "keyed": "sluice, a new key each"}
 SCENARIOS = ["burst", "overload", "overhead", "parking", "retry", "abandon",
-             "redis", "jobs", "cpu", "jitter", "https"]
+             "redis", "jobs", "cpu", "jitter", "https", "keys"]
 JITTER_MS = [0, 5, 20]
 JITTER_COLUMNS = ["sluice", "sluice-jp", "nginx-1"]
 # The mock's log is the upstream's clock and the relay makes the jitter: as
@@ -264,7 +265,7 @@ class Bench:
                "overhead": self.sc_overhead, "parking": self.sc_parking,
                "retry": self.sc_retry, "abandon": self.sc_abandon,
                "redis": self.sc_redis, "jobs": self.sc_jobs, "cpu": self.sc_cpu,
-               "jitter": self.sc_jitter, "https": self.sc_https}
+               "jitter": self.sc_jitter, "https": self.sc_https, "keys": self.sc_keys}
         for name in names:
             t0 = time.monotonic()
             self.progress("scenario %s" % name)
@@ -744,6 +745,73 @@ class Bench:
                                              _f0(data["nginx-1"]["ir_per_request"]),
                                              _f2(ratio or 0)))
 
+    def sc_keys(self):
+        """limit_key with 100,000 keys, each sent once: what a key costs in
+        memory (sluice's RSS and its own count) and in time (requests and
+        limiter decisions per second, CPU per request, against the same
+        requests on a route without keys), and how soon idle keys go."""
+        n = 20000 if self.quick else 100000
+        mock = self.mock("keys-mock")
+        plain_route = ("[route plain]\nmatch = /plain\nupstream = http://127.0.0.1:%d\n"
+                       "rate = 1000000/s\nmax_in_flight = 64\n" % mock.port)
+        p = self.sluice("keys", mock.port, "0.04/s",
+                        route="limit_key = header:X-Seq\nmax_keys = %d\nmax_in_flight = 64\n%s"
+                        % (n, plain_route))
+        url = "http://127.0.0.1:%d" % p.port
+        data = {}
+        try:
+            self.burst("keys-warm", url + "/plain", 5000, 8, max_seconds=120)
+            for kind, path in (("plain", "/plain"), ("keyed", "/k")):
+                self.progress("keys: %d requests, %s" % (n, kind))
+                rss0, cpu0 = rss_kb(p.pid), self.proxy_cpu(p)
+                summary, _ = self.burst("keys-" + kind, url + path, n, 8, "--seq",
+                                        max_seconds=600)
+                if summary["status"].get("200") != n:
+                    raise RuntimeError("keys %s: not all %d answered 200: %s"
+                                       % (kind, n, summary))
+                d = {"rps": summary["rate"],
+                     "cpu_us": (self.proxy_cpu(p) - cpu0) * 1e6 / n,
+                     "rss_added_kb": rss_kb(p.pid) - rss0}
+                data[kind] = d
+            k = data["keyed"]
+            text = _http_get("http://127.0.0.1:%d/metrics" % p.admin)
+            k["live"] = _metric(text, 'sluice_keys{route="bench"}')
+            k["table_bytes"] = _metric(text, 'sluice_keys_bytes{route="bench"}')
+            k["rss_per_key"] = k["rss_added_kb"] * 1024 / n
+            k["table_per_key"] = k["table_bytes"] / n
+            k["decisions_per_s"] = k["rps"]
+            t0 = time.monotonic()
+            wait_for(lambda: _metric(_http_get("http://127.0.0.1:%d/metrics" % p.admin),
+                                     'sluice_keys{route="bench"}') == 0, 90,
+                     "every key evicted", interval=0.5)
+            k["evicted_after_s"] = time.monotonic() - t0
+            k["x_plain_cpu"] = _ratio(k["cpu_us"], data["plain"]["cpu_us"])
+        finally:
+            self.stop(p, mock)
+        self.results["keys"] = {"keys": n, "limit": "0.04/s per key (a key lives 25 s)",
+                                "client": "burst -c 8 keep-alive, X-Seq: 0..n-1",
+                                "targets": data}
+        rows = [("requests/s", "rps", _f0), ("limiter decisions/s (one per request)",
+                                              "decisions_per_s", _f0),
+                ("proxy CPU us / request", "cpu_us", _f2),
+                ("  x without keys", "x_plain_cpu", _f2),
+                ("RSS added KB", "rss_added_kb", _d), ("live keys at the end", "live", _d),
+                ("RSS bytes per key", "rss_per_key", _f1),
+                ("keys table bytes per key", "table_per_key", _f1),
+                ("s until every key evicted", "evicted_after_s", _f1)]
+        self.table("9. Keys: %d requests over 8 keep-alive connections, each a new "
+                   "limit_key value (0.04/s per key), and the same on a route without keys"
+                   % n, rows, data, {"rss_per_key": "<= 64", "table_per_key": "<= 64"},
+                   ["plain", "keyed"], notes=[
+                       "a request of a new key creates it (hash, TAT, links), a request of "
+                       "the route without keys only meets its limiter; keys are evicted 25 s "
+                       "after their dispatch, by a timer (at most 1024 per event)"])
+        k = data["keyed"]
+        self.check("keys", "<= 64 bytes of RSS per key", k["rss_per_key"] <= 64,
+                   _f1(k["rss_per_key"]) + " bytes")
+        self.check("keys", "every key evicted after its window", k["evicted_after_s"] < 60,
+                   _f1(k["evicted_after_s"]) + " s")
+
     def callgrind(self, kind, upstream, n):
         """Total instructions of one proxy process serving n requests."""
         out = os.path.join(self.workdir, "callgrind-%s-%d.out" % (kind, n))
@@ -1097,6 +1165,14 @@ def _callgrind_total(path):
             if line.startswith("totals:") or line.startswith("summary:"):
                 return int(line.split()[1])
     raise RuntimeError("no totals in %s" % path)
+
+
+def _metric(text, series):
+    """The value of one exact series line of a Prometheus text, or None."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[1])
+    return None
 
 
 def _ratio(a, b):

@@ -54,6 +54,19 @@ struct sl_limit {
     int64_t period_us;
 };
 
+/* Where a route's limit_key comes from (SPEC section 3). */
+enum sl_key_source {
+    SL_KEY_NONE = 0,
+    SL_KEY_HEADER,                     /* header:NAME */
+    SL_KEY_QUERY,                      /* query:NAME */
+    SL_KEY_CLIENT_IP,                  /* client_ip */
+};
+
+struct sl_limit_key {
+    enum sl_key_source source;
+    char name[SL_CONFIG_HEADER_LEN];   /* header or query parameter name; "" otherwise */
+};
+
 /*
  * A route's TLS settings for an https:// upstream. Only the upstream
  * backends read them (through struct sl_upstream_request); http:// routes
@@ -88,6 +101,8 @@ struct sl_route_config {
     bool jitter_proof;                 /* default off: date dispatches by their answers */
     bool rewrite_redirects;            /* default on: Location into the client's view */
     char fair_key[SL_CONFIG_HEADER_LEN]; /* header name of "header:NAME", "" = none */
+    struct sl_limit_key limit_key;     /* one strict limiter per key value; none by default */
+    size_t max_keys;                   /* live keys per route, default 100000 */
     size_t max_response_size;          /* default 64m: stored answers (batch items, jobs) */
     struct sl_tls_config tls;
     int line;                          /* line of the [route NAME] header */

@@ -9,7 +9,10 @@
  * ops->expire, which must take it out of the queue (no token is used).
  *
  * One timer per route, armed for the exact next eligible instant (never
- * polling). sl_dispatcher_kick() re-evaluates a route now; it may be called
+ * polling). With limit_key the head of each key's flow is judged by its
+ * key's limits (keys.h): a key that may not go yet waits aside in the
+ * queue, so another key's head goes meanwhile; a second timer evicts idle
+ * keys once their windows have passed. sl_dispatcher_kick() re-evaluates a route now; it may be called
  * from anywhere, also from inside ops->dispatch or ops->expire (the running
  * pass of that route then goes round once more). After DISPATCH_BATCH
  * dispatches a pass yields to the loop and continues from a zero timer.
@@ -65,11 +68,14 @@ void sl_dispatcher_kick(struct sl_route *r);
 void sl_dispatcher_freeze(struct sl_route *r);
 
 /*
- * Would the head of the route's queue be dispatched at `now`? The same test
- * sl_dispatcher_kick() applies (frozen or detached, in-flight cap, pause,
- * limiter).
+ * Would a head of `units` from key slot `slot` (SL_KEYS_NO_SLOT: the route's
+ * limiter) be dispatched at `now`? The same test sl_dispatcher_kick()
+ * applies (frozen or detached, in-flight cap, pause, limiter).
  */
-bool sl_dispatcher_ready(const struct sl_route *r, int64_t now, uint32_t units);
+bool sl_dispatcher_ready(const struct sl_route *r, int64_t now, uint32_t units, uint32_t slot);
+
+/* Keyed routes: make sure a sweep is due for the idle keys (after a key went idle). */
+void sl_dispatcher_sweep(struct sl_route *r);
 
 /* When the route will next dispatch (0 = not scheduled), for /status. */
 int64_t sl_dispatcher_next(const struct sl_route *r);

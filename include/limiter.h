@@ -140,4 +140,17 @@ void sl_limiter_answered_units(struct sl_limiter *l, int64_t now, uint32_t units
  */
 void sl_limiter_inherit(struct sl_limiter *l, const struct sl_limiter *old, int64_t now);
 
+/* The newest dispatch instant (an unanswered one counts as `now`); INT64_MIN if none. */
+int64_t sl_limiter_last(const struct sl_limiter *l, int64_t now);
+
+/* Nothing is dispatched before `at` (a reload changed what the history counted). */
+void sl_limiter_hold_until(struct sl_limiter *l, int64_t at);
+
+/*
+ * Most units the limits allow in any window of `window_us`: for each limit
+ * n per P, n times the windows of P it can overlap (ceil(window / P)),
+ * the least over the limits. For comparing with what an upstream announces.
+ */
+double sl_limiter_allows_in(const struct sl_limiter *l, int64_t window_us);
+
 #endif

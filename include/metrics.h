@@ -34,6 +34,7 @@ struct evbuffer;
     X(BODY_TOO_LARGE, "body_too_large", 413)               \
     X(HEADERS_TOO_LARGE, "headers_too_large", 431)         \
     X(QUEUE_FULL, "queue_full", 503)                       \
+    X(TOO_MANY_KEYS, "too_many_keys", 503)                 \
     X(DRAINING, "draining", 503)                           \
     X(QUEUE_TIMEOUT, "queue_timeout", 504)                 \
     X(UPSTREAM_UNREACHABLE, "upstream_unreachable", 502)   \
@@ -192,6 +193,17 @@ struct sl_metrics_route {
     size_t lane_depth[SL_LANE_COUNT];
     unsigned in_flight;
     bool paused;
+    /* limit_key (keys.h): only routes with keyed set export these. */
+    bool keyed;
+    uint64_t keys_live;
+    uint64_t keys_evicted;
+    uint64_t keys_bytes;
+    /* The limit the upstream announces (route.h): only when announced is set. */
+    bool announced;
+    double announced_n;
+    double announced_window_s;
+    double allows;                 /* what the route's limits allow in that window */
+    bool above;
     /* durable jobs: the route's streams as last polled */
     bool has_streams;
     uint64_t stream_length;

@@ -8,6 +8,12 @@
  * A requeued item (retry, 429) goes back to the head of its flow, and its
  * flow to the head of the rotation.
  *
+ * A flow can wait (sl_queue_block): its head may not go before an instant
+ * (its key's limit, keys.h). A waiting flow leaves its lane's rotation for a
+ * min-heap by that instant, so the flows behind it are served meanwhile and
+ * nobody scans the waiting ones; sl_queue_wake() puts the flows whose
+ * instant has come back at the tail of their rotations, earliest first.
+ *
  * Caps are global across routes: every queue points at one shared
  * struct sl_queue_totals that counts parked items and bytes.
  *
@@ -48,6 +54,7 @@ struct sl_queue_item {
     int64_t enqueued_us;          /* first time it was parked */
     int64_t deadline_us;          /* the container's: served by then or not at all; 0 = none */
     uint32_t units;               /* the container's: what a dispatch costs (0 counts as 1) */
+    uint32_t key_slot;            /* the container's: its key's slot (keys.h); not the queue's */
 };
 
 /* Global caps and counters, shared by all routes' queues. */
@@ -65,6 +72,10 @@ struct sl_queue_lane {
 
 struct sl_queue {
     struct sl_queue_lane lanes[SL_LANE_COUNT];
+    struct sl_queue_flow **heap;          /* waiting flows, min-heap by instant, owned */
+    size_t n_heap;
+    size_t cap_heap;
+    uint64_t wait_seq;                    /* orders waits that end at the same instant */
     struct sl_queue_flow **buckets;       /* fair-key hash, owned */
     size_t n_buckets;
     size_t n_flows;                       /* flows allocated (load factor) */
@@ -112,11 +123,39 @@ struct sl_queue_item *sl_queue_pop(struct sl_queue *q);
 void sl_queue_remove(struct sl_queue *q, struct sl_queue_item *item);
 
 /*
+ * The flow of `head` (the item sl_queue_peek() returned) waits until
+ * `until`: it leaves its lane's rotation for the heap; items pushed to it
+ * meanwhile join it there. Returns SL_OK, or SL_ENOMEM (nothing changed).
+ */
+int sl_queue_block(struct sl_queue *q, struct sl_queue_item *head, int64_t until);
+
+/*
+ * Flows whose instant has come (until <= now) rejoin the tail of their
+ * lanes' rotations, earliest first, at most `max` of them. Returns how many.
+ */
+size_t sl_queue_wake(struct sl_queue *q, int64_t now, size_t max);
+
+/* The earliest instant a flow waits for; 0 if none waits. */
+int64_t sl_queue_wake_at(const struct sl_queue *q);
+
+/* The waiting flows of `key` (every lane) rejoin their rotations now. */
+void sl_queue_unblock_key(struct sl_queue *q, const char *key);
+
+/* Every waiting flow rejoins its rotation now (before the items move elsewhere). */
+void sl_queue_unblock_all(struct sl_queue *q);
+
+/* Flows waiting. */
+static inline size_t sl_queue_waiting(const struct sl_queue *q)
+{
+    return q->n_heap;
+}
+
+/*
  * enqueued_us of the oldest item parked in `lane`, INT64_MAX when none. The
  * oldest of the heads of the lane's flows: a flow is FIFO and a requeued
  * item goes back to its head, so this is exact except for items a reload
  * moved from another route (parked at the tail with their first time).
- * O(flows in the lane).
+ * Waiting flows count. O(flows in the lane + waiting flows).
  */
 int64_t sl_queue_oldest(const struct sl_queue *q, enum sl_lane lane);
 

@@ -11,6 +11,7 @@
 #define SL_RETRY_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct evkeyvalq;
@@ -42,6 +43,25 @@ int sl_retry_after_parse(const char *value, int64_t now_wall_us, int64_t *delay_
  */
 int sl_retry_ratelimit_exhausted(const struct evkeyvalq *headers, int64_t now_wall_us,
                                  int64_t *pause_us);
+
+/* A limit the upstream announces: n requests per window. */
+struct sl_retry_policy {
+    double n;
+    int64_t window_us;
+};
+
+/*
+ * What limits does the upstream announce? Reads, in this order (the first
+ * field with a usable policy decides):
+ *  - `RateLimit-Policy: "default";q=100;w=60` (IETF; several comma-separated),
+ *    also the older `RateLimit-Policy: 100;w=60`;
+ *  - `RateLimit-Limit: 100, 100;w=60` (older drafts: members with a window);
+ *  - `X-RateLimit-Limit` in the same form (a bare number has no window: unusable).
+ * Writes up to `max` policies to `out`; returns how many. Malformed fields
+ * give nothing (they are the upstream's, never an error).
+ */
+size_t sl_retry_ratelimit_policies(const struct evkeyvalq *headers,
+                                   struct sl_retry_policy *out, size_t max);
 
 /* GET, HEAD, PUT, DELETE, OPTIONS, TRACE; or any method with Idempotency-Key. */
 bool sl_retry_idempotent(const char *method, const struct evkeyvalq *request_headers);

@@ -6,8 +6,8 @@
  * Matching is a plain string prefix on the request path (without query),
  * as nginx's prefix locations: "/api" matches "/api", "/api/x" and "/apix".
  *
- * Ownership: the table owns its routes; a route owns its queue, limiter and
- * config copy. `sched.timer` is created and freed by the dispatcher, which
+ * Ownership: the table owns its routes; a route owns its queue, limiter,
+ * keys table (with limit_key) and config copy. `sched.timer` is created and freed by the dispatcher, which
  * must free it before sl_route_table_fini().
  */
 #ifndef SL_ROUTE_H
@@ -18,12 +18,28 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "keys.h"
 #include "limiter.h"
 #include "metrics.h"
 #include "queue.h"
 
 struct event;
 struct sl_dispatch_ops;
+struct sl_retry_policy;
+
+/*
+ * The limit the upstream announces in its answers (RateLimit-Policy...),
+ * against what the route's limits (per key with limit_key) allow in the
+ * same window. Learned, reported, never applied: sluice never raises (nor
+ * lowers) a configured limit on the upstream's word.
+ */
+struct sl_route_budget {
+    bool known;                    /* an answer announced a usable limit */
+    double n;                      /* announced: n per window */
+    int64_t window_us;
+    double allows;                 /* what the route's limits allow in that window */
+    bool above;                    /* allows > n: the configured limits are too high */
+};
 
 /* The dispatcher's per-route state (dispatcher.h); nothing else writes it. */
 struct sl_route_sched {
@@ -34,6 +50,7 @@ struct sl_route_sched {
     bool in_pass;                  /* a pass of this route is running */
     bool again;                    /* ...and was kicked meanwhile: go round once more */
     bool frozen;                   /* stopping now: nothing more is dispatched */
+    struct event *sweep;           /* keyed routes: evicts idle keys whose windows passed */
 };
 
 /*
@@ -44,9 +61,11 @@ struct sl_route {
     struct sl_route_config cfg;    /* copy; a reload replaces it in place */
     struct sl_queue queue;
     struct sl_limiter limiter;     /* taken by the dispatcher, dated by the request */
+    struct sl_keys *keys;          /* limit_key: the limits per key instead (limiter unused) */
     struct sl_route_stats stats;
     unsigned in_flight;
     int64_t paused_until_us;       /* monotonic; 0 = not paused */
+    struct sl_route_budget budget; /* changes only through sl_route_learn_budget() */
     enum sl_pause_reason pause_reason; /* of the pause that set paused_until_us */
     struct sl_route_sched sched;
     bool retired;                  /* removed by a reload; only its calls under way remain */
@@ -104,10 +123,22 @@ void sl_route_flight_move(struct sl_route *from, struct sl_route *to);
 bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us, enum sl_pause_reason why);
 
 /*
+ * An answer announced these limits (retry.h). Keeps the first one the
+ * route's limits exceed, else the first; logs a warning when the route
+ * starts to exceed an announced limit and a note when it stops, once per
+ * change. Returns true if what is kept changed.
+ */
+bool sl_route_learn_budget(struct sl_route *r, const struct sl_retry_policy *p, size_t n);
+
+/*
  * `to` replaces `from` (same name, new config): it takes over the limiter's
  * history (so a reload never lets a burst through), the counters and the
- * pause. Parked and in-flight requests are their owner's to move.
+ * pause. With limit_key on both, `to` takes over `from`'s keys table,
+ * reconfigured (keys.h), so that every slot held by a request stays valid;
+ * when limit_key comes or goes, the new limits start after the old ones'
+ * last dispatch has left their windows. Parked and in-flight requests are
+ * their owner's to move.
  */
-void sl_route_carry_over(struct sl_route *to, const struct sl_route *from, int64_t now);
+void sl_route_carry_over(struct sl_route *to, struct sl_route *from, int64_t now);
 
 #endif

@@ -23,6 +23,7 @@
 #include "clock.h"
 #include "dispatcher.h"
 #include "jobs.h"
+#include "keys.h"
 #include "log.h"
 #include "metrics.h"
 #include "queue.h"
@@ -143,6 +144,19 @@ static void admin_metrics(const struct sl_admin_view *v, struct evhttp_request *
         views[i].oldest_wait_seconds = oldest < now ? (double)(now - oldest) / 1e6 : 0;
         views[i].cfg = &r->cfg;
         streams_view(v->jobs, &views[i]);
+        if (r->keys != NULL) {
+            views[i].keyed = true;
+            views[i].keys_live = sl_keys_live(r->keys);
+            views[i].keys_evicted = r->keys->evictions;
+            views[i].keys_bytes = sl_keys_bytes(r->keys);
+        }
+        if (r->budget.known) {
+            views[i].announced = true;
+            views[i].announced_n = r->budget.n;
+            views[i].announced_window_s = (double)r->budget.window_us / 1e6;
+            views[i].allows = r->budget.allows;
+            views[i].above = r->budget.above;
+        }
     }
     memset(&g, 0, sizeof(g));
     g.queue_depth = v->totals->depth;
@@ -188,6 +202,48 @@ fail:
 static json_t *limit_json(const struct sl_limit *l)
 {
     return json_pack("{s:f,s:f}", "n", l->n, "period_s", (double)l->period_us / 1e6);
+}
+
+/* Keys shown by digest in /status, busiest first. */
+#define STATUS_TOP_KEYS 10
+
+static const char *const key_sources[] = {"", "header", "query", "client_ip"};
+
+/* limit_key in /status: counts and the busiest keys by digest (never a value). */
+static json_t *keys_json(const struct sl_route *r)
+{
+    struct sl_keys_top top[STATUS_TOP_KEYS];
+    size_t n = sl_keys_busiest(r->keys, top, STATUS_TOP_KEYS);
+    json_t *busiest = json_array();
+    const struct sl_limit_key *lk = &r->cfg.limit_key;
+    char source[SL_CONFIG_HEADER_LEN + 16];
+    char digest[9];
+
+    snprintf(source, sizeof(source), "%s%s%s", key_sources[lk->source],
+             lk->name[0] != '\0' ? ":" : "", lk->name);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(digest, sizeof(digest), "%08x", top[i].digest);
+        json_array_append_new(busiest, json_pack("{s:s,s:I,s:I,s:I}", "digest", digest,
+                                                 "units", (json_int_t)top[i].units, "parked",
+                                                 (json_int_t)top[i].parked, "in_flight",
+                                                 (json_int_t)top[i].in_flight));
+    }
+    return json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:b,s:o}", "limit_key", source, "live",
+                     (json_int_t)sl_keys_live(r->keys), "max", (json_int_t)r->keys->max_keys,
+                     "evictions", (json_int_t)r->keys->evictions, "refused",
+                     (json_int_t)r->keys->refused, "bytes", (json_int_t)sl_keys_bytes(r->keys),
+                     "compact", r->keys->compact, "busiest", busiest);
+}
+
+/* What the upstream announces against what the route allows, or null. */
+static json_t *budget_json(const struct sl_route *r)
+{
+    const struct sl_route_budget *b = &r->budget;
+
+    if (!b->known)
+        return json_null();
+    return json_pack("{s:f,s:f,s:f,s:b}", "n", b->n, "period_s", (double)b->window_us / 1e6,
+                     "configured_allows", b->allows, "configured_above", b->above);
 }
 
 /* The route's streams (durable jobs), or null. */
@@ -261,6 +317,7 @@ static void route_recent_json(json_t *o, const struct sl_route *r, int64_t now, 
 
 static json_t *route_json(const struct sl_route *r, int64_t now)
 {
+    json_t *j;
     json_t *quotas = json_array();
     json_t *outcomes = json_object();
     json_t *depth = json_object();
@@ -275,16 +332,22 @@ static json_t *route_json(const struct sl_route *r, int64_t now)
         json_object_set_new(depth, sl_lane_name((enum sl_lane)l),
                             json_integer((json_int_t)sl_queue_lane_depth(&r->queue,
                                                                          (enum sl_lane)l)));
-    return json_pack("{s:s,s:s,s:s,s:o,s:i,s:o,s:I,s:o,s:o,s:o,s:I,s:o}", "name", r->cfg.name,
-                     "match", r->cfg.match, "upstream", r->cfg.upstream, "rate",
-                     limit_json(&r->cfg.rate), "burst", (int)r->cfg.burst, "quotas", quotas,
-                     "in_flight", (json_int_t)r->in_flight, "depth", depth,
-                     "next_dispatch_in_ms",
-                     next > 0 ? json_real((double)(next - now) / 1000.0) : json_null(),
-                     "paused_for_ms",
-                     r->paused_until_us > now ? json_real((double)(r->paused_until_us - now) / 1000.0)
-                                              : json_null(),
-                     "dispatched", (json_int_t)r->stats.dispatched, "outcomes", outcomes);
+    j = json_pack("{s:s,s:s,s:s,s:o,s:i,s:o,s:I,s:o,s:o,s:o,s:I,s:o}", "name", r->cfg.name,
+              "match", r->cfg.match, "upstream", r->cfg.upstream, "rate",
+              limit_json(&r->cfg.rate), "burst", (int)r->cfg.burst, "quotas", quotas,
+              "in_flight", (json_int_t)r->in_flight, "depth", depth,
+              "next_dispatch_in_ms",
+              next > 0 ? json_real((double)(next - now) / 1000.0) : json_null(),
+              "paused_for_ms",
+              r->paused_until_us > now ? json_real((double)(r->paused_until_us - now) / 1000.0)
+                                       : json_null(),
+              "dispatched", (json_int_t)r->stats.dispatched, "outcomes", outcomes);
+    if (j == NULL)
+        return NULL;
+    json_object_set_new(j, "upstream_limit", budget_json(r));
+    if (r->keys != NULL)
+        json_object_set_new(j, "keys", keys_json(r));
+    return j;
 }
 
 static json_t *jobs_json(const struct sl_jobs *jobs)

@@ -66,6 +66,7 @@ enum opt_type {
     OPT_MATCH,
     OPT_UPSTREAM,
     OPT_FAIR_KEY,
+    OPT_LIMIT_KEY,
     OPT_HOST,     /* a Host value to route on: name[:port], stored lowercase */
     OPT_FILE,     /* a readable file, or empty; relative to the config's directory */
     OPT_REDIS_URL,
@@ -147,6 +148,8 @@ static const struct option options[] = {
     {SEC_ROUTE, "jitter_proof", OPT_BOOL, RT(jitter_proof), 0, 0, 0, "off", NULL, true},
     {SEC_ROUTE, "rewrite_redirects", OPT_BOOL, RT(rewrite_redirects), 0, 0, 0, "on", NULL, true},
     {SEC_ROUTE, "fair_key", OPT_FAIR_KEY, RT(fair_key), 0, 0, 0, "", NULL, true},
+    {SEC_ROUTE, "limit_key", OPT_LIMIT_KEY, RT(limit_key), 0, 0, 0, "", NULL, true},
+    {SEC_ROUTE, "max_keys", OPT_UINT, RT(max_keys), 0, 1, 10000000, "100000", NULL, true},
     {SEC_ROUTE, "max_response_size", OPT_SIZE, RT(max_response_size), 0, 0, NO_MAX, "64m", NULL, true},
     {SEC_ROUTE, "ca_file", OPT_FILE, RT(tls.ca_file), 0, 0, 0, "", NULL, true},
     {SEC_ROUTE, "client_cert", OPT_FILE, RT(tls.client_cert), 0, 0, 0, "", NULL, true},
@@ -810,6 +813,38 @@ static int set_fair_key(struct parser *p, const struct option *o, void *field, c
     return 0;
 }
 
+/* header:NAME, query:NAME, client_ip, or nothing. */
+static int set_limit_key(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    struct sl_limit_key *lk = field;
+    const char *name = "";
+
+    (void)o;
+    memset(lk, 0, sizeof(*lk));
+    if (*v == '\0')
+        return 0;
+    if (strcmp(v, "client_ip") == 0) {
+        lk->source = SL_KEY_CLIENT_IP;
+        return 0;
+    }
+    if (strncmp(v, "header:", 7) == 0) {
+        lk->source = SL_KEY_HEADER;
+        name = v + 7;
+    } else if (strncmp(v, "query:", 6) == 0) {
+        lk->source = SL_KEY_QUERY;
+        name = v + 6;
+    }
+    /* A query parameter name is matched as written: token characters keep it unambiguous. */
+    if (lk->source == SL_KEY_NONE || !is_token(name) || strlen(name) >= sizeof(lk->name)) {
+        report(p, p->lineno, "limit_key",
+               "expected header:NAME, query:NAME, client_ip or nothing, got \"%s\"", v);
+        memset(lk, 0, sizeof(*lk));
+        return -1;
+    }
+    memcpy(lk->name, name, strlen(name) + 1);
+    return 0;
+}
+
 /* A decimal number in [0, max] that ends the text or at `*end`. */
 static int url_number(const char *s, size_t len, uint64_t max, unsigned *out)
 {
@@ -1056,6 +1091,7 @@ static int set_option(struct parser *p, const struct option *o, void *base, cons
     case OPT_MATCH: return set_match(p, o, field, v);
     case OPT_UPSTREAM: return set_upstream(p, o, field, v);
     case OPT_FAIR_KEY: return set_fair_key(p, o, field, v);
+    case OPT_LIMIT_KEY: return set_limit_key(p, o, field, v);
     case OPT_HOST: return set_host(p, o, field, v);
     case OPT_FILE: return set_file(p, o, field, v);
     case OPT_REDIS_URL: return set_redis_url(p, o, field, v);
@@ -1143,6 +1179,9 @@ static void end_section(struct parser *p)
         return;
     r = current_route(p);
     check_cost(p, r);
+    if (r->limit_key.source != SL_KEY_NONE && r->fair_key[0] != '\0')
+        report(p, p->key_line[find_option(SEC_ROUTE, "fair_key") - options], "fair_key",
+               "limit_key already serves its keys round robin; set one of the two");
     /* The route being closed is the last one; compare with the earlier ones. */
     for (size_t i = 0; i + 1 < p->cfg->n_routes; i++) {
         const struct sl_route_config *o = &p->cfg->routes[i];

@@ -4,6 +4,12 @@
  * The timer is armed for the exact instant the limiter (or a pause) names,
  * so a route with a backlog dispatches on schedule without polling; a route
  * blocked only by max_in_flight waits for a completion to kick it.
+ *
+ * With limit_key each key has its own limiter: a head whose key may not go
+ * yet sends its flow to the queue's waiting heap (sl_queue_block) and the
+ * pass goes on with the next flow, so no key waits behind another's
+ * backlog; the timer is armed for the earliest waiting flow. Idle keys are
+ * evicted by a second timer, a bounded number per event.
  */
 #include "dispatcher.h"
 
@@ -11,6 +17,7 @@
 
 #include "clock.h"
 #include "config.h"
+#include "keys.h"
 #include "limiter.h"
 #include "queue.h"
 #include "sluice.h"
@@ -40,10 +47,22 @@ static void disarm(struct sl_route *r)
     }
 }
 
-bool sl_dispatcher_ready(const struct sl_route *r, int64_t now, uint32_t units)
+/* Evictions per sweep event, and how long a sweep waits to gather more. */
+#define SWEEP_BATCH 1024
+#define SWEEP_SLACK_US (20 * SL_USEC_PER_MSEC)
+
+/* The limit that applies to a dispatch of `units` from key slot `slot`. */
+static int64_t limit_next(const struct sl_route *r, uint32_t slot, int64_t now, uint32_t units)
+{
+    if (r->keys != NULL && slot != SL_KEYS_NO_SLOT)
+        return sl_keys_next(r->keys, slot, now, units);
+    return sl_limiter_next_units(&r->limiter, now, units);
+}
+
+bool sl_dispatcher_ready(const struct sl_route *r, int64_t now, uint32_t units, uint32_t slot)
 {
     return !r->sched.frozen && r->sched.timer != NULL && r->in_flight < r->cfg.max_in_flight &&
-           r->paused_until_us <= now && sl_limiter_next_units(&r->limiter, now, units) <= now;
+           r->paused_until_us <= now && limit_next(r, slot, now, units) <= now;
 }
 
 static uint32_t units_of(const struct sl_queue_item *it)
@@ -51,14 +70,21 @@ static uint32_t units_of(const struct sl_queue_item *it)
     return it->units > 0 ? it->units : 1;
 }
 
-/*
- * The head may go now? Otherwise arm for when it may (or disarm when only a
- * completion can free it) and return false.
- */
-static bool head_may_go(struct sl_route *r, int64_t now, uint32_t units)
+/* Wait for `next` (a limit's instant): arm the timer, or only an answer frees it. */
+static void wait_until(struct sl_route *r, int64_t next, int64_t now)
 {
-    int64_t next;
+    if (next >= SL_LIMITER_UNANSWERED)
+        disarm(r); /* waiting for an answer to date a dispatch: its completion kicks us */
+    else
+        arm(r, next, now);
+}
 
+/*
+ * May the route dispatch at all now (in-flight cap, pause)? Otherwise arm
+ * for when it may (or disarm when only a completion can free it).
+ */
+static bool route_may_go(struct sl_route *r, int64_t now)
+{
     if (r->in_flight >= r->cfg.max_in_flight) {
         disarm(r); /* a completion kicks us */
         return false;
@@ -67,16 +93,50 @@ static bool head_may_go(struct sl_route *r, int64_t now, uint32_t units)
         arm(r, r->paused_until_us, now);
         return false;
     }
-    next = sl_limiter_next_units(&r->limiter, now, units);
-    if (next >= SL_LIMITER_UNANSWERED) {
-        disarm(r); /* waiting for an answer to date a dispatch: its completion kicks us */
-        return false;
-    }
-    if (next > now) {
-        arm(r, next, now);
-        return false;
-    }
     return true;
+}
+
+/* Nothing ready: wait for the earliest waiting flow, if any. */
+static void wait_for_flows(struct sl_route *r, int64_t now)
+{
+    int64_t at = sl_queue_wake_at(&r->queue);
+
+    if (at == 0)
+        disarm(r);
+    else
+        wait_until(r, at, now);
+}
+
+enum head { HEAD_GO, HEAD_NEXT, HEAD_STOP };
+
+/*
+ * The head's limit: take it (HEAD_GO), or let its flow wait for its key and
+ * look at the next head (HEAD_NEXT), or wait with the whole route (HEAD_STOP).
+ */
+static enum head head_limit(struct sl_route *r, struct sl_queue_item *it, int64_t now)
+{
+    uint32_t units = units_of(it);
+    int64_t next;
+
+    if (r->keys == NULL || it->key_slot == SL_KEYS_NO_SLOT) {
+        next = sl_limiter_next_units(&r->limiter, now, units);
+        if (next > now) {
+            wait_until(r, next, now);
+            return HEAD_STOP;
+        }
+        /* next <= now, so the take cannot fail. */
+        (void)sl_limiter_take_units(&r->limiter, now, units);
+        return HEAD_GO;
+    }
+    next = sl_keys_next(r->keys, it->key_slot, now, units);
+    if (next <= now) {
+        (void)sl_keys_take(r->keys, it->key_slot, now, units);
+        return HEAD_GO;
+    }
+    if (sl_queue_block(&r->queue, it, next) == SL_OK)
+        return HEAD_NEXT;
+    wait_until(r, next, now); /* no memory for the heap: wait for this head */
+    return HEAD_STOP;
 }
 
 /* One pass: returns true if it stopped only because of the batch bound. */
@@ -90,13 +150,17 @@ static bool dispatch_pass(struct sl_route *r)
     }
     for (int i = 0; i < SL_DISPATCH_BATCH; i++) {
         int64_t now = sl_clock_now();
-        struct sl_queue_item *it = sl_queue_peek(&r->queue);
+        struct sl_queue_item *it;
+        enum head h;
 
+        if (r->keys != NULL)
+            (void)sl_queue_wake(&r->queue, now, SL_DISPATCH_BATCH);
+        it = sl_queue_peek(&r->queue);
         /* A callback may have frozen or detached the route. */
         if (s->frozen || s->timer == NULL)
             return false;
         if (it == NULL) {
-            disarm(r);
+            wait_for_flows(r, now);
             return false;
         }
         /* Past its deadline: it leaves without a token. */
@@ -104,17 +168,56 @@ static bool dispatch_pass(struct sl_route *r)
             s->ops->expire(r, it, s->ops_arg);
             continue;
         }
-        if (!head_may_go(r, now, units_of(it)))
+        if (!route_may_go(r, now))
+            return false;
+        h = head_limit(r, it, now);
+        if (h == HEAD_NEXT)
+            continue;
+        if (h == HEAD_STOP)
             return false;
         (void)sl_queue_pop(&r->queue);
-        /* head_may_go saw next <= now, so the take cannot fail. */
-        (void)sl_limiter_take_units(&r->limiter, now, units_of(it));
         sl_route_stats_dispatch(&r->stats, now);
         r->stats.units += units_of(it);
         sl_route_flight_begin(r);
         s->ops->dispatch(r, it, now, s->ops_arg);
     }
     return true;
+}
+
+/* Keyed routes: a sweep for when the oldest idle key's windows pass. */
+static void arm_sweep(struct sl_route *r, int64_t now)
+{
+    struct sl_route_sched *s = &r->sched;
+    struct timeval tv;
+    int64_t at;
+
+    if (r->keys == NULL || s->sweep == NULL || evtimer_pending(s->sweep, NULL))
+        return;
+    at = sl_keys_sweep_at(r->keys);
+    if (at == 0)
+        return;
+    /* A little later than due, so that one event evicts many keys. */
+    tv = sl_clock_timeval((at > now ? at - now : 0) + SWEEP_SLACK_US);
+    (void)evtimer_add(s->sweep, &tv);
+}
+
+static void dispatcher_on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    struct sl_route *r = arg;
+    int64_t now = sl_clock_now();
+
+    (void)fd;
+    (void)what;
+    if (r->keys == NULL)
+        return;
+    (void)sl_keys_sweep(r->keys, now, SWEEP_BATCH);
+    arm_sweep(r, now);
+}
+
+void sl_dispatcher_sweep(struct sl_route *r)
+{
+    if (r->keys != NULL)
+        arm_sweep(r, sl_clock_now());
 }
 
 void sl_dispatcher_kick(struct sl_route *r)
@@ -134,6 +237,8 @@ void sl_dispatcher_kick(struct sl_route *r)
     s->in_pass = false;
     if (more)
         arm(r, sl_clock_now(), sl_clock_now());
+    if (r->keys != NULL)
+        arm_sweep(r, sl_clock_now());
 }
 
 void sl_dispatcher_freeze(struct sl_route *r)
@@ -163,6 +268,8 @@ int sl_dispatcher_attach(struct sl_route *r, struct event_base *base,
     s->timer = evtimer_new(base, dispatcher_on_timer, r);
     if (s->timer == NULL)
         return SL_ENOMEM;
+    if (r->keys != NULL && (s->sweep = evtimer_new(base, dispatcher_on_sweep, r)) == NULL)
+        return SL_ENOMEM;
     /* Dispatch before client I/O (see upstream.h on priorities). */
     return event_priority_set(s->timer, 0) == 0 ? SL_OK : SL_ERR;
 }
@@ -173,7 +280,10 @@ void sl_dispatcher_detach(struct sl_route *r)
 
     if (s->timer != NULL)
         event_free(s->timer);
+    if (s->sweep != NULL)
+        event_free(s->sweep);
     s->timer = NULL;
+    s->sweep = NULL;
     s->timer_at_us = 0;
 }
 

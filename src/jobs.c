@@ -290,7 +290,8 @@ static void job_on_dispatched(struct sl_sink *s, unsigned attempt)
 struct collect {
     struct evkeyvalq *list;
     bool sluice_error;                  /* sluice answered itself */
-    bool not_run;                       /* ...because it is stopping, or its queue is full */
+    bool not_run;                       /* ...because it is stopping, its queue is full
+                                         * or its route tracks max_keys keys */
 };
 
 static int collect_field(const char *name, const char *value, void *arg)
@@ -300,7 +301,8 @@ static int collect_field(const char *name, const char *value, void *arg)
     if (strcasecmp(name, "X-Sluice-Error") == 0) {
         c->sluice_error = true;
         c->not_run = strcmp(value, sl_outcome_name(SL_OUTCOME_DRAINING)) == 0 ||
-                     strcmp(value, sl_outcome_name(SL_OUTCOME_QUEUE_FULL)) == 0;
+                     strcmp(value, sl_outcome_name(SL_OUTCOME_QUEUE_FULL)) == 0 ||
+                     strcmp(value, sl_outcome_name(SL_OUTCOME_TOO_MANY_KEYS)) == 0;
     }
     return sl_headers_add(c->list, name, value);
 }
@@ -335,7 +337,7 @@ static void store_error(struct sl_job *job, int status, const char *code, const 
  * Take the answer into the job: status, fields and body (drained), capped
  * at the route's max_response_size. Returns true when it is a failure
  * (sluice answered itself); *not_run when the job was not run for reasons
- * of this instance (draining, queue full): a durable job is then let go.
+ * of this instance (draining, queue full, too many keys): a durable job is then let go.
  */
 static bool capture(struct sl_job *job, int status, sl_sink_fields_fn fields, void *fields_arg,
                     struct evbuffer *body, bool *not_run)

@@ -297,3 +297,44 @@ void sl_limiter_inherit(struct sl_limiter *l, const struct sl_limiter *old, int6
         }
     }
 }
+
+int64_t sl_limiter_last(const struct sl_limiter *l, int64_t now)
+{
+    int64_t last = INT64_MIN;
+
+    for (size_t i = 0; i < l->n_logs; i++) {
+        const struct sl_limiter_log *lg = &l->logs[i];
+        int64_t at;
+
+        if (lg->count == 0)
+            continue;
+        at = log_at(lg, lg->count - 1);
+        if (at == UNANSWERED)
+            at = now;
+        if (at > last)
+            last = at;
+    }
+    return last;
+}
+
+void sl_limiter_hold_until(struct sl_limiter *l, int64_t at)
+{
+    if (!l->started || l->tat_us < at + l->tolerance_us)
+        l->tat_us = at + l->tolerance_us;
+    l->started = 1;
+}
+
+double sl_limiter_allows_in(const struct sl_limiter *l, int64_t window_us)
+{
+    double least = -1;
+
+    for (size_t i = 0; i < l->n_logs; i++) {
+        const struct sl_limiter_log *lg = &l->logs[i];
+        int64_t spans = window_us <= 0 ? 1 : (window_us + lg->window_us - 1) / lg->window_us;
+        double n = (double)lg->n * (double)spans;
+
+        if (least < 0 || n < least)
+            least = n;
+    }
+    return least;
+}

@@ -262,6 +262,7 @@ struct family {
     emit_fn emit;
     /* At most one of these is set, for the generic emitters. */
     uint64_t (*route_value)(const struct sl_metrics_route *r);
+    bool (*only)(const struct sl_metrics_route *r); /* routes to export; NULL = all */
     double (*global_value)(const struct sl_metrics_global *g);
     size_t hist_offset; /* of a struct sl_histogram in struct sl_route_stats */
 };
@@ -405,7 +406,9 @@ static void emit_route_value(struct writer *w, const struct family *f)
 {
     for (size_t i = 0; i < w->n_routes; i++) {
         struct label l[] = {{"route", name_of(&w->routes[i])}};
-        sample_u64(w, f->name, l, 1, f->route_value(&w->routes[i]));
+
+        if (f->only == NULL || f->only(&w->routes[i]))
+            sample_u64(w, f->name, l, 1, f->route_value(&w->routes[i]));
     }
 }
 
@@ -536,6 +539,18 @@ static uint64_t tls_handshakes(const struct sl_metrics_route *r)
 }
 static uint64_t max_in_flight(const struct sl_metrics_route *r) { return r->max_in_flight; }
 static uint64_t burst(const struct sl_metrics_route *r) { return r->cfg != NULL ? r->cfg->burst : 0; }
+static uint64_t keys_live(const struct sl_metrics_route *r) { return r->keys_live; }
+static uint64_t keys_evicted(const struct sl_metrics_route *r) { return r->keys_evicted; }
+static uint64_t keys_bytes(const struct sl_metrics_route *r) { return r->keys_bytes; }
+static uint64_t above(const struct sl_metrics_route *r) { return r->above ? 1 : 0; }
+static uint64_t announced_n(const struct sl_metrics_route *r) { return (uint64_t)r->announced_n; }
+static uint64_t announced_window(const struct sl_metrics_route *r)
+{
+    return (uint64_t)r->announced_window_s;
+}
+static uint64_t allows(const struct sl_metrics_route *r) { return (uint64_t)r->allows; }
+static bool keyed(const struct sl_metrics_route *r) { return r->keyed; }
+static bool announced(const struct sl_metrics_route *r) { return r->announced; }
 
 static double queue_bytes(const struct sl_metrics_global *g) { return (double)g->queue_bytes; }
 static double queue_depth(const struct sl_metrics_global *g) { return (double)g->queue_depth; }
@@ -555,6 +570,7 @@ static double redis_timeouts(const struct sl_metrics_global *g) { return (double
 
 #define HIST(field) .emit = emit_histograms, .hist_offset = offsetof(struct sl_route_stats, field)
 #define PER_ROUTE(fn) .emit = emit_route_value, .route_value = fn
+#define PER_ROUTE_IF(fn, pred) .emit = emit_route_value, .route_value = fn, .only = pred
 #define GLOBAL(fn) .emit = emit_global_value, .global_value = fn
 #define STREAM(fn) .emit = emit_stream_value, .route_value = fn
 #define REDIS(fn) .emit = emit_redis_value, .global_value = fn
@@ -611,6 +627,23 @@ static const struct family families[] = {
      "Configured limits of the route: N requests per period_seconds (the rate and each quota).",
      .emit = emit_limits},
     {"sluice_route_burst", "gauge", "Configured burst of the route.", PER_ROUTE(burst)},
+    {"sluice_keys", "gauge", "Live keys of a route with limit_key (parked, in flight or in a window).",
+     PER_ROUTE_IF(keys_live, keyed)},
+    {"sluice_key_evictions_total", "counter", "Idle keys evicted once their windows had passed.",
+     PER_ROUTE_IF(keys_evicted, keyed)},
+    {"sluice_keys_bytes", "gauge", "Bytes held by a route's keys table.",
+     PER_ROUTE_IF(keys_bytes, keyed)},
+    {"sluice_upstream_limit", "gauge",
+     "The limit the upstream announces (RateLimit-Policy...): requests per window.",
+     PER_ROUTE_IF(announced_n, announced)},
+    {"sluice_upstream_limit_window_seconds", "gauge", "The window of the announced limit.",
+     PER_ROUTE_IF(announced_window, announced)},
+    {"sluice_limit_allows", "gauge",
+     "Requests the route's limits (per key with limit_key) allow in the announced window.",
+     PER_ROUTE_IF(allows, announced)},
+    {"sluice_limit_above_upstream", "gauge",
+     "1 while the route's limits allow more than the upstream announces.",
+     PER_ROUTE_IF(above, announced)},
     {"sluice_connections", "gauge", "Open client connections.", GLOBAL(connections)},
     {"sluice_connections_accepted_total", "counter", "Client connections accepted.",
      GLOBAL(accepted)},

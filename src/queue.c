@@ -4,7 +4,8 @@
  * A flow is one (lane, fair key) pair. It exists only while it holds items:
  * then it sits both in its lane's rotation and in a chained hash table that
  * finds it by key. The table starts at 64 buckets and doubles when the load
- * passes 1, so a lookup stays short whatever the number of keys.
+ * passes 1, so a lookup stays short whatever the number of keys. A flow
+ * that waits is in the heap instead of its rotation (never in both).
  */
 #include "queue.h"
 
@@ -17,12 +18,16 @@
 #include "sluice.h"
 
 #define INITIAL_BUCKETS 64
+#define NOT_WAITING SIZE_MAX
 
 struct sl_queue_flow {
     TAILQ_ENTRY(sl_queue_flow) rot;      /* in its lane's rotation */
     TAILQ_HEAD(, sl_queue_item) items;   /* FIFO */
     struct sl_queue_flow *next;          /* hash chain */
     uint64_t hash;
+    int64_t until;                       /* waiting: its head may not go before */
+    uint64_t seq;                        /* waiting: when it started to wait */
+    size_t heap_i;                       /* its index in the heap, or NOT_WAITING */
     enum sl_lane lane;
     char key[];                          /* owned copy */
 };
@@ -88,6 +93,7 @@ void sl_queue_fini(struct sl_queue *q)
         }
     }
     free(q->buckets);
+    free(q->heap);
     if (q->totals != NULL) {
         q->totals->depth -= q->depth;
         q->totals->bytes -= q->bytes;
@@ -153,6 +159,7 @@ static struct sl_queue_flow *flow_get(struct sl_queue *q, enum sl_lane lane, con
         return NULL;
     memcpy(f->key, key, len + 1);
     TAILQ_INIT(&f->items);
+    f->heap_i = NOT_WAITING;
     f->hash = hash;
     f->lane = lane;
     f->next = q->buckets[hash % q->n_buckets];
@@ -162,12 +169,142 @@ static struct sl_queue_flow *flow_get(struct sl_queue *q, enum sl_lane lane, con
     return f;
 }
 
+/* --- the heap of waiting flows ------------------------------------------- */
+
+static bool heap_less(const struct sl_queue_flow *a, const struct sl_queue_flow *b)
+{
+    return a->until < b->until || (a->until == b->until && a->seq < b->seq);
+}
+
+static void heap_set(struct sl_queue *q, size_t i, struct sl_queue_flow *f)
+{
+    q->heap[i] = f;
+    f->heap_i = i;
+}
+
+static void heap_up(struct sl_queue *q, size_t i)
+{
+    struct sl_queue_flow *f = q->heap[i];
+
+    while (i > 0 && heap_less(f, q->heap[(i - 1) / 2])) {
+        heap_set(q, i, q->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    heap_set(q, i, f);
+}
+
+static void heap_down(struct sl_queue *q, size_t i)
+{
+    struct sl_queue_flow *f = q->heap[i];
+
+    for (;;) {
+        size_t c = 2 * i + 1;
+
+        if (c >= q->n_heap)
+            break;
+        if (c + 1 < q->n_heap && heap_less(q->heap[c + 1], q->heap[c]))
+            c++;
+        if (!heap_less(q->heap[c], f))
+            break;
+        heap_set(q, i, q->heap[c]);
+        i = c;
+    }
+    heap_set(q, i, f);
+}
+
+static void heap_remove(struct sl_queue *q, struct sl_queue_flow *f)
+{
+    size_t i = f->heap_i;
+    struct sl_queue_flow *last = q->heap[--q->n_heap];
+
+    f->heap_i = NOT_WAITING;
+    if (i == q->n_heap)
+        return;
+    heap_set(q, i, last);
+    heap_down(q, i);
+    heap_up(q, last->heap_i);
+}
+
+/* Out of its rotation or out of the heap, wherever it is. */
+static void flow_unlink(struct sl_queue *q, struct sl_queue_flow *f)
+{
+    if (f->heap_i != NOT_WAITING)
+        heap_remove(q, f);
+    else
+        TAILQ_REMOVE(&q->lanes[f->lane].rotation, f, rot);
+}
+
+int sl_queue_block(struct sl_queue *q, struct sl_queue_item *head, int64_t until)
+{
+    struct sl_queue_flow *f = head->flow;
+
+    assert(f != NULL && f->heap_i == NOT_WAITING && TAILQ_FIRST(&f->items) == head);
+    if (q->n_heap == q->cap_heap) {
+        size_t cap = q->cap_heap == 0 ? 16 : q->cap_heap * 2;
+        struct sl_queue_flow **h = realloc(q->heap, cap * sizeof(*h));
+
+        if (h == NULL)
+            return SL_ENOMEM;
+        q->heap = h;
+        q->cap_heap = cap;
+    }
+    TAILQ_REMOVE(&q->lanes[f->lane].rotation, f, rot);
+    f->until = until;
+    f->seq = q->wait_seq++;
+    heap_set(q, q->n_heap++, f);
+    heap_up(q, q->n_heap - 1);
+    return SL_OK;
+}
+
+size_t sl_queue_wake(struct sl_queue *q, int64_t now, size_t max)
+{
+    size_t n = 0;
+
+    while (n < max && q->n_heap > 0 && q->heap[0]->until <= now) {
+        struct sl_queue_flow *f = q->heap[0];
+
+        heap_remove(q, f);
+        TAILQ_INSERT_TAIL(&q->lanes[f->lane].rotation, f, rot);
+        n++;
+    }
+    return n;
+}
+
+int64_t sl_queue_wake_at(const struct sl_queue *q)
+{
+    return q->n_heap > 0 ? q->heap[0]->until : 0;
+}
+
+void sl_queue_unblock_key(struct sl_queue *q, const char *key)
+{
+    uint64_t hash;
+    struct sl_queue_flow *f;
+
+    if (q->n_heap == 0)
+        return;
+    if (key == NULL)
+        key = "";
+    for (int lane = 0; lane < SL_LANE_COUNT; lane++) {
+        hash = flow_hash((enum sl_lane)lane, key);
+        f = flow_find(q, (enum sl_lane)lane, key, hash);
+        if (f != NULL && f->heap_i != NOT_WAITING) {
+            heap_remove(q, f);
+            TAILQ_INSERT_TAIL(&q->lanes[lane].rotation, f, rot);
+        }
+    }
+}
+
+void sl_queue_unblock_all(struct sl_queue *q)
+{
+    (void)sl_queue_wake(q, INT64_MAX, SIZE_MAX);
+}
+
 /* Free a flow that has just become empty: out of its rotation and its chain. */
 static void flow_release(struct sl_queue *q, struct sl_queue_flow *f)
 {
     struct sl_queue_flow **pp = &q->buckets[f->hash % q->n_buckets];
 
-    TAILQ_REMOVE(&q->lanes[f->lane].rotation, f, rot);
+    flow_unlink(q, f);
     while (*pp != f)
         pp = &(*pp)->next;
     *pp = f->next;
@@ -230,8 +367,9 @@ int sl_queue_push_head(struct sl_queue *q, struct sl_queue_item *item)
     f = flow_get(q, item->lane, item->key != NULL ? item->key : "");
     if (f == NULL)
         return SL_ENOMEM;
+    /* A retry goes first, whatever its flow was waiting for (the dispatcher looks again). */
     if (!TAILQ_EMPTY(&f->items))
-        TAILQ_REMOVE(&q->lanes[item->lane].rotation, f, rot);
+        flow_unlink(q, f);
     TAILQ_INSERT_HEAD(&q->lanes[item->lane].rotation, f, rot);
     TAILQ_INSERT_HEAD(&f->items, item, link);
     item->flow = f;
@@ -292,6 +430,13 @@ int64_t sl_queue_oldest(const struct sl_queue *q, enum sl_lane lane)
         const struct sl_queue_item *head = TAILQ_FIRST(&f->items);
 
         if (head->enqueued_us < oldest)
+            oldest = head->enqueued_us;
+    }
+    /* Flows waiting for their key's limit are parked too, out of the rotation. */
+    for (size_t i = 0; i < q->n_heap; i++) {
+        const struct sl_queue_item *head = TAILQ_FIRST(&q->heap[i]->items);
+
+        if (q->heap[i]->lane == lane && head->enqueued_us < oldest)
             oldest = head->enqueued_us;
     }
     return oldest;

@@ -25,6 +25,7 @@
 #include "headers.h"
 #include "http1.h"
 #include "http_msg.h"
+#include "keys.h"
 #include "limiter.h"
 #include "log.h"
 #include "path.h"
@@ -54,6 +55,12 @@ struct sl_request {
     int64_t upstream_us;                /* time spent in upstream calls */
     unsigned attempts;
     bool unanswered;                    /* dispatched, its answer not yet dated (limiter.h) */
+    /* With limit_key: the key's table and slot (item.key_slot) it is pinned to,
+     * or NULL (and SL_KEYS_NO_SLOT): the route's limiter counts it. */
+    struct sl_keys *key_table;
+    bool key_parked;                    /* it holds its key as parked (keys.h) */
+    uint64_t key_id;
+    char key_hex[17];                   /* its queue flow: the id, never the value */
     char client[46];                    /* where it came from, kept for logs and XFF */
     /* The last upstream answer of a request parked again for a retry (429,
      * 503...): what the client gets if its deadline passes first. Owned. */
@@ -155,6 +162,18 @@ static unsigned retry_after_seconds(const struct sl_route *route)
     return secs < 1 ? 1 : secs > 86400 ? 86400 : (unsigned)secs;
 }
 
+/* Seconds until the oldest idle key of a full keys table can be evicted. */
+static unsigned key_retry_seconds(const struct sl_route *route)
+{
+    int64_t at = route != NULL && route->keys != NULL ? sl_keys_sweep_at(route->keys) : 0;
+    int64_t now = sl_clock_now();
+
+    if (at <= now)
+        return 1;
+    at = (at - now + SL_USEC_PER_SEC - 1) / SL_USEC_PER_SEC;
+    return at > 86400 ? 86400 : (unsigned)at;
+}
+
 /* Write sluice's own error response for `o` to sink. `r` adds timing headers. */
 static void respond_error(struct sl_sink *sink, const struct sl_request *r,
                           const struct sl_route *route, enum sl_outcome o, const char *detail,
@@ -168,8 +187,9 @@ static void respond_error(struct sl_sink *sink, const struct sl_request *r,
     TAILQ_INIT(&h);
     (void)sl_headers_add(&h, "Content-Type", "application/json");
     (void)sl_headers_add(&h, "X-Sluice-Error", code);
-    if (o == SL_OUTCOME_QUEUE_FULL) {
-        snprintf(v, sizeof(v), "%u", retry_after_seconds(route));
+    if (o == SL_OUTCOME_QUEUE_FULL || o == SL_OUTCOME_TOO_MANY_KEYS) {
+        snprintf(v, sizeof(v), "%u", o == SL_OUTCOME_QUEUE_FULL ? retry_after_seconds(route)
+                                                                : key_retry_seconds(route));
         (void)sl_headers_add(&h, "Retry-After", v);
     }
     if (body != NULL) {
@@ -273,10 +293,31 @@ static int keep_last(struct sl_request *r, struct sl_upstream_response *resp)
     return SL_OK;
 }
 
+/* A request pinned to its key as parked lets go (it leaves without a dispatch). */
+static void key_unpin(struct sl_request *r)
+{
+    if (!r->key_parked)
+        return;
+    r->key_parked = false;
+    sl_keys_release(r->key_table, r->item.key_slot, sl_clock_now());
+    if (r->route->keys == r->key_table)
+        sl_dispatcher_sweep(r->route);
+}
+
+/* Forget the key pin (its table is going away): the route's limiter counts it now. */
+static void key_forget(struct sl_request *r)
+{
+    r->key_table = NULL;
+    r->key_parked = false;
+    r->item.key_slot = SL_KEYS_NO_SLOT;
+    r->key_hex[0] = '\0';
+}
+
 static void request_free(struct sl_request *r)
 {
     struct sl_requests *q = r->q;
 
+    key_unpin(r);
     TAILQ_REMOVE(&q->live, r, link);
     q->n_live--;
     event_del(r->deadline);
@@ -293,11 +334,19 @@ static void request_free(struct sl_request *r)
  */
 static void date_answer(struct sl_request *r)
 {
-    if (r->unanswered) {
-        r->unanswered = false;
-        sl_limiter_answered_units(&r->route->limiter, sl_clock_now(),
-                                  r->item.units > 0 ? r->item.units : 1);
+    uint32_t units = r->item.units > 0 ? r->item.units : 1;
+
+    if (!r->unanswered)
+        return;
+    r->unanswered = false;
+    if (r->key_table == NULL) {
+        sl_limiter_answered_units(&r->route->limiter, sl_clock_now(), units);
+        return;
     }
+    sl_keys_answered(r->key_table, r->item.key_slot, sl_clock_now(), units);
+    /* Dated by answers, the key's next dispatch may have come earlier. */
+    if (r->route->cfg.jitter_proof && r->route->keys == r->key_table)
+        sl_queue_unblock_key(&r->route->queue, r->key_hex);
 }
 
 /* Leave the queue or the in-flight set; returns 1 if a dispatch slot was freed. */
@@ -464,6 +513,7 @@ static struct sl_request *request_new(struct sl_requests *q, struct sl_sink *sin
     }
     TAILQ_INIT(&r->last_headers);
     r->item.lane = SL_LANE_NORMAL;
+    r->item.key_slot = SL_KEYS_NO_SLOT;
     /* Addresses are at most INET6_ADDRSTRLEN (46) with the NUL. */
     strncpy(r->client, client != NULL ? client : "-", sizeof(r->client) - 1);
     r->q = q;
@@ -537,11 +587,17 @@ static struct sl_route *intake_route(struct sl_requests *q, struct sl_sink *sink
     return route;
 }
 
+#define KEY_AMBIGUOUS "the route's limit key appears more than once with different values"
+
+static int key_id_of(const struct sl_route *route, const struct sl_http_msg *msg,
+                     const char *client, uint64_t *id);
+
 struct sl_route *sl_request_check(struct sl_requests *q, struct sl_http_msg *msg,
                                   enum sl_outcome *o, const char **detail)
 {
     struct sl_route *route, *counted;
     struct controls c;
+    uint64_t id;
 
     *detail = NULL;
     if (q->refuse_new) {
@@ -552,6 +608,10 @@ struct sl_route *sl_request_check(struct sl_requests *q, struct sl_http_msg *msg
     route = route_target(q, msg, o, detail, &counted);
     if (route != NULL && read_controls(q, route, msg, &c, detail) != SL_OK) {
         *o = SL_OUTCOME_BAD_REQUEST;
+        route = NULL;
+    } else if (route != NULL && route->keys != NULL && key_id_of(route, msg, NULL, &id) != SL_OK) {
+        *o = SL_OUTCOME_BAD_REQUEST;
+        *detail = KEY_AMBIGUOUS;
         route = NULL;
     }
     return route;
@@ -602,12 +662,188 @@ static enum sl_outcome intake_refusal(const struct sl_http_msg *msg, const char 
     return SL_OUTCOME_RELAYED;
 }
 
-/* The value of the route's fair_key header (borrowed from msg), or NULL. */
+/* The value of the route's fair_key header (borrowed from msg), or the key's id, or NULL. */
 static const char *fair_key(const struct sl_request *r)
 {
     const char *name = r->route->cfg.fair_key;
 
+    if (r->key_table != NULL)
+        return r->key_hex;
     return name[0] != '\0' ? evhttp_find_header(&r->msg->headers, name) : NULL;
+}
+
+/* --- limit_key ------------------------------------------------------------ */
+
+/* Longest key value hashed whole; longer decoded query values share their first bytes. */
+#define KEY_VALUE_MAX 1024
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/*
+ * Decode one form-encoded query component [p, end) ('+' is a space, %XX a
+ * byte; a stray '%' stays as it is) into out (at most size bytes kept).
+ * Returns the decoded length kept.
+ */
+static size_t query_decode(const char *p, const char *end, char *out, size_t size)
+{
+    size_t n = 0;
+
+    for (; p < end; p++) {
+        char c = *p;
+
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%' && end - p >= 3 && hex_digit(p[1]) >= 0 && hex_digit(p[2]) >= 0) {
+            c = (char)(hex_digit(p[1]) * 16 + hex_digit(p[2]));
+            p += 2;
+        }
+        if (n < size)
+            out[n++] = c;
+    }
+    return n;
+}
+
+/*
+ * The value of query parameter `name` in `target`, decoded as the upstream
+ * will read it, into buf. Returns 1 (found, *len set), 0 (absent) or -1
+ * (present twice with different values: which one the upstream counts is
+ * its choice, so the request is refused).
+ */
+static int query_value(const char *target, const char *name, char *buf, size_t *len)
+{
+    const char *p = strchr(target, '?');
+    char key[SL_CONFIG_HEADER_LEN], other[KEY_VALUE_MAX];
+    size_t nlen = strlen(name);
+    int found = 0;
+
+    if (p == NULL)
+        return 0;
+    for (p++; *p != '\0' && *p != '#';) {
+        size_t span = strcspn(p, "&#");
+        const char *eq = memchr(p, '=', span);
+        const char *kend = eq != NULL ? eq : p + span;
+        size_t kn = query_decode(p, kend, key, sizeof(key));
+
+        if (kn == nlen && memcmp(key, name, nlen) == 0) {
+            const char *v = eq != NULL ? eq + 1 : p + span;
+            size_t vn = query_decode(v, p + span, found ? other : buf, KEY_VALUE_MAX);
+
+            if (found && (vn != *len || memcmp(other, buf, vn) != 0))
+                return -1;
+            *len = vn;
+            found = 1;
+        }
+        p += span;
+        if (*p == '&')
+            p++;
+    }
+    return found;
+}
+
+/* The one value of header `name`; -1 if it is repeated with different values. */
+static int header_value(const struct evkeyvalq *headers, const char *name, const char **value)
+{
+    const struct evkeyval *h;
+
+    *value = NULL;
+    TAILQ_FOREACH(h, headers, next) {
+        if (strcasecmp(h->key, name) != 0)
+            continue;
+        if (*value != NULL && strcmp(*value, h->value) != 0)
+            return -1;
+        *value = h->value;
+    }
+    return 0;
+}
+
+/*
+ * The id of the request's limit_key value in `route`'s keys: the default
+ * bucket's when it has none (or an empty one). SL_ERR when the value is
+ * ambiguous (repeated with different values).
+ */
+static int key_id_of(const struct sl_route *route, const struct sl_http_msg *msg,
+                     const char *client, uint64_t *id)
+{
+    const struct sl_limit_key *lk = &route->cfg.limit_key;
+    char buf[KEY_VALUE_MAX];
+    const char *value = NULL;
+    size_t len = 0;
+    int rc;
+
+    *id = SL_KEYS_DEFAULT_ID;
+    if (lk->source == SL_KEY_HEADER) {
+        if (header_value(&msg->headers, lk->name, &value) != 0)
+            return SL_ERR;
+        len = value != NULL ? strlen(value) : 0;
+    } else if (lk->source == SL_KEY_QUERY) {
+        rc = query_value(msg->target, lk->name, buf, &len);
+        if (rc < 0)
+            return SL_ERR;
+        value = rc > 0 ? buf : NULL;
+    } else if (lk->source == SL_KEY_CLIENT_IP) {
+        value = client;
+        len = client != NULL ? strlen(client) : 0;
+    }
+    if (value != NULL && len > 0)
+        *id = sl_keys_id(route->keys, value, len);
+    return SL_OK;
+}
+
+static void set_key_hex(struct sl_request *r)
+{
+    if (r->key_id == SL_KEYS_DEFAULT_ID)
+        r->key_hex[0] = '\0';
+    else
+        snprintf(r->key_hex, sizeof(r->key_hex), "%016llx", (unsigned long long)r->key_id);
+}
+
+/*
+ * Pin r to its key in its route's keys table (intake, or a move by a
+ * reload). SL_OK (also when the route has no limit_key), SL_EAGAIN (the
+ * table is at max_keys), SL_ENOMEM.
+ */
+static int key_pin(struct sl_request *r)
+{
+    struct sl_route *route = r->route;
+    uint32_t slot;
+    int rc;
+
+    key_forget(r);
+    if (route->keys == NULL)
+        return SL_OK;
+    rc = sl_keys_acquire(route->keys, r->key_id, sl_clock_now(), &slot);
+    if (rc != SL_OK)
+        return rc;
+    r->key_table = route->keys;
+    r->key_parked = true;
+    r->item.key_slot = slot;
+    set_key_hex(r);
+    return SL_OK;
+}
+
+/* A request of r's key parks again (a retry): the same pin, or a new one after a reload. */
+static int key_repin(struct sl_request *r)
+{
+    if (r->key_table != NULL && r->key_table == r->route->keys) {
+        sl_keys_hold(r->key_table, r->item.key_slot);
+        r->key_parked = true;
+        return SL_OK;
+    }
+    if (r->route->keys != NULL &&
+        key_id_of(r->route, r->msg, r->client, &r->key_id) != SL_OK)
+        r->key_id = SL_KEYS_DEFAULT_ID;
+    /* A retry is never refused for the cap: it shares the default bucket then. */
+    if (key_pin(r) == SL_EAGAIN) {
+        r->key_id = SL_KEYS_DEFAULT_ID;
+        return key_pin(r);
+    }
+    return r->route->keys == NULL || r->key_table != NULL ? SL_OK : SL_ENOMEM;
 }
 
 /* Park r in its route's queue: SL_OK, SL_EAGAIN (full, reject mode) or SL_ENOMEM. */
@@ -647,6 +883,7 @@ void sl_request_submit(struct sl_requests *q, struct sl_sink *sink, struct sl_ht
     const char *detail = NULL;
     struct controls c;
     enum sl_outcome o;
+    uint64_t key_id = SL_KEYS_DEFAULT_ID;
     bool at_once;
     int rc;
 
@@ -659,6 +896,9 @@ void sl_request_submit(struct sl_requests *q, struct sl_sink *sink, struct sl_ht
         refuse(q, sink, client, &route->stats, o, detail, o == SL_OUTCOME_NOT_IMPLEMENTED);
     else if (read_controls(q, route, msg, &c, &detail) != SL_OK)
         refuse(q, sink, client, &route->stats, SL_OUTCOME_BAD_REQUEST, detail, false);
+    else if (route->keys != NULL && key_id_of(route, msg, client, &key_id) != SL_OK)
+        refuse(q, sink, client, &route->stats, SL_OUTCOME_BAD_REQUEST,
+               KEY_AMBIGUOUS, false);
     else if ((r = request_new(q, sink, client, msg, route)) == NULL)
         refuse(q, sink, client, &route->stats, SL_OUTCOME_INTERNAL_ERROR, "out of memory", true);
     else
@@ -669,9 +909,17 @@ void sl_request_submit(struct sl_requests *q, struct sl_sink *sink, struct sl_ht
 admitted:
     r->item.deadline_us = c.timeout_us > 0 ? r->arrived_us + c.timeout_us : 0;
     r->item.units = c.units;
+    r->key_id = key_id;
+    rc = key_pin(r);
+    if (rc != SL_OK) {
+        request_finish(r, rc == SL_EAGAIN ? SL_OUTCOME_TOO_MANY_KEYS : SL_OUTCOME_INTERNAL_ERROR,
+                       NULL, rc == SL_EAGAIN ? "the route tracks max_keys keys already"
+                                             : "out of memory");
+        return;
+    }
     /* Alone in its queue and the route is ready: the kick below dispatches it. */
     at_once = sl_queue_depth(&route->queue) == 0 &&
-              sl_dispatcher_ready(route, r->arrived_us, c.units);
+              sl_dispatcher_ready(route, r->arrived_us, c.units, r->item.key_slot);
     rc = intake_park(r, c.lane, msg->header_bytes + sl_http_msg_body_len(msg));
     if (rc != SL_OK) {
         request_finish(r, rc == SL_EAGAIN ? SL_OUTCOME_QUEUE_FULL : SL_OUTCOME_INTERNAL_ERROR,
@@ -749,23 +997,56 @@ static bool has_ratelimit_fields(const struct evkeyvalq *headers)
     return false;
 }
 
+/*
+ * A 429 or a spent budget: with limit_key the upstream counts per key, so
+ * only r's key waits (the others go on); otherwise the route pauses.
+ */
+static void pause_limit(struct sl_request *r, int64_t now, int64_t pause_us,
+                        enum sl_pause_reason why)
+{
+    struct sl_route *route = r->route;
+
+    if (r->key_table == NULL || r->key_table != route->keys) {
+        (void)sl_route_pause(route, now, pause_us, why);
+        return;
+    }
+    if (pause_us <= 0)
+        return;
+    sl_keys_pause(r->key_table, r->item.key_slot, now + pause_us);
+    sl_log_debug("key paused", "route=%s key=%08x pause_ms=%lld reason=%s", route->cfg.name,
+                 sl_keys_digest(r->key_id), (long long)(pause_us / 1000),
+                 sl_pause_reason_name(why));
+}
+
 /* What the upstream says about its own budget pauses the route before it has to 429. */
-static void heed_upstream(struct sl_route *route, const struct sl_upstream_response *resp,
+static void heed_upstream(struct sl_request *r, const struct sl_upstream_response *resp,
                           int64_t now)
 {
+    struct sl_route *route = r->route;
     int64_t pause = 0;
+    struct sl_retry_policy policies[4];
+    size_t n;
 
-    if (resp->error != SL_UPSTREAM_OK || !route->cfg.honor_retry_after)
+    if (resp->error != SL_UPSTREAM_OK)
+        return;
+    if (has_ratelimit_fields(&resp->headers) &&
+        (n = sl_retry_ratelimit_policies(&resp->headers, policies, 4)) > 0)
+        (void)sl_route_learn_budget(route, policies, n);
+    if (!route->cfg.honor_retry_after)
         return;
     if (resp->status == 429 || resp->status == 503) {
         const char *ra = evhttp_find_header(&resp->headers, "Retry-After");
 
-        if (ra != NULL && sl_retry_after_parse(ra, sl_clock_wall(), &pause) == 0)
-            (void)sl_route_pause(route, now, pause, SL_PAUSED_BY_RETRY_AFTER);
+        if (ra != NULL && sl_retry_after_parse(ra, sl_clock_wall(), &pause) == 0) {
+            if (resp->status == 429)
+                pause_limit(r, now, pause, SL_PAUSED_BY_RETRY_AFTER);
+            else /* unavailable: all keys */
+                (void)sl_route_pause(route, now, pause, SL_PAUSED_BY_RETRY_AFTER);
+        }
     }
     if (has_ratelimit_fields(&resp->headers) &&
         sl_retry_ratelimit_exhausted(&resp->headers, sl_clock_wall(), &pause) == 1)
-        (void)sl_route_pause(route, now, pause, SL_PAUSED_BY_BUDGET);
+        pause_limit(r, now, pause, SL_PAUSED_BY_BUDGET);
 }
 
 /*
@@ -826,6 +1107,12 @@ static void requeue(struct sl_request *r)
 
     sl_route_flight_end(route);
     r->state = SL_REQ_NEW;
+    /* Its key (or, after a reload, its new route's key or fair key) again. */
+    if (key_repin(r) != SL_OK) {
+        request_finish(r, SL_OUTCOME_INTERNAL_ERROR, NULL, "out of memory");
+        return;
+    }
+    r->item.key = fair_key(r);
     if (sl_queue_push_head(&route->queue, &r->item) != SL_OK) {
         request_finish(r, SL_OUTCOME_INTERNAL_ERROR, NULL, "out of memory");
         return;
@@ -852,7 +1139,10 @@ static int try_retry(struct sl_request *r, struct sl_upstream_response *resp, in
     if (resp->error == SL_UPSTREAM_OK && keep_last(r, resp) != SL_OK)
         return 0;
     r->route->stats.retries[reason]++;
-    (void)sl_route_pause(r->route, now, wait_us, why);
+    if (reason == SL_RETRY_STATUS_429)
+        pause_limit(r, now, wait_us, why);
+    else
+        (void)sl_route_pause(r->route, now, wait_us, why);
     sl_log_debug("retrying", "route=%s attempt=%u reason=%s wait_ms=%lld", r->route->cfg.name,
                  r->attempts, sl_retry_reason_name(reason), (long long)(wait_us / 1000));
     requeue(r);
@@ -868,7 +1158,7 @@ static void request_on_upstream(struct sl_upstream_response *resp, void *arg)
     date_answer(r);
     r->upstream_us += resp->duration_us;
     count_upstream(r->route, resp);
-    heed_upstream(r->route, resp, now);
+    heed_upstream(r, resp, now);
     if (try_retry(r, resp, now))
         return;
     if (r->sink == NULL)
@@ -887,7 +1177,10 @@ static void request_on_sent(void *arg)
     struct sl_request *r = arg;
     int64_t now = sl_clock_now();
 
-    sl_limiter_sent(&r->route->limiter, r->sent_us, now);
+    if (r->key_table != NULL)
+        sl_keys_sent(r->key_table, r->item.key_slot, r->sent_us, now);
+    else
+        sl_limiter_sent(&r->route->limiter, r->sent_us, now);
     r->sent_us = now;
 }
 
@@ -925,6 +1218,7 @@ static void request_dispatch(struct sl_request *r, int64_t now)
 
     r->state = SL_REQ_IN_FLIGHT;
     r->unanswered = true;
+    r->key_parked = false; /* the dispatcher's take moved its key pin in flight */
     r->attempts++;
     r->dispatched_us = now;
     r->sent_us = now;
@@ -1001,12 +1295,19 @@ static int move_parked(struct sl_request *r, struct sl_route *to)
     struct sl_queue_item *it = &r->item;
     int64_t since = it->enqueued_us;
 
+    if (to == NULL)
+        return SL_ERR;
+    /* Its key in the old route's table lets go; `to` may have taken that table over. */
+    key_unpin(r);
+    if (r->key_table != to->keys)
+        key_forget(r);
+    r->route = to;
+    if (key_repin(r) != SL_OK)
+        return SL_ERR;
     /* Forced and into an existing lane: the pop just returned the capacity. */
-    if (to == NULL || sl_queue_push(&to->queue, it, it->lane, it->key, it->bytes, since, true) !=
-                          SL_OK)
+    if (sl_queue_push(&to->queue, it, it->lane, fair_key(r), it->bytes, since, true) != SL_OK)
         return SL_ERR;
     it->enqueued_us = since;
-    r->route = to;
     return SL_OK;
 }
 
@@ -1016,6 +1317,7 @@ void sl_requests_move_route(struct sl_requests *q, struct sl_route *from, struct
     struct sl_queue_item *it;
     struct sl_request *r;
 
+    sl_queue_unblock_all(&from->queue);
     while ((it = sl_queue_pop(&from->queue)) != NULL) {
         r = request_of_item(it);
         if (move_parked(r, to != NULL ? to : sl_route_match_target(t, request_host(r->msg),
@@ -1033,6 +1335,11 @@ void sl_requests_move_route(struct sl_requests *q, struct sl_route *from, struct
         if (r->route == from && r->state == SL_REQ_IN_FLIGHT) {
             r->route = to;
             sl_route_flight_move(from, to);
+            /* Its key's table goes with `from`: nothing is left to date. */
+            if (r->key_table != NULL && r->key_table != to->keys) {
+                key_forget(r);
+                r->unanswered = false;
+            }
         }
     }
 }

@@ -389,10 +389,10 @@ static bool parse_seconds_frac(const char *s, int64_t *whole_s, int64_t *frac_us
 
 /* ---- The three ways of announcing a spent budget ----------------------- */
 
-/* A parsed RateLimit item: the r and t parameters, if any. */
+/* A parsed RateLimit item: the r and t parameters, if any (q and w for policies). */
 struct rl_item {
-    bool has_r, has_t;
-    int64_t r, t;
+    bool has_r, has_t, has_q, has_w;
+    int64_t r, t, q, w;
 };
 
 /* Accumulated over every usable item of every RateLimit line. */
@@ -524,6 +524,12 @@ static bool sf_param(struct cur *c, struct rl_item *it)
     } else if (len == 1 && key[0] == 't') {
         it->has_t = is_int && v >= 0;
         it->t = v;
+    } else if (len == 1 && key[0] == 'q') {
+        it->has_q = is_int && v > 0;
+        it->q = v;
+    } else if (len == 1 && key[0] == 'w') {
+        it->has_w = is_int && v > 0;
+        it->w = v;
     }
     return true;
 }
@@ -654,6 +660,99 @@ int sl_retry_ratelimit_exhausted(const struct evkeyvalq *headers, int64_t now_wa
         return 0;
     *pause_us = pause;
     return 1;
+}
+
+/* ---- Announced limits ----------------------------------------------------- */
+
+/*
+ * One policy member: an integer quota ("100;w=60", older drafts and
+ * X-RateLimit-Limit) or a named policy with q ('"default";q=100;w=60').
+ * Sets *n and *w_s when it names both a quota and a window.
+ */
+static bool policy_member(struct cur *c, bool *usable, int64_t *n, int64_t *w_s)
+{
+    struct rl_item it;
+    bool is_int = false;
+    int64_t v = 0;
+
+    memset(&it, 0, sizeof(it));
+    *usable = false;
+    if (c->p < c->end && (*c->p == '-' || is_digit(*c->p))) {
+        if (!sf_number(c, &is_int, &v))
+            return false;
+    } else if (!(c->p < c->end && *c->p == '"' ? sf_string(c) : sf_token(c))) {
+        return false;
+    }
+    for (;;) {
+        ows(c);
+        if (!lit(c, ";"))
+            break;
+        if (!sf_param(c, &it))
+            return false;
+    }
+    if (is_int && v > 0 && !it.has_q) {
+        it.has_q = true;
+        it.q = v;
+    }
+    if (it.has_q && it.has_w) {
+        *usable = true;
+        *n = it.q;
+        *w_s = it.w > MAX_PAUSE_S ? MAX_PAUSE_S : it.w;
+    }
+    return true;
+}
+
+/* The policies of every `field` line into out; -1 on a syntax error. */
+static int policy_field(const struct evkeyvalq *headers, const char *field,
+                        struct sl_retry_policy *out, size_t max)
+{
+    const struct evkeyval *h;
+    size_t n = 0;
+
+    TAILQ_FOREACH(h, headers, next) {
+        const char *b, *e;
+        struct cur c;
+
+        if (strcasecmp(h->key, field) != 0)
+            continue;
+        trim(h->value, &b, &e);
+        c = (struct cur){b, e};
+        while (c.p < c.end) {
+            bool usable;
+            int64_t q, w;
+
+            if (!policy_member(&c, &usable, &q, &w))
+                return -1;
+            if (usable && n < max) {
+                out[n].n = q;
+                out[n].window_us = w * SL_USEC_PER_SEC;
+                n++;
+            }
+            ows(&c);
+            if (c.p < c.end && !lit(&c, ","))
+                return -1;
+            ows(&c);
+        }
+    }
+    return (int)n;
+}
+
+size_t sl_retry_ratelimit_policies(const struct evkeyvalq *headers,
+                                   struct sl_retry_policy *out, size_t max)
+{
+    static const char *const fields[] = {"RateLimit-Policy", "RateLimit-Limit",
+                                         "X-RateLimit-Limit"};
+
+    if (headers == NULL || out == NULL)
+        return 0;
+    /* The first field that names a usable policy decides. */
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        int n = policy_field(headers, fields[i], out, max);
+
+        if (n > 0)
+            return (size_t)n;
+    }
+    return 0;
 }
 
 /* ---- Idempotency, statuses, backoff ------------------------------------ */

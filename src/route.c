@@ -10,8 +10,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
 #include "log.h"
+#include "retry.h"
 #include "sluice.h"
+
+/*
+ * The secret seed of every keys table (keys.h), drawn once per process so
+ * that a reload keeps each key's id. A client cannot choose values that
+ * share a hash chain without it.
+ */
+static const struct sl_hash_key *key_seed(void)
+{
+    static struct sl_hash_key seed;
+    static bool drawn;
+
+    if (!drawn) {
+        sl_hash_key_random(&seed);
+        drawn = true;
+    }
+    return &seed;
+}
 
 /* One route with its queue and limiter; SL_ERR (bad limit) or SL_ENOMEM. */
 static int route_new(const struct sl_route_config *cfg, struct sl_queue_totals *totals,
@@ -32,6 +51,13 @@ static int route_new(const struct sl_route_config *cfg, struct sl_queue_totals *
         goto fail;
     }
     sl_limiter_set_dating(&r->limiter, cfg->window_guard_us, cfg->jitter_proof);
+    if (cfg->limit_key.source != SL_KEY_NONE &&
+        (r->keys = sl_keys_new(cfg, key_seed())) == NULL) {
+        sl_queue_fini(&r->queue);
+        sl_limiter_fini(&r->limiter);
+        rc = SL_ENOMEM;
+        goto fail;
+    }
     *out = r;
     return SL_OK;
 
@@ -46,6 +72,7 @@ void sl_route_free(struct sl_route *r)
         return;
     sl_queue_fini(&r->queue);
     sl_limiter_fini(&r->limiter);
+    sl_keys_free(r->keys);
     free(r);
 }
 
@@ -220,10 +247,107 @@ bool sl_route_pause(struct sl_route *r, int64_t now, int64_t pause_us, enum sl_p
     return true;
 }
 
-void sl_route_carry_over(struct sl_route *to, const struct sl_route *from, int64_t now)
+/* What `policy` means for route r: the budget to keep. */
+static struct sl_route_budget budget_of(const struct sl_route *r,
+                                        const struct sl_retry_policy *policy)
+{
+    struct sl_route_budget b;
+
+    b.known = true;
+    b.n = policy->n;
+    b.window_us = policy->window_us;
+    b.allows = sl_limiter_allows_in(&r->limiter, policy->window_us);
+    b.above = b.allows > b.n;
+    return b;
+}
+
+/* Keep b; log when the route starts or stops exceeding what the upstream announces. */
+static bool keep_budget(struct sl_route *r, const struct sl_route_budget *b)
+{
+    struct sl_route_budget old = r->budget;
+
+    if (old.known && old.n == b->n && old.window_us == b->window_us && old.allows == b->allows)
+        return false;
+    r->budget = *b;
+    if (b->above && (!old.above || old.n != b->n || old.window_us != b->window_us))
+        sl_log_warn("the configured limits allow more than the upstream announces",
+                    "route=%s allows=%g announced=%g window_s=%g%s", r->cfg.name, b->allows, b->n,
+                    (double)b->window_us / 1e6, r->keys != NULL ? " per_key=true" : "");
+    else if (!b->above && old.above)
+        sl_log_info("the configured limits are within what the upstream announces",
+                    "route=%s allows=%g announced=%g window_s=%g", r->cfg.name, b->allows, b->n,
+                    (double)b->window_us / 1e6);
+    return true;
+}
+
+bool sl_route_learn_budget(struct sl_route *r, const struct sl_retry_policy *p, size_t n)
+{
+    struct sl_route_budget b;
+
+    if (n == 0)
+        return false;
+    b = budget_of(r, &p[0]);
+    for (size_t i = 1; i < n && !b.above; i++) {
+        struct sl_route_budget other = budget_of(r, &p[i]);
+
+        if (other.above)
+            b = other;
+    }
+    return keep_budget(r, &b);
+}
+
+/* The longest window of a limiter plus its guard. */
+static int64_t limiter_span(const struct sl_limiter *l)
+{
+    int64_t span = 0;
+
+    for (size_t i = 0; i < l->n_logs; i++) {
+        if (l->logs[i].window_us + l->logs[i].guard_us > span)
+            span = l->logs[i].window_us + l->logs[i].guard_us;
+    }
+    return span;
+}
+
+static void carry_keys(struct sl_route *to, struct sl_route *from, int64_t now)
+{
+    int64_t last;
+
+    if (from->keys != NULL && to->keys != NULL) {
+        /* On failure (memory) `to` keeps its fresh table, behind a floor. */
+        if (sl_keys_reconfigure(from->keys, &to->cfg, now) == SL_OK) {
+            sl_keys_free(to->keys);
+            to->keys = from->keys;
+            from->keys = NULL;
+        } else if ((last = sl_keys_last(from->keys)) != INT64_MIN) {
+            sl_keys_set_floor(to->keys, last + to->keys->span_us);
+        }
+    } else if (to->keys != NULL) {
+        /* limit_key added: any key may have sent the route's last dispatch. */
+        last = sl_limiter_last(&from->limiter, now);
+        if (last != INT64_MIN)
+            sl_keys_set_floor(to->keys, last + to->keys->span_us);
+    } else if (from->keys != NULL) {
+        /* limit_key removed: the route's limit counts what every key sent. */
+        last = sl_keys_last(from->keys);
+        if (last != INT64_MIN)
+            sl_limiter_hold_until(&to->limiter, last + limiter_span(&to->limiter));
+    }
+}
+
+void sl_route_carry_over(struct sl_route *to, struct sl_route *from, int64_t now)
 {
     sl_limiter_inherit(&to->limiter, &from->limiter, now);
+    carry_keys(to, from, now);
     to->stats = from->stats;
     to->paused_until_us = from->paused_until_us;
+    /* What the upstream announced still holds; how our new limits compare is new. */
+    if (from->budget.known) {
+        struct sl_retry_policy p = {from->budget.n, from->budget.window_us};
+        struct sl_route_budget b;
+
+        to->budget = from->budget;
+        b = budget_of(to, &p);
+        (void)keep_budget(to, &b);
+    }
     to->pause_reason = from->pause_reason;
 }

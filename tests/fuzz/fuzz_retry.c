@@ -6,6 +6,9 @@
  * "name:value" for sl_retry_ratelimit_exhausted. Each is tried at a few
  * wall-clock instants, since dates and epoch resets are measured from now.
  *
+ * The same fields go to sl_retry_ratelimit_policies: every policy it
+ * returns has a quota >= 1 and a window of 1 s to SL_RETRY_MAX_PAUSE_US.
+ *
  * Besides crashes: every pause is within [0, SL_RETRY_MAX_PAUSE_US], a
  * pause is only written when one is announced, the delta-seconds form does
  * not depend on the clock, and a later clock never gives a longer wait for
@@ -15,6 +18,7 @@
 
 #include <event2/keyvalq_struct.h>
 
+#include "clock.h"
 #include "fuzz.h"
 #include "headers.h"
 #include "retry.h"
@@ -101,6 +105,17 @@ static void ratelimit(const struct evkeyvalq *q)
     }
 }
 
+static void policies(const struct evkeyvalq *q)
+{
+    struct sl_retry_policy p[4];
+    size_t n = sl_retry_ratelimit_policies(q, p, SL_ARRAY_LEN(p));
+
+    FUZZ_CHECK(n <= SL_ARRAY_LEN(p));
+    for (size_t i = 0; i < n; i++)
+        FUZZ_CHECK(p[i].n >= 1 && p[i].window_us >= SL_USEC_PER_SEC &&
+                   p[i].window_us <= SL_RETRY_MAX_PAUSE_US);
+}
+
 /* The bounds of sl_retry_backoff, with arguments drawn from the input's seed. */
 static void backoff(uint64_t seed)
 {
@@ -128,6 +143,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fields(&q, nl + 1, size - first - 1);
     retry_after(value);
     ratelimit(&q);
+    policies(&q);
     (void)sl_retry_idempotent(value, &q);
     backoff(fuzz_seed(data, size));
     sl_headers_clear(&q);

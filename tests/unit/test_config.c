@@ -495,6 +495,45 @@ static void test_route_cost(void **state)
                   "t.conf:6: cost: 5 units would never fit the quota of 4 per window\n");
 }
 
+/* limit_key: a header, a query parameter or the client address; max_keys. */
+static void test_route_limit_key(void **state)
+{
+    struct sl_config *cfg;
+
+    (void)state;
+    cfg = load_ok(ROUTE_A);
+    assert_int_equal(cfg->routes[0].limit_key.source, SL_KEY_NONE);
+    assert_int_equal(cfg->routes[0].max_keys, 100000);
+    sl_config_free(cfg);
+    cfg = load_ok(ROUTE_A "limit_key = header:X-Api-Key\nmax_keys = 5\n");
+    assert_int_equal(cfg->routes[0].limit_key.source, SL_KEY_HEADER);
+    assert_string_equal(cfg->routes[0].limit_key.name, "X-Api-Key");
+    assert_int_equal(cfg->routes[0].max_keys, 5);
+    sl_config_free(cfg);
+    cfg = load_ok(ROUTE_A "limit_key = query:api_key\n");
+    assert_int_equal(cfg->routes[0].limit_key.source, SL_KEY_QUERY);
+    assert_string_equal(cfg->routes[0].limit_key.name, "api_key");
+    sl_config_free(cfg);
+    cfg = load_ok(ROUTE_A "limit_key = client_ip\n");
+    assert_int_equal(cfg->routes[0].limit_key.source, SL_KEY_CLIENT_IP);
+    assert_string_equal(cfg->routes[0].limit_key.name, "");
+    sl_config_free(cfg);
+    expect_errors(ROUTE_A "limit_key = cookie:x\n",
+                  "t.conf:5: limit_key: expected header:NAME, query:NAME, client_ip or nothing, "
+                  "got \"cookie:x\"\n");
+    expect_errors(ROUTE_A "limit_key = header:\n",
+                  "t.conf:5: limit_key: expected header:NAME, query:NAME, client_ip or nothing, "
+                  "got \"header:\"\n");
+    expect_errors(ROUTE_A "limit_key = query:a b\n",
+                  "t.conf:5: limit_key: expected header:NAME, query:NAME, client_ip or nothing, "
+                  "got \"query:a b\"\n");
+    expect_errors(ROUTE_A "max_keys = 0\n",
+                  "t.conf:5: max_keys: expected an integer from 1 to 10000000, got \"0\"\n");
+    expect_errors(ROUTE_A "fair_key = header:X-A\nlimit_key = header:X-B\n",
+                  "t.conf:5: fair_key: limit_key already serves its keys round robin; set one of "
+                  "the two\n");
+}
+
 static void test_too_many_routes(void **state)
 {
     size_t cap = (SL_CONFIG_MAX_ROUTES + 1) * 64;
@@ -975,6 +1014,7 @@ int main(void)
         cmocka_unit_test(test_many_errors),
         cmocka_unit_test(test_route_host),
         cmocka_unit_test(test_route_cost),
+        cmocka_unit_test(test_route_limit_key),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_parse_limit),

@@ -641,7 +641,7 @@ static void test_detach(void **state)
 /* ready() says `expect` now, and a kick dispatches iff it said true. */
 static void ready_agrees(struct fx *f, struct sl_route *r, bool expect)
 {
-    bool ready = sl_dispatcher_ready(r, fake_now, 1);
+    bool ready = sl_dispatcher_ready(r, fake_now, 1, SL_KEYS_NO_SLOT);
     size_t before = dispatched(f, r);
 
     assert_int_equal(ready, expect);
@@ -663,8 +663,8 @@ static void test_ready(void **state)
     ready_agrees(f, r, true);
     /* Limiter: not before T0 + 100 ms, whatever the clock says later. */
     ready_agrees(f, r, false);
-    assert_false(sl_dispatcher_ready(r, T0 + 100 * MS - 1, 1));
-    assert_true(sl_dispatcher_ready(r, T0 + 100 * MS, 1));
+    assert_false(sl_dispatcher_ready(r, T0 + 100 * MS - 1, 1, SL_KEYS_NO_SLOT));
+    assert_true(sl_dispatcher_ready(r, T0 + 100 * MS, 1, SL_KEYS_NO_SLOT));
 
     fake_now = T0 + 100 * MS;
     ready_agrees(f, r, true);
@@ -679,12 +679,279 @@ static void test_ready(void **state)
     sl_route_flight_end(r);
     assert_true(sl_route_pause(r, fake_now, 50 * MS, SL_PAUSED_BY_RETRY_AFTER));
     ready_agrees(f, r, false);
-    assert_true(sl_dispatcher_ready(r, fake_now + 50 * MS, 1));
+    assert_true(sl_dispatcher_ready(r, fake_now + 50 * MS, 1, SL_KEYS_NO_SLOT));
 
     fake_now += 50 * MS;
     ready_agrees(f, r, true);
     assert_int_equal(r->in_flight, 2);
     assert_int_equal(dispatched(f, r), 3);
+}
+
+
+/* --- 9. limit_key: one limiter per key ------------------------------------ */
+
+static void keyed_cfg(struct fx *f, size_t i, double rate, unsigned max_in_flight)
+{
+    route_cfg(f, i, rate, 1, max_in_flight);
+    f->rcfg[i].max_cost = 1;
+    f->rcfg[i].max_keys = 1000;
+    f->rcfg[i].window_guard_us = 0;
+    f->rcfg[i].limit_key.source = SL_KEY_HEADER;
+    strcpy(f->rcfg[i].limit_key.name, "X-Key");
+}
+
+/* Park an item of key `key` (NULL: the default bucket) in `lane`, pinned as intake does. */
+static int park_key(struct fx *f, struct sl_route *route, const char *key, enum sl_lane lane)
+{
+    uint64_t id = key != NULL ? sl_keys_id(route->keys, key, strlen(key)) : SL_KEYS_DEFAULT_ID;
+    struct req *r;
+    uint32_t slot;
+
+    assert_true(f->n_reqs < MAX_REQS);
+    r = &f->reqs[f->n_reqs];
+    r->id = f->n_reqs++;
+    assert_int_equal(sl_keys_acquire(route->keys, id, fake_now, &slot), SL_OK);
+    assert_int_equal(sl_queue_push(&route->queue, &r->item, lane, key, 1, fake_now, false),
+                     SL_OK);
+    r->item.key_slot = slot;
+    return r->id;
+}
+
+static int call_id(const struct fx *f, size_t i)
+{
+    assert_true(i < f->n_calls);
+    return f->calls[i].id;
+}
+
+/* Key a has a backlog; key b's request, parked after it, goes at once. */
+static void test_keyed_no_key_waits_behind_another(void **state)
+{
+    struct fx *f = *state;
+    struct sl_route *r;
+
+    keyed_cfg(f, 0, 5, 32);
+    r = start(f, 1);
+    assert_non_null(r->keys);
+    for (int i = 0; i < 5; i++)
+        park_key(f, r, "a", SL_LANE_NORMAL);
+    park_key(f, r, "b", SL_LANE_NORMAL);
+
+    sl_dispatcher_kick(r);
+    assert_int_equal(f->n_calls, 2);
+    assert_call(f, 0, 'd', r, 0, T0);
+    assert_call(f, 1, 'd', r, 5, T0); /* b did not wait behind a's four */
+    assert_int_equal(sl_queue_waiting(&r->queue), 1);
+    assert_armed(r, T0 + 200 * MS);
+    /* a keeps its own pace. */
+    for (int i = 1; i < 5; i++) {
+        fake_now = r->sched.timer_at_us;
+        assert_int_equal(fake_now, T0 + i * 200 * MS);
+        sl_dispatcher_kick(r);
+        assert_call(f, f->n_calls - 1, 'd', r, i, fake_now);
+    }
+    assert_int_equal(f->n_calls, 6);
+    assert_disarmed(r);
+    assert_int_equal(sl_queue_waiting(&r->queue), 0);
+    /* The route's own limiter took nothing. */
+    assert_int_equal(r->limiter.started, 0);
+}
+
+/* Keys with backlogs are served round robin, each at its own rate. */
+static void test_keyed_round_robin(void **state)
+{
+    struct fx *f = *state;
+    struct sl_route *r;
+
+    keyed_cfg(f, 0, 10, 32);
+    r = start(f, 1);
+    for (int i = 0; i < 3; i++) {
+        park_key(f, r, "a", SL_LANE_NORMAL); /* ids 0, 3, 6 */
+        park_key(f, r, "b", SL_LANE_NORMAL); /* 1, 4, 7 */
+        park_key(f, r, "c", SL_LANE_NORMAL); /* 2, 5, 8 */
+    }
+    sl_dispatcher_kick(r);
+    for (int round = 1; round < 3; round++) {
+        fake_now = r->sched.timer_at_us;
+        assert_int_equal(fake_now, T0 + round * 100 * MS);
+        sl_dispatcher_kick(r);
+    }
+    assert_int_equal(f->n_calls, 9);
+    for (size_t i = 0; i < 9; i++) {
+        assert_int_equal(call_id(f, i), (int)i);
+        assert_int_equal(f->calls[i].now, T0 + (int64_t)(i / 3) * 100 * MS);
+    }
+    assert_int_equal(r->stats.dispatched, 9);
+}
+
+/* The timer is armed for the earliest waiting key; lanes still come first among ready keys. */
+static void test_keyed_earliest_and_lanes(void **state)
+{
+    struct fx *f = *state;
+    struct sl_route *r;
+    uint32_t slot;
+    uint64_t id;
+
+    keyed_cfg(f, 0, 10, 32);
+    r = start(f, 1);
+    /* a sent 50 ms ago: ready again at T0 + 50 ms. */
+    id = sl_keys_id(r->keys, "a", 1);
+    assert_int_equal(sl_keys_acquire(r->keys, id, T0 - 50 * MS, &slot), SL_OK);
+    assert_int_equal(sl_keys_take(r->keys, slot, T0 - 50 * MS, 1), SL_OK);
+    sl_keys_answered(r->keys, slot, T0 - 50 * MS, 1);
+    park_key(f, r, "a", SL_LANE_HIGH);   /* 0: waits for its key */
+    park_key(f, r, "b", SL_LANE_LOW);    /* 1 */
+    park_key(f, r, "c", SL_LANE_NORMAL); /* 2 */
+    park_key(f, r, "c", SL_LANE_NORMAL); /* 3 */
+    sl_dispatcher_kick(r);
+    /* The high lane's head may not go: normal, then low, are served. */
+    assert_int_equal(f->n_calls, 2);
+    assert_int_equal(call_id(f, 0), 2);
+    assert_int_equal(call_id(f, 1), 1);
+    assert_armed(r, T0 + 50 * MS);
+    fake_now = T0 + 50 * MS;
+    sl_dispatcher_kick(r);
+    assert_int_equal(f->n_calls, 3);
+    assert_int_equal(call_id(f, 2), 0);
+    assert_armed(r, T0 + 100 * MS);
+    fake_now = T0 + 100 * MS;
+    sl_dispatcher_kick(r);
+    assert_int_equal(call_id(f, 3), 3);
+    assert_disarmed(r);
+}
+
+/* Requests without the key share the default bucket. */
+static void test_keyed_default_bucket(void **state)
+{
+    struct fx *f = *state;
+    struct sl_route *r;
+
+    keyed_cfg(f, 0, 10, 32);
+    r = start(f, 1);
+    park_key(f, r, NULL, SL_LANE_NORMAL);
+    park_key(f, r, NULL, SL_LANE_NORMAL);
+    park_key(f, r, "a", SL_LANE_NORMAL);
+    sl_dispatcher_kick(r);
+    assert_int_equal(f->n_calls, 2);
+    assert_int_equal(call_id(f, 0), 0);
+    assert_int_equal(call_id(f, 1), 2);
+    assert_armed(r, T0 + 100 * MS);
+    assert_int_equal(sl_keys_live(r->keys), 1);
+}
+
+/* The in-flight cap and a pause still hold the whole route. */
+static void test_keyed_route_gates(void **state)
+{
+    struct fx *f = *state;
+    struct sl_route *r;
+
+    keyed_cfg(f, 0, 10, 1);
+    r = start(f, 1);
+    park_key(f, r, "a", SL_LANE_NORMAL);
+    park_key(f, r, "b", SL_LANE_NORMAL);
+    sl_dispatcher_kick(r);
+    assert_int_equal(f->n_calls, 1);
+    assert_disarmed(r); /* a completion kicks */
+    sl_route_flight_end(r);
+    assert_true(sl_route_pause(r, fake_now, 30 * MS, SL_PAUSED_BY_RETRY_AFTER));
+    sl_dispatcher_kick(r);
+    assert_armed(r, T0 + 30 * MS);
+    fake_now = T0 + 30 * MS;
+    sl_dispatcher_kick(r);
+    assert_int_equal(f->n_calls, 2);
+    assert_call(f, 1, 'd', r, 1, T0 + 30 * MS);
+}
+
+/* Many waiting keys: each pass touches a bounded number of flows. */
+static void test_keyed_many_keys_bounded(void **state)
+{
+    struct fx *f = *state;
+    struct sl_route *r;
+    char key[16];
+
+    keyed_cfg(f, 0, 1, 10000);
+    r = start(f, 1);
+    for (int i = 0; i < 400; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        park_key(f, r, key, SL_LANE_NORMAL);
+        park_key(f, r, key, SL_LANE_NORMAL);
+    }
+    /* The first pass stops after a batch and goes on from a zero timer. */
+    sl_dispatcher_kick(r);
+    assert_int_equal(f->n_calls, SL_DISPATCH_BATCH);
+    assert_armed(r, T0);
+    while (r->sched.timer_at_us == T0)
+        fire_timer(f, r);
+    /* One head of every key went; their second requests wait in the heap. */
+    assert_int_equal(f->n_calls, 400);
+    assert_int_equal(sl_queue_waiting(&r->queue), 400);
+    assert_armed(r, T0 + SEC);
+    /* A kick before then finds nothing due: no work on the waiting keys. */
+    fake_now = T0 + SEC - 1;
+    sl_dispatcher_kick(r);
+    assert_int_equal(f->n_calls, 400);
+    assert_int_equal(sl_queue_waiting(&r->queue), 400);
+}
+
+/* Idle keys are evicted by the sweep timer once their windows have passed. */
+static void test_keyed_sweep(void **state)
+{
+    struct fx *f = *state;
+    struct sl_route *r;
+
+    keyed_cfg(f, 0, 10, 32);
+    r = start(f, 1);
+    park_key(f, r, "a", SL_LANE_NORMAL);
+    park_key(f, r, "b", SL_LANE_NORMAL);
+    sl_dispatcher_kick(r);
+    assert_int_equal(f->n_calls, 2);
+    assert_non_null(r->sched.sweep);
+    assert_false(evtimer_pending(r->sched.sweep, NULL)); /* both keys in flight: none idle */
+    for (int i = 0; i < 2; i++)
+        sl_keys_answered(r->keys, f->reqs[i].item.key_slot, T0, 1);
+    sl_dispatcher_kick(r);
+    assert_true(evtimer_pending(r->sched.sweep, NULL));
+    assert_int_equal(sl_keys_live(r->keys), 2);
+    fake_now = T0 + 100 * MS;
+    event_active(r->sched.sweep, EV_TIMEOUT, 1);
+    assert_int_equal(event_base_loop(f->base, EVLOOP_NONBLOCK | EVLOOP_ONCE), 0);
+    assert_int_equal(sl_keys_live(r->keys), 0);
+    assert_int_equal(r->keys->evictions, 2);
+    assert_false(evtimer_pending(r->sched.sweep, NULL));
+}
+
+/* Dated by answers: a key waits for its answer (no timer), the answer lets it go. */
+static void test_keyed_jitter_proof(void **state)
+{
+    struct fx *f = *state;
+    struct sl_route *r;
+    uint32_t slot;
+
+    keyed_cfg(f, 0, 1, 32);
+    f->rcfg[0].jitter_proof = true;
+    r = start(f, 1);
+    assert_false(r->keys->compact);
+    park_key(f, r, "a", SL_LANE_NORMAL);
+    park_key(f, r, "a", SL_LANE_NORMAL);
+    park_key(f, r, "b", SL_LANE_NORMAL);
+    sl_dispatcher_kick(r);
+    /* a's first is unanswered: only its answer can let a's second go. */
+    assert_int_equal(f->n_calls, 2);
+    assert_int_equal(call_id(f, 0), 0);
+    assert_int_equal(call_id(f, 1), 2);
+    assert_int_equal(sl_queue_waiting(&r->queue), 1);
+    assert_disarmed(r);
+    /* The answer (what request.c does): date it, bring the key's flows back, kick. */
+    fake_now = T0 + 50 * MS;
+    slot = f->reqs[0].item.key_slot;
+    sl_keys_answered(r->keys, slot, fake_now, 1);
+    sl_queue_unblock_key(&r->queue, "a");
+    sl_dispatcher_kick(r);
+    assert_int_equal(f->n_calls, 2);
+    assert_armed(r, T0 + 50 * MS + SEC);
+    fake_now = T0 + 50 * MS + SEC;
+    sl_dispatcher_kick(r);
+    assert_int_equal(f->n_calls, 3);
+    assert_call(f, 2, 'd', r, 1, fake_now);
 }
 
 int main(void)
@@ -700,6 +967,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_freeze, setup, teardown),
         cmocka_unit_test_setup_teardown(test_detach, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ready, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keyed_no_key_waits_behind_another, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keyed_round_robin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keyed_earliest_and_lanes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keyed_default_bucket, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keyed_route_gates, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keyed_many_keys_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keyed_sweep, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keyed_jitter_proof, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -408,7 +408,9 @@ static const char *const family_order[] = {
     "sluice_retries_total", "sluice_client_gone_total",
     "sluice_dispatched_total", "sluice_units_dispatched_total", "sluice_batches_total",
     "sluice_batch_items_total", "sluice_route_rate_limit_per_second", "sluice_route_limit",
-    "sluice_route_burst", "sluice_connections", "sluice_connections_accepted_total",
+    "sluice_route_burst", "sluice_keys", "sluice_key_evictions_total", "sluice_keys_bytes",
+    "sluice_upstream_limit", "sluice_upstream_limit_window_seconds", "sluice_limit_allows",
+    "sluice_limit_above_upstream", "sluice_connections", "sluice_connections_accepted_total",
     "sluice_client_write_errors_total", "sluice_draining",
     "sluice_config_reloads_total", "sluice_start_time_seconds", "sluice_build_info",
     "sluice_jobs", "sluice_jobs_accepted_total", "sluice_jobs_expired_total",
@@ -485,9 +487,11 @@ static void test_two_routes(void **state)
 
     struct sl_metrics_route routes[] = {
         {.name = "api", .stats = &api, .lane_depth = {1, 2, 0}, .in_flight = 3,
-         .max_in_flight = 32, .oldest_wait_seconds = 1.5, .cfg = &api_cfg},
+         .max_in_flight = 32, .oldest_wait_seconds = 1.5, .cfg = &api_cfg, .keyed = true,
+         .keys_live = 12, .keys_evicted = 34, .keys_bytes = 5678},
         {.name = "slow", .stats = &slow, .lane_depth = {0, 0, 3}, .paused = true,
-         .pause_reason = SL_PAUSED_BY_BUDGET},
+         .pause_reason = SL_PAUSED_BY_BUDGET, .announced = true, .announced_n = 500,
+         .announced_window_s = 60, .allows = 600, .above = true},
     };
     char *text = render(routes, 2, &unrouted, &test_global);
     static char *lines[MAX_LINES];
@@ -554,6 +558,16 @@ static void test_two_routes(void **state)
     expect_line(lines, n, "sluice_client_gone_total{route=\"api\"} 4");
     expect_line(lines, n, "sluice_dispatched_total{route=\"api\"} 9");
     expect_line(lines, n, "sluice_dispatched_total{route=\"slow\"} 0");
+    /* Per key only for keyed routes; the announced limit only where announced. */
+    expect_line(lines, n, "sluice_keys{route=\"api\"} 12");
+    expect_line(lines, n, "sluice_key_evictions_total{route=\"api\"} 34");
+    expect_line(lines, n, "sluice_keys_bytes{route=\"api\"} 5678");
+    assert_int_equal(count_prefix(lines, n, "sluice_keys{"), 1);
+    expect_line(lines, n, "sluice_upstream_limit{route=\"slow\"} 500");
+    expect_line(lines, n, "sluice_upstream_limit_window_seconds{route=\"slow\"} 60");
+    expect_line(lines, n, "sluice_limit_allows{route=\"slow\"} 600");
+    expect_line(lines, n, "sluice_limit_above_upstream{route=\"slow\"} 1");
+    assert_int_equal(count_prefix(lines, n, "sluice_limit_above_upstream{"), 1);
     expect_line(lines, n, "sluice_upstream_tls_handshakes_total{route=\"api\"} 6");
     expect_line(lines, n, "sluice_upstream_tls_handshakes_total{route=\"slow\"} 0");
     expect_line(lines, n, "sluice_queue_oldest_seconds{route=\"api\"} 1.5");

@@ -602,6 +602,203 @@ static void op_remove(struct sl_queue *q, struct model *m, struct req *r)
     model_del(m, (int)r[i].item.lane, m->key_of[i], i, r[i].item.bytes);
 }
 
+
+/* Pop one item and mark it gone; 0 once the queue is empty. */
+static int head_pop_all(struct sl_queue *q, bool *queued)
+{
+    struct sl_queue_item *it = sl_queue_pop(q);
+
+    if (it == NULL)
+        return 0;
+    queued[req_of(it)->id] = false;
+    return 1;
+}
+
+/* --- waiting flows ---------------------------------------------------------- */
+
+/* A flow whose head may not go yet steps aside: the others are served meanwhile. */
+static void test_block_and_wake(void **state)
+{
+    struct sl_queue_totals totals = big_totals();
+    struct sl_queue q;
+    struct req r[6] = {0};
+
+    (void)state;
+    assert_int_equal(sl_queue_init(&q, &totals), SL_OK);
+    push_ok(&q, &r[0], 0, SL_LANE_NORMAL, "a");
+    push_ok(&q, &r[1], 1, SL_LANE_NORMAL, "a");
+    push_ok(&q, &r[2], 2, SL_LANE_NORMAL, "b");
+    push_ok(&q, &r[3], 3, SL_LANE_NORMAL, "c");
+    assert_int_equal(sl_queue_wake_at(&q), 0);
+    assert_int_equal(sl_queue_block(&q, sl_queue_peek(&q), 500), SL_OK);
+    assert_int_equal(sl_queue_waiting(&q), 1);
+    assert_int_equal(sl_queue_wake_at(&q), 500);
+    /* Items pushed to a waiting flow wait with it. */
+    push_ok(&q, &r[4], 4, SL_LANE_NORMAL, "a");
+    assert_int_equal(pop_id(&q), 2);
+    assert_int_equal(sl_queue_wake(&q, 499, 10), 0);
+    assert_int_equal(pop_id(&q), 3);
+    assert_null(sl_queue_peek(&q));
+    assert_int_equal(sl_queue_depth(&q), 3);
+    assert_int_equal(sl_queue_wake(&q, 500, 10), 1);
+    assert_int_equal(sl_queue_wake_at(&q), 0);
+    assert_int_equal(pop_id(&q), 0);
+    assert_int_equal(pop_id(&q), 1);
+    assert_int_equal(pop_id(&q), 4);
+    assert_int_equal(q.n_flows, 0);
+    sl_queue_fini(&q);
+}
+
+/* Waits end in the order of their instants, ties in the order they began. */
+static void test_wake_order(void **state)
+{
+    static const int64_t until[] = {300, 100, 200, 100, 50, 300};
+    struct sl_queue_totals totals = big_totals();
+    struct sl_queue q;
+    struct req r[6] = {0};
+    char key[8];
+
+    (void)state;
+    assert_int_equal(sl_queue_init(&q, &totals), SL_OK);
+    for (int i = 0; i < 6; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        push_ok(&q, &r[i], i, SL_LANE_NORMAL, key);
+    }
+    for (int i = 0; i < 6; i++) {
+        struct sl_queue_item *head = sl_queue_peek(&q);
+
+        assert_int_equal(req_of(head)->id, i);
+        assert_int_equal(sl_queue_block(&q, head, until[i]), SL_OK);
+    }
+    assert_null(sl_queue_peek(&q));
+    /* At most `max` per call. */
+    assert_int_equal(sl_queue_wake(&q, 1000, 2), 2);
+    assert_int_equal(pop_id(&q), 4);
+    assert_int_equal(pop_id(&q), 1);
+    assert_int_equal(sl_queue_wake(&q, 1000, 10), 4);
+    assert_int_equal(pop_id(&q), 3);
+    assert_int_equal(pop_id(&q), 2);
+    assert_int_equal(pop_id(&q), 0);
+    assert_int_equal(pop_id(&q), 5);
+    sl_queue_fini(&q);
+}
+
+/* Leaving a waiting flow, a retry into one, unblocking by key and all. */
+static void test_waiting_flows_change(void **state)
+{
+    struct sl_queue_totals totals = big_totals();
+    struct sl_queue q;
+    struct req r[8] = {0};
+    struct sl_queue_item *it;
+
+    (void)state;
+    assert_int_equal(sl_queue_init(&q, &totals), SL_OK);
+    push_ok(&q, &r[0], 0, SL_LANE_NORMAL, "a");
+    push_ok(&q, &r[1], 1, SL_LANE_NORMAL, "b");
+    push_ok(&q, &r[2], 2, SL_LANE_HIGH, "b");
+    push_ok(&q, &r[3], 3, SL_LANE_NORMAL, "c");
+    assert_int_equal(sl_queue_block(&q, sl_queue_peek(&q), 100), SL_OK); /* b, high */
+    assert_int_equal(sl_queue_block(&q, sl_queue_peek(&q), 200), SL_OK); /* a */
+    assert_int_equal(sl_queue_block(&q, sl_queue_peek(&q), 300), SL_OK); /* b, normal */
+    assert_int_equal(sl_queue_waiting(&q), 3);
+    /* The last item of a waiting flow leaves: the flow goes, the heap stays sound. */
+    sl_queue_remove(&q, &r[0].item);
+    assert_int_equal(sl_queue_waiting(&q), 2);
+    assert_int_equal(sl_queue_wake_at(&q), 100);
+    /* Both lanes of key b come back at once (an answer may allow it early). */
+    sl_queue_unblock_key(&q, "b");
+    assert_int_equal(sl_queue_waiting(&q), 0);
+    assert_int_equal(pop_id(&q), 2);
+    /* A retry of a waiting flow's key goes first again. */
+    assert_int_equal(sl_queue_block(&q, sl_queue_peek(&q), 400), SL_OK); /* c */
+    it = sl_queue_peek(&q);
+    assert_int_equal(req_of(it)->id, 1);
+    assert_int_equal(sl_queue_block(&q, it, 400), SL_OK); /* b */
+    it = &r[2].item;
+    it->lane = SL_LANE_NORMAL;
+    it->key = "b";
+    assert_int_equal(sl_queue_push_head(&q, it), SL_OK);
+    assert_int_equal(sl_queue_waiting(&q), 1);
+    assert_int_equal(pop_id(&q), 2);
+    assert_int_equal(pop_id(&q), 1);
+    assert_null(sl_queue_peek(&q));
+    sl_queue_unblock_all(&q);
+    assert_int_equal(pop_id(&q), 3);
+    assert_int_equal(sl_queue_depth(&q), 0);
+    assert_int_equal(q.n_flows, 0);
+    sl_queue_fini(&q);
+}
+
+/* Random blocks, wakes, pushes and removals: the heap hands flows back in order. */
+static void test_property_waiting(void **state)
+{
+    enum { N = 400, NKEYS = 40 };
+    struct sl_queue_totals totals = big_totals();
+    struct sl_queue q;
+    struct req *r = calloc(N, sizeof(*r));
+    bool queued[N] = {false};
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    int64_t now = 0, last_woken = 0;
+    int next = 0;
+    char keys[NKEYS][8];
+
+    (void)state;
+    assert_non_null(r);
+    assert_int_equal(sl_queue_init(&q, &totals), SL_OK);
+    for (int i = 0; i < NKEYS; i++)
+        snprintf(keys[i], sizeof(keys[i]), "k%d", i);
+    for (int step = 0; step < 20000; step++) {
+        struct sl_queue_item *head;
+        unsigned op;
+
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        op = (unsigned)(x % 5);
+        if (op == 0 && next < N) {
+            push_ok(&q, &r[next], next, (enum sl_lane)(x / 5 % SL_LANE_COUNT),
+                    keys[x / 15 % NKEYS]);
+            queued[next++] = true;
+        } else if (op == 1 && (head = sl_queue_peek(&q)) != NULL) {
+            assert_int_equal(sl_queue_block(&q, head, now + (int64_t)(x / 7 % 100)), SL_OK);
+        } else if (op == 2) {
+            int64_t at = sl_queue_wake_at(&q);
+            size_t woke;
+
+            now += (int64_t)(x / 11 % 30);
+            woke = sl_queue_wake(&q, now, 3);
+            /* What came back was due, earliest first across calls. */
+            if (woke > 0) {
+                assert_true(at <= now);
+                assert_true(at >= last_woken);
+                last_woken = at;
+            }
+            if (sl_queue_waiting(&q) > 0 && woke < 3)
+                assert_true(sl_queue_wake_at(&q) > now);
+        } else if (op == 3 && next > 0) {
+            int i = (int)(x / 13 % (unsigned)next);
+
+            if (queued[i]) {
+                sl_queue_remove(&q, &r[i].item);
+                queued[i] = false;
+            }
+        } else if (op == 4 && (head = sl_queue_pop(&q)) != NULL) {
+            queued[req_of(head)->id] = false;
+        }
+        if (sl_queue_waiting(&q) == 0)
+            last_woken = 0;
+    }
+    sl_queue_unblock_all(&q);
+    while ((head_pop_all(&q, queued)) != 0)
+        ;
+    for (int i = 0; i < N; i++)
+        assert_false(queued[i]);
+    assert_int_equal(sl_queue_depth(&q), 0);
+    assert_int_equal(q.n_flows, 0);
+    sl_queue_fini(&q);
+    free(r);
+}
+
 static void test_property_counters(void **state)
 {
     struct sl_queue_totals totals = {0, 0, 40, 2000};
@@ -647,6 +844,10 @@ int main(void)
         cmocka_unit_test(test_fini_with_items),
         cmocka_unit_test(test_oldest),
         cmocka_unit_test(test_property_counters),
+        cmocka_unit_test(test_block_and_wake),
+        cmocka_unit_test(test_wake_order),
+        cmocka_unit_test(test_waiting_flows_change),
+        cmocka_unit_test(test_property_waiting),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

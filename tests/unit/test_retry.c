@@ -443,6 +443,64 @@ static void test_backoff_rng(void **state)
     assert_int_equal(sl_retry_backoff(3, S, -1, &a), 0);
 }
 
+
+/* --- announced limits ------------------------------------------------------- */
+
+static size_t policies(const char *const *pairs, struct sl_retry_policy *out, size_t max)
+{
+    struct evkeyvalq q;
+    size_t n;
+
+    fill(&q, pairs);
+    n = sl_retry_ratelimit_policies(&q, out, max);
+    evhttp_clear_headers(&q);
+    return n;
+}
+
+static void test_announced_policies(void **state)
+{
+    struct sl_retry_policy p[4];
+
+    (void)state;
+    /* IETF: named policies with q and w. */
+    assert_int_equal(policies((const char *[]){"RateLimit-Policy",
+                                               "\"burst\";q=100;w=60, \"day\";q=1000;w=86400",
+                                               NULL}, p, 4), 2);
+    assert_true(p[0].n == 100 && p[0].window_us == 60 * S);
+    assert_true(p[1].n == 1000 && p[1].window_us == 86400 * S);
+    /* Older drafts: a bare quota with its window. */
+    assert_int_equal(policies((const char *[]){"ratelimit-policy", "10;w=1", NULL}, p, 4), 1);
+    assert_true(p[0].n == 10 && p[0].window_us == S);
+    assert_int_equal(policies((const char *[]){"RateLimit-Limit", "10, 10;w=1, 50;w=60", NULL},
+                              p, 4), 2);
+    assert_true(p[0].n == 10 && p[1].n == 50 && p[1].window_us == 60 * S);
+    assert_int_equal(policies((const char *[]){"X-RateLimit-Limit", "20, 20;w=1", NULL}, p, 4),
+                     1);
+    assert_true(p[0].n == 20 && p[0].window_us == S);
+    /* What the mock upstream sends. */
+    assert_int_equal(policies((const char *[]){"RateLimit-Policy", "\"default\";q=20;w=1",
+                                               "X-RateLimit-Limit", "20", NULL}, p, 4), 1);
+    assert_true(p[0].n == 20 && p[0].window_us == S);
+    /* The first field with a usable policy decides. */
+    assert_int_equal(policies((const char *[]){"X-RateLimit-Limit", "5;w=1", "RateLimit-Policy",
+                                               "q=9", "RateLimit-Limit", "7;w=2", NULL}, p, 4), 1);
+    assert_true(p[0].n == 7 && p[0].window_us == 2 * S);
+    /* No window, no limit: nothing to compare. */
+    assert_int_equal(policies((const char *[]){"X-RateLimit-Limit", "5000", NULL}, p, 4), 0);
+    assert_int_equal(policies((const char *[]){"RateLimit-Policy", "\"x\";q=5", NULL}, p, 4), 0);
+    assert_int_equal(policies((const char *[]){"RateLimit-Policy", "\"x\";q=0;w=1", NULL}, p, 4),
+                     0);
+    /* Malformed: nothing. */
+    assert_int_equal(policies((const char *[]){"RateLimit-Policy", "\"x\";q=5;w=1,,", NULL}, p, 4),
+                     0);
+    assert_int_equal(policies((const char *[]){"RateLimit-Policy", "\"x;q=5;w=1", NULL}, p, 4), 0);
+    assert_int_equal(policies((const char *[]){"RateLimit-Policy", "a;q=1.5;w=1", NULL}, p, 4), 0);
+    /* At most max. */
+    assert_int_equal(policies((const char *[]){"RateLimit-Policy", "a;q=1;w=1, b;q=2;w=2", NULL},
+                              p, 1), 1);
+    assert_true(p[0].n == 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -455,6 +513,7 @@ int main(void)
         cmocka_unit_test(test_ietf_unusable),
         cmocka_unit_test(test_old_draft_pair),
         cmocka_unit_test(test_x_ratelimit),
+        cmocka_unit_test(test_announced_policies),
         cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_idempotent),
         cmocka_unit_test(test_status_retryable),

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "log.h"
+#include "retry.h"
 #include "route.h"
 #include "sluice.h"
 
@@ -256,6 +257,101 @@ static void test_empty_config(void **state)
     sl_route_table_fini(&f.table);
 }
 
+
+/* limit_key across a reload: the keys table moves; limit_key added or removed waits a window. */
+static void test_carry_over_keys(void **state)
+{
+    static const char *const names[] = {"a"};
+    static const char *const matches[] = {"/"};
+    struct fixture old, nxt;
+    struct sl_keys *table;
+    uint32_t slot;
+    int64_t t0 = 1000 * SEC;
+
+    (void)state;
+    make(&old, names, matches, 1);
+    old.routes[0].limit_key.source = SL_KEY_CLIENT_IP;
+    old.routes[0].max_keys = 10;
+    old.routes[0].max_cost = 1;
+    assert_int_equal(sl_route_table_init(&old.table, &old.cfg, &old.totals), SL_OK);
+    table = old.table.routes[0]->keys;
+    assert_non_null(table);
+    assert_int_equal(sl_keys_acquire(table, sl_keys_id(table, "x", 1), t0, &slot), SL_OK);
+    assert_int_equal(sl_keys_take(table, slot, t0, 1), SL_OK);
+
+    /* Same limits, another max_keys: the very table (and slot) goes on. */
+    make(&nxt, names, matches, 1);
+    nxt.routes[0].limit_key.source = SL_KEY_CLIENT_IP;
+    nxt.routes[0].max_keys = 20;
+    nxt.routes[0].max_cost = 1;
+    assert_int_equal(sl_route_table_init(&nxt.table, &nxt.cfg, &nxt.totals), SL_OK);
+    sl_route_carry_over(nxt.table.routes[0], old.table.routes[0], t0);
+    assert_ptr_equal(nxt.table.routes[0]->keys, table);
+    assert_null(old.table.routes[0]->keys);
+    assert_int_equal(table->max_keys, 20);
+    assert_true(sl_keys_next(table, slot, t0, 1) > t0);
+    sl_route_table_fini(&old.table);
+
+    /* limit_key removed: the route's limit starts once the keys' last dispatch left its window. */
+    make(&old, names, matches, 1);
+    assert_int_equal(sl_route_table_init(&old.table, &old.cfg, &old.totals), SL_OK);
+    sl_route_carry_over(old.table.routes[0], nxt.table.routes[0], t0 + 10);
+    assert_null(old.table.routes[0]->keys);
+    assert_int_equal(sl_limiter_next(&old.table.routes[0]->limiter, t0 + 10),
+                     t0 + SEC); /* window_guard = 0 here */
+    sl_route_table_fini(&nxt.table);
+
+    /* limit_key added: every key waits for the route's last dispatch to leave its window. */
+    assert_int_equal(sl_limiter_take(&old.table.routes[0]->limiter, t0 + 2 * SEC), SL_OK);
+    make(&nxt, names, matches, 1);
+    nxt.routes[0].limit_key.source = SL_KEY_CLIENT_IP;
+    nxt.routes[0].max_keys = 20;
+    nxt.routes[0].max_cost = 1;
+    assert_int_equal(sl_route_table_init(&nxt.table, &nxt.cfg, &nxt.totals), SL_OK);
+    sl_route_carry_over(nxt.table.routes[0], old.table.routes[0], t0 + 2 * SEC);
+    table = nxt.table.routes[0]->keys;
+    assert_int_equal(sl_keys_acquire(table, sl_keys_id(table, "y", 1), t0 + 2 * SEC, &slot),
+                     SL_OK);
+    assert_int_equal(sl_keys_next(table, slot, t0 + 2 * SEC, 1), t0 + 3 * SEC);
+    sl_route_table_fini(&old.table);
+    sl_route_table_fini(&nxt.table);
+}
+
+
+/* An announced limit is compared with what the route's limits allow in its window. */
+static void test_learn_budget(void **state)
+{
+    static const char *const names[] = {"a"};
+    static const char *const matches[] = {"/"};
+    struct sl_retry_policy within[] = {{1000, 60 * SEC}};
+    struct sl_retry_policy both[] = {{1000, 60 * SEC}, {500, 60 * SEC}};
+    struct sl_retry_policy per_sec[] = {{5, SEC}};
+    struct fixture f;
+    struct sl_route *r;
+
+    (void)state;
+    make(&f, names, matches, 1);
+    assert_int_equal(sl_route_table_init(&f.table, &f.cfg, &f.totals), SL_OK);
+    r = f.table.routes[0];
+    assert_false(r->budget.known);
+    assert_true(sl_route_learn_budget(r, within, 1));
+    assert_true(r->budget.known);
+    assert_false(r->budget.above);
+    assert_true(r->budget.allows == 600);
+    /* The first policy our limits exceed is the one kept; the same again changes nothing. */
+    assert_true(sl_route_learn_budget(r, both, 2));
+    assert_true(r->budget.above);
+    assert_true(r->budget.n == 500);
+    assert_false(sl_route_learn_budget(r, both, 2));
+    assert_true(sl_route_learn_budget(r, per_sec, 1));
+    assert_true(r->budget.above);
+    assert_true(r->budget.allows == 10);
+    assert_true(sl_route_learn_budget(r, within, 1));
+    assert_false(r->budget.above);
+    assert_false(sl_route_learn_budget(r, within, 0));
+    sl_route_table_fini(&f.table);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -266,6 +362,8 @@ int main(void)
         cmocka_unit_test(test_find_and_state),
         cmocka_unit_test(test_init_failure_frees_all),
         cmocka_unit_test(test_empty_config),
+        cmocka_unit_test(test_carry_over_keys),
+        cmocka_unit_test(test_learn_budget),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
