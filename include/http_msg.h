@@ -31,6 +31,12 @@ struct sl_http_msg *sl_http_msg_new(const char *target, size_t len);
 
 void sl_http_msg_free(struct sl_http_msg *msg);
 
+/*
+ * The methods sluice takes (case-sensitive), as the static string a message
+ * keeps; NULL for any other (`n` bytes of `m`, not NUL-terminated).
+ */
+const char *sl_http_msg_method(const char *m, size_t n);
+
 /* Bytes of its body (0 without one). */
 size_t sl_http_msg_body_len(const struct sl_http_msg *msg);
 

@@ -43,18 +43,6 @@ static int fail(char *detail, size_t size, const char *fmt, ...)
     return SL_ERR;
 }
 
-/* The frontend's methods; the message keeps the static string. */
-static const char *known_method(const char *m, size_t n)
-{
-    static const char *const allowed[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
-                                          "OPTIONS"};
-
-    for (size_t i = 0; i < SL_ARRAY_LEN(allowed); i++)
-        if (strlen(allowed[i]) == n && memcmp(allowed[i], m, n) == 0)
-            return allowed[i];
-    return NULL;
-}
-
 /* RFC 9110 5.1: a field name is a token. */
 static bool is_token(const char *s)
 {
@@ -188,7 +176,7 @@ static int parse_line(const json_t *item, size_t i, const char **method, const c
     if (m != NULL && !json_is_string(m))
         return fail(detail, size, "requests[%zu].method: must be a string", i);
     if (m != NULL &&
-        (*method = known_method(json_string_value(m), json_string_length(m))) == NULL)
+        (*method = sl_http_msg_method(json_string_value(m), json_string_length(m))) == NULL)
         return fail(detail, size,
                     "requests[%zu].method: must be GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS",
                     i);

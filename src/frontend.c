@@ -118,18 +118,6 @@ static void conn_refuse(struct sl_conn *c, enum sl_outcome o, const char *detail
 
 /* --- small helpers ------------------------------------------------------ */
 
-/* Methods are case-sensitive; the message keeps one of these static strings. */
-static const char *known_method(const char *m, size_t n)
-{
-    static const char *const allowed[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
-                                          "OPTIONS"};
-
-    for (size_t i = 0; i < SL_ARRAY_LEN(allowed); i++)
-        if (strlen(allowed[i]) == n && memcmp(allowed[i], m, n) == 0)
-            return allowed[i];
-    return NULL;
-}
-
 static bool expects_continue(const struct evkeyvalq *h)
 {
     const char *e = evhttp_find_header(h, "Expect");
@@ -206,7 +194,7 @@ static int replace_host(struct evkeyvalq *q, const char *authority, size_t n)
 static enum sl_outcome msg_from_head(struct sl_conn *c, const struct sl_http1_head *h,
                                      const char **detail)
 {
-    const char *method = known_method(h->method, h->method_len);
+    const char *method = sl_http_msg_method(h->method, h->method_len);
     const char *target = h->target, *authority = NULL;
     size_t len = h->target_len, authority_len = 0;
     int rc;

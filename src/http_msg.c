@@ -36,6 +36,17 @@ void sl_http_msg_free(struct sl_http_msg *msg)
     free(msg);
 }
 
+const char *sl_http_msg_method(const char *m, size_t n)
+{
+    static const char *const allowed[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
+                                          "OPTIONS"};
+
+    for (size_t i = 0; i < SL_ARRAY_LEN(allowed); i++)
+        if (strlen(allowed[i]) == n && memcmp(allowed[i], m, n) == 0)
+            return allowed[i];
+    return NULL;
+}
+
 size_t sl_http_msg_body_len(const struct sl_http_msg *msg)
 {
     return msg->body != NULL ? evbuffer_get_length(msg->body) : 0;
