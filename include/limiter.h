@@ -118,15 +118,12 @@ void sl_limiter_sent(struct sl_limiter *l, int64_t taken, int64_t sent);
 void sl_limiter_set_dating(struct sl_limiter *l, int64_t guard_us, int by_answer);
 
 /*
- * One dispatch under way got its answer (or ended without one) at `now`:
- * the oldest still unanswered entry of each log is dated `now`. Nothing to
- * do when none is unanswered (dating by send), so callers need not know
- * the mode.
+ * One dispatch of `units` under way got its answer (or ended without one)
+ * at `now`: that many of the oldest still unanswered entries of each log
+ * are dated `now`. Nothing to do when none is unanswered (dating by send),
+ * so callers need not know the mode.
  */
-void sl_limiter_answered(struct sl_limiter *l, int64_t now);
-
-/* The same for a dispatch of `units` (dates that many unanswered entries). */
-void sl_limiter_answered_units(struct sl_limiter *l, int64_t now, uint32_t units);
+void sl_limiter_answered(struct sl_limiter *l, int64_t now, uint32_t units);
 
 /*
  * Carry history over from `old` into freshly initialised `l` (reload), so

@@ -534,7 +534,7 @@ void sl_keys_answered(struct sl_keys *k, uint32_t slot, int64_t now, uint32_t un
     struct sl_keys_node *n = node(k, slot);
 
     if (!k->compact)
-        sl_limiter_answered_units(full_of(k, slot), now, units > 0 ? units : 1);
+        sl_limiter_answered(full_of(k, slot), now, units > 0 ? units : 1);
     if (n->in_flight > 0)
         n->in_flight--;
     became_idle(k, slot);

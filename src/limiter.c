@@ -163,16 +163,11 @@ static void log_answer(struct sl_limiter_log *lg, int64_t now)
         lg->ring[log_index(lg, i)] = now;
 }
 
-void sl_limiter_answered_units(struct sl_limiter *l, int64_t now, uint32_t units)
+void sl_limiter_answered(struct sl_limiter *l, int64_t now, uint32_t units)
 {
     for (uint32_t u = 0; u < units; u++)
         for (size_t i = 0; i < l->n_logs; i++)
             log_answer(&l->logs[i], now);
-}
-
-void sl_limiter_answered(struct sl_limiter *l, int64_t now)
-{
-    sl_limiter_answered_units(l, now, 1);
 }
 
 void sl_limiter_sent(struct sl_limiter *l, int64_t taken, int64_t sent)

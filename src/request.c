@@ -340,7 +340,7 @@ static void date_answer(struct sl_request *r)
         return;
     r->unanswered = false;
     if (r->key_table == NULL) {
-        sl_limiter_answered_units(&r->route->limiter, sl_clock_now(), units);
+        sl_limiter_answered(&r->route->limiter, sl_clock_now(), units);
         return;
     }
     sl_keys_answered(r->key_table, r->item.key_slot, sl_clock_now(), units);

@@ -521,17 +521,17 @@ static void test_answer_dating_waits_for_the_answer(void **state)
     assert_int_equal(sl_limiter_take(&l, 0), SL_OK);
     /* Both unanswered: only an answer can date them. */
     assert_true(sl_limiter_next(&l, 10) >= SL_LIMITER_UNANSWERED);
-    sl_limiter_answered(&l, 50 * 1000);
+    sl_limiter_answered(&l, 50 * 1000, 1);
     /* One dated: the window may take a new one once that answer is a window old. */
     assert_int_equal(sl_limiter_next(&l, 60 * 1000), SEC + 50 * 1000);
-    sl_limiter_answered(&l, 80 * 1000);
+    sl_limiter_answered(&l, 80 * 1000, 1);
     /* The oldest answer plus the window, not the send plus the window. */
     assert_int_equal(sl_limiter_next(&l, 100 * 1000), SEC + 50 * 1000);
     assert_int_equal(sl_limiter_take(&l, SEC + 50 * 1000), SL_OK);
     assert_int_equal(sl_limiter_next(&l, SEC + 50 * 1000), SEC + 80 * 1000);
-    sl_limiter_answered(&l, SEC + 90 * 1000);
+    sl_limiter_answered(&l, SEC + 90 * 1000, 1);
     /* An answer with nothing unanswered changes nothing. */
-    sl_limiter_answered(&l, SEC + 95 * 1000);
+    sl_limiter_answered(&l, SEC + 95 * 1000, 1);
     assert_int_equal(l.logs[0].ring[l.logs[0].head], 80 * 1000);
     assert_int_equal(l.logs[0].ring[(l.logs[0].head + 1) % 2], SEC + 90 * 1000);
     sl_limiter_fini(&l);
@@ -574,7 +574,7 @@ static void run_jitter(int by_answer, int *worst, double *rate)
             v[who].r = now;
             due[who] = -1;
             open--;
-            sl_limiter_answered(&l, now);
+            sl_limiter_answered(&l, now, 1);
         }
     }
     *worst = worst_window(v, N, SEC);
@@ -610,7 +610,7 @@ static void test_inherit_dates_unanswered(void **state)
     assert_int_equal(sl_limiter_init(&old, &r2, 2, NULL, 0), SL_OK);
     sl_limiter_set_dating(&old, 0, 1);
     assert_int_equal(sl_limiter_take(&old, 0), SL_OK);
-    sl_limiter_answered(&old, 10);
+    sl_limiter_answered(&old, 10, 1);
     assert_int_equal(sl_limiter_take(&old, 20), SL_OK);
     assert_int_equal(sl_limiter_init(&l, &r2, 2, NULL, 0), SL_OK);
     sl_limiter_set_dating(&l, 0, 0);
@@ -624,10 +624,10 @@ static void test_inherit_dates_unanswered(void **state)
     sl_limiter_set_dating(&l, 0, 1);
     sl_limiter_inherit(&l, &old, 500);
     assert_int_equal(sl_limiter_next(&l, 600), SEC + 10);
-    sl_limiter_answered(&l, 800); /* dated by its answer after the reload, not by it */
+    sl_limiter_answered(&l, 800, 1); /* dated by its answer after the reload, not by it */
     assert_int_equal(sl_limiter_take(&l, SEC + 10), SL_OK);
     assert_int_equal(sl_limiter_next(&l, SEC + 10), SEC + 800);
-    sl_limiter_answered(&l, SEC + 20);
+    sl_limiter_answered(&l, SEC + 20, 1);
     assert_int_equal(sl_limiter_next(&l, SEC + 20), SEC + 800);
     sl_limiter_fini(&l);
     sl_limiter_fini(&old);
