@@ -66,6 +66,12 @@ void sl_histogram_observe(struct sl_histogram *h, double seconds)
     h->sum += seconds;
 }
 
+/* Label i of a table of n, or "unknown" for a value out of range. */
+static const char *label_of(const char *const *table, size_t n, unsigned i)
+{
+    return i < n ? table[i] : "unknown";
+}
+
 static const char *const batch_outcomes[SL_BATCH_OUTCOME_COUNT] = {
 #define SL_BATCH_OUTCOME_ROW(e, label) [SL_BATCH_##e] = label,
     SL_BATCH_OUTCOMES(SL_BATCH_OUTCOME_ROW)
@@ -74,7 +80,7 @@ static const char *const batch_outcomes[SL_BATCH_OUTCOME_COUNT] = {
 
 const char *sl_batch_outcome_name(enum sl_batch_outcome o)
 {
-    return (unsigned)o < SL_BATCH_OUTCOME_COUNT ? batch_outcomes[o] : "unknown";
+    return label_of(batch_outcomes, SL_BATCH_OUTCOME_COUNT, (unsigned)o);
 }
 
 static const char *const retry_reasons[SL_RETRY_REASON_COUNT] = {
@@ -85,7 +91,7 @@ static const char *const retry_reasons[SL_RETRY_REASON_COUNT] = {
 
 const char *sl_retry_reason_name(enum sl_retry_reason r)
 {
-    return (unsigned)r < SL_RETRY_REASON_COUNT ? retry_reasons[r] : "unknown";
+    return label_of(retry_reasons, SL_RETRY_REASON_COUNT, (unsigned)r);
 }
 
 static const char *const job_states[SL_JOB_STATE_COUNT] = {
@@ -96,7 +102,7 @@ static const char *const job_states[SL_JOB_STATE_COUNT] = {
 
 const char *sl_job_state_name(enum sl_job_state s)
 {
-    return (unsigned)s < SL_JOB_STATE_COUNT ? job_states[s] : "unknown";
+    return label_of(job_states, SL_JOB_STATE_COUNT, (unsigned)s);
 }
 
 static const char *const pause_reasons[SL_PAUSE_REASON_COUNT] = {
@@ -107,7 +113,7 @@ static const char *const pause_reasons[SL_PAUSE_REASON_COUNT] = {
 
 const char *sl_pause_reason_name(enum sl_pause_reason r)
 {
-    return (unsigned)r < SL_PAUSE_REASON_COUNT ? pause_reasons[r] : "unknown";
+    return label_of(pause_reasons, SL_PAUSE_REASON_COUNT, (unsigned)r);
 }
 
 /* An out-of-range outcome is a bug, but still counted: nothing goes uncounted. */
