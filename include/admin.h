@@ -24,6 +24,7 @@
 struct event_base;
 struct sl_admin;
 struct sl_jobs;
+struct sl_shlimit;
 struct sl_queue_totals;
 struct sl_route;
 struct sl_batch_stats;
@@ -48,6 +49,7 @@ struct sl_admin_view {
     double last_reload;                  /* wall clock seconds of the last SIGHUP; 0 = none */
     bool reload_refused;                 /* ...and its file was refused (old config in force) */
     const struct sl_jobs *jobs;          /* async jobs */
+    const struct sl_shlimit *shared;     /* [redis] shared_limit; NULL = limits in memory */
 };
 
 typedef void (*sl_admin_view_fn)(struct sl_admin_view *view, void *arg);

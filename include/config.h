@@ -106,6 +106,8 @@ struct sl_route_config {
     size_t max_response_size;          /* default 64m: stored answers (batch items, jobs) */
     struct sl_tls_config tls;
     int line;                          /* line of the [route NAME] header */
+    int limit_key_line;                /* of limit_key (else the header), for cross-section errors */
+    int jitter_proof_line;             /* of jitter_proof (else the header) */
 };
 
 /*
@@ -154,7 +156,7 @@ struct sl_config {
     struct sl_redis_url redis_url;
     char redis_prefix[SL_CONFIG_NAME_LEN];
     bool redis_jobs;                   /* default on (with a [redis] section) */
-    bool redis_shared_limit;           /* default off; "not supported yet" when on */
+    bool redis_shared_limit;           /* default off: route limits decided in Redis (shlimit.h); restart to change */
     int64_t redis_result_ttl_us;       /* default 1h */
     unsigned redis_max_deliveries;     /* default 5 */
     int64_t redis_claim_after_us;      /* default 30s */

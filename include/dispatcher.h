@@ -32,6 +32,8 @@ struct event_base;
 struct sl_config;
 struct sl_queue_item;
 struct sl_queue_totals;
+struct sl_shlimit;
+struct sl_shlimit_route;
 
 struct sl_dispatch_ops {
     /* Popped, token taken, counted in flight: send it (may finish it at once). */
@@ -76,6 +78,21 @@ bool sl_dispatcher_ready(const struct sl_route *r, int64_t now, uint32_t units, 
 
 /* Keyed routes: make sure a sweep is due for the idle keys (after a key went idle). */
 void sl_dispatcher_sweep(struct sl_route *r);
+
+/*
+ * [redis] shared_limit: every route of `t` takes its decisions from
+ * `shared` (borrowed; NULL: its own memory limiter). A shared route asks
+ * Redis for up to as many dispatches as its backlog and in-flight cap can
+ * use, sleeps until a reservation or a wait is due, and dispatches nothing
+ * while Redis is down.
+ */
+void sl_dispatcher_share(struct sl_route_table *t, struct sl_shlimit *shared);
+
+/* The shared limiter's hooks (shlimit.h): a reply came for a route's state. */
+void sl_dispatcher_shared_answered(struct sl_shlimit_route *st, void *arg);
+
+/* Redis came up (kick every shared route) or went down (drop their grants). */
+void sl_dispatcher_shared_state(struct sl_route_table *t, bool up);
 
 /* When the route will next dispatch (0 = not scheduled), for /status. */
 int64_t sl_dispatcher_next(const struct sl_route *r);

@@ -119,6 +119,20 @@ enum sl_job_state {
 };
 
 const char *sl_job_state_name(enum sl_job_state s);
+/* X(ENUM, "label") - how a shared-limit decision ended ([redis] shared_limit, shlimit.h). */
+#define SL_SHARED_RESULTS(X) \
+    X(GO, "go")              \
+    X(WAIT, "wait")          \
+    X(ERROR, "error")        \
+    X(LATE, "late")
+
+enum sl_shared_result {
+#define SL_SHARED_RESULT_ENUM(e, label) SL_SHARED_##e,
+    SL_SHARED_RESULTS(SL_SHARED_RESULT_ENUM)
+#undef SL_SHARED_RESULT_ENUM
+    SL_SHARED_RESULT_COUNT
+};
+
 /* X(ENUM, "label") - why a route is paused (the pause that lasts longest wins). */
 #define SL_PAUSE_REASONS(X)             \
     X(RETRY_AFTER, "retry_after")       \
@@ -236,6 +250,14 @@ struct sl_metrics_global {
     uint64_t redis_reconnects;         /* connections made again after a loss */
     uint64_t redis_timeouts;           /* commands not answered in time */
     const struct sl_histogram *redis_rtt; /* command round trips */
+    /* [redis] shared_limit (shlimit.h); nothing is written without it */
+    bool has_shared;
+    bool shared_up;
+    uint64_t shared_decisions[SL_SHARED_RESULT_COUNT]; /* go, wait (reserved or not), error, late */
+    double shared_blocked_seconds;     /* routes waiting on Redis: replies and outages */
+    uint64_t shared_reconnects;
+    uint64_t shared_timeouts;
+    const struct sl_histogram *shared_rtt; /* decision round trips */
     const struct sl_batch_stats *batches; /* NULL: none */
 };
 

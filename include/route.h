@@ -22,6 +22,7 @@
 #include "limiter.h"
 #include "metrics.h"
 #include "queue.h"
+#include "shlimit.h"
 
 struct event;
 struct sl_dispatch_ops;
@@ -50,6 +51,7 @@ struct sl_route_sched {
     bool in_pass;                  /* a pass of this route is running */
     bool again;                    /* ...and was kicked meanwhile: go round once more */
     bool frozen;                   /* stopping now: nothing more is dispatched */
+    struct sl_shlimit *shared;     /* [redis] shared_limit: decisions in Redis (borrowed); NULL = memory */
     struct event *sweep;           /* keyed routes: evicts idle keys whose windows passed */
 };
 
@@ -61,6 +63,7 @@ struct sl_route {
     struct sl_route_config cfg;    /* copy; a reload replaces it in place */
     struct sl_queue queue;
     struct sl_limiter limiter;     /* taken by the dispatcher, dated by the request */
+    struct sl_shlimit_route shared; /* with sched.shared: the limits are decided in Redis instead */
     struct sl_keys *keys;          /* limit_key: the limits per key instead (limiter unused) */
     struct sl_route_stats stats;
     unsigned in_flight;

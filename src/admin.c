@@ -28,6 +28,7 @@
 #include "metrics.h"
 #include "queue.h"
 #include "redis.h"
+#include "shlimit.h"
 #include "route.h"
 #include "sluice.h"
 #include "status_page.h"
@@ -81,6 +82,13 @@ static void admin_health(const struct sl_admin_view *v, struct evhttp_request *r
                                        "shutting down"));
     } else if (v->jobs != NULL && !sl_jobs_healthy(v->jobs, &why)) {
         snprintf(reason, sizeof(reason), "redis unreachable: %s", why);
+        reply_json(req, 503, json_pack("{s:s,s:s}", "status", "redis_unavailable", "reason",
+                                       reason));
+    } else if (v->shared != NULL && !sl_shlimit_up(v->shared)) {
+        /* Strictness first: shared routes dispatch nothing without Redis. */
+        snprintf(reason, sizeof(reason),
+                 "redis unreachable (shared_limit: nothing is dispatched): %s",
+                 sl_shlimit_error(v->shared));
         reply_json(req, 503, json_pack("{s:s,s:s}", "status", "redis_unavailable", "reason",
                                        reason));
     } else {
@@ -184,6 +192,18 @@ static void admin_metrics(const struct sl_admin_view *v, struct evhttp_request *
             g.redis_timeouts = js.redis->timeouts + js.reader->timeouts;
             g.redis_rtt = &js.redis->rtt;
         }
+    }
+    if (v->shared != NULL) {
+        struct sl_shlimit_stats ss;
+
+        sl_shlimit_stats(v->shared, &ss);
+        g.has_shared = true;
+        g.shared_up = ss.up;
+        memcpy(g.shared_decisions, ss.decisions, sizeof(g.shared_decisions));
+        g.shared_blocked_seconds = ss.blocked_seconds;
+        g.shared_reconnects = reconnects(ss.redis);
+        g.shared_timeouts = ss.redis->timeouts;
+        g.shared_rtt = &ss.redis->rtt;
     }
     g.batches = v->batches;
     if (sl_metrics_write(b, views, n, v->unrouted, &g) != SL_OK)

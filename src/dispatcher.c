@@ -20,7 +20,10 @@
 #include "keys.h"
 #include "limiter.h"
 #include "queue.h"
+#include "shlimit.h"
 #include "sluice.h"
+
+#include <stddef.h>
 
 static void arm(struct sl_route *r, int64_t at, int64_t now)
 {
@@ -61,6 +64,9 @@ static int64_t limit_next(const struct sl_route *r, uint32_t slot, int64_t now, 
 
 bool sl_dispatcher_ready(const struct sl_route *r, int64_t now, uint32_t units, uint32_t slot)
 {
+    /* Shared limits are decided in Redis: never "at once" from here. */
+    if (r->sched.shared != NULL)
+        return false;
     return !r->sched.frozen && r->sched.timer != NULL && r->in_flight < r->cfg.max_in_flight &&
            r->paused_until_us <= now && limit_next(r, slot, now, units) <= now;
 }
@@ -139,6 +145,67 @@ static enum head head_limit(struct sl_route *r, struct sl_queue_item *it, int64_
     return HEAD_STOP;
 }
 
+/* Grants the shared limiter dropped as too late go to its metrics. */
+static void report_late(struct sl_route *r)
+{
+    if (r->shared.late != 0 && r->sched.shared != NULL)
+        sl_shlimit_count_late(r->sched.shared, r->shared.late);
+    r->shared.late = 0;
+}
+
+/* Dispatches to ask Redis for: what the in-flight cap and the backlog can use now. */
+static uint32_t ask_size(const struct sl_route *r)
+{
+    size_t k = r->cfg.max_in_flight - r->in_flight; /* > 0: route_may_go() passed */
+    size_t depth = sl_queue_depth(&r->queue);
+
+    if (depth < k)
+        k = depth;
+    if (k > SL_SHLIMIT_MAX_ASK)
+        k = SL_SHLIMIT_MAX_ASK;
+    return k > 0 ? (uint32_t)k : 1;
+}
+
+/* After an out-of-memory ask, try again this much later. */
+#define SHARED_RETRY_US (10 * SL_USEC_PER_MSEC)
+
+/*
+ * Shared limits (shlimit.h): go on a grant in hand, sleep until a
+ * reservation or a wait is due, or ask Redis; its reply kicks the route
+ * (sl_dispatcher_shared_answered). While Redis is down nothing is asked
+ * and nothing dispatched: the state hook kicks the route when it is back.
+ */
+static enum head head_shared(struct sl_route *r, struct sl_queue_item *it, int64_t now)
+{
+    struct sl_shlimit_limits lim;
+    int64_t at = 0;
+    uint32_t units = units_of(it);
+    enum sl_shlimit_step step = sl_shlimit_route_step(&r->shared, now, units, &at);
+    int rc;
+
+    report_late(r);
+    switch (step) {
+    case SL_SHLIMIT_STEP_GO:
+        return HEAD_GO;
+    case SL_SHLIMIT_STEP_SLEEP:
+        arm(r, at, now);
+        return HEAD_STOP;
+    case SL_SHLIMIT_STEP_BUSY:
+        disarm(r);
+        return HEAD_STOP;
+    case SL_SHLIMIT_STEP_ASK:
+    default:
+        break;
+    }
+    sl_shlimit_limits_from(&lim, &r->limiter);
+    rc = sl_shlimit_ask(r->sched.shared, &r->shared, r->cfg.name, &lim, ask_size(r), units);
+    if (rc == SL_ENOMEM)
+        arm(r, now + SHARED_RETRY_US, now);
+    else
+        disarm(r); /* the reply, or Redis coming back, kicks the route */
+    return HEAD_STOP;
+}
+
 /* One pass: returns true if it stopped only because of the batch bound. */
 static bool dispatch_pass(struct sl_route *r)
 {
@@ -170,7 +237,7 @@ static bool dispatch_pass(struct sl_route *r)
         }
         if (!route_may_go(r, now))
             return false;
-        h = head_limit(r, it, now);
+        h = s->shared != NULL ? head_shared(r, it, now) : head_limit(r, it, now);
         if (h == HEAD_NEXT)
             continue;
         if (h == HEAD_STOP)
@@ -305,6 +372,37 @@ void sl_dispatcher_table_fini(struct sl_route_table *t)
     for (size_t i = 0; t->routes != NULL && i < t->n; i++)
         sl_dispatcher_detach(t->routes[i]);
     sl_route_table_fini(t);
+}
+
+void sl_dispatcher_share(struct sl_route_table *t, struct sl_shlimit *shared)
+{
+    for (size_t i = 0; i < t->n; i++)
+        t->routes[i]->sched.shared = shared;
+}
+
+void sl_dispatcher_shared_answered(struct sl_shlimit_route *st, void *arg)
+{
+    struct sl_route *r = (struct sl_route *)(void *)((char *)st - offsetof(struct sl_route, shared));
+
+    (void)arg;
+    sl_dispatcher_kick(r);
+    /* Grants are for this pass: their recorded instant ages from now on. */
+    sl_shlimit_route_settle(&r->shared);
+    report_late(r);
+}
+
+void sl_dispatcher_shared_state(struct sl_route_table *t, bool up)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        struct sl_route *r = t->routes[i];
+
+        if (r->sched.shared == NULL)
+            continue;
+        if (up)
+            sl_dispatcher_kick(r);
+        else
+            sl_shlimit_route_reset(&r->shared);
+    }
 }
 
 int64_t sl_dispatcher_next(const struct sl_route *r)

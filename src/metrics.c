@@ -530,6 +530,37 @@ static void emit_redis_rtt(struct writer *w, const struct family *f)
         histogram(w, f->name, l, 0, w->g->redis_rtt);
 }
 
+static void emit_shared_value(struct writer *w, const struct family *f)
+{
+    if (w->g->has_shared)
+        emit_global_value(w, f);
+}
+
+static void emit_shared_decisions(struct writer *w, const struct family *f)
+{
+    static const char *const results[] = {
+#define SL_SHARED_RESULT_NAME(e, label) label,
+        SL_SHARED_RESULTS(SL_SHARED_RESULT_NAME)
+#undef SL_SHARED_RESULT_NAME
+    };
+
+    if (!w->g->has_shared)
+        return;
+    for (size_t i = 0; i < SL_SHARED_RESULT_COUNT; i++) {
+        struct label l[] = {{"result", results[i]}};
+
+        sample_u64(w, f->name, l, 1, w->g->shared_decisions[i]);
+    }
+}
+
+static void emit_shared_rtt(struct writer *w, const struct family *f)
+{
+    struct label l[1] = {{NULL, NULL}};
+
+    if (w->g->has_shared && w->g->shared_rtt != NULL)
+        histogram(w, f->name, l, 0, w->g->shared_rtt);
+}
+
 static uint64_t in_flight(const struct sl_metrics_route *r) { return r->in_flight; }
 static uint64_t paused(const struct sl_metrics_route *r) { return r->paused ? 1 : 0; }
 static uint64_t client_gone(const struct sl_metrics_route *r) { return stats_of(r)->client_gone; }
@@ -573,6 +604,10 @@ static double dead_lettered(const struct sl_metrics_global *g) { return (double)
 static double redis_up(const struct sl_metrics_global *g) { return g->redis_up ? 1 : 0; }
 static double redis_reconnects(const struct sl_metrics_global *g) { return (double)g->redis_reconnects; }
 static double redis_timeouts(const struct sl_metrics_global *g) { return (double)g->redis_timeouts; }
+static double shared_up(const struct sl_metrics_global *g) { return g->shared_up ? 1 : 0; }
+static double shared_blocked(const struct sl_metrics_global *g) { return g->shared_blocked_seconds; }
+static double shared_reconnects(const struct sl_metrics_global *g) { return (double)g->shared_reconnects; }
+static double shared_timeouts(const struct sl_metrics_global *g) { return (double)g->shared_timeouts; }
 
 #define HIST(field) .emit = emit_histograms, .hist_offset = offsetof(struct sl_route_stats, field)
 #define PER_ROUTE(fn) .emit = emit_route_value, .route_value = fn
@@ -580,6 +615,7 @@ static double redis_timeouts(const struct sl_metrics_global *g) { return (double
 #define GLOBAL(fn) .emit = emit_global_value, .global_value = fn
 #define STREAM(fn) .emit = emit_stream_value, .route_value = fn
 #define REDIS(fn) .emit = emit_redis_value, .global_value = fn
+#define SHARED(fn) .emit = emit_shared_value, .global_value = fn
 
 /* Exposition order; changing it is harmless but makes diffs of scrapes noisy. */
 static const struct family families[] = {
@@ -685,6 +721,23 @@ static const struct family families[] = {
      "Redis commands not answered in time (the connection is dropped).", REDIS(redis_timeouts)},
     {"sluice_redis_roundtrip_seconds", "histogram", "Round trip of each Redis command.",
      .emit = emit_redis_rtt},
+    {"sluice_shared_limit_up", "gauge",
+     "1 while the shared limiter's Redis connection is up (shared routes dispatch only then).",
+     SHARED(shared_up)},
+    {"sluice_shared_limit_decisions_total", "counter",
+     "Shared-limit decisions: go (granted now), wait (a reserved or later turn), error "
+     "(no answer), late (a grant dropped because its recorded instant had aged).",
+     .emit = emit_shared_decisions},
+    {"sluice_shared_limit_roundtrip_seconds", "histogram",
+     "Round trip of each shared-limit decision (one EVALSHA).", .emit = emit_shared_rtt},
+    {"sluice_shared_limit_blocked_seconds_total", "counter",
+     "Time shared-limit routes waited on Redis: decisions in flight and outages with a backlog.",
+     SHARED(shared_blocked)},
+    {"sluice_shared_limit_reconnects_total", "counter",
+     "Shared limiter Redis connections made again after a loss.", SHARED(shared_reconnects)},
+    {"sluice_shared_limit_timeouts_total", "counter",
+     "Shared-limit decisions not answered in time (the connection is dropped).",
+     SHARED(shared_timeouts)},
 };
 
 int sl_metrics_write(struct evbuffer *out, const struct sl_metrics_route *routes,

@@ -27,6 +27,7 @@
 #include "reload.h"
 #include "request.h"
 #include "route.h"
+#include "shlimit.h"
 #include "sluice.h"
 #include "upstream.h"
 
@@ -44,6 +45,7 @@ struct sl_proxy {
     struct sl_upstream *upstream;       /* owned */
     struct sl_admin *admin;             /* owned */
     struct sl_jobs *jobs;               /* owned: async jobs */
+    struct sl_shlimit *shared;          /* owned: [redis] shared_limit; NULL = limits in memory */
     struct sl_requests requests;        /* every live request */
     struct sl_batch_stats batches;      /* POST /_sluice/batch, counted */
     struct event *signals[4];
@@ -209,6 +211,7 @@ static void proxy_view(struct sl_admin_view *v, void *arg)
     v->reloads = p->reloads;
     v->start_time = p->start_time;
     v->jobs = p->jobs;
+    v->shared = p->shared;
     v->last_reload = p->last_reload;
     v->reload_refused = p->reload_refused;
 }
@@ -352,9 +355,26 @@ static void fit_connections(struct sl_proxy *p)
 static int proxy_routes(struct sl_proxy *p, const struct sl_config *cfg,
                         struct sl_route_table *t)
 {
-    return sl_dispatcher_table_init(t, cfg, &p->totals, p->base, &sl_request_dispatch_ops,
-                                    &p->requests);
+    int rc = sl_dispatcher_table_init(t, cfg, &p->totals, p->base, &sl_request_dispatch_ops,
+                                      &p->requests);
+
+    if (rc == SL_OK)
+        sl_dispatcher_share(t, p->shared);
+    return rc;
 }
+
+/* The shared limiter's Redis came up or went down. */
+static void proxy_on_shared_state(bool up, void *arg)
+{
+    struct sl_proxy *p = arg;
+
+    sl_dispatcher_shared_state(&p->routes, up);
+}
+
+static const struct sl_shlimit_hooks proxy_shared_hooks = {
+    .answered = sl_dispatcher_shared_answered,
+    .state = proxy_on_shared_state,
+};
 
 /* Routes that accept any upstream certificate are named at start and on each reload. */
 static void warn_tls_verify_off(const struct sl_config *cfg)
@@ -467,6 +487,11 @@ struct sl_proxy *sl_proxy_new(struct sl_config *cfg)
     p->totals.max_depth = cfg->queue_max_depth;
     p->totals.max_bytes = cfg->queue_max_bytes;
     p->start_time = (double)sl_clock_wall() / 1e6;
+    /* Before the routes: they borrow it. shared_limit needs a restart to change. */
+    if (cfg->has_redis && cfg->redis_shared_limit &&
+        (p->shared = sl_shlimit_new(p->base, &cfg->redis_url, cfg->redis_prefix,
+                                    &proxy_shared_hooks, p)) == NULL)
+        goto fail;
     if (proxy_routes(p, cfg, &p->routes) != SL_OK)
         goto fail;
     p->drain_timer = evtimer_new(p->base, proxy_on_drain_timer, p);
@@ -535,6 +560,8 @@ void sl_proxy_free(struct sl_proxy *p)
     sl_frontend_free(p->frontend);
     sl_dispatcher_table_fini(&p->routes);
     sl_reload_reap(&p->retired, true);
+    /* After the routes: they let go of their asks in flight first. */
+    sl_shlimit_free(p->shared);
     if (p->watchdog != NULL)
         event_free(p->watchdog);
     sl_upstream_free(p->upstream);

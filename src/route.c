@@ -51,6 +51,7 @@ static int route_new(const struct sl_route_config *cfg, struct sl_queue_totals *
         goto fail;
     }
     sl_limiter_set_dating(&r->limiter, cfg->window_guard_us, cfg->jitter_proof);
+    sl_shlimit_route_init(&r->shared, r->limiter.logs[0].guard_us);
     if (cfg->limit_key.source != SL_KEY_NONE &&
         (r->keys = sl_keys_new(cfg, key_seed())) == NULL) {
         sl_queue_fini(&r->queue);
@@ -70,6 +71,7 @@ void sl_route_free(struct sl_route *r)
 {
     if (r == NULL)
         return;
+    sl_shlimit_route_fini(&r->shared);
     sl_queue_fini(&r->queue);
     sl_limiter_fini(&r->limiter);
     sl_keys_free(r->keys);
@@ -337,6 +339,8 @@ static void carry_keys(struct sl_route *to, struct sl_route *from, int64_t now)
 void sl_route_carry_over(struct sl_route *to, struct sl_route *from, int64_t now)
 {
     sl_limiter_inherit(&to->limiter, &from->limiter, now);
+    /* Shared limits: the history is in Redis; what we know of it is its epoch. */
+    to->shared.epoch = from->shared.epoch;
     carry_keys(to, from, now);
     to->stats = from->stats;
     to->paused_until_us = from->paused_until_us;

@@ -794,10 +794,17 @@ static void test_redis_section(void **state)
     struct sl_config *cfg;
 
     (void)state;
-    /* Shared limits are another issue's. */
-    expect_errors(ROUTE_A "\n[redis]   ; durable jobs\nurl = redis://10.0.0.1:6379/1\nprefix = p:\n"
-                  "jobs = off\nshared_limit = on\nresult_ttl = 2h\n",
-                  "t.conf:6: [redis]: shared_limit = on: not supported yet\n");
+    /* Shared limits: per-key limits and dating by answers are refused beside them. */
+    cfg = load_ok(ROUTE_A "\n[redis]\nurl = redis://10.0.0.1:6379/1\nprefix = p:\n"
+                  "jobs = off\nshared_limit = on\nresult_ttl = 2h\n");
+    assert_true(cfg->redis_shared_limit);
+    sl_config_free(cfg);
+    expect_errors(ROUTE_A "limit_key = header:X-Key\n\n[redis]\nshared_limit = on\n",
+                  "t.conf:5: limit_key: route a: per-key limits cannot be shared: set [redis] "
+                  "shared_limit = off or remove limit_key\n");
+    expect_errors("[redis]\nshared_limit = on\n" ROUTE_A "jitter_proof = on\n",
+                  "t.conf:7: jitter_proof: route a: not available with [redis] shared_limit = on "
+                  "(the window_guard covers the jitter)\n");
     expect_errors("[redis]\nresult_ttl = 0\nbogus = 1\njobs = off\nmax_deliveries = 0\n"
                   "claim_after = 10ms\n" ROUTE_A,
                   "t.conf:2: result_ttl: must be between 1s and 365d, got \"0\"\n"

@@ -418,6 +418,12 @@ static const char *const family_order[] = {
     "sluice_jobs_dead_letter_length", "sluice_jobs_dead_lettered_total", "sluice_redis_up",
     "sluice_redis_reconnects_total", "sluice_redis_timeouts_total",
     "sluice_redis_roundtrip_seconds",
+    "sluice_shared_limit_up",
+    "sluice_shared_limit_decisions_total",
+    "sluice_shared_limit_roundtrip_seconds",
+    "sluice_shared_limit_blocked_seconds_total",
+    "sluice_shared_limit_reconnects_total",
+    "sluice_shared_limit_timeouts_total",
 };
 
 static void check_family_order(char **lines, size_t n)
@@ -739,6 +745,45 @@ static void test_jobs_and_redis(void **state)
     free(text);
 }
 
+/* [redis] shared_limit: decisions by result, their round trips, time blocked. */
+static void test_shared_limit(void **state)
+{
+    struct sl_route_stats st = {0};
+    struct sl_histogram rtt = {0};
+    struct sl_metrics_route routes[] = {{.name = "api", .stats = &st}};
+    struct sl_metrics_global g = {.has_shared = true, .shared_up = true,
+                                  .shared_decisions = {10, 20, 1, 2},
+                                  .shared_blocked_seconds = 1.5, .shared_reconnects = 3,
+                                  .shared_timeouts = 4, .shared_rtt = &rtt};
+    static char *lines[MAX_LINES];
+    char *text;
+    size_t n;
+
+    (void)state;
+    sl_histogram_observe(&rtt, 0.0004);
+    text = render(routes, 1, NULL, &g);
+    n = split_lines(text, lines);
+    assert_int_equal(validate(lines, n), SL_ARRAY_LEN(family_order));
+    expect_line(lines, n, "sluice_shared_limit_up 1");
+    expect_line(lines, n, "sluice_shared_limit_decisions_total{result=\"go\"} 10");
+    expect_line(lines, n, "sluice_shared_limit_decisions_total{result=\"wait\"} 20");
+    expect_line(lines, n, "sluice_shared_limit_decisions_total{result=\"error\"} 1");
+    expect_line(lines, n, "sluice_shared_limit_decisions_total{result=\"late\"} 2");
+    expect_line(lines, n, "sluice_shared_limit_blocked_seconds_total 1.5");
+    expect_line(lines, n, "sluice_shared_limit_reconnects_total 3");
+    expect_line(lines, n, "sluice_shared_limit_timeouts_total 4");
+    expect_line(lines, n, "sluice_shared_limit_roundtrip_seconds_bucket{le=\"0.001\"} 1");
+    free(text);
+
+    /* Limits in memory: declared, no samples. */
+    g.has_shared = false;
+    text = render(routes, 1, NULL, &g);
+    n = split_lines(text, lines);
+    assert_int_equal(count_prefix(lines, n, "sluice_shared_limit_up "), 0);
+    assert_int_equal(count_prefix(lines, n, "sluice_shared_limit_decisions_total{"), 0);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -748,6 +793,7 @@ int main(void)
         cmocka_unit_test(test_route_stats_recent),
         cmocka_unit_test(test_two_routes),
         cmocka_unit_test(test_jobs_and_redis),
+        cmocka_unit_test(test_shared_limit),
         cmocka_unit_test(test_label_escaping),
         cmocka_unit_test(test_zero_routes),
         cmocka_unit_test(test_batches),
