@@ -108,6 +108,7 @@ struct sl_route_config {
     int line;                          /* line of the [route NAME] header */
     int limit_key_line;                /* of limit_key (else the header), for cross-section errors */
     int jitter_proof_line;             /* of jitter_proof (else the header) */
+    int window_guard_line;             /* of window_guard (else the header) */
 };
 
 /*

@@ -136,12 +136,13 @@ struct sl_shlimit_answer {
     uint32_t granted;
     int64_t wait_us;                   /* relative to Redis's now when it decided */
     uint64_t epoch;
+    int64_t redis_now_us;              /* Redis's TIME when it decided (logs, tests) */
 };
 
 
 
 /*
- * Read the script's reply {granted, wait_us, epoch}. Returns SL_OK, or
+ * Read the script's reply {granted, wait_us, epoch, now}. Returns SL_OK, or
  * SL_ERR for anything else (NULL, an error reply, a malformed array);
  * *noscript is set when the error was NOSCRIPT (the script must be sent).
  */

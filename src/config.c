@@ -1181,6 +1181,9 @@ static void end_section(struct parser *p)
     check_cost(p, r);
     r->limit_key_line = p->key_line[find_option(SEC_ROUTE, "limit_key") - options];
     r->jitter_proof_line = p->key_line[find_option(SEC_ROUTE, "jitter_proof") - options];
+    r->window_guard_line = p->key_line[find_option(SEC_ROUTE, "window_guard") - options];
+    if (r->window_guard_line == 0)
+        r->window_guard_line = p->sec_line;
     if (r->limit_key_line == 0)
         r->limit_key_line = p->sec_line;
     if (r->jitter_proof_line == 0)
@@ -1550,6 +1553,9 @@ static int key_line(const struct parser *p, const char *key)
     return o != NULL ? p->key_line[o - options] : 0;
 }
 
+/* The least window_guard a shared-limit route takes (shlimit.h: its budget). */
+#define SHARED_MIN_GUARD_US 1000
+
 /* Checks that need the whole file. */
 static void validate(struct parser *p)
 {
@@ -1568,6 +1574,11 @@ static void validate(struct parser *p)
             report(p, r->limit_key_line, "limit_key",
                    "route %s: per-key limits cannot be shared: set [redis] shared_limit = off "
                    "or remove limit_key", r->name);
+        /* The guard covers the Redis round trip: with none, no grant could be used. */
+        if (r->window_guard_us < SHARED_MIN_GUARD_US)
+            report(p, r->window_guard_line, "window_guard",
+                   "route %s: at least 1ms with [redis] shared_limit = on (it covers the "
+                   "round trip to Redis), got %gms", r->name, (double)r->window_guard_us / 1000.0);
         if (r->jitter_proof)
             report(p, r->jitter_proof_line, "jitter_proof",
                    "route %s: not available with [redis] shared_limit = on (the window_guard "

@@ -133,7 +133,7 @@ int sl_shlimit_encode(struct sl_shlimit_cmd *c, const char *sha, const char *pre
 
 int sl_shlimit_decode(const redisReply *reply, struct sl_shlimit_answer *out, bool *noscript)
 {
-    const redisReply *granted, *wait, *epoch;
+    const redisReply *granted, *wait, *epoch, *now;
 
     *noscript = false;
     memset(out, 0, sizeof(*out));
@@ -143,13 +143,14 @@ int sl_shlimit_decode(const redisReply *reply, struct sl_shlimit_answer *out, bo
         *noscript = reply->str != NULL && strncmp(reply->str, "NOSCRIPT", 8) == 0;
         return SL_ERR;
     }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4)
         return SL_ERR;
     granted = reply->element[0];
     wait = reply->element[1];
     epoch = reply->element[2];
+    now = reply->element[3];
     if (granted->type != REDIS_REPLY_INTEGER || wait->type != REDIS_REPLY_INTEGER ||
-        epoch->type != REDIS_REPLY_INTEGER)
+        epoch->type != REDIS_REPLY_INTEGER || now->type != REDIS_REPLY_INTEGER)
         return SL_ERR;
     if (granted->integer < 0 || granted->integer > (long long)SL_SHLIMIT_MAX_ASK ||
         wait->integer < 0 || epoch->integer <= 0)
@@ -157,6 +158,7 @@ int sl_shlimit_decode(const redisReply *reply, struct sl_shlimit_answer *out, bo
     out->granted = (uint32_t)granted->integer;
     out->wait_us = wait->integer;
     out->epoch = (uint64_t)epoch->integer;
+    out->redis_now_us = now->integer;
     if (out->granted > 0 && out->wait_us == 0)
         out->verdict = SL_SHLIMIT_GO;
     else if (out->granted == 1)

@@ -3,7 +3,7 @@
 -- KEYS[2] PREFIX{ROUTE}:log    list: the newest dispatch instants (us), oldest first
 -- ARGV: known epoch (0 = none), k, units, interval, tolerance, catchup,
 --       horizon, state ttl (ms), n_logs, then n, window, guard per log.
--- Returns {granted, wait_us, epoch}: granted >= 1 and wait 0: go now;
+-- Returns {granted, wait_us, epoch, now}: granted >= 1 and wait 0: go now;
 -- granted 1 and wait > 0: reserved at now + wait; granted 0: ask again then.
 -- Redis 7 replicates a script's effects, so TIME may come before writes.
 local t = redis.call('TIME')
@@ -114,4 +114,4 @@ if dirty then
   end
 end
 redis.call('PEXPIRE', KEYS[1], state_ttl)
-return {granted, wait, epoch}
+return {granted, wait, epoch, now}

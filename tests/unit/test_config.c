@@ -805,6 +805,9 @@ static void test_redis_section(void **state)
     expect_errors("[redis]\nshared_limit = on\n" ROUTE_A "jitter_proof = on\n",
                   "t.conf:7: jitter_proof: route a: not available with [redis] shared_limit = on "
                   "(the window_guard covers the jitter)\n");
+    expect_errors("[redis]\nshared_limit = on\n" ROUTE_A "window_guard = 0\n",
+                  "t.conf:7: window_guard: route a: at least 1ms with [redis] shared_limit = on "
+                  "(it covers the round trip to Redis), got 0ms\n");
     expect_errors("[redis]\nresult_ttl = 0\nbogus = 1\njobs = off\nmax_deliveries = 0\n"
                   "claim_after = 10ms\n" ROUTE_A,
                   "t.conf:2: result_ttl: must be between 1s and 365d, got \"0\"\n"

@@ -688,6 +688,109 @@ static void test_ready(void **state)
 }
 
 
+/* --- 8b. shared limits: decisions from Redis ------------------------------ */
+
+/*
+ * A shared limiter whose Redis never comes up (a port nobody listens on;
+ * the loop is not run, so it stays "connecting"): every ask is refused.
+ */
+static struct sl_shlimit *shared_down(struct fx *f)
+{
+    struct sl_redis_url url;
+    struct sl_shlimit_hooks hooks = {sl_dispatcher_shared_answered, NULL};
+    struct sl_shlimit *s;
+
+    memset(&url, 0, sizeof(url));
+    snprintf(url.host, sizeof(url.host), "127.0.0.1");
+    url.port = 1;
+    s = sl_shlimit_new(f->base, &url, "t:", &hooks, f);
+    assert_non_null(s);
+    assert_false(sl_shlimit_up(s));
+    return s;
+}
+
+static struct sl_route *start_shared(struct fx *f, struct sl_shlimit *s, unsigned max_in_flight)
+{
+    struct sl_route *r;
+
+    route_cfg(f, 0, 10, 1, max_in_flight);
+    f->rcfg[0].window_guard_us = 5 * MS;
+    r = start(f, 1);
+    sl_dispatcher_share(&f->table, s);
+    assert_ptr_equal(r->sched.shared, s);
+    return r;
+}
+
+/* Redis unreachable: nothing goes (no local fallback) and nothing polls. */
+static void test_shared_down_dispatches_nothing(void **state)
+{
+    struct fx *f = *state;
+    struct sl_shlimit *s = shared_down(f);
+    struct sl_route *r = start_shared(f, s, 4);
+    struct sl_shlimit_stats st;
+
+    for (int i = 0; i < 5; i++)
+        park(f, r, 0);
+    assert_false(sl_dispatcher_ready(r, fake_now, 1, SL_KEYS_NO_SLOT));
+    sl_dispatcher_kick(r);
+    assert_int_equal(dispatched(f, r), 0);
+    assert_disarmed(r);
+    assert_int_equal(r->shared.phase, SL_SHLIMIT_IDLE);
+    /* Deadlines still apply: a head past its own leaves without a token. */
+    f->reqs[0].item.deadline_us = fake_now + 10 * MS;
+    fake_now += 10 * MS;
+    sl_dispatcher_kick(r);
+    assert_int_equal(count_kind(f, 'e', r), 1);
+    assert_int_equal(dispatched(f, r), 0);
+    /* The time the backlog waited on Redis is counted. */
+    fake_now += SEC;
+    sl_shlimit_stats(s, &st);
+    assert_false(st.up);
+    assert_true(st.blocked_seconds >= 1.0);
+    sl_dispatcher_table_fini(&f->table);
+    sl_shlimit_free(s);
+}
+
+/* An answer kicks the route: grants go in that pass, what is left is dropped. */
+static void test_shared_grants_and_reservation(void **state)
+{
+    struct fx *f = *state;
+    struct sl_shlimit *s = shared_down(f);
+    struct sl_route *r = start_shared(f, s, 4);
+    struct sl_shlimit_answer go = {SL_SHLIMIT_GO, 3, 0, 7, 0};
+    struct sl_shlimit_answer res = {SL_SHLIMIT_RESERVED, 1, 100 * MS, 7, 0};
+    struct sl_shlimit_stats st;
+
+    for (int i = 0; i < 2; i++)
+        park(f, r, 0);
+    /* 3 granted, 2 parked: both go at once, the third grant is dropped. */
+    sl_shlimit_route_answer(&r->shared, &go, 1, fake_now - 200, fake_now);
+    sl_dispatcher_shared_answered(&r->shared, NULL);
+    assert_int_equal(dispatched(f, r), 2);
+    assert_call(f, 0, 'd', r, 0, fake_now);
+    assert_call(f, 1, 'd', r, 1, fake_now);
+    assert_int_equal(r->shared.credit, 0);
+    sl_shlimit_stats(s, &st);
+    assert_int_equal(st.decisions[SL_SHARED_LATE], 1);
+
+    /* A reservation arms the timer for its turn; nothing goes before. */
+    park(f, r, 0);
+    park(f, r, 0);
+    sl_shlimit_route_answer(&r->shared, &res, 1, fake_now - 200, fake_now);
+    sl_dispatcher_shared_answered(&r->shared, NULL);
+    assert_int_equal(dispatched(f, r), 2);
+    assert_armed(r, fake_now + 100 * MS);
+    fake_now += 100 * MS;
+    sl_dispatcher_kick(r);
+    assert_int_equal(dispatched(f, r), 3);
+    assert_call(f, 2, 'd', r, 2, fake_now);
+    /* The next head asks (refused: Redis is down) and waits disarmed. */
+    assert_disarmed(r);
+    assert_int_equal(sl_queue_depth(&r->queue), 1);
+    sl_dispatcher_table_fini(&f->table);
+    sl_shlimit_free(s);
+}
+
 /* --- 9. limit_key: one limiter per key ------------------------------------ */
 
 static void keyed_cfg(struct fx *f, size_t i, double rate, unsigned max_in_flight)
@@ -967,6 +1070,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_freeze, setup, teardown),
         cmocka_unit_test_setup_teardown(test_detach, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ready, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shared_down_dispatches_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shared_grants_and_reservation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keyed_no_key_waits_behind_another, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keyed_round_robin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keyed_earliest_and_lanes, setup, teardown),
