@@ -13,27 +13,31 @@
  *    least P + guard old, so no window of length P holds more than n;
  *  - "PREFIX{ROUTE}:limit", a hash with the GCRA schedule (tat), the
  *    newest instant trimmed off the log, a hold after Redis lost its data,
- *    and the route's epoch (below).
+ *    and the route's epoch (below);
+ *  - "PREFIX{ROUTE}:turns", a sorted set of the instances waiting with a
+ *    backlog, each with the instant its turn comes: a free slot goes to
+ *    the instance whose turn is due first, so equal backlogs share the
+ *    rate (nobody wins by asking sooner); a turn not taken within
+ *    SL_SHLIMIT_GRACE_US of its instant (its instance went away) is
+ *    forgotten.
  * The script takes the limits as arguments on every call (a reload takes
  * effect as each instance reloads; the log is only instants, so a lower n
- * simply waits) and answers one of:
- *  - go: m of the k dispatches asked for may go now (recorded now);
- *  - reserved: none may go now, one is recorded at T = now + wait and is
- *    this instance's to send then (turns are handed out in the order the
- *    instances ask, so equal backlogs share the rate);
- *  - wait: nothing before now + wait (past the reservation horizon): ask
- *    again then.
- * Waits are relative to Redis's now: no clock is compared across hosts.
+ * simply waits) and answers with m of the k dispatches asked for that may
+ * go now (recorded now, on Redis's clock) and, when it wants more, when
+ * this instance's next turn comes: it arms its timer for then and asks
+ * again (never polls). Waits are relative to Redis's now: no clock is
+ * compared across hosts. One round trip per decision, which also queues
+ * the next turn.
  *
  * Timing: an instant recorded in Redis and the moment our request leaves
- * differ by the round trip and our own lateness. Redis decided somewhere
- * between our send and its reply, so on our clock its instant lies in
- * [asked + wait, answered + wait]: a grant is used never before the end of
- * that span and only while the send is provably at most a budget (3/4 of
- * the route's window_guard) after the instant; otherwise it is dropped
+ * differ by the round trip and our own delay in acting on the reply.
+ * Redis decided somewhere between our send and its reply, so a grant is
+ * used only while the send is provably at most a budget (3/4 of the
+ * route's window_guard) after the ask left; otherwise it is dropped
  * (counted "late": a recorded and unused dispatch only costs rate) and the
  * route asks again. The last quarter of the guard covers the variation of
- * the way to the upstream, as the whole guard does in memory mode.
+ * the way to the upstream, as the whole guard does in memory mode. A
+ * late timer costs nothing: the instant is taken when Redis decides.
  *
  * Redis losing its data (a restart without persistence, FLUSHALL) is told
  * by the epoch: an instance that saw the route's epoch and finds none makes
@@ -70,8 +74,8 @@ struct sl_shlimit_pending;
 
 /* Dispatches asked for in one decision (at most one pass of the dispatcher). */
 #define SL_SHLIMIT_MAX_ASK 64u
-/* A wait up to this long reserves the slot; a longer one is asked again. */
-#define SL_SHLIMIT_HORIZON_US (10 * INT64_C(1000000))
+/* A turn not taken this long after it came is forgotten (its instance left). */
+#define SL_SHLIMIT_GRACE_US (50 * INT64_C(1000))
 /* The timeout of one decision: past it the connection is taken for dead. */
 #define SL_SHLIMIT_TIMEOUT_US (1000 * INT64_C(1000))
 
@@ -96,6 +100,7 @@ struct sl_shlimit_question {
     uint64_t epoch;                    /* the route's epoch as last seen; 0 = none */
     uint32_t k;                        /* dispatches wanted, 1..SL_SHLIMIT_MAX_ASK */
     uint32_t units;                    /* units of each */
+    uint64_t instance;                 /* who asks (its turn in the queue) */
 };
 
 #define SL_SHLIMIT_ARGS (12 + 3 * SL_LIMITER_MAX_LOGS)
@@ -111,7 +116,7 @@ struct sl_shlimit_cmd {
 /*
  * Encode a decision for route `route` under `prefix`: EVALSHA with `sha`,
  * or EVAL with the script itself when `sha` is NULL or "". Keys:
- * PREFIX{ROUTE}:limit, PREFIX{ROUTE}:log. Returns SL_OK, or SL_ERR when
+ * PREFIX{ROUTE}:limit, :log and :turns. Returns SL_OK, or SL_ERR when
  * a name does not fit. `c` must not move while its argv is in use.
  */
 int sl_shlimit_encode(struct sl_shlimit_cmd *c, const char *sha, const char *prefix,
@@ -125,16 +130,9 @@ const char *sl_shlimit_script(void);
 extern const unsigned char sl_shlimit_lua[];
 extern const size_t sl_shlimit_lua_len;
 
-enum sl_shlimit_verdict {
-    SL_SHLIMIT_GO,                     /* `granted` may go now */
-    SL_SHLIMIT_RESERVED,               /* one may go after `wait_us` */
-    SL_SHLIMIT_WAIT,                   /* ask again after `wait_us` */
-};
-
 struct sl_shlimit_answer {
-    enum sl_shlimit_verdict verdict;
-    uint32_t granted;
-    int64_t wait_us;                   /* relative to Redis's now when it decided */
+    uint32_t granted;                  /* may go now */
+    int64_t wait_us;                   /* > 0: ask again then (relative to Redis's now); 0: no turn */
     uint64_t epoch;
     int64_t redis_now_us;              /* Redis's TIME when it decided (logs, tests) */
 };
@@ -153,15 +151,14 @@ int sl_shlimit_decode(const redisReply *reply, struct sl_shlimit_answer *out, bo
 enum sl_shlimit_phase {
     SL_SHLIMIT_IDLE,                   /* nothing in hand: ask when there is a head */
     SL_SHLIMIT_ASKING,                 /* a decision is in flight: its reply kicks the route */
-    SL_SHLIMIT_RESERVED_AT,            /* one dispatch is ours at `at_us` */
-    SL_SHLIMIT_WAITING,                /* ask again at `at_us` */
+    SL_SHLIMIT_WAITING,                /* our next turn: ask again at `at_us` */
 };
 
 struct sl_shlimit_route {
     enum sl_shlimit_phase phase;
     uint32_t credit;                   /* units granted, not used yet */
-    int64_t lo_us, hi_us;              /* where the granted instant lies on our clock */
-    int64_t at_us;                     /* RESERVED_AT: go then; WAITING: ask then */
+    int64_t asked_us;                  /* the grant's ask left then (its instant is later) */
+    int64_t at_us;                     /* WAITING: ask then */
     int64_t budget_us;                 /* how far a send may be from its recorded instant */
     uint64_t epoch;                    /* the route's epoch in Redis, last seen; 0 = none */
     uint64_t late;                     /* grants dropped as too late (for the metrics) */
@@ -187,7 +184,7 @@ enum sl_shlimit_step sl_shlimit_route_step(struct sl_shlimit_route *st, int64_t 
 
 /*
  * Take an answer to the ask sent at `asked` and received at `now`
- * (Redis decided somewhere in between): grants, a reservation or a wait.
+ * (Redis decided somewhere in between): grants, and the next turn.
  * `units` is the units of each dispatch asked for.
  */
 void sl_shlimit_route_answer(struct sl_shlimit_route *st, const struct sl_shlimit_answer *a,
@@ -199,7 +196,7 @@ void sl_shlimit_route_failed(struct sl_shlimit_route *st);
 /* Grants not used in the pass they came for are dropped (their instant ages). */
 void sl_shlimit_route_settle(struct sl_shlimit_route *st);
 
-/* Redis went away: drop every grant and reservation (they may not be recorded). */
+/* Redis went away: drop every grant and turn (Redis may not hold them any more). */
 void sl_shlimit_route_reset(struct sl_shlimit_route *st);
 
 /* --- the client ---------------------------------------------------------- */
@@ -218,8 +215,8 @@ struct sl_shlimit_stats {
 };
 
 /*
- * Connect to `url` (copied); keys under `prefix` (copied). NULL when out
- * of memory.
+ * Connect to `url` (copied); keys under `prefix` (copied); a random
+ * instance id names this process in the turns. NULL when out of memory.
  */
 struct sl_shlimit *sl_shlimit_new(struct event_base *base, const struct sl_redis_url *url,
                                   const char *prefix, const struct sl_shlimit_hooks *hooks,

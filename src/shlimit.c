@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "log.h"
@@ -110,18 +112,20 @@ int sl_shlimit_encode(struct sl_shlimit_cmd *c, const char *sha, const char *pre
         bad |= put_raw(c, "EVALSHA", 7) | put_raw(c, sha, strlen(sha));
     else
         bad |= put_raw(c, "EVAL", 4) | put_raw(c, sl_shlimit_script(), sl_shlimit_lua_len);
-    bad |= put_raw(c, "2", 1);
+    bad |= put_raw(c, "3", 1);
     /* The hash tag: both keys of a route land in one Redis Cluster slot. */
     bad |= put(c, &used, "%s{%s}:limit", prefix, route);
     bad |= put(c, &used, "%s{%s}:log", prefix, route);
+    bad |= put(c, &used, "%s{%s}:turns", prefix, route);
     bad |= put(c, &used, "%" PRIu64, q->epoch);
     bad |= put(c, &used, "%" PRIu32, q->k);
     bad |= put(c, &used, "%" PRIu32, q->units > 0 ? q->units : 1);
     bad |= put(c, &used, "%" PRId64, lim->interval_us);
     bad |= put(c, &used, "%" PRId64, lim->tolerance_us);
     bad |= put(c, &used, "%" PRId64, lim->catchup_us);
-    bad |= put(c, &used, "%" PRId64, SL_SHLIMIT_HORIZON_US);
+    bad |= put(c, &used, "%" PRId64, SL_SHLIMIT_GRACE_US);
     bad |= put(c, &used, "%" PRId64, state_ttl_ms(lim));
+    bad |= put(c, &used, "%016" PRIx64, q->instance);
     bad |= put(c, &used, "%zu", lim->n_logs);
     for (size_t i = 0; i < lim->n_logs; i++) {
         bad |= put(c, &used, "%" PRIu32, lim->n[i]);
@@ -159,14 +163,8 @@ int sl_shlimit_decode(const redisReply *reply, struct sl_shlimit_answer *out, bo
     out->wait_us = wait->integer;
     out->epoch = (uint64_t)epoch->integer;
     out->redis_now_us = now->integer;
-    if (out->granted > 0 && out->wait_us == 0)
-        out->verdict = SL_SHLIMIT_GO;
-    else if (out->granted == 1)
-        out->verdict = SL_SHLIMIT_RESERVED;
-    else if (out->granted == 0 && out->wait_us > 0)
-        out->verdict = SL_SHLIMIT_WAIT;
-    else
-        return SL_ERR; /* several reserved, or nothing and no wait */
+    if (out->granted == 0 && out->wait_us == 0)
+        return SL_ERR; /* nothing, and no word on when */
     return SL_OK;
 }
 
@@ -186,12 +184,12 @@ void sl_shlimit_route_init(struct sl_shlimit_route *st, int64_t guard_us)
 }
 
 /*
- * May a send at `now` go on the instant Redis recorded? That instant lies
- * in [lo, hi] on our clock: never before hi, at most budget after lo.
+ * May a send at `now` go on the instant Redis recorded? That instant is
+ * after the ask left, so the send is at most now - asked after it.
  */
 static bool usable(const struct sl_shlimit_route *st, int64_t now)
 {
-    return now >= st->hi_us && now - st->lo_us <= st->budget_us;
+    return now - st->asked_us <= st->budget_us;
 }
 
 enum sl_shlimit_step sl_shlimit_route_step(struct sl_shlimit_route *st, int64_t now,
@@ -199,19 +197,12 @@ enum sl_shlimit_step sl_shlimit_route_step(struct sl_shlimit_route *st, int64_t 
 {
     if (units == 0)
         units = 1;
-    if (st->phase == SL_SHLIMIT_RESERVED_AT) {
-        if (now < st->at_us) {
-            *at = st->at_us;
-            return SL_SHLIMIT_STEP_SLEEP;
-        }
-        st->phase = SL_SHLIMIT_IDLE; /* the reserved units are a grant from now on */
-    }
     if (st->credit > 0) {
         if (st->credit >= units && usable(st, now)) {
             st->credit -= units;
             return SL_SHLIMIT_STEP_GO;
         }
-        /* Aged past the budget (a late timer, a slow reply), or the head costs more. */
+        /* Aged past the budget (a slow reply, a busy loop), or the head costs more. */
         st->late++;
         st->credit = 0;
     }
@@ -226,7 +217,6 @@ enum sl_shlimit_step sl_shlimit_route_step(struct sl_shlimit_route *st, int64_t 
         st->phase = SL_SHLIMIT_IDLE;
         return SL_SHLIMIT_STEP_ASK;
     case SL_SHLIMIT_IDLE:
-    case SL_SHLIMIT_RESERVED_AT:
     default:
         return SL_SHLIMIT_STEP_ASK;
     }
@@ -238,25 +228,14 @@ void sl_shlimit_route_answer(struct sl_shlimit_route *st, const struct sl_shlimi
     if (units == 0)
         units = 1;
     st->epoch = a->epoch;
-    st->credit = 0;
-    /* Redis decided between our send and its reply: its instant lies in [lo, hi]. */
-    st->lo_us = asked + a->wait_us;
-    st->hi_us = now + a->wait_us;
-    switch (a->verdict) {
-    case SL_SHLIMIT_GO:
-        st->phase = SL_SHLIMIT_IDLE;
-        st->credit = a->granted * units;
-        break;
-    case SL_SHLIMIT_RESERVED:
-        st->phase = SL_SHLIMIT_RESERVED_AT;
-        st->credit = units; /* one dispatch, usable from at_us */
-        st->at_us = st->hi_us; /* the earliest moment surely not before Redis's instant */
-        break;
-    case SL_SHLIMIT_WAIT:
-    default:
+    st->credit = a->granted * units;
+    st->asked_us = asked;
+    if (a->wait_us > 0) {
+        /* Never before Redis's instant: it decided no later than `now`. */
         st->phase = SL_SHLIMIT_WAITING;
-        st->at_us = st->hi_us; /* never before Redis's instant */
-        break;
+        st->at_us = now + a->wait_us;
+    } else {
+        st->phase = SL_SHLIMIT_IDLE;
     }
 }
 
@@ -268,8 +247,6 @@ void sl_shlimit_route_failed(struct sl_shlimit_route *st)
 
 void sl_shlimit_route_settle(struct sl_shlimit_route *st)
 {
-    if (st->phase == SL_SHLIMIT_RESERVED_AT)
-        return; /* its time has not come */
     if (st->credit > 0)
         st->late++;
     st->credit = 0;
@@ -279,7 +256,7 @@ void sl_shlimit_route_reset(struct sl_shlimit_route *st)
 {
     if (st->phase != SL_SHLIMIT_ASKING)
         st->phase = SL_SHLIMIT_IDLE;
-    st->credit = 0; /* grants and the reservation: Redis may not hold them any more */
+    st->credit = 0; /* grants: Redis may not hold them any more */
 }
 
 /* --- the client ---------------------------------------------------------- */
@@ -301,6 +278,7 @@ struct sl_shlimit {
     struct sl_redis *redis;             /* owned */
     char prefix[SL_CONFIG_NAME_LEN];
     char sha[48];                       /* from SCRIPT LOAD; "" = send the script (EVAL) */
+    uint64_t instance;                  /* this process in the turns (random) */
     struct sl_shlimit_hooks hooks;
     void *arg;
     bool closing;
@@ -373,7 +351,7 @@ static void shlimit_on_reply(struct sl_redis *r, const redisReply *reply, void *
         s->blocked_us += now - p->asked_us;
         if (rc == SL_OK) {
             sl_shlimit_route_answer(st, &a, p->units, p->asked_us, now);
-            count(s, a.verdict == SL_SHLIMIT_GO ? SL_SHARED_GO : SL_SHARED_WAIT);
+            count(s, a.granted > 0 ? SL_SHARED_GO : SL_SHARED_WAIT);
         } else {
             sl_shlimit_route_failed(st);
             count(s, SL_SHARED_ERROR);
@@ -389,7 +367,7 @@ static void shlimit_on_reply(struct sl_redis *r, const redisReply *reply, void *
 
 static int send_pending(struct sl_shlimit *s, struct sl_shlimit_pending *p, const char *sha)
 {
-    struct sl_shlimit_question q = {p->st->epoch, p->k, p->units};
+    struct sl_shlimit_question q = {p->st->epoch, p->k, p->units, s->instance};
     struct sl_shlimit_cmd *c = malloc(sizeof(*c));
     int rc;
 
@@ -452,6 +430,9 @@ struct sl_shlimit *sl_shlimit_new(struct event_base *base, const struct sl_redis
     if (s == NULL)
         return NULL;
     snprintf(s->prefix, sizeof(s->prefix), "%s", prefix);
+    /* Random, so that a restarted process is not taken for the old one. */
+    if (getrandom(&s->instance, sizeof(s->instance), 0) != (ssize_t)sizeof(s->instance))
+        s->instance = (uint64_t)sl_clock_now() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)s;
     s->hooks = *hooks;
     s->arg = arg;
     s->redis = sl_redis_new(base, url, "shared_limit", shlimit_on_state, s);

@@ -1,10 +1,11 @@
 -- shlimit.lua - one shared limiter decision (see include/shlimit.h).
 -- KEYS[1] PREFIX{ROUTE}:limit  hash: epoch, tat, hold, dropped
 -- KEYS[2] PREFIX{ROUTE}:log    list: the newest dispatch instants (us), oldest first
+-- KEYS[3] PREFIX{ROUTE}:turns  sorted set: instance id -> when its turn comes (us)
 -- ARGV: known epoch (0 = none), k, units, interval, tolerance, catchup,
---       horizon, state ttl (ms), n_logs, then n, window, guard per log.
--- Returns {granted, wait_us, epoch, now}: granted >= 1 and wait 0: go now;
--- granted 1 and wait > 0: reserved at now + wait; granted 0: ask again then.
+--       grace, state ttl (ms), instance id, n_logs, then n, window, guard per log.
+-- Returns {granted, wait_us, epoch, now}: `granted` (0..k) go now, recorded
+-- now; wait_us > 0: ask again then (the asker's next turn), 0: no turn held.
 -- Redis 7 replicates a script's effects, so TIME may come before writes.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -14,13 +15,14 @@ local units = tonumber(ARGV[3])
 local interval = tonumber(ARGV[4])
 local tol = tonumber(ARGV[5])
 local catchup = tonumber(ARGV[6])
-local horizon = tonumber(ARGV[7])
+local grace = tonumber(ARGV[7])
 local state_ttl = tonumber(ARGV[8])
-local nlogs = tonumber(ARGV[9])
+local id = ARGV[9]
+local nlogs = tonumber(ARGV[10])
 local ns, spans = {}, {}
 local maxn, maxspan = 0, 0
 for i = 1, nlogs do
-  local b = 9 + (i - 1) * 3
+  local b = 10 + (i - 1) * 3
   ns[i] = tonumber(ARGV[b + 1])
   spans[i] = tonumber(ARGV[b + 2]) + tonumber(ARGV[b + 3])
   if ns[i] > maxn then maxn = ns[i] end
@@ -85,19 +87,70 @@ local function take(at)
   dirty = true
 end
 
-local granted, wait = 0, 0
-while granted < k do
-  if earliest(now) > now then break end
-  take(now)
-  granted = granted + 1
-end
-if granted == 0 then
-  local at = earliest(now)
-  wait = at - now
-  if wait <= horizon then
-    take(at)
-    granted = 1
+-- Turns: instances with a backlog queue up, each told when its turn comes;
+-- a slot goes to whoever's turn is due first, so equal backlogs share. A
+-- turn not taken within `grace` (its instance left) is forgotten.
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', string.format('(%d', now - grace))
+local mine = tonumber(redis.call('ZSCORE', KEYS[3], id))
+local head = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+local head_id, head_at = head[1], tonumber(head[2])
+local step = units * interval
+local nobody_due = head_id == nil or head_id == id or head_at > now
+
+-- A turn after everyone queued, not before `at`.
+local function queue_up(at)
+  local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+  if last[1] and last[1] ~= id and tonumber(last[2]) + step > at then
+    at = tonumber(last[2]) + step
   end
+  redis.call('ZADD', KEYS[3], at, id)
+  return at
+end
+
+-- The turns follow the limits: when the next free instant moved later (a
+-- late asker restarted the schedule), every queued turn moves with it, in
+-- order, so that nobody comes back early, or overdue and forgotten.
+local function rebase(from)
+  local q = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
+  local at = from
+  for j = 1, #q, 2 do
+    local sc = tonumber(q[j + 1])
+    if sc < at then
+      redis.call('ZADD', KEYS[3], at, q[j])
+      sc = at
+    end
+    at = sc + step
+  end
+end
+
+local granted, wait = 0, 0
+local e = earliest(now)
+if e <= now and nobody_due then
+  while granted < k and earliest(now) <= now do
+    take(now)
+    granted = granted + 1
+  end
+  redis.call('ZREM', KEYS[3], id)
+  rebase(earliest(now))
+  if granted < k then wait = queue_up(earliest(now)) - now end
+elseif nobody_due then
+  -- Our turn (or nobody's), held back by the limits: keep it until then.
+  if mine then
+    rebase(e)
+    wait = tonumber(redis.call('ZSCORE', KEYS[3], id)) - now
+  else
+    wait = queue_up(e) - now
+  end
+elseif mine then
+  -- Another's turn is due before ours: look again after it.
+  wait = math.max(e - now, step)
+else
+  wait = queue_up(e) - now
+end
+if wait < 1 and granted == 0 then wait = 1 end
+local tail = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+if tail[2] then
+  redis.call('PEXPIRE', KEYS[3], math.floor((tonumber(tail[2]) - now + grace) / 1000) + 1000)
 end
 
 if dirty then

@@ -752,13 +752,13 @@ static void test_shared_down_dispatches_nothing(void **state)
 }
 
 /* An answer kicks the route: grants go in that pass, what is left is dropped. */
-static void test_shared_grants_and_reservation(void **state)
+static void test_shared_grants_and_turns(void **state)
 {
     struct fx *f = *state;
     struct sl_shlimit *s = shared_down(f);
     struct sl_route *r = start_shared(f, s, 4);
-    struct sl_shlimit_answer go = {SL_SHLIMIT_GO, 3, 0, 7, 0};
-    struct sl_shlimit_answer res = {SL_SHLIMIT_RESERVED, 1, 100 * MS, 7, 0};
+    struct sl_shlimit_answer go = {3, 0, 7, 0};
+    struct sl_shlimit_answer turn = {1, 100 * MS, 7, 0};
     struct sl_shlimit_stats st;
 
     for (int i = 0; i < 2; i++)
@@ -773,18 +773,18 @@ static void test_shared_grants_and_reservation(void **state)
     sl_shlimit_stats(s, &st);
     assert_int_equal(st.decisions[SL_SHARED_LATE], 1);
 
-    /* A reservation arms the timer for its turn; nothing goes before. */
+    /* One granted and the next turn: one goes, the timer is armed for the turn. */
     park(f, r, 0);
     park(f, r, 0);
-    sl_shlimit_route_answer(&r->shared, &res, 1, fake_now - 200, fake_now);
+    sl_shlimit_route_answer(&r->shared, &turn, 1, fake_now - 200, fake_now);
     sl_dispatcher_shared_answered(&r->shared, NULL);
-    assert_int_equal(dispatched(f, r), 2);
+    assert_int_equal(dispatched(f, r), 3);
+    assert_call(f, 2, 'd', r, 2, fake_now);
     assert_armed(r, fake_now + 100 * MS);
+    /* At the turn the head asks (refused: Redis is down) and waits disarmed. */
     fake_now += 100 * MS;
     sl_dispatcher_kick(r);
     assert_int_equal(dispatched(f, r), 3);
-    assert_call(f, 2, 'd', r, 2, fake_now);
-    /* The next head asks (refused: Redis is down) and waits disarmed. */
     assert_disarmed(r);
     assert_int_equal(sl_queue_depth(&r->queue), 1);
     sl_dispatcher_table_fini(&f->table);
@@ -1071,7 +1071,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_detach, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ready, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_down_dispatches_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_shared_grants_and_reservation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shared_grants_and_turns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keyed_no_key_waits_behind_another, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keyed_round_robin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keyed_earliest_and_lanes, setup, teardown),

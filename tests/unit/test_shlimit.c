@@ -1,9 +1,8 @@
 /*
  * test_shlimit.c - the shared limiter's pure parts: the script's arguments
  * (from a route's limiter), its answers, and a route's decision
- * bookkeeping against a fake clock (grants used only within the budget,
- * never before Redis's instant; reservations; waits; what a pass, an
- * outage or a reload leaves). The script itself runs against a real Redis
+ * bookkeeping against a fake clock (grants used only within the budget;
+ * turns; what a pass or an outage leaves). The script itself runs against a real Redis
  * in tests/integration/test_shared_limit.py.
  */
 #include <setjmp.h>
@@ -67,33 +66,35 @@ static void assert_arg(const struct sl_shlimit_cmd *c, int i, const char *want)
 static void test_encode(void **state)
 {
     struct sl_shlimit_limits lim = limits_30s_600m(1);
-    struct sl_shlimit_question q = {1234567, 5, 2};
+    struct sl_shlimit_question q = {1234567, 5, 2, 0xabcdef};
     struct sl_shlimit_cmd c;
 
     (void)state;
     assert_int_equal(sl_shlimit_encode(&c, "abc123", "p:", "api", &lim, &q), SL_OK);
-    assert_int_equal(c.argc, 14 + 3 * 2);
+    assert_int_equal(c.argc, 16 + 3 * 2);
     assert_arg(&c, 0, "EVALSHA");
     assert_arg(&c, 1, "abc123");
-    assert_arg(&c, 2, "2");
-    /* One hash tag per route: both keys in one cluster slot. */
+    assert_arg(&c, 2, "3");
+    /* One hash tag per route: its keys share one cluster slot. */
     assert_arg(&c, 3, "p:{api}:limit");
     assert_arg(&c, 4, "p:{api}:log");
-    assert_arg(&c, 5, "1234567");
-    assert_arg(&c, 6, "5");
-    assert_arg(&c, 7, "2");
-    assert_arg(&c, 8, "33334");
-    assert_arg(&c, 9, "0");
-    assert_arg(&c, 10, "5000");
-    assert_arg(&c, 11, "10000000");
-    assert_arg(&c, 12, "86400000"); /* the hash outlives a quiet day (the epoch) */
-    assert_arg(&c, 13, "2");
-    assert_arg(&c, 14, "30");
-    assert_arg(&c, 15, "1000000");
-    assert_arg(&c, 16, "5000");
-    assert_arg(&c, 17, "600");
-    assert_arg(&c, 18, "60000000");
-    assert_arg(&c, 19, "5000");
+    assert_arg(&c, 5, "p:{api}:turns");
+    assert_arg(&c, 6, "1234567");
+    assert_arg(&c, 7, "5");
+    assert_arg(&c, 8, "2");
+    assert_arg(&c, 9, "33334");
+    assert_arg(&c, 10, "0");
+    assert_arg(&c, 11, "5000");
+    assert_arg(&c, 12, "50000");
+    assert_arg(&c, 13, "86400000"); /* the hash outlives a quiet day (the epoch) */
+    assert_arg(&c, 14, "0000000000abcdef");
+    assert_arg(&c, 15, "2");
+    assert_arg(&c, 16, "30");
+    assert_arg(&c, 17, "1000000");
+    assert_arg(&c, 18, "5000");
+    assert_arg(&c, 19, "600");
+    assert_arg(&c, 20, "60000000");
+    assert_arg(&c, 21, "5000");
 
     /* No SHA yet (or NOSCRIPT): the script goes whole with EVAL. */
     q.units = 0; /* counts as 1 */
@@ -102,7 +103,7 @@ static void test_encode(void **state)
     assert_int_equal(c.lens[1], sl_shlimit_lua_len);
     assert_memory_equal(c.argv[1], sl_shlimit_script(), sl_shlimit_lua_len);
     assert_non_null(strstr(sl_shlimit_script(), "redis.call('TIME')"));
-    assert_arg(&c, 7, "1");
+    assert_arg(&c, 8, "1");
     assert_int_equal(sl_shlimit_encode(&c, "", "p:", "api", &lim, &q), SL_OK);
     assert_arg(&c, 0, "EVAL");
 
@@ -149,17 +150,18 @@ static void test_decode(void **state)
 
     (void)state;
     assert_int_equal(decode3(3, 0, 77, &a), SL_OK);
-    assert_int_equal(a.verdict, SL_SHLIMIT_GO);
     assert_int_equal(a.granted, 3);
+    assert_int_equal(a.wait_us, 0);
     assert_int_equal(a.epoch, 77);
+    assert_int_equal(a.redis_now_us, 1700000000000000);
+    /* Granted, and the next turn. */
     assert_int_equal(decode3(1, 33000, 77, &a), SL_OK);
-    assert_int_equal(a.verdict, SL_SHLIMIT_RESERVED);
+    assert_int_equal(a.granted, 1);
     assert_int_equal(a.wait_us, 33000);
     assert_int_equal(decode3(0, 40 * SEC, 77, &a), SL_OK);
-    assert_int_equal(a.verdict, SL_SHLIMIT_WAIT);
+    assert_int_equal(a.granted, 0);
     /* Nonsense is an error, never a grant. */
     assert_int_equal(decode3(0, 0, 77, &a), SL_ERR);
-    assert_int_equal(decode3(2, 5, 77, &a), SL_ERR);
     assert_int_equal(decode3(-1, 0, 77, &a), SL_ERR);
     assert_int_equal(decode3(1, -5, 77, &a), SL_ERR);
     assert_int_equal(decode3(1, 0, 0, &a), SL_ERR);
@@ -184,9 +186,9 @@ static void test_decode(void **state)
 
 /* --- a route's bookkeeping ----------------------------------------------- */
 
-static struct sl_shlimit_answer answer(enum sl_shlimit_verdict v, uint32_t granted, int64_t wait)
+static struct sl_shlimit_answer answer(uint32_t granted, int64_t wait)
 {
-    struct sl_shlimit_answer a = {v, granted, wait, 42, 0};
+    struct sl_shlimit_answer a = {granted, wait, 42, 0};
 
     return a;
 }
@@ -195,7 +197,7 @@ static struct sl_shlimit_answer answer(enum sl_shlimit_verdict v, uint32_t grant
 static void test_route_grants(void **state)
 {
     struct sl_shlimit_route st;
-    struct sl_shlimit_answer a = answer(SL_SHLIMIT_GO, 2, 0);
+    struct sl_shlimit_answer a = answer(2, 0);
     int64_t at = 0;
 
     (void)state;
@@ -206,6 +208,7 @@ static void test_route_grants(void **state)
     assert_int_equal(sl_shlimit_route_step(&st, T0, 1, &at), SL_SHLIMIT_STEP_BUSY);
     sl_shlimit_route_answer(&st, &a, 1, T0, T0 + 400);
     assert_int_equal(st.epoch, 42);
+    assert_int_equal(st.phase, SL_SHLIMIT_IDLE); /* no turn held: all it asked for */
     assert_int_equal(sl_shlimit_route_step(&st, T0 + 500, 1, &at), SL_SHLIMIT_STEP_GO);
     assert_int_equal(sl_shlimit_route_step(&st, T0 + 3750, 1, &at), SL_SHLIMIT_STEP_GO);
     assert_int_equal(sl_shlimit_route_step(&st, T0 + 3760, 1, &at), SL_SHLIMIT_STEP_ASK);
@@ -226,51 +229,28 @@ static void test_route_grants(void **state)
     assert_int_equal(st.credit, 0);
 }
 
-/* A reservation: never before the latest instant Redis's could be, at most the budget after the earliest. */
-static void test_route_reservation(void **state)
+/* A grant with the next turn: go now, then sleep until the turn, then ask. */
+static void test_route_turns(void **state)
 {
     struct sl_shlimit_route st;
-    struct sl_shlimit_answer a = answer(SL_SHLIMIT_RESERVED, 1, 33 * MS);
+    struct sl_shlimit_answer a = answer(1, 33 * MS);
+    struct sl_shlimit_answer w = answer(0, 40 * SEC);
     int64_t at = 0;
 
     (void)state;
     sl_shlimit_route_init(&st, 5 * MS);
     st.phase = SL_SHLIMIT_ASKING;
     sl_shlimit_route_answer(&st, &a, 1, T0, T0 + 300);
-    assert_int_equal(sl_shlimit_route_step(&st, T0 + 1000, 1, &at), SL_SHLIMIT_STEP_SLEEP);
+    assert_int_equal(sl_shlimit_route_step(&st, T0 + 400, 1, &at), SL_SHLIMIT_STEP_GO);
+    assert_int_equal(sl_shlimit_route_step(&st, T0 + 400, 1, &at), SL_SHLIMIT_STEP_SLEEP);
+    /* Counted from the reply: never before Redis's instant. */
     assert_int_equal(at, T0 + 300 + 33 * MS);
-    /* The pass that took the answer leaves a reservation alone. */
-    sl_shlimit_route_settle(&st);
-    assert_int_equal(st.late, 0);
-    assert_int_equal(sl_shlimit_route_step(&st, T0 + 33 * MS + 299, 1, &at),
-                     SL_SHLIMIT_STEP_SLEEP);
-    assert_int_equal(sl_shlimit_route_step(&st, T0 + 33 * MS + 300, 1, &at), SL_SHLIMIT_STEP_GO);
-    assert_int_equal(sl_shlimit_route_step(&st, T0 + 33 * MS + 300, 1, &at), SL_SHLIMIT_STEP_ASK);
+    assert_int_equal(sl_shlimit_route_step(&st, at - 1, 1, &at), SL_SHLIMIT_STEP_SLEEP);
+    assert_int_equal(sl_shlimit_route_step(&st, T0 + 300 + 33 * MS, 1, &at), SL_SHLIMIT_STEP_ASK);
 
-    /* The timer fired too late: the turn is given up, not used. */
+    /* Nothing now: wait for the turn (a quota may take long). */
     st.phase = SL_SHLIMIT_ASKING;
-    sl_shlimit_route_answer(&st, &a, 1, T0, T0 + 300);
-    assert_int_equal(sl_shlimit_route_step(&st, T0 + 33 * MS + 3751, 1, &at),
-                     SL_SHLIMIT_STEP_ASK);
-    assert_int_equal(st.late, 1);
-
-    /* A head costing more than was reserved waits for a decision of its own. */
-    st.late = 0;
-    sl_shlimit_route_answer(&st, &a, 1, T0, T0 + 300);
-    assert_int_equal(sl_shlimit_route_step(&st, T0 + 33 * MS + 300, 2, &at),
-                     SL_SHLIMIT_STEP_ASK);
-}
-
-static void test_route_wait(void **state)
-{
-    struct sl_shlimit_route st;
-    struct sl_shlimit_answer a = answer(SL_SHLIMIT_WAIT, 0, 40 * SEC);
-    int64_t at = 0;
-
-    (void)state;
-    sl_shlimit_route_init(&st, 5 * MS);
-    st.phase = SL_SHLIMIT_ASKING;
-    sl_shlimit_route_answer(&st, &a, 1, T0, T0 + 300);
+    sl_shlimit_route_answer(&st, &w, 1, T0, T0 + 300);
     assert_int_equal(st.credit, 0);
     assert_int_equal(sl_shlimit_route_step(&st, T0 + SEC, 1, &at), SL_SHLIMIT_STEP_SLEEP);
     assert_int_equal(at, T0 + 300 + 40 * SEC);
@@ -283,8 +263,8 @@ static void test_route_wait(void **state)
 static void test_route_settle_and_reset(void **state)
 {
     struct sl_shlimit_route st;
-    struct sl_shlimit_answer go = answer(SL_SHLIMIT_GO, 3, 0);
-    struct sl_shlimit_answer res = answer(SL_SHLIMIT_RESERVED, 1, 50 * MS);
+    struct sl_shlimit_answer go = answer(3, 0);
+    struct sl_shlimit_answer turn = answer(1, 50 * MS);
     int64_t at = 0;
 
     (void)state;
@@ -295,10 +275,11 @@ static void test_route_settle_and_reset(void **state)
     assert_int_equal(st.credit, 0);
     assert_int_equal(st.late, 1);
 
-    sl_shlimit_route_answer(&st, &res, 1, T0, T0 + 100);
+    sl_shlimit_route_answer(&st, &turn, 1, T0, T0 + 100);
     sl_shlimit_route_reset(&st);
     assert_int_equal(st.phase, SL_SHLIMIT_IDLE);
-    assert_int_equal(sl_shlimit_route_step(&st, T0 + 50 * MS + 100, 1, &at), SL_SHLIMIT_STEP_ASK);
+    assert_int_equal(st.credit, 0);
+    assert_int_equal(sl_shlimit_route_step(&st, T0 + 200, 1, &at), SL_SHLIMIT_STEP_ASK);
 
     /* An ask in flight stays so: its reply (or its failure) comes. */
     st.phase = SL_SHLIMIT_ASKING;
@@ -315,8 +296,7 @@ int main(void)
         cmocka_unit_test(test_encode),
         cmocka_unit_test(test_decode),
         cmocka_unit_test(test_route_grants),
-        cmocka_unit_test(test_route_reservation),
-        cmocka_unit_test(test_route_wait),
+        cmocka_unit_test(test_route_turns),
         cmocka_unit_test(test_route_settle_and_reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
