@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -28,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -46,10 +48,15 @@ TITLES = {"sluice": "sluice", "nginx-1": "nginx (1 worker)",
           "nginx-auto": "nginx (auto)", "direct": "direct",
           "sluice-jp": "sluice (jitter_proof)",
           "memory": "sluice, memory jobs", "redis": "sluice, Redis jobs",
+          "shared-mem": "sluice, limits in memory",
+          "shared-1": "sluice, shared_limit, 1 instance",
+          "shared-3": "sluice, shared_limit, 3 instances",
           "plain": "sluice, no limit_key", "keyed": "sluice, a new key each"}
 SCENARIOS = ["burst", "overload", "overhead", "parking", "retry", "abandon",
              "redis", "jobs", "cpu", "jitter", "https", "keys"]
 JITTER_MS = [0, 5, 20]
+# wrk connections per instance in the shared-limit scenario.
+SHARED_CONNS = 64
 JITTER_COLUMNS = ["sluice", "sluice-jp", "nginx-1"]
 # The mock's log is the upstream's clock and the relay makes the jitter: as
 # root both run at a real-time priority (as tests/integration/harness.py runs
@@ -632,10 +639,120 @@ class Bench:
                                                       results)), results
 
     def sc_redis(self):
-        self.say()
-        self.say("7. With Redis: not available (Redis support has not landed)")
-        self.results["redis"] = {"available": False,
-                                 "reason": "Redis support has not landed"}
+        """Shared limits ([redis] shared_limit = on): how many decisions per second
+        one local Redis gives 1 and 3 sluice instances, beside the same route in
+        memory mode, under wrk against a route whose limit never binds (so the
+        decisions, not the limit, set the pace); and the script's own ceiling
+        (EVALSHA from redis-benchmark, 50 clients, pipelined 16)."""
+        secs = 2 if self.quick else 5
+        static = self.static_upstream("shared-static")
+        data = {}
+        for mode, n in (("shared-mem", 1), ("shared-1", 1), ("shared-3", 3)):
+            self.progress("shared limit: %s" % mode)
+            data[mode] = self.shared_column(mode, n, static, secs)
+        data["script"] = self.shared_script_ceiling(secs)
+        self.stop(static)
+        self.results["redis"] = {"wrk": "-t1 -c%d -d%ds per instance" % (SHARED_CONNS, secs),
+                                 "load": os.getloadavg(), "targets": data}
+        rows = [("dispatches per second, all instances", "rps", _f0),
+                ("EVALSHA round trips per second", "decisions_per_s", _f0),
+                ("dispatches decided per round trip", "per_decision", _f2),
+                ("decision round trip p50 ms (metrics)", "rtt_p50_ms", _f2),
+                ("latency p99 ms", "p99_ms", _f2),
+                ("late grants dropped", "late", _d),
+                ("errors + non-2xx", "bad", _d)]
+        notes = ["route rate 1000000/s, burst 1000000, max_in_flight 256; upstream: nginx, "
+                 "1 worker, return 200 \"ok\"; one private redis-server on loopback; wrk, "
+                 "nginx, Redis and sluice share the two cores",
+                 "a round trip asks for up to min(backlog, free in-flight, 64) dispatches and "
+                 "the script grants what the limits allow, so under load one EVALSHA decides "
+                 "many dispatches",
+                 "the script alone, one dispatch per call (redis-benchmark, EVALSHA, -c 50 "
+                 "-P 16): %s per second" % _f0(data["script"]["decisions_per_s"]),
+                 "load average at the end: %.2f %.2f %.2f" % os.getloadavg()]
+        self.table("7. Shared limits: dispatch decisions per second through one local Redis",
+                   rows, data, {"rps": ">= 20000"},
+                   columns=["shared-mem", "shared-1", "shared-3"], notes=notes)
+        for mode in ("shared-1", "shared-3"):
+            d = data[mode]
+            self.check("redis", "%s: at least 20,000 dispatches decided per second" % mode,
+                       (d["rps"] or 0) >= 20000, "%s/s" % _f0(d["rps"] or 0))
+
+    def shared_column(self, mode, n, static, secs):
+        """n instances on one Redis prefix (or one in memory), one wrk each, at once."""
+        server, redis = "max_connections = 10000\n", None
+        if mode != "shared-mem":
+            redis = self.redis_server("shared-redis-%s" % mode)
+            server += ("[redis]\nurl = redis://127.0.0.1:%d/0\nprefix = bench:\njobs = off\n"
+                       "shared_limit = on\n" % redis.port)
+        proxies = [self.sluice("shared-%s-%d" % (mode, i), static.port, "1000000/s", 1000000,
+                               server, "max_depth = 1000000", "max_in_flight = 256")
+                   for i in range(n)]
+        for p in proxies:
+            admin = "http://127.0.0.1:%d" % p.admin
+            wait_for(lambda a=admin: '"status":"ok"' in _http_get(a + "/health"), 15, "health")
+        before = [self.shared_counts(p) for p in proxies]
+        runs = [None] * n
+
+        def one(i, p):
+            runs[i] = self.wrk("http://127.0.0.1:%d/x" % p.port, secs, threads=1,
+                               conns=SHARED_CONNS)
+        threads = [threading.Thread(target=one, args=(i, p)) for i, p in enumerate(proxies)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        after = [self.shared_counts(p) for p in proxies]
+        out = {"rps": sum(r["rps"] or 0 for r in runs),
+               "p99_ms": max(r["p99_ms"] or 0 for r in runs),
+               "bad": sum(r["errors"] + r["non2xx"] for r in runs)}
+        if mode != "shared-mem":
+            decisions = sum(a[0] - b[0] for a, b in zip(after, before))
+            dispatched = sum(a[1] - b[1] for a, b in zip(after, before))
+            out["decisions_per_s"] = decisions / secs
+            out["per_decision"] = dispatched / decisions if decisions else None
+            out["late"] = int(sum(a[2] - b[2] for a, b in zip(after, before)))
+            out["rtt_p50_ms"] = self.shared_rtt_p50(proxies[0])
+        self.stop(*proxies)
+        self.stop(redis)
+        return out
+
+    def shared_counts(self, p):
+        """(decisions, dispatches, late) of one instance, from its metrics."""
+        text = _http_get("http://127.0.0.1:%d/metrics" % p.admin)
+        decided = sum(_metric(text, 'sluice_shared_limit_decisions_total{result="%s"}' % r) or 0
+                      for r in ("go", "wait", "error"))
+        return (decided, _metric(text, 'sluice_dispatched_total{route="bench"}') or 0,
+                _metric(text, 'sluice_shared_limit_decisions_total{result="late"}') or 0)
+
+    def shared_rtt_p50(self, p):
+        """The bucket bound under which half the decisions' round trips fell, in ms."""
+        text = _http_get("http://127.0.0.1:%d/metrics" % p.admin)
+        count = _metric(text, "sluice_shared_limit_roundtrip_seconds_count") or 0
+        for le in ("0.001", "0.005", "0.01", "0.025", "0.05", "0.1"):
+            v = _metric(text, 'sluice_shared_limit_roundtrip_seconds_bucket{le="%s"}' % le)
+            if count and v is not None and v >= count / 2:
+                return float(le) * 1000
+        return None
+
+    def shared_script_ceiling(self, secs):
+        """EVALSHA of the script from redis-benchmark: Redis's own decisions per second."""
+        redis = self.redis_server("shared-redis-script")
+        with open(os.path.join(ROOT, "src", "shlimit.lua")) as f:
+            text = f.read()
+        cli = ["redis-cli", "-p", str(redis.port)]
+        sha = subprocess.run(cli + ["SCRIPT", "LOAD", text], capture_output=True, text=True,
+                             timeout=30).stdout.strip()
+        n = 20000 if self.quick else 100000
+        # One route, k = 1, a limit that never binds: every call grants and records.
+        argv = ["redis-benchmark", "-p", str(redis.port), "-c", "50", "-P", "16", "-n",
+                str(n), "-q", "EVALSHA", sha, "3", "b:{r}:limit", "b:{r}:log", "b:{r}:turns",
+                "0", "1", "1", "1", "0", "0", "50000", "86400000", "bench", "1",
+                "1000000", "1000000", "5000"]
+        cp = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 120)
+        self.stop(redis)
+        m = re.search(r"([\d.]+) requests per second", cp.stdout)
+        return {"decisions_per_s": float(m.group(1)) if m else None}
 
     def redis_server(self, name):
         """A private redis-server on a free loopback port, no persistence files."""

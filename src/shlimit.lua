@@ -130,8 +130,9 @@ if e <= now and nobody_due then
     take(now)
     granted = granted + 1
   end
-  redis.call('ZREM', KEYS[3], id)
-  rebase(earliest(now))
+  if mine then redis.call('ZREM', KEYS[3], id) end
+  -- (Nobody queued, the common case alone: nothing to move.)
+  if head_id and head_id ~= id then rebase(earliest(now)) end
   if granted < k then wait = queue_up(earliest(now)) - now end
 elseif nobody_due then
   -- Our turn (or nobody's), held back by the limits: keep it until then.
@@ -148,9 +149,11 @@ else
   wait = queue_up(e) - now
 end
 if wait < 1 and granted == 0 then wait = 1 end
-local tail = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
-if tail[2] then
-  redis.call('PEXPIRE', KEYS[3], math.floor((tonumber(tail[2]) - now + grace) / 1000) + 1000)
+if wait > 0 or head_id then
+  local tail = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+  if tail[2] then
+    redis.call('PEXPIRE', KEYS[3], math.floor((tonumber(tail[2]) - now + grace) / 1000) + 1000)
+  end
 end
 
 if dirty then
