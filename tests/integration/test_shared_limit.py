@@ -287,13 +287,15 @@ class SharedLimitTest(SluiceTestCase):
             share = early.count(i) / len(early)
             self.assertLess(abs(share - 1 / 3), 0.2 / 3,
                             "instance %d had %d of %d" % (i, early.count(i), len(early)))
-        # One decision per dispatch at most, a few dropped as late at worst.
+        # About one round trip per dispatch: a grant also books the next turn
+        # (a turn that comes before the limits allow costs one more).
         for s in instances:
             go = self.metric(s, "sluice_shared_limit_decisions_total", result="go")
             wait = self.metric(s, "sluice_shared_limit_decisions_total", result="wait")
             err = self.metric(s, "sluice_shared_limit_decisions_total", result="error")
             self.assertEqual(err, 0)
-            self.assertLessEqual(go + wait, 1.2 * n)
+            self.assertEqual(self.metric(s, "sluice_dispatched_total", route="default"), n)
+            self.assertLessEqual(go + wait, 1.5 * n)
             self.assertGreater(self.metric(s, "sluice_shared_limit_roundtrip_seconds_count"),
                                0)
             self.assertEqual(self.metric(s, "sluice_shared_limit_up"), 1)
