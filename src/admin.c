@@ -404,6 +404,25 @@ static json_t *jobs_json(const struct sl_jobs *jobs)
     return o;
 }
 
+/* [redis] shared_limit: where the limits are decided, and how that goes; null when in memory. */
+static json_t *shared_json(const struct sl_shlimit *shared)
+{
+    struct sl_shlimit_stats ss;
+    json_t *o, *d;
+
+    if (shared == NULL)
+        return json_null();
+    sl_shlimit_stats(shared, &ss);
+    d = json_pack("{s:I,s:I,s:I,s:I}", "go", (json_int_t)ss.decisions[SL_SHARED_GO], "wait",
+                  (json_int_t)ss.decisions[SL_SHARED_WAIT], "error",
+                  (json_int_t)ss.decisions[SL_SHARED_ERROR], "late",
+                  (json_int_t)ss.decisions[SL_SHARED_LATE]);
+    o = json_pack("{s:s,s:b,s:s,s:o,s:f}", "addr", sl_shlimit_addr(shared), "up", ss.up,
+                  "error", sl_shlimit_error(shared), "decisions", d, "blocked_seconds",
+                  ss.blocked_seconds);
+    return o != NULL ? o : json_null();
+}
+
 static void admin_status(const struct sl_admin_view *v, struct evhttp_request *req)
 {
     int64_t now = sl_clock_now();
@@ -436,6 +455,7 @@ static void admin_status(const struct sl_admin_view *v, struct evhttp_request *r
         json_object_set_new(doc, "retired_routes", json_integer((json_int_t)v->n_retired));
         json_object_set_new(doc, "outcome_status", codes);
         json_object_set_new(doc, "jobs", jobs_json(v->jobs));
+        json_object_set_new(doc, "shared_limit", shared_json(v->shared));
     } else {
         json_decref(codes);
     }

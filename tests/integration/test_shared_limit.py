@@ -336,6 +336,9 @@ class SharedLimitTest(SluiceTestCase):
             self.assertEqual(self.request(s.port, "GET", "/s0/b%d" % i)[0], 200)
         self.assertEqual(self.metric(s, "sluice_shared_limit_decisions_total", result="error"),
                          0)
+        status = json.loads(self.request(s.admin, "GET", "/status")[2])
+        self.assertTrue(status["shared_limit"]["up"])
+        self.assertGreaterEqual(status["shared_limit"]["decisions"]["go"], 6)
 
     def test_redis_restarted_mid_burst(self):
         n = 60
