@@ -340,6 +340,48 @@ class SharedLimitTest(SluiceTestCase):
         self.assertTrue(status["shared_limit"]["up"])
         self.assertGreaterEqual(status["shared_limit"]["decisions"]["go"], 6)
 
+    def test_reload_lowers_the_shared_limit(self):
+        """Each instance takes the new limit as it reloads; the instants already
+        in Redis count against it, so the switch lets no burst through."""
+        n = 60
+        self.start_redis()
+        mock = self.start_mock()
+        instances = self.start_instances(mock, 2, rate="30/s")
+        results = [None]
+
+        def run():
+            results[0] = self.bursts(instances, n)
+        t = threading.Thread(target=run)
+        t.start()
+        wait_for(lambda: len(read_arrivals(mock.log)) >= 40, timeout=20, what="under way")
+        for s in instances:
+            with open(s.config) as f:
+                text = f.read()
+            with open(s.config, "w") as f:
+                f.write(text.replace("rate = 30/s", "rate = 10/s"))
+        for s in instances:
+            before = self.metric(s, "sluice_config_reloads_total")
+            s.p.send_signal(signal.SIGHUP)
+            wait_for(lambda s=s: self.metric(s, "sluice_config_reloads_total") == before + 1,
+                     timeout=10, what="reload applied")
+        # Every dispatch counted now or later was decided under 10/s.
+        sent_after = int(sum(self.metric(s, "sluice_dispatched_total", route="default")
+                             for s in instances))
+        t.join(timeout=60)
+        self.assertIsNotNone(results[0], "the bursts did not finish")
+        self.assert_all_2xx(results[0], n)
+        times = [t for t, _ in self.arrivals(mock)]
+        self.assertEqual(len(times), 2 * n)
+        self.assertLessEqual(max_in_window(times, SEC), 30)
+        # Each dispatch decided under the new limit found at most 9 others,
+        # old ones included, in the second before it.
+        for j in range(sent_after, len(times)):
+            recent = sum(1 for x in times[:j + 1] if times[j] - x < SEC)
+            self.assertLessEqual(recent, 10, "arrival %d had %d in its second" % (j, recent))
+        after = times[sent_after:]
+        self.assertGreater(len(after), 20)
+        self.assertGreater(after[20] - after[0], 1.9 * SEC, "faster than 10/s after reload")
+
     def test_redis_restarted_mid_burst(self):
         n = 60
         self.start_redis()
