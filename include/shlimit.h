@@ -40,9 +40,9 @@
  * late timer costs nothing: the instant is taken when Redis decides.
  *
  * Redis losing its data (a restart without persistence, FLUSHALL) is told
- * by the epoch: an instance that saw the route's epoch and finds none makes
- * the script hold the route for its longest window + guard, since nobody
- * can know what was sent in it. Grants and reservations are dropped when
+ * by the epoch (the instant the route's state was made): an instance that
+ * saw another epoch makes the script hold the route until the state is its
+ * longest window + guard old, since nobody can know what was sent before. Grants and reservations are dropped when
  * the connection goes down. While Redis is unreachable nothing is asked and
  * nothing dispatched (no local fallback).
  *

@@ -180,9 +180,15 @@ static enum head head_shared(struct sl_route *r, struct sl_queue_item *it, int64
     struct sl_shlimit_limits lim;
     int64_t at = 0;
     uint32_t units = units_of(it);
-    enum sl_shlimit_step step = sl_shlimit_route_step(&r->shared, now, units, &at);
+    enum sl_shlimit_step step;
     int rc;
 
+    /* More than a window holds can never go (the config refuses such costs). */
+    if (units > sl_limiter_max_units(&r->limiter)) {
+        disarm(r);
+        return HEAD_STOP;
+    }
+    step = sl_shlimit_route_step(&r->shared, now, units, &at);
     report_late(r);
     switch (step) {
     case SL_SHLIMIT_STEP_GO:

@@ -36,14 +36,19 @@ local hold = tonumber(st[3]) or 0
 local dropped = tonumber(st[4])
 local dirty = false
 if not epoch then
-  -- No state: first use, or Redis lost it. Whoever saw an epoch knows it
-  -- was lost: hold the route until anything sent before has left every window.
+  -- No state: first use, or Redis lost it (the epoch is when it was made).
   epoch = now
-  if known ~= '0' then
-    hold = now + maxspan
-    dropped = nil
-  end
+  dropped = nil
   dirty = true
+end
+if known ~= '0' and tonumber(known) ~= epoch then
+  -- The asker saw another epoch: the state was lost and made again at
+  -- `epoch`. Whatever was sent before that is unknown: nothing more goes
+  -- until it has left every window.
+  if epoch + maxspan > hold then
+    hold = epoch + maxspan
+    dirty = true
+  end
 end
 
 local len = redis.call('LLEN', KEYS[2])

@@ -250,10 +250,19 @@ class SharedLimitTest(SluiceTestCase):
             self.assertNotEqual(got[2], epoch)
             self.assertEqual(got[0], 0)
             self.assertGreaterEqual(got[1], SEC + GUARD)    # a whole window
-            # A fresh start (nobody saw an epoch) is not held.
+            # A fresh start (nobody saw an epoch) is not held...
             c.call("FLUSHALL")
             got = c.call("EVALSHA", sha, 3, *self.script_args("q", "0", 1, 1, high, burst=8))
             self.assertEqual(got[0:2], [1, 0])
+            fresh = got[2]
+            # ...until an asker that saw the lost epoch comes: from then on
+            # nothing goes before the new state is a whole window old.
+            got = c.call("EVALSHA", sha, 3, *self.script_args("q", epoch, 1, 1, high, burst=8))
+            self.assertEqual(got[0], 0)
+            self.assertEqual(got[3] + got[1], fresh + SEC + GUARD)
+            got = c.call("EVALSHA", sha, 3, *self.script_args("q", fresh, 1, 1, high, burst=8,
+                                                              who="b"))
+            self.assertEqual(got[0], 0)
             # NOSCRIPT after a flush of the script cache.
             c.call("SCRIPT", "FLUSH")
             with self.assertRaises(RuntimeError) as e:
