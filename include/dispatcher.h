@@ -83,8 +83,8 @@ void sl_dispatcher_sweep(struct sl_route *r);
  * [redis] shared_limit: every route of `t` takes its decisions from
  * `shared` (borrowed; NULL: its own memory limiter). A shared route asks
  * Redis for up to as many dispatches as its backlog and in-flight cap can
- * use, sleeps until a reservation or a wait is due, and dispatches nothing
- * while Redis is down.
+ * use, sleeps until its next turn, and dispatches nothing while Redis is
+ * down.
  */
 void sl_dispatcher_share(struct sl_route_table *t, struct sl_shlimit *shared);
 

@@ -10,8 +10,14 @@
  * pass goes on with the next flow, so no key waits behind another's
  * backlog; the timer is armed for the earliest waiting flow. Idle keys are
  * evicted by a second timer, a bounded number per event.
+ *
+ * With [redis] shared_limit the route's limits are decided in Redis
+ * instead (shlimit.h): the head goes on a grant in hand, or the route asks
+ * and waits for the reply, or sleeps until its next turn.
  */
 #include "dispatcher.h"
+
+#include <stddef.h>
 
 #include <event2/event.h>
 
@@ -22,8 +28,6 @@
 #include "queue.h"
 #include "shlimit.h"
 #include "sluice.h"
-
-#include <stddef.h>
 
 static void arm(struct sl_route *r, int64_t at, int64_t now)
 {
@@ -170,8 +174,8 @@ static uint32_t ask_size(const struct sl_route *r)
 #define SHARED_RETRY_US (10 * SL_USEC_PER_MSEC)
 
 /*
- * Shared limits (shlimit.h): go on a grant in hand, sleep until a
- * reservation or a wait is due, or ask Redis; its reply kicks the route
+ * Shared limits (shlimit.h): go on a grant in hand, sleep until the
+ * route's next turn, or ask Redis; its reply kicks the route
  * (sl_dispatcher_shared_answered). While Redis is down nothing is asked
  * and nothing dispatched: the state hook kicks the route when it is back.
  */
