@@ -257,6 +257,7 @@ struct sl_metrics_global {
     double shared_blocked_seconds;     /* routes waiting on Redis: replies and outages */
     uint64_t shared_reconnects;
     uint64_t shared_timeouts;
+    uint64_t shared_records;           /* dispatches recorded again after a slow send */
     const struct sl_histogram *shared_rtt; /* decision round trips */
     const struct sl_batch_stats *batches; /* NULL: none */
 };

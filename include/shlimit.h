@@ -98,7 +98,7 @@ int64_t sl_shlimit_span(const struct sl_shlimit_limits *lim);
 /* One decision asked for. */
 struct sl_shlimit_question {
     uint64_t epoch;                    /* the route's epoch as last seen; 0 = none */
-    uint32_t k;                        /* dispatches wanted, 1..SL_SHLIMIT_MAX_ASK */
+    uint32_t k;                        /* dispatches wanted, 1..SL_SHLIMIT_MAX_ASK; 0: record one */
     uint32_t units;                    /* units of each */
     uint64_t instance;                 /* who asks (its turn in the queue) */
 };
@@ -211,6 +211,7 @@ struct sl_shlimit_stats {
     bool up;
     uint64_t decisions[SL_SHARED_RESULT_COUNT]; /* metrics.h */
     double blocked_seconds;            /* routes waiting on Redis: answers, outages */
+    uint64_t records;                  /* dispatches recorded again after a slow send */
     const struct sl_redis_stats *redis;
 };
 
@@ -229,6 +230,19 @@ struct sl_shlimit *sl_shlimit_new(struct event_base *base, const struct sl_redis
  */
 int sl_shlimit_ask(struct sl_shlimit *s, struct sl_shlimit_route *st, const char *route,
                    const struct sl_shlimit_limits *lim, uint32_t k, uint32_t units);
+
+/*
+ * A dispatch of `units` granted to route `route` left well after the
+ * grant (a new connection had to be opened first): record it once more at
+ * Redis's now (k = 0), so that later decisions count it no earlier than it
+ * went; one instant more than was sent only costs rate. Nothing is waited
+ * for. Returns SL_OK, SL_EAGAIN while Redis is not up, SL_ENOMEM.
+ */
+int sl_shlimit_record(struct sl_shlimit *s, const char *route,
+                      const struct sl_shlimit_limits *lim, uint32_t units, uint64_t epoch);
+
+/* A send this much after its grant is recorded again (sl_shlimit_record). */
+int64_t sl_shlimit_record_after(const struct sl_shlimit_route *st);
 
 bool sl_shlimit_up(const struct sl_shlimit *s);
 

@@ -203,6 +203,7 @@ static void admin_metrics(const struct sl_admin_view *v, struct evhttp_request *
         g.shared_blocked_seconds = ss.blocked_seconds;
         g.shared_reconnects = reconnects(ss.redis);
         g.shared_timeouts = ss.redis->timeouts;
+        g.shared_records = ss.records;
         g.shared_rtt = &ss.redis->rtt;
     }
     g.batches = v->batches;

@@ -608,6 +608,7 @@ static double shared_up(const struct sl_metrics_global *g) { return g->shared_up
 static double shared_blocked(const struct sl_metrics_global *g) { return g->shared_blocked_seconds; }
 static double shared_reconnects(const struct sl_metrics_global *g) { return (double)g->shared_reconnects; }
 static double shared_timeouts(const struct sl_metrics_global *g) { return (double)g->shared_timeouts; }
+static double shared_records(const struct sl_metrics_global *g) { return (double)g->shared_records; }
 
 #define HIST(field) .emit = emit_histograms, .hist_offset = offsetof(struct sl_route_stats, field)
 #define PER_ROUTE(fn) .emit = emit_route_value, .route_value = fn
@@ -738,6 +739,9 @@ static const struct family families[] = {
     {"sluice_shared_limit_timeouts_total", "counter",
      "Shared-limit decisions not answered in time (the connection is dropped).",
      SHARED(shared_timeouts)},
+    {"sluice_shared_limit_late_sends_total", "counter",
+     "Dispatches that left well after Redis granted them (a new connection first), "
+     "recorded again at Redis's now.", SHARED(shared_records)},
 };
 
 int sl_metrics_write(struct evbuffer *out, const struct sl_metrics_route *routes,

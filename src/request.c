@@ -31,6 +31,7 @@
 #include "path.h"
 #include "retry.h"
 #include "route.h"
+#include "shlimit.h"
 #include "sluice.h"
 #include "upstream.h"
 
@@ -1171,12 +1172,33 @@ static void request_on_upstream(struct sl_upstream_response *resp, void *arg)
         request_finish(r, SL_OUTCOME_UPSTREAM_UNREACHABLE, NULL, resp->detail);
 }
 
+/*
+ * Shared limits: Redis dated the dispatch when it granted it. One that left
+ * much later (a new connection first) is recorded again at Redis's now.
+ */
+static void record_late_send(struct sl_request *r, int64_t now)
+{
+    struct sl_route *route = r->route;
+    struct sl_shlimit_limits lim;
+    uint32_t units = r->item.units > 0 ? r->item.units : 1;
+
+    if (route->sched.shared == NULL ||
+        now - r->sent_us <= sl_shlimit_record_after(&route->shared))
+        return;
+    sl_shlimit_limits_from(&lim, &route->limiter);
+    if (sl_shlimit_record(route->sched.shared, route->cfg.name, &lim, units,
+                          route->shared.epoch) != SL_OK)
+        sl_log_warn("shared limit: a late send could not be recorded", "route=%s",
+                    route->cfg.name);
+}
+
 /* Date the dispatch by when the request left (after a connect), not when it was decided. */
 static void request_on_sent(void *arg)
 {
     struct sl_request *r = arg;
     int64_t now = sl_clock_now();
 
+    record_late_send(r, now);
     if (r->key_table != NULL)
         sl_keys_sent(r->key_table, r->item.key_slot, r->sent_us, now);
     else

@@ -261,16 +261,17 @@ void sl_shlimit_route_reset(struct sl_shlimit_route *st)
 
 /* --- the client ---------------------------------------------------------- */
 
-/* One decision in flight. `st` is NULL once its route let go. */
+/* One decision (or record) in flight. `st` is NULL once its route let go, and for a record. */
 struct sl_shlimit_pending {
     struct sl_shlimit *s;
     struct sl_shlimit_route *st;
     int64_t asked_us;
+    uint64_t epoch;
     uint32_t units;
     /* To send it again whole after a NOSCRIPT. */
     char route[SL_CONFIG_NAME_LEN];
     struct sl_shlimit_limits lim;
-    uint32_t k;
+    uint32_t k;                         /* 0: a record (sl_shlimit_record) */
     bool resent;
 };
 
@@ -285,6 +286,7 @@ struct sl_shlimit {
     uint64_t decisions[SL_SHARED_RESULT_COUNT];
     int64_t blocked_us;
     int64_t refused_since_us;           /* an ask found Redis down at this instant; 0 = none */
+    uint64_t records;                   /* dispatches recorded again after a slow send */
 };
 
 static void count(struct sl_shlimit *s, enum sl_shared_result r)
@@ -339,6 +341,19 @@ static void shlimit_on_reply(struct sl_redis *r, const redisReply *reply, void *
     int rc = sl_shlimit_decode(reply, &a, &noscript);
 
     (void)r;
+    /* A record: nothing waits for it; count a failure. */
+    if (p->k == 0) {
+        if (noscript && !p->resent && !s->closing) {
+            s->sha[0] = '\0';
+            p->resent = true;
+            if (send_pending(s, p, NULL) == SL_OK)
+                return;
+        }
+        if (reply == NULL || reply->type != REDIS_REPLY_ARRAY)
+            count(s, SL_SHARED_ERROR);
+        free(p);
+        return;
+    }
     /* The script was flushed (or never loaded): send it whole, once. */
     if (rc != SL_OK && noscript && !p->resent && !s->closing && st != NULL) {
         s->sha[0] = '\0';
@@ -367,7 +382,7 @@ static void shlimit_on_reply(struct sl_redis *r, const redisReply *reply, void *
 
 static int send_pending(struct sl_shlimit *s, struct sl_shlimit_pending *p, const char *sha)
 {
-    struct sl_shlimit_question q = {p->st->epoch, p->k, p->units, s->instance};
+    struct sl_shlimit_question q = {p->epoch, p->k, p->units, s->instance};
     struct sl_shlimit_cmd *c = malloc(sizeof(*c));
     int rc;
 
@@ -398,6 +413,7 @@ int sl_shlimit_ask(struct sl_shlimit *s, struct sl_shlimit_route *st, const char
         return SL_ENOMEM;
     p->s = s;
     p->st = st;
+    p->epoch = st->epoch;
     p->asked_us = sl_clock_now();
     p->units = units > 0 ? units : 1;
     p->k = k == 0 ? 1 : k > SL_SHLIMIT_MAX_ASK ? SL_SHLIMIT_MAX_ASK : k;
@@ -412,6 +428,38 @@ int sl_shlimit_ask(struct sl_shlimit *s, struct sl_shlimit_route *st, const char
     st->phase = SL_SHLIMIT_ASKING;
     st->credit = 0;
     return SL_OK;
+}
+
+int sl_shlimit_record(struct sl_shlimit *s, const char *route,
+                      const struct sl_shlimit_limits *lim, uint32_t units, uint64_t epoch)
+{
+    struct sl_shlimit_pending *p;
+    int rc;
+
+    if (!sl_redis_up(s->redis))
+        return SL_EAGAIN;
+    p = sl_zalloc(sizeof(*p));
+    if (p == NULL)
+        return SL_ENOMEM;
+    p->s = s;
+    p->epoch = epoch;
+    p->asked_us = sl_clock_now();
+    p->units = units > 0 ? units : 1;
+    p->k = 0;
+    p->lim = *lim;
+    snprintf(p->route, sizeof(p->route), "%s", route);
+    rc = send_pending(s, p, s->sha);
+    if (rc != SL_OK)
+        free(p);
+    else
+        s->records++;
+    return rc;
+}
+
+int64_t sl_shlimit_record_after(const struct sl_shlimit_route *st)
+{
+    /* The guard's last quarter is for the way to the upstream: half of it for a connect. */
+    return (st->budget_us / 3) / 2;
 }
 
 void sl_shlimit_route_fini(struct sl_shlimit_route *st)
@@ -469,6 +517,7 @@ void sl_shlimit_stats(const struct sl_shlimit *s, struct sl_shlimit_stats *out)
         blocked += sl_clock_now() - s->refused_since_us;
     out->blocked_seconds = (double)blocked / 1e6;
     out->redis = sl_redis_stats(s->redis);
+    out->records = s->records;
 }
 
 void sl_shlimit_count_late(struct sl_shlimit *s, uint64_t n)

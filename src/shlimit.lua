@@ -2,7 +2,7 @@
 -- KEYS[1] PREFIX{ROUTE}:limit  hash: epoch, tat, hold, dropped
 -- KEYS[2] PREFIX{ROUTE}:log    list: the newest dispatch instants (us), oldest first
 -- KEYS[3] PREFIX{ROUTE}:turns  sorted set: instance id -> when its turn comes (us)
--- ARGV: known epoch (0 = none), k, units, interval, tolerance, catchup,
+-- ARGV: known epoch (0 = none), k (0: record a dispatch now, see below), units, interval, tolerance, catchup,
 --       grace, state ttl (ms), instance id, n_logs, then n, window, guard per log.
 -- Returns {granted, wait_us, epoch, now}: `granted` (0..k) go now, recorded
 -- now; wait_us > 0: ask again then (the asker's next turn), 0: no turn held.
@@ -92,72 +92,81 @@ local function take(at)
   dirty = true
 end
 
--- Turns: instances with a backlog queue up, each told when its turn comes;
--- a slot goes to whoever's turn is due first, so equal backlogs share. A
--- turn not taken within `grace` (its instance left) is forgotten.
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', string.format('(%d', now - grace))
-local mine = tonumber(redis.call('ZSCORE', KEYS[3], id))
-local head = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-local head_id, head_at = head[1], tonumber(head[2])
-local step = units * interval
-local nobody_due = head_id == nil or head_id == id or head_at > now
-
--- A turn after everyone queued, not before `at`.
-local function queue_up(at)
-  local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
-  if last[1] and last[1] ~= id and tonumber(last[2]) + step > at then
-    at = tonumber(last[2]) + step
-  end
-  redis.call('ZADD', KEYS[3], at, id)
-  return at
-end
-
--- The turns follow the limits: when the next free instant moved later (a
--- late asker restarted the schedule), every queued turn moves with it, in
--- order, so that nobody comes back early, or overdue and forgotten.
-local function rebase(from)
-  local q = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
-  local at = from
-  for j = 1, #q, 2 do
-    local sc = tonumber(q[j + 1])
-    if sc < at then
-      redis.call('ZADD', KEYS[3], at, q[j])
-      sc = at
-    end
-    at = sc + step
-  end
-end
-
 local granted, wait = 0, 0
-local e = earliest(now)
-if e <= now and nobody_due then
-  while granted < k and earliest(now) <= now do
-    take(now)
-    granted = granted + 1
+local head_id = nil
+if k == 0 then
+  -- A dispatch left well after Redis granted it (a new connection had to be
+  -- opened first): record it again now, so that later decisions count it
+  -- no earlier than it went. One more instant than was sent only costs rate.
+  take(now)
+else
+  -- Turns: instances with a backlog queue up, each told when its turn comes;
+  -- a slot goes to whoever's turn is due first, so equal backlogs share. A
+  -- turn not taken within `grace` (its instance left) is forgotten.
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', string.format('(%d', now - grace))
+  local mine = tonumber(redis.call('ZSCORE', KEYS[3], id))
+  local head = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  head_id = head[1]
+  local head_at = tonumber(head[2])
+  local step = units * interval
+  local nobody_due = head_id == nil or head_id == id or head_at > now
+
+  -- A turn after everyone queued, not before `at`.
+  local function queue_up(at)
+    local tl = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+    if tl[1] and tl[1] ~= id and tonumber(tl[2]) + step > at then
+      at = tonumber(tl[2]) + step
+    end
+    redis.call('ZADD', KEYS[3], at, id)
+    return at
   end
-  if mine then redis.call('ZREM', KEYS[3], id) end
-  -- (Nobody queued, the common case alone: nothing to move.)
-  if head_id and head_id ~= id then rebase(earliest(now)) end
-  if granted < k then wait = queue_up(earliest(now)) - now end
-elseif nobody_due then
-  -- Our turn (or nobody's), held back by the limits: keep it until then.
-  if mine then
-    rebase(e)
-    wait = tonumber(redis.call('ZSCORE', KEYS[3], id)) - now
+
+  -- The turns follow the limits: when the next free instant moved later (a
+  -- late asker restarted the schedule), every queued turn moves with it, in
+  -- order, so that nobody comes back early, or overdue and forgotten.
+  local function rebase(from)
+    local q = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
+    local at = from
+    for j = 1, #q, 2 do
+      local sc = tonumber(q[j + 1])
+      if sc < at then
+        redis.call('ZADD', KEYS[3], at, q[j])
+        sc = at
+      end
+      at = sc + step
+    end
+  end
+
+  local e = earliest(now)
+  if e <= now and nobody_due then
+    while granted < k and earliest(now) <= now do
+      take(now)
+      granted = granted + 1
+    end
+    if mine then redis.call('ZREM', KEYS[3], id) end
+    -- (Nobody queued, the common case alone: nothing to move.)
+    if head_id and head_id ~= id then rebase(earliest(now)) end
+    if granted < k then wait = queue_up(earliest(now)) - now end
+  elseif nobody_due then
+    -- Our turn (or nobody's), held back by the limits: keep it until then.
+    if mine then
+      rebase(e)
+      wait = tonumber(redis.call('ZSCORE', KEYS[3], id)) - now
+    else
+      wait = queue_up(e) - now
+    end
+  elseif mine then
+    -- Another's turn is due before ours: look again after it.
+    wait = math.max(e - now, step)
   else
     wait = queue_up(e) - now
   end
-elseif mine then
-  -- Another's turn is due before ours: look again after it.
-  wait = math.max(e - now, step)
-else
-  wait = queue_up(e) - now
-end
-if wait < 1 and granted == 0 then wait = 1 end
-if wait > 0 or head_id then
-  local tail = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
-  if tail[2] then
-    redis.call('PEXPIRE', KEYS[3], math.floor((tonumber(tail[2]) - now + grace) / 1000) + 1000)
+  if wait < 1 and granted == 0 then wait = 1 end
+  if wait > 0 or head_id then
+    local tail = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+    if tail[2] then
+      redis.call('PEXPIRE', KEYS[3], math.floor((tonumber(tail[2]) - now + grace) / 1000) + 1000)
+    end
   end
 end
 

@@ -263,6 +263,13 @@ class SharedLimitTest(SluiceTestCase):
             got = c.call("EVALSHA", sha, 3, *self.script_args("q", fresh, 1, 1, high, burst=8,
                                                               who="b"))
             self.assertEqual(got[0], 0)
+            # k = 0 records a dispatch that left late: one more instant, now,
+            # whatever the limits say, and no turn.
+            before = int(self.redis_cli("LLEN", "t:{q}:log"))
+            got = c.call("EVALSHA", sha, 3, *self.script_args("q", fresh, 0, 2, high, burst=8))
+            self.assertEqual(got[0:2], [0, 0])
+            self.assertEqual(int(self.redis_cli("LLEN", "t:{q}:log")), before + 2)
+            self.assertEqual(self.redis_cli("LINDEX", "t:{q}:log", "-1"), str(got[3]))
             # NOSCRIPT after a flush of the script cache.
             c.call("SCRIPT", "FLUSH")
             with self.assertRaises(RuntimeError) as e:

@@ -424,6 +424,7 @@ static const char *const family_order[] = {
     "sluice_shared_limit_blocked_seconds_total",
     "sluice_shared_limit_reconnects_total",
     "sluice_shared_limit_timeouts_total",
+    "sluice_shared_limit_late_sends_total",
 };
 
 static void check_family_order(char **lines, size_t n)
@@ -754,7 +755,8 @@ static void test_shared_limit(void **state)
     struct sl_metrics_global g = {.has_shared = true, .shared_up = true,
                                   .shared_decisions = {10, 20, 1, 2},
                                   .shared_blocked_seconds = 1.5, .shared_reconnects = 3,
-                                  .shared_timeouts = 4, .shared_rtt = &rtt};
+                                  .shared_timeouts = 4, .shared_records = 5,
+                                  .shared_rtt = &rtt};
     static char *lines[MAX_LINES];
     char *text;
     size_t n;
@@ -772,6 +774,7 @@ static void test_shared_limit(void **state)
     expect_line(lines, n, "sluice_shared_limit_blocked_seconds_total 1.5");
     expect_line(lines, n, "sluice_shared_limit_reconnects_total 3");
     expect_line(lines, n, "sluice_shared_limit_timeouts_total 4");
+    expect_line(lines, n, "sluice_shared_limit_late_sends_total 5");
     expect_line(lines, n, "sluice_shared_limit_roundtrip_seconds_bucket{le=\"0.001\"} 1");
     free(text);
 

@@ -107,6 +107,11 @@ static void test_encode(void **state)
     assert_int_equal(sl_shlimit_encode(&c, "", "p:", "api", &lim, &q), SL_OK);
     assert_arg(&c, 0, "EVAL");
 
+    /* k = 0: record a late send. */
+    q.k = 0;
+    assert_int_equal(sl_shlimit_encode(&c, "abc", "p:", "api", &lim, &q), SL_OK);
+    assert_arg(&c, 7, "0");
+
     lim.n_logs = 0;
     assert_int_equal(sl_shlimit_encode(&c, "abc", "p:", "api", &lim, &q), SL_ERR);
 }
@@ -219,6 +224,8 @@ static void test_route_grants(void **state)
     assert_int_equal(sl_shlimit_route_step(&st, T0 + 3800, 1, &at), SL_SHLIMIT_STEP_ASK);
     assert_int_equal(st.late, 1);
     assert_int_equal(st.credit, 0);
+
+    assert_int_equal(sl_shlimit_record_after(&st), 625); /* guard / 8 */
 
     /* Units: 2 dispatches of 3 units are 6 entries at one instant. */
     sl_shlimit_route_answer(&st, &a, 3, T0, T0 + 100);
