@@ -258,6 +258,73 @@ class RawClient:
         return self.r
 
 
+class MockStreamTest(SluiceTestCase):
+    """The tool the streaming tests rely on, without sluice: the mock's
+    streamed bodies and its record of them, and this file's raw client."""
+
+    def direct(self, mock, path, headers, **read):
+        c = RawClient(mock.port, rcvbuf=read.pop("rcvbuf", None))
+        try:
+            c.send(path, dict(headers, Connection="close"))
+            self.assertTrue(c.read_head(30))
+            return c.read_body(60, **read)
+        finally:
+            c.close()
+
+    def test_streamed_bodies_and_their_record(self):
+        slog = os.path.join(self.workdir, "mock.streams")
+        mock = self.start_mock("--stream-log", slog)
+        size = 80 * MiB
+        r = self.direct(mock, "/cl", {"X-Mock-Body-Size": str(size)})
+        self.assertEqual((r.status, r.length, r.body_len, r.complete), (200, size, size, True))
+        self.assertNotIn("x-mock-body-sha", r.headers)  # only up to 64 MiB
+        r = self.direct(mock, "/chunked", {"X-Mock-Body-Size": "1000", "X-Mock-Chunked": "1"})
+        self.assertEqual((r.chunked, r.body_len, r.complete), (True, 1000, True))
+        r = self.direct(mock, "/closed", {"X-Mock-Body-Size": str(size),
+                                          "X-Mock-Close-After": str(3 * MiB)})
+        self.assertEqual((r.length, r.body_len, r.complete, r.end),
+                         (size, 3 * MiB, False, "eof"))
+        r = self.direct(mock, "/reset", {"X-Mock-Endless": "1", "X-Mock-Reset-After": str(MiB)})
+        self.assertFalse(r.complete)
+        self.assertLessEqual(r.body_len, MiB)
+        t0 = mono_us()
+        r = self.direct(mock, "/paced", {"X-Mock-Endless": "1", "X-Mock-Rate": "2m"},
+                        stop_after_s=1.5)
+        t1 = mono_us()
+        self.assertEqual(r.end, "stopped")
+        self.assertGreater(r.body_len, 2 * MiB)
+        self.assertLess(r.body_len, 4 * MiB)
+        wait_for(lambda: len(read_stream_log(slog)) == 5, what="5 records")
+        recs = read_stream_log(slog)
+        self.assertEqual([(x["arrival"], x["how"], x["path"]) for x in recs],
+                         [(1, "complete", "/cl"), (2, "complete", "/chunked"),
+                          (3, "closed", "/closed"), (4, "reset", "/reset"),
+                          (5, "peer_closed", "/paced")])
+        self.assertEqual([x["bytes"] for x in recs[:4]], [size, 1000, 3 * MiB, MiB])
+        paced = recs[4]
+        self.assertIsNone(paced["last_us"])
+        self.assertTrue(t0 < paced["head_us"] <= paced["first_us"] < paced["end_us"])
+        self.assertLess(paced["end_us"] - t1, 500_000, "the mock saw the close at once")
+        stats = self.mock_stats(mock)["streams"]
+        self.assertEqual((stats["started"], stats["active"]), (5, 0))
+        self.assertEqual(stats["body_bytes"], sum(x["bytes"] for x in recs))
+
+    def test_a_slow_reader_slows_the_mock(self):
+        mock = self.start_mock()
+        c = RawClient(mock.port, rcvbuf=64 << 10)
+        try:
+            c.send("/slow", {"X-Mock-Body-Size": str(1 << 30), "Connection": "close"})
+            self.assertTrue(c.read_head(10))
+            r = c.read_body(30, rate=2 * MiB, stop_after_s=2)
+            written = self.mock_stats(mock)["streams"]["body_bytes"]
+        finally:
+            c.close()
+        self.assertLess(written, r.body_len + sysctl_max("tcp_wmem") + 2 * MiB)
+        with open("/proc/%d/status" % mock.p.pid) as f:
+            hwm = int(next(l for l in f if l.startswith("VmHWM:")).split()[1])
+        self.assertLess(hwm, 32 * 1024, "the mock's own peak RSS (kB)")
+
+
 class StreamTest(SluiceTestCase):
 
     def start_stream_mock(self, tls=False):
