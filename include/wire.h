@@ -49,6 +49,14 @@ int sl_wire_send(struct bufferevent *bev, const char *head, size_t head_len,
 long sl_wire_read(int fd, struct evbuffer *in);
 
 /*
+ * The same for a stream of bulk data (a large answer's body): up to `max`
+ * bytes read straight into `in`'s own space, no copy. Sixteen times fewer
+ * reads, loop turns and writes per byte than sl_wire_read() for a large
+ * body; a small message pays a large chain for it, so only streams use it.
+ */
+long sl_wire_read_bulk(int fd, struct evbuffer *in, size_t max);
+
+/*
  * The head at the front of `in`, made contiguous for a head parser (http1.h
  * parses whole heads): *buf and *n (at most `max` bytes). Returns 0 when
  * it is worth parsing, 1 when no line end arrived since the last look

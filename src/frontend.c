@@ -1244,6 +1244,8 @@ static bool sink_begin(struct sl_sink *s, int status, const char *reason,
     c->stream_chunked = framing == FRAME_CHUNKED;
     c->stream_full = false;
     bufferevent_setwatermark(c->bev, EV_WRITE, c->fe->stream_buffer / 2, 0);
+    /* The bufferevent writes what waits in pieces this large (default 16k). */
+    (void)bufferevent_set_max_single_write(c->bev, c->fe->stream_buffer);
     if (rc != 0 || bufferevent_enable(c->bev, EV_WRITE) != 0) {
         conn_fail_later(c);
         return false;
@@ -1251,22 +1253,33 @@ static bool sink_begin(struct sl_sink *s, int status, const char *reason,
     return true;
 }
 
+/*
+ * Body bytes, framed as a chunk when we chunk. Straight to the socket when
+ * nothing waits before them (wire.h: no loop turn per piece), the rest to
+ * the output buffer for the bufferevent.
+ */
 static bool sink_write(struct sl_sink *s, struct evbuffer *data)
 {
+    static const char crlf[] = "\r\n";
     struct sl_conn *c = conn_of_sink(s);
     struct evbuffer *out = bufferevent_get_output(c->bev);
     size_t n = evbuffer_get_length(data);
-    int rc = 0;
+    char line[24] = "";
+    int len = 0, rc;
+    bool queued = true;
 
     if (c->state != CONN_STREAMING || !c->stream_body || n == 0) {
         evbuffer_drain(data, n);
         return true;
     }
-    if (c->stream_chunked)
-        rc |= evbuffer_add_printf(out, "%zx\r\n", n) < 0;
-    rc |= evbuffer_add_buffer(out, data);
-    if (c->stream_chunked)
-        rc |= evbuffer_add(out, "\r\n", 2);
+    if (c->stream_chunked) {
+        len = snprintf(line, sizeof(line), "%zx\r\n", n);
+        if (evbuffer_add(data, crlf, 2) != 0)
+            len = -1;
+    }
+    rc = len < 0 ? -1 : sl_wire_send(c->bev, line, (size_t)len, data, NULL, 0, &queued);
+    if (rc == 0 && queued)
+        rc = bufferevent_enable(c->bev, EV_WRITE);
     if (rc != 0) {
         evbuffer_drain(data, evbuffer_get_length(data));
         conn_fail_later(c);

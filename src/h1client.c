@@ -48,6 +48,7 @@
 #define H1_IDLE_MAX_US (60 * SL_USEC_PER_SEC)
 #define H1_ORIGINS_MAX 64
 #define H1_DEFAULT_PORT 80
+#define H1_STREAM_READ (128 * 1024)      /* one read of a streamed body */
 
 TAILQ_HEAD(h1_conn_list, h1_conn);
 
@@ -910,7 +911,11 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
 static void conn_on_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct h1_conn *conn = arg;
-    long n = sl_wire_read(fd, conn->in);
+    struct sl_h1call *call = conn->call;
+    /* A streamed body comes in bulk: large reads into the buffer itself. */
+    long n = call != NULL && call->take == SL_TAKE_STREAM
+                 ? sl_wire_read_bulk(fd, conn->in, H1_STREAM_READ)
+                 : sl_wire_read(fd, conn->in);
 
     (void)what;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
