@@ -530,6 +530,16 @@ static size_t curl_on_header(char *buf, size_t size, size_t n, void *arg)
 }
 
 /*
+ * The body is taken whole: no streaming was asked for, or the head callback
+ * chose it. Before that choice the bytes that came with the head are not
+ * held to max_body: a streamed body has no cap.
+ */
+static bool taken_whole(const struct curl_call *call)
+{
+    return call->head_fn == NULL || (call->head_reported && call->take == SL_TAKE_WHOLE);
+}
+
+/*
  * CURLOPT_WRITEFUNCTION: body bytes as received (no decoding). A paused
  * consumer pauses the transfer: curl keeps these bytes and stops reading.
  */
@@ -545,7 +555,7 @@ static size_t curl_on_body(char *buf, size_t size, size_t n, void *arg)
     }
     if (evbuffer_add(call->resp.body, buf, len) != 0)
         return 0;
-    if (call->take != SL_TAKE_STREAM && call->max_body > 0 &&
+    if (taken_whole(call) && call->max_body > 0 &&
         evbuffer_get_length(call->resp.body) > call->max_body) {
         call->too_large = true;
         return 0;
@@ -944,6 +954,13 @@ static void deliver(struct curl_call *call)
         call->take = call->head_fn(&call->resp, call->arg);
         if (call->take == SL_TAKE_NONE) {
             drop(call);
+            return;
+        }
+        /* Taken whole: what came with the head may already pass the cap. */
+        if (taken_whole(call) && call->max_body > 0 &&
+            evbuffer_get_length(call->resp.body) > call->max_body) {
+            call->too_large = true;
+            finish(call, CURLE_WRITE_ERROR);
             return;
         }
     }

@@ -1235,7 +1235,8 @@ static bool sink_begin(struct sl_sink *s, int status, const char *reason,
 
     c->close_after_write = !c->keep_alive || framing == FRAME_CLOSE ||
                            (c->peer_eof && evbuffer_get_length(c->in) == 0);
-    rc = write_head(&h, c, status, reason, fields, fields_arg, 0, length >= 0, c->head, framing);
+    rc = write_head(&h, c, status, reason, fields, fields_arg, length >= 0 ? (size_t)length : 0,
+                    length >= 0, c->head, framing);
     rc |= head_flush(&h, out);
     sl_http_msg_free(c->msg);
     c->msg = NULL;

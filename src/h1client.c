@@ -775,6 +775,23 @@ static void call_drop(struct sl_h1call *call)
 }
 
 /*
+ * A body taken whole (no streaming asked for, or the head callback chose
+ * it) is over the cap, the bytes that ended it included.
+ */
+static bool over_cap(const struct sl_h1call *call)
+{
+    bool whole = call->head_fn == NULL || (call->head_reported && call->take == SL_TAKE_WHOLE);
+
+    return whole && call->max_body > 0 && evbuffer_get_length(call->resp.body) > call->max_body;
+}
+
+static void fail_too_large(struct sl_h1call *call)
+{
+    fail(call, SL_UPSTREAM_TOO_LARGE, "the response body is larger than %zu bytes",
+         call->max_body);
+}
+
+/*
  * The head is in and the body is not, all of it: ask once how the caller
  * takes it, then hand over what came (streamed) or hold it under the cap.
  * An answer that arrived whole never comes here: small answers cost nothing.
@@ -794,9 +811,8 @@ static void take_partial(struct sl_h1call *call)
         if (evbuffer_get_length(call->resp.body) > 0 && !call->body_fn(&call->resp, call->arg) &&
             call->conn != NULL && event_del(call->conn->rd) == 0)
             call->paused = true;
-    } else if (call->max_body > 0 && evbuffer_get_length(call->resp.body) > call->max_body) {
-        fail(call, SL_UPSTREAM_TOO_LARGE, "the response body is larger than %zu bytes",
-             call->max_body);
+    } else if (over_cap(call)) {
+        fail_too_large(call);
     }
 }
 
@@ -807,6 +823,8 @@ static void conn_on_read(struct h1_conn *conn)
     call->got_bytes = true;
     if (conn_parse(conn) != SL_OK)
         fail(call, SL_UPSTREAM_PROTOCOL, "Invalid HTTP response: %s", call->why);
+    else if (call->complete && over_cap(call))
+        fail_too_large(call);
     else if (call->complete)
         call_succeed(call);
     else if (call->headers_done)
