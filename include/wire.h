@@ -37,6 +37,12 @@ struct evbuffer;
  * directly only when bev's output buffer is empty (order is kept). Sets
  * *queued when something was left for the bufferevent. Returns 0, or -1 if
  * the output buffer could not grow (the connection is then unusable).
+ *
+ * Pass body or raw, not both: a streamed answer that sent each chunk's
+ * closing CRLF as `raw` after a body got bytes of a later chunk written
+ * among earlier ones once part of it had to wait in the output buffer
+ * (a referenced chain after moved chains; seen in test_stream, not pinned
+ * down further). Nothing sends both now.
  */
 int sl_wire_send(struct bufferevent *bev, const char *head, size_t head_len,
                  struct evbuffer *body, const void *raw, size_t raw_len, bool *queued);
