@@ -6,6 +6,8 @@ the queue) with worker_processes 1 and with auto, and, where it means
 something, a direct connection to the upstream; all on 127.0.0.1. Prints one
 table per scenario, writes bench/results/results.json, PNG plots of upstream
 arrivals for the burst scenarios, and (full runs) bench/RESULTS.md.
+The download scenario adds HAProxy (http mode) as a column: a 1 GiB body
+through each proxy, its throughput and each proxy's peak RSS.
 Two scenarios add a piece between proxy and upstream: jitter puts a relay that
 delays requests by a random 0..X ms in front of the upstream, https makes the
 upstream speak TLS (a throwaway CA made with the openssl command line).
@@ -51,9 +53,10 @@ TITLES = {"sluice": "sluice", "nginx-1": "nginx (1 worker)",
           "shared-mem": "sluice, limits in memory",
           "shared-1": "sluice, shared_limit, 1 instance",
           "shared-3": "sluice, shared_limit, 3 instances",
-          "plain": "sluice, no limit_key", "keyed": "sluice, a new key each"}
+          "plain": "sluice, no limit_key", "keyed": "sluice, a new key each",
+          "haproxy": "HAProxy"}
 SCENARIOS = ["burst", "overload", "overhead", "parking", "retry", "abandon",
-             "redis", "jobs", "cpu", "jitter", "https", "keys"]
+             "redis", "jobs", "cpu", "jitter", "https", "keys", "download"]
 JITTER_MS = [0, 5, 20]
 # wrk connections per instance in the shared-limit scenario.
 SHARED_CONNS = 64
@@ -272,7 +275,8 @@ class Bench:
                "overhead": self.sc_overhead, "parking": self.sc_parking,
                "retry": self.sc_retry, "abandon": self.sc_abandon,
                "redis": self.sc_redis, "jobs": self.sc_jobs, "cpu": self.sc_cpu,
-               "jitter": self.sc_jitter, "https": self.sc_https, "keys": self.sc_keys}
+               "jitter": self.sc_jitter, "https": self.sc_https, "keys": self.sc_keys,
+               "download": self.sc_download}
         for name in names:
             t0 = time.monotonic()
             self.progress("scenario %s" % name)
@@ -1054,6 +1058,132 @@ class Bench:
         run["hs_per_k"] = _per_k(run.get("handshakes"), run["arrivals"])
         return run
 
+    # ---- download: one large body through each proxy ----------------------------
+
+    def haproxy(self, name, upstream):
+        """HAProxy in http mode in the foreground (-db), one backend server."""
+        port = free_port()
+        conf = os.path.join(self.workdir, name + ".cfg")
+        with open(conf, "w") as f:
+            f.write("global\n  maxconn 4096\n"
+                    "defaults\n  mode http\n  timeout connect 5s\n"
+                    "  timeout client 300s\n  timeout server 300s\n"
+                    "frontend fe\n  bind 127.0.0.1:%d\n  default_backend be\n"
+                    "backend be\n  server up 127.0.0.1:%d\n" % (port, upstream))
+        p = self.procs.start(name, ["haproxy", "-db", "-f", conf])
+        wait_for(lambda: not p.alive() or port_open(port), 15, name)
+        if not p.alive():
+            raise RuntimeError("%s exited: %s" % (name, p.stderr_tail()))
+        p.port, p.pids = port, lambda: [p.pid]
+        return p
+
+    def download_proxy(self, kind, name, upstream):
+        """One column's proxy in front of the mock, plain: no limit in the way."""
+        if kind == "direct":
+            return None, "http://127.0.0.1:%d" % upstream
+        if kind == "sluice":
+            p = self.sluice(name, upstream, "1000000/s", 1000000,
+                            route="max_in_flight = 1024\ntimeout = 600s")
+        elif kind == "haproxy":
+            p = self.haproxy(name, upstream)
+        else:
+            port = free_port()
+            # nginx's defaults: proxy_buffering on, so a body the client does
+            # not take at once goes to temp files (up to 1024m), not memory.
+            body = ("  server {\n    listen 127.0.0.1:%d;\n    location / {\n"
+                    "      proxy_pass http://127.0.0.1:%d;\n"
+                    "      proxy_http_version 1.1;\n      proxy_read_timeout 300s;\n"
+                    "    }\n  }\n" % (port, upstream))
+            p = self.nginx(name, 1, body, port)
+            p.tmp = os.path.join(self.workdir, name)
+        return p, "http://127.0.0.1:%d" % p.port
+
+    def curl_get(self, url, size, timeout=600):
+        """curl -o /dev/null: (status, bytes, seconds, seconds to first byte)."""
+        cp = subprocess.run(["curl", "-s", "-o", "/dev/null", "--max-time", str(timeout),
+                             "-H", "X-Mock-Body-Size: %d" % size, "-w",
+                             "%{http_code} %{size_download} %{time_total} "
+                             "%{time_starttransfer}", url],
+                            capture_output=True, text=True, timeout=timeout + 30)
+        code, got, total, first = cp.stdout.split()
+        return int(code), int(got), float(total), float(first)
+
+    def download_run(self, kind, rnd, mock, size):
+        proxy, url = self.download_proxy(kind, "download-%s-%d" % (kind, rnd), mock.port)
+        try:
+            self.curl_get(url + "/warm", 100000)
+            rss0 = sum(rss_kb(pid) for pid in proxy.pids()) if proxy else None
+            code, got, total, first = self.curl_get(url + "/big", size)
+            hwm = sum(_hwm_kb(pid) for pid in proxy.pids()) if proxy else None
+            temp = None
+            if kind == "nginx-1":
+                temp = _read(os.path.join(proxy.tmp, "error.log")).count(
+                    "buffered to a temporary file")
+        finally:
+            self.stop(proxy)
+        if (code, got) != (200, size):
+            raise RuntimeError("%s: status %d, %d of %d bytes" % (kind, code, got, size))
+        run = {"seconds": total, "mb_s": size / total / 1e6, "ttfb_ms": first * 1000}
+        if hwm is not None:
+            run["hwm_mib"] = hwm / 1024
+            run["added_mib"] = (hwm - rss0) / 1024
+        if temp is not None:
+            run["temp_files"] = temp
+        return run
+
+    def sc_download(self):
+        """A body of 1 GiB (256 MiB --quick) generated by the mock as it is
+        written, fetched with curl -o /dev/null directly and through each
+        proxy; each proxy started afresh per round so VmHWM is this body's."""
+        size, rounds = (256 << 20, 1) if self.quick else (1 << 30, 3)
+        columns = ["sluice", "nginx-1", "haproxy", "direct"]
+        if shutil.which("haproxy") is None:
+            columns.remove("haproxy")
+        mock = self.mock("download-mock", log=False)
+        runs = {kind: [] for kind in columns}
+        for r in range(rounds):
+            for kind in columns:
+                self.progress("download: %s, round %d of %d" % (kind, r + 1, rounds))
+                runs[kind].append(self.download_run(kind, r, mock, size))
+        self.stop_mock(mock)
+        data = {}
+        for kind in columns:
+            d = {}
+            for key in runs[kind][0]:
+                d[key] = statistics.median(x[key] for x in runs[kind])
+            d["mb_s_runs"] = [x["mb_s"] for x in runs[kind]]
+            d["hwm_max_mib"] = max((x.get("hwm_mib") or 0) for x in runs[kind]) or None
+            data[kind] = d
+        for d in data.values():
+            d["x_direct"] = _ratio(d["mb_s"], data["direct"]["mb_s"])
+        self.results["download"] = {"size": size, "rounds": rounds, "client": "curl -o /dev/null",
+                                    "statistic": "median of the rounds; peak RSS: the largest",
+                                    "targets": data}
+        rows = [("MB/s (median)", "mb_s", _f0), ("MB/s, each round", "mb_s_runs",
+                                                        lambda v: "/".join("%.0f" % x for x in v)),
+                ("x direct", "x_direct", _f2), ("seconds", "seconds", _f2),
+                ("time to first byte ms", "ttfb_ms", _f1),
+                ("peak RSS MiB (VmHWM, largest)", "hwm_max_mib", _f1),
+                ("  added by the download MiB", "added_mib", _f1),
+                ("nginx: bodies buffered to temp files", "temp_files", _d)]
+        notes = ["upstream: mock_upstream, X-Mock-Body-Size (pattern generated as written, "
+                 "Content-Length), no arrival log; client: curl -o /dev/null on 127.0.0.1",
+                 "sluice: rate 1000000/s, max_in_flight 1024, timeout 600s; nginx: 1 worker, "
+                 "plain proxy_pass with its defaults (proxy_buffering on: what the client has "
+                 "not taken yet goes to temp files, up to proxy_max_temp_file_size 1024m, "
+                 "counted from its error log); HAProxy: http mode, defaults",
+                 "peak RSS: VmHWM of the proxy's processes (nginx: its worker), each proxy "
+                 "started afresh per round; added: VmHWM minus VmRSS after a 100 kB warm-up"]
+        goals = {"x_direct": ">= 0.50", "hwm_max_mib": "<= nginx (1 worker)"}
+        self.table("11. Download: %d MiB through each proxy, %d interleaved rounds (medians)"
+                   % (size >> 20, rounds), rows, data, goals, columns=columns, notes=notes)
+        s, ng = data["sluice"], data["nginx-1"]
+        self.check("download", "throughput >= 0.5x direct", (s["x_direct"] or 0) >= 0.5,
+                   "%s MB/s = %sx direct" % (_f0(s["mb_s"]), _f2(s["x_direct"] or 0)))
+        self.check("download", "peak RSS <= nginx (1 worker)",
+                   s["hwm_max_mib"] <= ng["hwm_max_mib"],
+                   "%.1f MiB vs nginx %.1f MiB" % (s["hwm_max_mib"], ng["hwm_max_mib"]))
+
     # ---- plots -------------------------------------------------------------------
 
     def plot(self, name, series, rate, title):
@@ -1239,6 +1369,18 @@ FLOW_NOTES = [
     "more than the limit, on the upstream's clock; the mock answers 429 only past its "
     "own count of admitted requests, so it rejects fewer",
 ]
+
+
+def _hwm_kb(pid):
+    """VmHWM (peak RSS) of pid in KiB, 0 when the process is gone."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def _read(path):

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The benchmark in one command: sluice against nginx limit_req (1 worker and
-# auto) and a direct connection, on loopback, in one run.
+# auto) and a direct connection, on loopback, in one run (and HAProxy in the
+# download scenario).
 # Installs what is missing (Debian 12, as root or with sudo), builds sluice in
 # Release into build-bench, runs the scenarios, prints one table each and
 # writes bench/results/ (results.json, *.png) and, for a full run,
 # bench/RESULTS.md.
 # Usage: bench/run.sh [--quick] [--keep] [burst overload overhead parking retry abandon redis jobs cpu
-#                     jitter https]
+#                     jitter https keys download]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,8 @@ command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
 command -v gnuplot >/dev/null || need+=(gnuplot-nox)
 command -v valgrind >/dev/null || need+=(valgrind)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -27,6 +27,7 @@
 
 struct evbuffer;
 struct sl_tls_config;
+struct sl_upstream_response;
 
 /* Room for a reason phrase with its NUL; longer ones are cut (no client reads them). */
 #define SL_UPSTREAM_REASON_LEN 64
@@ -40,6 +41,18 @@ enum sl_upstream_error {
     SL_UPSTREAM_TLS,         /* a certificate was refused (theirs or ours) or TLS could
                               * not be set up: nothing was sent, and another attempt
                               * would fail the same way */
+    SL_UPSTREAM_TOO_LARGE,   /* a body taken whole grew past `max_body`: the call was
+                              * cut off */
+};
+
+/*
+ * How the caller takes the body of an answer whose head is in and whose
+ * body is not (see sl_upstream_head_fn).
+ */
+enum sl_upstream_take {
+    SL_TAKE_WHOLE = 0,      /* gather it in resp->body for `done`, up to max_body */
+    SL_TAKE_STREAM,         /* hand it over as it arrives, through `body` */
+    SL_TAKE_NONE,           /* nobody wants it: end the call now (done, error OK) */
 };
 
 /*
@@ -50,6 +63,26 @@ enum sl_upstream_error {
  * request twice on its own.
  */
 typedef void (*sl_upstream_sent_fn)(void *arg);
+
+/*
+ * Optional: the final answer's head is in (status, reason, fields, and
+ * content_length) but not all of its body: how does the caller take it?
+ * Called at most once per call, from the event loop, never from inside
+ * start; an answer that arrives whole at once goes straight to `done`
+ * (the common small answer costs nothing more). resp->body may hold the
+ * body's first bytes.
+ */
+typedef enum sl_upstream_take (*sl_upstream_head_fn)(struct sl_upstream_response *resp,
+                                                     void *arg);
+
+/*
+ * With SL_TAKE_STREAM: more of the body is in resp->body; the callback
+ * drains what it takes. Returning false pauses the call: nothing more is
+ * read from the upstream until sl_backend_ops.resume (the timeout still
+ * runs). The last bytes may come with `done` instead. Neither this nor the
+ * head callback may cancel its own call (they return NONE or wait for done).
+ */
+typedef bool (*sl_upstream_body_fn)(struct sl_upstream_response *resp, void *arg);
 
 struct sl_upstream_request {
     const char *method;                /* "GET", "POST", ... */
@@ -66,6 +99,12 @@ struct sl_upstream_request {
     /* The route's TLS settings (config.h) for https://; NULL: the system's
      * CAs and full verification. Borrowed during start. */
     const struct sl_tls_config *tls;
+    /* Optional streaming (both or neither); without them the body is taken whole. */
+    sl_upstream_head_fn head;
+    sl_upstream_body_fn body_chunk;
+    /* A body taken whole longer than this ends the call SL_UPSTREAM_TOO_LARGE;
+     * 0: no cap. */
+    size_t max_body;
 };
 
 struct sl_upstream_response {
@@ -76,6 +115,9 @@ struct sl_upstream_response {
     char reason[SL_UPSTREAM_REASON_LEN]; /* its reason phrase as received (cut to fit); ""
                                         * when it had none or on error */
     struct evkeyvalq headers;          /* final response's fields as received */
+    int64_t content_length;            /* the body's length from its framing, -1 when
+                                        * it is chunked or ends with the connection
+                                        * (set with the head) */
     struct evbuffer *body;             /* the callback may drain it */
     int64_t duration_us;               /* start to completion */
     unsigned tls_handshakes;           /* new TLS connections this call opened */
@@ -96,6 +138,8 @@ struct sl_backend_ops {
                                      sl_upstream_done_fn done, void *arg);
     /* Abort a call under way; its callback is not called. */
     void (*cancel)(struct sl_backend_call *call);
+    /* Read again from a call its body callback paused (a no-op otherwise). */
+    void (*resume)(struct sl_backend_call *call);
     /* Calls under way. */
     size_t (*active)(const struct sl_backend *b);
     /* Abort every call and free the backend. */

@@ -141,6 +141,8 @@ struct sl_config {
     size_t max_batch_items;            /* default 1000: items in one POST /_sluice/batch */
     size_t max_header_size;            /* default 16k */
     size_t max_body_size;              /* default 8m */
+    size_t stream_buffer;              /* default 256k: a streamed answer's bytes held
+                                        * for one client before the upstream waits */
     int64_t drain_timeout_us;          /* default 30s */
     enum sl_log_level log_level;       /* default info */
     bool access_log;                   /* default on */

@@ -39,6 +39,9 @@ struct sl_backend_call *sl_curlclient_start(struct sl_curlclient *u,
 /* Abort a call under way; its callback is not called. */
 void sl_curlclient_cancel(struct sl_backend_call *call);
 
+/* Read again from a call its body callback paused (backend.h); a no-op otherwise. */
+void sl_curlclient_resume(struct sl_backend_call *call);
+
 /* Calls under way. */
 size_t sl_curlclient_active(const struct sl_curlclient *u);
 

@@ -57,6 +57,9 @@ struct sl_h1call *sl_h1client_start(struct sl_h1client *c, const struct sl_upstr
 /* Abort a call: its connection is closed, its callback is not called. */
 void sl_h1client_cancel(struct sl_h1call *call);
 
+/* Read again from a call its body callback paused (backend.h); a no-op otherwise. */
+void sl_h1client_resume(struct sl_h1call *call);
+
 /* Calls under way. */
 size_t sl_h1client_active(const struct sl_h1client *c);
 

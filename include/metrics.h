@@ -40,6 +40,7 @@ struct evbuffer;
     X(UPSTREAM_UNREACHABLE, "upstream_unreachable", 502)   \
     X(UPSTREAM_TIMEOUT, "upstream_timeout", 504)           \
     X(RESPONSE_TOO_LARGE, "response_too_large", 502)       \
+    X(UPSTREAM_BROKEN, "upstream_broken", 502)             \
     X(CLIENT_GONE, "client_gone", 499)                     \
     X(INTERNAL_ERROR, "internal_error", 500)               \
     X(JOB_NOT_FOUND, "job_not_found", 404)                 \

@@ -16,6 +16,7 @@
 #define SL_SINK_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "headers.h"
 
@@ -36,6 +37,8 @@ struct sl_sink;
 struct sl_sink_owner {
     void (*gone)(struct sl_sink_owner *owner);
     bool (*eof)(struct sl_sink_owner *owner);
+    /* A streamed answer's `write` said "enough": the sink has room again. */
+    void (*drained)(struct sl_sink_owner *owner);
 };
 
 /*
@@ -67,6 +70,21 @@ struct sl_sink_ops {
      * max_response_size is answered 502 response_too_large instead.
      */
     bool stores;
+    /*
+     * Optional (all three or none): the answer as a stream, for a body
+     * that has not all arrived. `begin` sends the head: `length` is the
+     * body's length, or -1 when unknown (the source frames it: chunked, or
+     * a close); false if the head could not go (the sink then reports
+     * `gone` from the loop). `write` takes body bytes (drained) and returns
+     * false once it holds as much as it should: the owner then waits for
+     * its `drained`. `end` finishes the answer, complete or cut short (the
+     * client must be able to tell: no chunked terminator, a short body, a
+     * closed connection), and ends the adoption.
+     */
+    bool (*begin)(struct sl_sink *s, int status, const char *reason, sl_sink_fields_fn fields,
+                  void *fields_arg, int64_t length);
+    bool (*write)(struct sl_sink *s, struct evbuffer *data);
+    void (*end)(struct sl_sink *s, bool complete);
     /*
      * Optional (may be NULL): the request was handed to the upstream, for
      * the `attempt`-th time (an async job shows "running" from then on).

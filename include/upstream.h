@@ -48,6 +48,9 @@ struct sl_upstream_call *sl_upstream_start(struct sl_upstream *u,
 /* Abort a call under way; its callback is not called. */
 void sl_upstream_cancel(struct sl_upstream_call *call);
 
+/* Read again from a call its body callback paused (backend.h). */
+void sl_upstream_resume(struct sl_upstream_call *call);
+
 /* Calls under way, all backends together. */
 size_t sl_upstream_active(const struct sl_upstream *u);
 

@@ -112,6 +112,7 @@ static const struct option options[] = {
     {SEC_SERVER, "max_batch_items", OPT_UINT, CFG(max_batch_items), 0, 1, 100000, "1000", NULL, true},
     {SEC_SERVER, "max_header_size", OPT_SIZE, CFG(max_header_size), 0, 1024, NO_MAX, "16k", NULL, true},
     {SEC_SERVER, "max_body_size", OPT_SIZE, CFG(max_body_size), 0, 0, NO_MAX, "8m", NULL, true},
+    {SEC_SERVER, "stream_buffer", OPT_SIZE, CFG(stream_buffer), 0, 16 * 1024, 64 * 1024 * 1024, "256k", NULL, true},
     {SEC_SERVER, "drain_timeout", OPT_DURATION, CFG(drain_timeout_us), 0, 0, MAX_DURATION, "30s", NULL, true},
     {SEC_SERVER, "log_level", OPT_ENUM, CFG(log_level), 0, 0, 0, "info", sl_log_level_names, true},
     {SEC_SERVER, "access_log", OPT_BOOL, CFG(access_log), 0, 0, 0, "on", NULL, true},

@@ -55,7 +55,19 @@ struct curl_call {
     struct curl_slist *hdrs;
     sl_upstream_done_fn done;
     sl_upstream_sent_fn sent;   /* optional: the request left (backend.h) */
+    sl_upstream_head_fn head_fn; /* optional, with body_fn (backend.h) */
+    sl_upstream_body_fn body_fn;
     void *arg;
+    TAILQ_ENTRY(curl_call) plink; /* u->pending, while on_pending */
+    size_t max_body;    /* a body taken whole: its cap (0: none) */
+    enum sl_upstream_take take; /* once head_reported */
+    int head_status;    /* of the head being read */
+    bool head_done;     /* the final head's blank line came */
+    bool head_reported; /* head_fn was asked how to take the body */
+    bool on_pending;    /* a head or body bytes wait to be handed over */
+    bool want_pause;    /* body_fn asked to wait: the next bytes pause the transfer */
+    bool paused;        /* curl holds bytes until resume */
+    bool too_large;     /* the body taken whole passed max_body */
     int64_t started_us;
     unsigned sends;     /* prerequest calls: a second one is curl resending on its own */
     bool https;
@@ -74,6 +86,11 @@ struct sl_curlclient {
     struct event *timer;
     TAILQ_HEAD(, curl_call) calls;
     TAILQ_HEAD(, upstream_sock) socks;
+    /* Calls with a head or body bytes to hand over, done from the loop after
+     * curl returns (never from inside a curl callback); `deliver` runs it
+     * when a resumed transfer gave back what curl held. */
+    TAILQ_HEAD(, curl_call) pending;
+    struct event *deliver;
     size_t active;
     CURL *spare[SPARE_MAX];
     size_t nspare;
@@ -84,6 +101,7 @@ static bool curl_ready;
 /* ---- event loop side ---------------------------------------------------- */
 
 static void finish(struct curl_call *call, CURLcode code);
+static void drain_pending(struct sl_curlclient *u);
 
 /* Report every finished transfer. Runs only from our own event callbacks. */
 static void drain_done(struct sl_curlclient *u)
@@ -110,6 +128,7 @@ static void upstream_on_socket(evutil_socket_t fd, short what, void *arg)
 
     (void)curl_multi_socket_action(u->multi, fd, action, &running);
     drain_done(u);
+    drain_pending(u);
 }
 
 static void upstream_on_timer(evutil_socket_t fd, short what, void *arg)
@@ -121,6 +140,14 @@ static void upstream_on_timer(evutil_socket_t fd, short what, void *arg)
     (void)what;
     (void)curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     drain_done(u);
+    drain_pending(u);
+}
+
+static void upstream_on_deliver(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    drain_pending(arg);
 }
 
 static void sock_free(struct sl_curlclient *u, struct upstream_sock *s)
@@ -245,8 +272,11 @@ struct sl_curlclient *sl_curlclient_new(struct event_base *base, unsigned max_co
     u->base = base;
     TAILQ_INIT(&u->calls);
     TAILQ_INIT(&u->socks);
+    TAILQ_INIT(&u->pending);
     u->timer = evtimer_new(base, upstream_on_timer, u);
-    if (u->timer == NULL || event_priority_set(u->timer, 0) != 0)
+    u->deliver = event_new(base, -1, 0, upstream_on_deliver, u);
+    if (u->timer == NULL || event_priority_set(u->timer, 0) != 0 || u->deliver == NULL ||
+        event_priority_set(u->deliver, 0) != 0)
         goto fail;
     u->multi = curl_multi_init();
     if (u->multi == NULL || multi_setup(u, max_connections) != SL_OK)
@@ -259,6 +289,8 @@ fail:
         curl_multi_cleanup(u->multi);
     if (u->timer != NULL)
         event_free(u->timer);
+    if (u->deliver != NULL)
+        event_free(u->deliver);
     free(u);
     return NULL;
 }
@@ -392,6 +424,10 @@ static size_t on_status_line(struct curl_call *call, const char *buf, size_t len
 
     sl_headers_clear(&call->resp.headers);
     call->n_fields = 0;
+    call->head_status = 0;
+    for (size_t i = sp != NULL ? (size_t)(sp - buf) + 1 : len, k = 0;
+         i < len && k < 3 && buf[i] >= '0' && buf[i] <= '9'; i++, k++)
+        call->head_status = call->head_status * 10 + (buf[i] - '0');
     status_reason(buf, len, call->resp.reason, sizeof(call->resp.reason));
     if (sp != NULL && (size_t)(sp - buf) + 4 <= len && strncmp(sp + 1, "101", 3) == 0)
         return refuse_answer(call, "unexpected 101 Switching Protocols");
@@ -422,6 +458,42 @@ static bool lengths_conflict(const struct evkeyvalq *hdrs)
     return false;
 }
 
+/* Hand the call's head or bytes over once curl returns (drain_pending). */
+static void pend(struct curl_call *call)
+{
+    if (call->on_pending || call->head_fn == NULL)
+        return;
+    call->on_pending = true;
+    TAILQ_INSERT_TAIL(&call->u->pending, call, plink);
+}
+
+static void unpend(struct curl_call *call)
+{
+    if (!call->on_pending)
+        return;
+    call->on_pending = false;
+    TAILQ_REMOVE(&call->u->pending, call, plink);
+}
+
+/* The body's length from the head, -1 when chunked, close-delimited or unknown. */
+static int64_t content_length(const struct evkeyvalq *hdrs)
+{
+    const struct evkeyval *h;
+    int64_t len = -1;
+
+    TAILQ_FOREACH(h, hdrs, next) {
+        if (strcasecmp(h->key, "Transfer-Encoding") == 0)
+            return -1;
+        if (strcasecmp(h->key, "Content-Length") == 0) {
+            char *end;
+            long long v = strtoll(h->value, &end, 10);
+
+            len = end != h->value && *end == '\0' && v >= 0 ? (int64_t)v : -1;
+        }
+    }
+    return len;
+}
+
 /*
  * CURLOPT_HEADERFUNCTION: every header line of every response, one at a
  * time. curl would relay what the native client refuses; both paths keep
@@ -439,6 +511,13 @@ static size_t curl_on_header(char *buf, size_t size, size_t n, void *arg)
         return refuse_answer(call, "bare CR");
     if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0)
         return on_status_line(call, buf, len);
+    if ((buf[0] == '\r' || buf[0] == '\n') && call->head_status >= 200) {
+        /* The final head is in: tell the caller once curl returns. */
+        call->head_done = true;
+        call->resp.content_length = content_length(&call->resp.headers);
+        pend(call);
+        return len;
+    }
     if (buf[0] != '\r' && buf[0] != '\n' && ++call->n_fields > MAX_FIELDS)
         return refuse_answer(call, "response has too many header fields (over 256)");
     /* SL_ERR: a value evhttp refuses (a bare CR); dropping it is safer. */
@@ -450,14 +529,39 @@ static size_t curl_on_header(char *buf, size_t size, size_t n, void *arg)
     return len;
 }
 
-/* CURLOPT_WRITEFUNCTION: body bytes as received (no decoding). */
+/*
+ * The body is taken whole: no streaming was asked for, or the head callback
+ * chose it. Before that choice the bytes that came with the head are not
+ * held to max_body: a streamed body has no cap.
+ */
+static bool taken_whole(const struct curl_call *call)
+{
+    return call->head_fn == NULL || (call->head_reported && call->take == SL_TAKE_WHOLE);
+}
+
+/*
+ * CURLOPT_WRITEFUNCTION: body bytes as received (no decoding). A paused
+ * consumer pauses the transfer: curl keeps these bytes and stops reading.
+ */
 static size_t curl_on_body(char *buf, size_t size, size_t n, void *arg)
 {
     struct curl_call *call = arg;
     size_t len = size * n;
 
     call->body_started = true;
-    return evbuffer_add(call->resp.body, buf, len) == 0 ? len : 0;
+    if (call->want_pause) {
+        call->paused = true;
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    if (evbuffer_add(call->resp.body, buf, len) != 0)
+        return 0;
+    if (taken_whole(call) && call->max_body > 0 &&
+        evbuffer_get_length(call->resp.body) > call->max_body) {
+        call->too_large = true;
+        return 0;
+    }
+    pend(call);
+    return len;
 }
 
 static bool has_header(const struct evkeyvalq *hdrs, const char *name)
@@ -657,6 +761,11 @@ struct sl_backend_call *sl_curlclient_start(struct sl_curlclient *u,
     call->u = u;
     call->done = done;
     call->sent = req->sent;
+    if (req->head != NULL && req->body_chunk != NULL) {
+        call->head_fn = req->head;
+        call->body_fn = req->body_chunk;
+    }
+    call->max_body = req->max_body;
     call->arg = arg;
     call->https = strncmp(req->url, "https://", 8) == 0;
     TAILQ_INIT(&call->resp.headers);
@@ -684,6 +793,7 @@ static void unlink_call(struct curl_call *call)
 
     (void)curl_multi_remove_handle(u->multi, call->easy);
     TAILQ_REMOVE(&u->calls, call, link);
+    unpend(call);
     u->active--;
 }
 
@@ -787,6 +897,12 @@ static void fill_response(struct curl_call *call, CURLcode code)
     }
     resp->status = 0;
     resp->reason[0] = '\0';
+    if (call->too_large) {
+        resp->error = SL_UPSTREAM_TOO_LARGE;
+        snprintf(resp->detail, sizeof(resp->detail), "the response body is larger than %zu bytes",
+                 call->max_body);
+        return;
+    }
     if (call->sends > 1) {
         resp->error = SL_UPSTREAM_CLOSED;
         snprintf(resp->detail, sizeof(resp->detail),
@@ -816,6 +932,74 @@ static void finish(struct curl_call *call, CURLcode code)
     call_free(call);
 }
 
+/* Nobody wants the body: the transfer stops, the call ends with its head. */
+static void drop(struct curl_call *call)
+{
+    call->resp.error = SL_UPSTREAM_OK;
+    call->resp.status = call->head_status;
+    call->resp.duration_us = sl_clock_now() - call->started_us;
+    evbuffer_drain(call->resp.body, evbuffer_get_length(call->resp.body));
+    unlink_call(call);
+    call->finishing = true;
+    call->done(&call->resp, call->arg);
+    call_free(call);
+}
+
+/* Ask once how the body is taken, then hand over what came (backend.h). */
+static void deliver(struct curl_call *call)
+{
+    if (!call->head_reported) {
+        call->head_reported = true;
+        call->resp.status = call->head_status;
+        call->take = call->head_fn(&call->resp, call->arg);
+        if (call->take == SL_TAKE_NONE) {
+            drop(call);
+            return;
+        }
+        /* Taken whole: what came with the head may already pass the cap. */
+        if (taken_whole(call) && call->max_body > 0 &&
+            evbuffer_get_length(call->resp.body) > call->max_body) {
+            call->too_large = true;
+            finish(call, CURLE_WRITE_ERROR);
+            return;
+        }
+    }
+    if (call->take == SL_TAKE_STREAM && evbuffer_get_length(call->resp.body) > 0 &&
+        !call->body_fn(&call->resp, call->arg))
+        call->want_pause = true;
+}
+
+/*
+ * Heads and bytes that came during curl's work, handed over after it: a
+ * callback may then cancel other calls, which leave the list as they go.
+ */
+static void drain_pending(struct sl_curlclient *u)
+{
+    struct curl_call *call;
+
+    while ((call = TAILQ_FIRST(&u->pending)) != NULL) {
+        unpend(call);
+        if (call->head_done)
+            deliver(call);
+    }
+}
+
+void sl_curlclient_resume(struct sl_backend_call *c)
+{
+    struct curl_call *call = (struct curl_call *)(void *)c;
+
+    if (call == NULL || call->finishing || (!call->want_pause && !call->paused))
+        return;
+    call->want_pause = false;
+    if (call->paused) {
+        call->paused = false;
+        /* curl gives back what it held through curl_on_body, right here. */
+        (void)curl_easy_pause(call->easy, CURLPAUSE_CONT);
+    }
+    if (call->on_pending)
+        event_active(call->u->deliver, 0, 0);
+}
+
 /* ---- teardown and helpers ----------------------------------------------- */
 
 void sl_curlclient_free(struct sl_curlclient *u)
@@ -830,6 +1014,7 @@ void sl_curlclient_free(struct sl_curlclient *u)
     while (u->nspare > 0)
         curl_easy_cleanup(u->spare[--u->nspare]);
     curl_multi_cleanup(u->multi);
+    event_free(u->deliver);
     /* curl 7.88 reports CURL_POLL_REMOVE for every socket it closes here, but
      * nothing in its contract promises that: free whatever is left. */
     while ((s = TAILQ_FIRST(&u->socks)) != NULL)
@@ -873,6 +1058,7 @@ static const struct sl_backend_ops curlclient_ops = {
     .handles = ops_handles,
     .start = ops_start,
     .cancel = sl_curlclient_cancel,
+    .resume = sl_curlclient_resume,
     .active = ops_active,
     .free = ops_free,
 };

@@ -51,6 +51,7 @@ enum conn_state {
     CONN_READING,
     CONN_SERVING,
     CONN_WRITING,
+    CONN_STREAMING,   /* an answer's head went, its body follows as it arrives */
     CONN_LINGERING,   /* response sent, write side shut, draining input before close */
 };
 
@@ -80,6 +81,10 @@ struct sl_conn {
     bool head;                          /* the request being served is HEAD */
     bool close_after_write;
     bool peer_eof;                      /* the client sent its FIN: it sends nothing more */
+    bool stream_body;                   /* STREAMING: the answer has a body to send */
+    bool stream_chunked;                /* ...framed in chunks by us */
+    bool stream_full;                   /* ...and the owner waits for room */
+    bool reset_after_write;             /* a cut close-delimited body: end with a reset */
     struct sl_sink sink;                /* this connection as a reply sink */
     void *owner;
     char peer[INET6_ADDRSTRLEN];
@@ -109,6 +114,7 @@ struct sl_frontend {
     const struct timeval *phase_timeout[PHASE_BODY + 1]; /* as common timeouts, by phase */
     size_t max_body_size;
     size_t max_header_size;
+    size_t stream_buffer;               /* bytes of a streamed answer held for a client */
 };
 
 static const struct sl_sink_ops conn_sink_ops;
@@ -485,6 +491,13 @@ static void head_field(struct head *h, struct evbuffer *out, const char *name, s
     head_put(h, out, "\r\n", 2);
 }
 
+/* How the body after a head is delimited. */
+enum framing {
+    FRAME_LENGTH,                       /* Content-Length: the body's, or the fields' */
+    FRAME_CHUNKED,                      /* Transfer-Encoding: chunked, written by us */
+    FRAME_CLOSE,                        /* the body ends when the connection does */
+};
+
 /* What write_head() learns from the fields as they are emitted. */
 struct emit {
     struct head *h;
@@ -512,7 +525,7 @@ static int emit_field(const char *name, const char *value, void *arg)
 /* Status line and fields into h; returns 0, or -1 on an error. */
 static int write_head(struct head *h, struct sl_conn *c, int status, const char *reason,
                       sl_conn_fields_fn fields, void *fields_arg, size_t body_len,
-                      bool keep_length, bool head)
+                      bool keep_length, bool head, enum framing framing)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     struct emit e = {.h = h, .out = out, .keep_length = keep_length};
@@ -533,7 +546,10 @@ static int write_head(struct head *h, struct sl_conn *c, int status, const char 
         return -1;
     if (!e.has_date)
         head_field(h, out, "Date", 4, http_date());
-    if (!e.has_length && status_has_body(status) && !(head && keep_length))
+    if (framing == FRAME_CHUNKED)
+        head_field(h, out, "Transfer-Encoding", 17, "chunked");
+    else if (framing == FRAME_LENGTH && !e.has_length && status_has_body(status) &&
+             !(head && keep_length))
         head_field(h, out, "Content-Length", 14, sl_http1_u64(line + sizeof(line) - 1, body_len));
     if (c->close_after_write)
         head_field(h, out, "Connection", 10, "close");
@@ -568,7 +584,8 @@ void sl_conn_respond(struct sl_conn *c, int status, const char *reason,
         evbuffer_drain(body, body_len);
         body = NULL;
     }
-    rc = write_head(&h, c, status, reason, fields, fields_arg, body_len, keep_length, head);
+    rc = write_head(&h, c, status, reason, fields, fields_arg, body_len, keep_length, head,
+                    FRAME_LENGTH);
     /*
      * Straight to the socket (wire.h); the write callback only runs for what
      * it refused. Finishing at once would re-enter the parser on pipelined
@@ -761,6 +778,14 @@ static void conn_write_done(struct sl_conn *c)
     /* Armed only for a response the socket could not take at once. */
     if (bufferevent_get_enabled(c->bev) & EV_WRITE)
         bufferevent_disable(c->bev, EV_WRITE);
+    if (c->reset_after_write) {
+        /* A body cut short that only a close delimits: a reset tells the client. */
+        struct linger lg = {1, 0};
+
+        (void)setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        conn_free(c);
+        return;
+    }
     if (c->close_after_write) {
         /* After the client's FIN there is nothing left to linger for. */
         if (c->peer_eof)
@@ -783,13 +808,23 @@ static void conn_write_done(struct sl_conn *c)
     conn_parse(c);
 }
 
+/*
+ * While streaming, the low watermark (half the stream buffer) calls this:
+ * an owner waiting for room gets it.
+ */
 static void conn_on_write(struct bufferevent *bev, void *arg)
 {
     struct sl_conn *c = arg;
+    struct sl_sink_owner *owner = c->owner;
 
-    (void)bev;
-    if (c->state == CONN_WRITING)
+    if (c->state == CONN_WRITING) {
         conn_write_done(c);
+    } else if (c->state == CONN_STREAMING && c->stream_full &&
+               evbuffer_get_length(bufferevent_get_output(bev)) < c->fe->stream_buffer) {
+        c->stream_full = false;
+        if (owner != NULL && owner->drained != NULL)
+            owner->drained(owner);
+    }
 }
 
 /* The client hung up, the socket failed, or a timeout passed: the connection ends. */
@@ -797,7 +832,7 @@ static void conn_end(struct sl_conn *c)
 {
     struct sl_frontend *fe = c->fe;
 
-    if (c->state == CONN_SERVING && c->owner != NULL)
+    if ((c->state == CONN_SERVING || c->state == CONN_STREAMING) && c->owner != NULL)
         fe->cb.gone(c, c->owner, fe->arg);
     conn_free(c);
 }
@@ -810,7 +845,7 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)))
         return;
-    if (c->state == CONN_WRITING)
+    if (c->state == CONN_WRITING || c->state == CONN_STREAMING)
         c->fe->write_errors++;
     conn_end(c);
 }
@@ -819,13 +854,14 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
  * The client finished sending (a FIN). Before a request is handed over that
  * is a hang-up. While one is served it may be a half-close (the client
  * still reads): its owner decides whether to answer. An answer being
- * written is finished. Reading stops: nothing more can come.
+ * written or streamed is finished (a client that really left makes the
+ * next write fail). Reading stops: nothing more can come.
  */
 static void conn_on_eof(struct sl_conn *c)
 {
     struct sl_frontend *fe = c->fe;
 
-    if (c->state != CONN_WRITING &&
+    if (c->state != CONN_WRITING && c->state != CONN_STREAMING &&
         (c->state != CONN_SERVING || c->owner == NULL || fe->cb.eof == NULL)) {
         conn_end(c);
         return;
@@ -847,7 +883,8 @@ static void conn_on_readable(evutil_socket_t fd, short what, void *arg)
      * stays, to see hang-ups); a stalled download is the write timeout's.
      */
     if (what & EV_TIMEOUT) {
-        if (c->state != CONN_SERVING && c->state != CONN_WRITING)
+        if (c->state != CONN_SERVING && c->state != CONN_WRITING &&
+            c->state != CONN_STREAMING)
             conn_end(c);
         return;
     }
@@ -1010,6 +1047,7 @@ void sl_frontend_configure(struct sl_frontend *fe, const struct sl_config *cfg)
     /* A common timeout: re-arming it after every read is O(1), not a heap update. */
     fe->read_timeout = common_timeout(fe->base, &fe->client_timeout);
     fe->max_header_size = cfg->max_header_size;
+    fe->stream_buffer = cfg->stream_buffer;
     fe->header_timeout = sl_clock_timeval(cfg->client_header_timeout_us);
     fe->body_timeout = sl_clock_timeval(cfg->client_body_timeout_us);
     fe->phase_timeout[PHASE_HEAD] = common_timeout(fe->base, &fe->header_timeout);
@@ -1171,9 +1209,123 @@ static void sink_respond(struct sl_sink *s, int status, const char *reason,
                     close);
 }
 
+/* Fail the connection from the loop: its owner hears `gone` there, not inside its call. */
+static void conn_fail_later(struct sl_conn *c)
+{
+    c->fe->write_errors++;
+    bufferevent_trigger_event(c->bev, BEV_EVENT_ERROR, BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/*
+ * A streamed answer's head. Its body is framed by the upstream's length
+ * when it had one, else in chunks (HTTP/1.1) or by the close (HTTP/1.0).
+ * The low watermark wakes conn_on_write() once half the buffer is out.
+ */
+static bool sink_begin(struct sl_sink *s, int status, const char *reason,
+                       sl_sink_fields_fn fields, void *fields_arg, int64_t length)
+{
+    struct sl_conn *c = conn_of_sink(s);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    bool body = !c->head && status_has_body(status);
+    enum framing framing = !body || length >= 0 ? FRAME_LENGTH
+                           : c->http10         ? FRAME_CLOSE
+                                               : FRAME_CHUNKED;
+    struct head h = {.out = NULL, .len = 0, .rc = 0};
+    int rc;
+
+    c->close_after_write = !c->keep_alive || framing == FRAME_CLOSE ||
+                           (c->peer_eof && evbuffer_get_length(c->in) == 0);
+    rc = write_head(&h, c, status, reason, fields, fields_arg, length >= 0 ? (size_t)length : 0,
+                    length >= 0, c->head, framing);
+    rc |= head_flush(&h, out);
+    sl_http_msg_free(c->msg);
+    c->msg = NULL;
+    c->state = CONN_STREAMING;
+    c->stream_body = body;
+    c->stream_chunked = framing == FRAME_CHUNKED;
+    c->stream_full = false;
+    bufferevent_setwatermark(c->bev, EV_WRITE, c->fe->stream_buffer / 2, 0);
+    /* The bufferevent writes what waits in pieces this large (default 16k). */
+    (void)bufferevent_set_max_single_write(c->bev, c->fe->stream_buffer);
+    if (rc != 0 || bufferevent_enable(c->bev, EV_WRITE) != 0) {
+        conn_fail_later(c);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Body bytes, framed as a chunk when we chunk. Straight to the socket when
+ * nothing waits before them (wire.h: no loop turn per piece), the rest to
+ * the output buffer for the bufferevent.
+ */
+static bool sink_write(struct sl_sink *s, struct evbuffer *data)
+{
+    static const char crlf[] = "\r\n";
+    struct sl_conn *c = conn_of_sink(s);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t n = evbuffer_get_length(data);
+    char line[24] = "";
+    int len = 0, rc;
+    bool queued = true;
+
+    if (c->state != CONN_STREAMING || !c->stream_body || n == 0) {
+        evbuffer_drain(data, n);
+        return true;
+    }
+    if (c->stream_chunked) {
+        len = snprintf(line, sizeof(line), "%zx\r\n", n);
+        if (evbuffer_add(data, crlf, 2) != 0)
+            len = -1;
+    }
+    rc = len < 0 ? -1 : sl_wire_send(c->bev, line, (size_t)len, data, NULL, 0, &queued);
+    if (rc == 0 && queued)
+        rc = bufferevent_enable(c->bev, EV_WRITE);
+    if (rc != 0) {
+        evbuffer_drain(data, evbuffer_get_length(data));
+        conn_fail_later(c);
+        return false;
+    }
+    if (evbuffer_get_length(out) < c->fe->stream_buffer)
+        return true;
+    c->stream_full = true;
+    return false;
+}
+
+/*
+ * The streamed answer ends: the terminator when complete, else a close the
+ * client can tell from a complete answer (no terminator, a short body; a
+ * reset where only the close delimits). The write callback finishes it.
+ */
+static void sink_end(struct sl_sink *s, bool complete)
+{
+    struct sl_conn *c = conn_of_sink(s);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+
+    if (c->state != CONN_STREAMING)
+        return;
+    c->owner = NULL;
+    c->stream_full = false;
+    if (complete && c->stream_chunked && evbuffer_add(out, "0\r\n\r\n", 5) != 0)
+        complete = false;
+    if (!complete) {
+        c->close_after_write = true;
+        c->reset_after_write = c->stream_body && !c->stream_chunked && c->http10;
+    }
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    c->state = CONN_WRITING;
+    if (evbuffer_get_length(out) > 0)
+        bufferevent_enable(c->bev, EV_WRITE);
+    else
+        bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
+}
+
 static const struct sl_sink_ops conn_sink_ops = {
     .adopt = sink_adopt,
     .respond = sink_respond,
+    .begin = sink_begin,
+    .write = sink_write,
+    .end = sink_end,
 };
 
 struct sl_sink *sl_conn_sink(struct sl_conn *c)

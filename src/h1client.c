@@ -48,6 +48,7 @@
 #define H1_IDLE_MAX_US (60 * SL_USEC_PER_SEC)
 #define H1_ORIGINS_MAX 64
 #define H1_DEFAULT_PORT 80
+#define H1_STREAM_READ (128 * 1024)      /* one read of a streamed body */
 
 TAILQ_HEAD(h1_conn_list, h1_conn);
 
@@ -86,7 +87,11 @@ struct sl_h1call {
     struct event *timer;                /* timeout, or the deferred failure; in this allocation */
     sl_upstream_done_fn done;
     sl_upstream_sent_fn sent;           /* optional; see backend.h */
+    sl_upstream_head_fn head_fn;        /* optional, with body_fn; see backend.h */
+    sl_upstream_body_fn body_fn;
     void *arg;
+    size_t max_body;                    /* a body taken whole: its cap (0: none) */
+    enum sl_upstream_take take;         /* once head_reported */
     int64_t started_us;
     int64_t timeout_us;
     const void *body;                   /* borrowed until done/cancel */
@@ -101,6 +106,8 @@ struct sl_h1call {
     bool chunked;                       /* ...or it is chunked */
     bool complete, keep_alive;
     bool finishing;                     /* its callback runs: cancel is a no-op */
+    bool head_reported;                 /* head_fn was asked how to take the body */
+    bool paused;                        /* body_fn asked to wait: not reading */
     const char *why;                    /* reason the answer was refused */
     size_t scanned;                     /* input bytes searched for the head's end */
     uint64_t body_left;                 /* Content-Length bytes still to read */
@@ -621,6 +628,7 @@ static int take_final_head(struct sl_h1call *call, const struct sl_http1_head *h
 
     call->headers_done = true;
     call->resp.status = h->status;
+    call->resp.content_length = h->chunked ? -1 : h->content_length;
     memcpy(call->resp.reason, h->reason, n);
     call->resp.reason[n] = '\0';
     if (sl_headers_add_parsed(&call->resp.headers, h->fields, h->n_fields) != SL_OK)
@@ -756,6 +764,58 @@ static void call_succeed(struct sl_h1call *call)
     call_end(call);
 }
 
+/* Nobody wants the body: the connection goes (it is half read), the call ends now. */
+static void call_drop(struct sl_h1call *call)
+{
+    conn_free(call->conn);
+    call->conn = NULL;
+    evbuffer_drain(call->resp.body, evbuffer_get_length(call->resp.body));
+    call->resp.error = SL_UPSTREAM_OK;
+    call_end(call);
+}
+
+/*
+ * A body taken whole (no streaming asked for, or the head callback chose
+ * it) is over the cap, the bytes that ended it included.
+ */
+static bool over_cap(const struct sl_h1call *call)
+{
+    bool whole = call->head_fn == NULL || (call->head_reported && call->take == SL_TAKE_WHOLE);
+
+    return whole && call->max_body > 0 && evbuffer_get_length(call->resp.body) > call->max_body;
+}
+
+static void fail_too_large(struct sl_h1call *call)
+{
+    fail(call, SL_UPSTREAM_TOO_LARGE, "the response body is larger than %zu bytes",
+         call->max_body);
+}
+
+/*
+ * The head is in and the body is not, all of it: ask once how the caller
+ * takes it, then hand over what came (streamed) or hold it under the cap.
+ * An answer that arrived whole never comes here: small answers cost nothing.
+ */
+static void take_partial(struct sl_h1call *call)
+{
+    if (!call->head_reported) {
+        call->head_reported = true;
+        call->take = call->head_fn != NULL ? call->head_fn(&call->resp, call->arg) : SL_TAKE_WHOLE;
+        if (call->take == SL_TAKE_NONE) {
+            call_drop(call);
+            return;
+        }
+    }
+    if (call->take == SL_TAKE_STREAM) {
+        /* A full consumer: stop reading (TCP then slows the upstream down). */
+        if (evbuffer_get_length(call->resp.body) > 0 && !call->body_fn(&call->resp, call->arg) &&
+            call->conn != NULL && event_del(call->conn->rd) == 0)
+            call->paused = true;
+    } else if (over_cap(call)) {
+        fail_too_large(call);
+    }
+}
+
 static void conn_on_read(struct h1_conn *conn)
 {
     struct sl_h1call *call = conn->call;
@@ -763,8 +823,12 @@ static void conn_on_read(struct h1_conn *conn)
     call->got_bytes = true;
     if (conn_parse(conn) != SL_OK)
         fail(call, SL_UPSTREAM_PROTOCOL, "Invalid HTTP response: %s", call->why);
+    else if (call->complete && over_cap(call))
+        fail_too_large(call);
     else if (call->complete)
         call_succeed(call);
+    else if (call->headers_done)
+        take_partial(call);
 }
 
 /* A body delimited by the close is complete at EOF. Returns true if it was. */
@@ -865,7 +929,11 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
 static void conn_on_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct h1_conn *conn = arg;
-    long n = sl_wire_read(fd, conn->in);
+    struct sl_h1call *call = conn->call;
+    /* A streamed body comes in bulk: large reads into the buffer itself. */
+    long n = call != NULL && call->take == SL_TAKE_STREAM
+                 ? sl_wire_read_bulk(fd, conn->in, H1_STREAM_READ)
+                 : sl_wire_read(fd, conn->in);
 
     (void)what;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -1035,6 +1103,11 @@ struct sl_h1call *sl_h1client_start(struct sl_h1client *c, const struct sl_upstr
         return NULL;
     call->done = done;
     call->sent = req->sent;
+    if (req->head != NULL && req->body_chunk != NULL) {
+        call->head_fn = req->head;
+        call->body_fn = req->body_chunk;
+    }
+    call->max_body = req->max_body;
     call->arg = arg;
     call->started_us = sl_clock_now();
 
@@ -1065,6 +1138,17 @@ void sl_h1client_cancel(struct sl_h1call *call)
     TAILQ_REMOVE(&call->c->calls, call, link);
     call->c->active--;
     call_free(call);
+}
+
+void sl_h1client_resume(struct sl_h1call *call)
+{
+    if (call == NULL || !call->paused || call->conn == NULL)
+        return;
+    if (event_add(call->conn->rd, NULL) != 0) {
+        fail(call, SL_UPSTREAM_PROTOCOL, "cannot watch the upstream socket again");
+        return;
+    }
+    call->paused = false;
 }
 
 static void call_on_timer(evutil_socket_t fd, short what, void *arg)
@@ -1137,6 +1221,11 @@ static void ops_cancel(struct sl_backend_call *call)
     sl_h1client_cancel((struct sl_h1call *)(void *)call);
 }
 
+static void ops_resume(struct sl_backend_call *call)
+{
+    sl_h1client_resume((struct sl_h1call *)(void *)call);
+}
+
 static size_t ops_active(const struct sl_backend *b)
 {
     return sl_h1client_active((const struct sl_h1client *)(const void *)b);
@@ -1152,6 +1241,7 @@ static const struct sl_backend_ops h1client_ops = {
     .handles = ops_handles,
     .start = ops_start,
     .cancel = ops_cancel,
+    .resume = ops_resume,
     .active = ops_active,
     .free = ops_free,
 };

@@ -56,6 +56,8 @@ struct sl_request {
     int64_t upstream_us;                /* time spent in upstream calls */
     unsigned attempts;
     bool unanswered;                    /* dispatched, its answer not yet dated (limiter.h) */
+    bool streaming;                     /* the answer's head went to the sink; its body follows */
+    int stream_status;                  /* ...with this status */
     /* With limit_key: the key's table and slot (item.key_slot) it is pinned to,
      * or NULL (and SL_KEYS_NO_SLOT): the route's limiter counts it. */
     struct sl_keys *key_table;
@@ -79,6 +81,14 @@ static struct sl_request *request_of_item(struct sl_queue_item *it)
 static struct sl_request *request_of_owner(struct sl_sink_owner *o)
 {
     return (struct sl_request *)(void *)((char *)o - offsetof(struct sl_request, owner));
+}
+
+static void request_on_sink_drained(struct sl_sink_owner *o)
+{
+    struct sl_request *r = request_of_owner(o);
+
+    if (r->call != NULL)
+        sl_upstream_resume(r->call);
 }
 
 static void request_on_sink_gone(struct sl_sink_owner *o)
@@ -261,16 +271,34 @@ void sl_request_respond_error(struct sl_sink *sink, enum sl_outcome o, const cha
  * upstream's base, less the match prefix when the route strips it: that
  * prefix is put back.
  */
+static struct fields upstream_fields(const struct sl_request *r, const struct evkeyvalq *headers,
+                                     bool keep_length, struct sl_redirect_map *map)
+{
+    const struct sl_route_config *cfg = &r->route->cfg;
+
+    *map = (struct sl_redirect_map){cfg->upstream, "http", &r->msg->headers,
+                                    cfg->strip_prefix ? cfg->match : ""};
+    return (struct fields){headers, r, true, keep_length, cfg->rewrite_redirects ? map : NULL};
+}
+
 static void relay(struct sl_request *r, int status, const char *reason,
                   struct evkeyvalq *headers, struct evbuffer *body)
 {
-    const struct sl_route_config *cfg = &r->route->cfg;
     bool keep_length = r->msg->head || status == 304;
-    struct sl_redirect_map map = {cfg->upstream, "http", &r->msg->headers,
-                                  cfg->strip_prefix ? cfg->match : ""};
-    struct fields f = {headers, r, true, keep_length, cfg->rewrite_redirects ? &map : NULL};
+    struct sl_redirect_map map;
+    struct fields f = upstream_fields(r, headers, keep_length, &map);
 
     r->sink->ops->respond(r->sink, status, reason, emit_fields, &f, body, keep_length, false);
+}
+
+/* The head of a streamed answer; its Content-Length stands when it had one. */
+static bool relay_begin(struct sl_request *r, struct sl_upstream_response *resp)
+{
+    struct sl_redirect_map map;
+    struct fields f = upstream_fields(r, &resp->headers, resp->content_length >= 0, &map);
+
+    return r->sink->ops->begin(r->sink, resp->status, resp->reason, emit_fields, &f,
+                               resp->content_length);
 }
 
 /* Keep an upstream answer for the client in case the retry cannot happen in time. */
@@ -395,16 +423,20 @@ static void request_finish(struct sl_request *r, enum sl_outcome o,
         o = SL_OUTCOME_RESPONSE_TOO_LARGE;
         detail = "the upstream response is larger than max_response_size";
     }
-    status = o != SL_OUTCOME_RELAYED ? sl_outcome_status(o)
-             : resp != NULL         ? resp->status
-                                    : r->last_status;
+    /* A streamed answer's status went out, whatever happened after. */
+    status = r->streaming && o != SL_OUTCOME_CLIENT_GONE ? r->stream_status
+             : o != SL_OUTCOME_RELAYED                  ? sl_outcome_status(o)
+             : resp != NULL                             ? resp->status
+                                                        : r->last_status;
 
     r->state = SL_REQ_NEW;
     sl_route_stats_finish(&route->stats, o, r->item.lane, wait);
     access_log(q, route->cfg.name, r->msg->method, r->msg->target, status, o, wait * 1000.0,
                (double)r->upstream_us / 1000.0, r->attempts, r->client);
     if (r->sink != NULL) {
-        if (o == SL_OUTCOME_RELAYED && resp != NULL)
+        if (r->streaming)
+            r->sink->ops->end(r->sink, o == SL_OUTCOME_RELAYED);
+        else if (o == SL_OUTCOME_RELAYED && resp != NULL)
             relay(r, resp->status, resp->reason, &resp->headers, resp->body);
         else if (o == SL_OUTCOME_RELAYED && r->last_status != 0)
             relay(r, r->last_status, r->last_reason, &r->last_headers, r->last_body);
@@ -522,6 +554,7 @@ static struct sl_request *request_new(struct sl_requests *q, struct sl_sink *sin
     r->sink = sink;
     r->owner.gone = request_on_sink_gone;
     r->owner.eof = request_on_sink_eof;
+    r->owner.drained = request_on_sink_drained;
     r->msg = msg;
     r->arrived_us = sl_clock_now();
     TAILQ_INSERT_TAIL(&q->live, r, link);
@@ -938,9 +971,16 @@ void sl_request_sink_gone(struct sl_request *r)
 {
     r->sink = NULL;
     r->route->stats.client_gone++;
-    /* Parked: leave without a token. In flight: the token is spent; let it land. */
+    /*
+     * Parked: leave without a token. In flight: the token is spent; let the
+     * answer's head land (a 429 still pauses the route). Streaming: nobody
+     * reads the rest, so the upstream transfer stops now.
+     */
     if (r->state == SL_REQ_PARKED)
         request_finish(r, SL_OUTCOME_CLIENT_GONE, NULL, "the client closed the connection");
+    else if (r->streaming)
+        request_finish(r, SL_OUTCOME_CLIENT_GONE, NULL,
+                       "the client closed the connection during the answer");
 }
 
 bool sl_request_sink_eof(struct sl_request *r)
@@ -1123,6 +1163,19 @@ static void requeue(struct sl_request *r)
     sl_dispatcher_kick(route);
 }
 
+/* Will this answer be retried? retry_plan, where a retry can happen at all. */
+static bool retry_allowed(const struct sl_request *r, const struct sl_upstream_response *resp,
+                          int64_t now, enum sl_retry_reason *reason, int64_t *wait_us,
+                          enum sl_pause_reason *why)
+{
+    /* A retired route (removed by a reload) has no queue that is served. */
+    if (r->sink == NULL || r->q->no_retry || r->route->retired ||
+        !retry_plan(r, resp, reason, wait_us, why))
+        return false;
+    /* A retry that cannot happen before the deadline is no retry: answer now. */
+    return r->item.deadline_us == 0 || now + *wait_us < r->item.deadline_us;
+}
+
 /* Park the request again at the head of its lane, behind a route pause. */
 static int try_retry(struct sl_request *r, struct sl_upstream_response *resp, int64_t now)
 {
@@ -1130,12 +1183,7 @@ static int try_retry(struct sl_request *r, struct sl_upstream_response *resp, in
     enum sl_pause_reason why;
     int64_t wait_us = 0;
 
-    /* A retired route (removed by a reload) has no queue that is served. */
-    if (r->sink == NULL || r->q->no_retry || r->route->retired ||
-        !retry_plan(r, resp, &reason, &wait_us, &why))
-        return 0;
-    /* A retry that cannot happen before the deadline is no retry: answer now. */
-    if (r->item.deadline_us != 0 && now + wait_us >= r->item.deadline_us)
+    if (!retry_allowed(r, resp, now, &reason, &wait_us, &why))
         return 0;
     if (resp->error == SL_UPSTREAM_OK && keep_last(r, resp) != SL_OK)
         return 0;
@@ -1150,6 +1198,65 @@ static int try_retry(struct sl_request *r, struct sl_upstream_response *resp, in
     return 1;
 }
 
+/*
+ * The head of an answer whose body is still coming: decided here, before a
+ * byte reaches the client. An answer to retry, or for a sink that keeps it
+ * whole, is gathered (under max_response_size); the rest streams, so a
+ * large body never sits in memory. Nobody to answer: the transfer stops.
+ */
+static enum sl_upstream_take request_on_head(struct sl_upstream_response *resp, void *arg)
+{
+    struct sl_request *r = arg;
+    struct sl_sink *sink = r->sink;
+    int64_t now = sl_clock_now();
+    enum sl_retry_reason reason;
+    enum sl_pause_reason why;
+    int64_t wait_us = 0;
+
+    date_answer(r);
+    if (sink == NULL)
+        return SL_TAKE_NONE;
+    if (sink->ops->begin == NULL || sink->ops->stores ||
+        retry_allowed(r, resp, now, &reason, &wait_us, &why))
+        return SL_TAKE_WHOLE;
+    heed_upstream(r, resp, now);
+    if (!relay_begin(r, resp)) {
+        /* The head could not go: the client is as good as gone. */
+        sink->ops->adopt(sink, NULL);
+        r->sink = NULL;
+        r->route->stats.client_gone++;
+        return SL_TAKE_NONE;
+    }
+    r->streaming = true;
+    r->stream_status = resp->status;
+    return SL_TAKE_STREAM;
+}
+
+/* More of a streamed body: on to the client, until its buffer is full. */
+static bool request_on_body(struct sl_upstream_response *resp, void *arg)
+{
+    struct sl_request *r = arg;
+
+    return r->sink->ops->write(r->sink, resp->body);
+}
+
+/*
+ * A streamed answer ended. Cut short, it is never retried (its head went
+ * out): the client sees an incomplete answer, counted as upstream_broken.
+ */
+static void stream_done(struct sl_request *r, struct sl_upstream_response *resp)
+{
+    if (resp->error != SL_UPSTREAM_OK) {
+        sl_log_debug("answer cut short", "route=%s status=%d detail=%s", r->route->cfg.name,
+                     r->stream_status, resp->detail);
+        request_finish(r, SL_OUTCOME_UPSTREAM_BROKEN, NULL, resp->detail);
+        return;
+    }
+    if (evbuffer_get_length(resp->body) > 0)
+        (void)r->sink->ops->write(r->sink, resp->body);
+    request_finish(r, SL_OUTCOME_RELAYED, resp, NULL);
+}
+
 static void request_on_upstream(struct sl_upstream_response *resp, void *arg)
 {
     struct sl_request *r = arg;
@@ -1159,6 +1266,10 @@ static void request_on_upstream(struct sl_upstream_response *resp, void *arg)
     date_answer(r);
     r->upstream_us += resp->duration_us;
     count_upstream(r->route, resp);
+    if (r->streaming) {
+        stream_done(r, resp);
+        return;
+    }
     heed_upstream(r, resp, now);
     if (try_retry(r, resp, now))
         return;
@@ -1168,6 +1279,9 @@ static void request_on_upstream(struct sl_upstream_response *resp, void *arg)
         request_finish(r, SL_OUTCOME_RELAYED, resp, NULL);
     else if (resp->error == SL_UPSTREAM_TIMEOUT)
         request_finish(r, SL_OUTCOME_UPSTREAM_TIMEOUT, NULL, "the upstream did not answer in time");
+    else if (resp->error == SL_UPSTREAM_TOO_LARGE)
+        request_finish(r, SL_OUTCOME_RESPONSE_TOO_LARGE, NULL,
+                       "the upstream response is larger than max_response_size");
     else
         request_finish(r, SL_OUTCOME_UPSTREAM_UNREACHABLE, NULL, resp->detail);
 }
@@ -1234,7 +1348,7 @@ static int upstream_url(const struct sl_route *route, const char *target, char *
 static void request_dispatch(struct sl_request *r, int64_t now)
 {
     struct sl_route *route = r->route;
-    struct sl_upstream_request ur;
+    struct sl_upstream_request ur = {0};
     struct sl_forward_info fwd;
     char url[URL_MAX];
 
@@ -1266,6 +1380,9 @@ static void request_dispatch(struct sl_request *r, int64_t now)
     ur.body = ur.body_len > 0 ? evbuffer_pullup(r->msg->body, -1) : NULL;
     ur.timeout_us = route->cfg.timeout_us;
     ur.tls = &route->cfg.tls;
+    ur.head = request_on_head;
+    ur.body_chunk = request_on_body;
+    ur.max_body = route->cfg.max_response_size;
     r->call = sl_upstream_start(r->q->upstream, &ur, request_on_upstream, r);
     if (r->call == NULL)
         request_finish(r, SL_OUTCOME_INTERNAL_ERROR, NULL, "could not start the upstream call");

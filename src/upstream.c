@@ -77,6 +77,14 @@ void sl_upstream_cancel(struct sl_upstream_call *call)
         c->ops->cancel(c);
 }
 
+void sl_upstream_resume(struct sl_upstream_call *call)
+{
+    struct sl_backend_call *c = (struct sl_backend_call *)(void *)call;
+
+    if (c != NULL)
+        c->ops->resume(c);
+}
+
 size_t sl_upstream_active(const struct sl_upstream *u)
 {
     size_t n = 0;

@@ -107,6 +107,38 @@ long sl_wire_read(int fd, struct evbuffer *in)
     return (long)r;
 }
 
+long sl_wire_read_bulk(int fd, struct evbuffer *in, size_t max)
+{
+    struct evbuffer_iovec vec[2];
+    struct iovec iov[2];
+    int n = evbuffer_reserve_space(in, (ev_ssize_t)max, vec, 2);
+    ssize_t r;
+
+    if (n <= 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        iov[i] = (struct iovec){vec[i].iov_base, vec[i].iov_len};
+    do {
+        r = readv(fd, iov, n);
+    } while (r < 0 && errno == EINTR);
+    /* Commit what came: the vectors it filled, the last one in part. */
+    size_t left = r > 0 ? (size_t)r : 0;
+    int used = 0;
+    while (used < n && left > 0) {
+        size_t k = left < vec[used].iov_len ? left : vec[used].iov_len;
+
+        vec[used++].iov_len = k;
+        left -= k;
+    }
+    if (evbuffer_commit_space(in, vec, used) != 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return (long)r;
+}
+
 int sl_wire_dechunk(struct evbuffer *in, struct sl_http1_chunked *d, sl_http1_data_fn out,
                     void *arg)
 {

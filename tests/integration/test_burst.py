@@ -55,16 +55,24 @@ class BurstTest(SluiceTestCase):
         summary, rows = self.burst("http://127.0.0.1:%d/gone" % s.port, 40, 40, "--seq",
                                    "--interval-us", "500", "--abandon-from", "10",
                                    "--abandon-after-ms", "1000")
-        self.assertEqual(summary["abandoned"], 30, summary)
-        self.assertEqual(summary["status"].get("200"), 10, summary)
+        # On a loaded machine connections may reach sluice out of order: an
+        # abandoner parked among the first five is served before it gives up.
+        # What must hold: every patient client is served, and exactly the
+        # clients that were served reached the upstream, none that gave up.
+        served = sorted(r["index"] for r in rows if r["status"] == "200")
+        gone = summary["abandoned"]
+        self.assertEqual(gone + len(served), 40, summary)
+        self.assertTrue(set(range(10)) <= set(served), summary)
+        self.assertGreaterEqual(gone, 25, summary)
         wait_for(lambda: self.metric_value(self.metrics(), "sluice_requests_total",
-                                           route="default", outcome="client_gone") == 30,
-                 what="30 client_gone outcomes")
-        seqs = [int(a[1]) for a in read_arrivals(mock.log)]
-        self.assertEqual(seqs, list(range(10)), "abandoned requests reached the upstream")
+                                           route="default", outcome="client_gone") == gone,
+                 what="%d client_gone outcomes" % gone)
+        seqs = sorted(int(a[1]) for a in read_arrivals(mock.log))
+        self.assertEqual(seqs, served, "abandoned requests reached the upstream")
         text = self.metrics()
-        self.assertEqual(self.metric_value(text, "sluice_client_gone_total", route="default"), 30)
-        self.assertEqual(self.metric_value(text, "sluice_dispatched_total", route="default"), 10)
+        self.assertEqual(self.metric_value(text, "sluice_client_gone_total", route="default"), gone)
+        self.assertEqual(self.metric_value(text, "sluice_dispatched_total", route="default"),
+                         len(served))
         self.assertEqual(self.metric_value(text, "sluice_queue_depth_total"), 0)
 
     def test_no_token_wasted_on_abandoned_clients(self):

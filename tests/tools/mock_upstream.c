@@ -12,6 +12,13 @@
  * then the --ratelimit-budget window (429), then hang_next, then fail_next,
  * then X-Mock-Status / echo. Every run is bounded by --max-seconds.
  *
+ * Large generated bodies (X-Mock-Body-Size over 64 MiB, X-Mock-Chunked,
+ * X-Mock-Endless, X-Mock-Rate, X-Mock-Reset-After, X-Mock-Close-After) are
+ * written as they go (struct stream): a piece of at most STREAM_PIECE bytes
+ * is queued only once the connection's output buffer has drained, so the
+ * mock never holds more than that, whatever the size, and a slow reader
+ * slows the writing. Each such body ends with a line in --stream-log.
+ *
  * With --tls-cert and --tls-key it speaks HTTPS instead (OpenSSL bufferevents
  * under evhttp), with every behaviour above unchanged; --tls-client-ca also
  * demands a client certificate signed by that CA (mutual TLS). The TLS
@@ -48,7 +55,10 @@
 
 #include "toolutil.h"
 
-#define MAX_BODY_SIZE ((int64_t)64 << 20)
+#define MAX_BODY_SIZE ((int64_t)64 << 20)      /* held whole, with X-Mock-Body-Sha */
+#define MAX_STREAM_SIZE ((int64_t)4 << 30)     /* generated as written */
+#define STREAM_PIECE ((size_t)256 << 10)       /* queued per drained output buffer */
+#define MAX_STREAM_RATE ((int64_t)1 << 40)
 #define MAX_RATE_N 10000000
 #define NSTATUS 1000
 #define LISTEN_BACKLOG 4096
@@ -59,6 +69,7 @@ struct options {
     const char *listen;
     const char *port_file;
     const char *log_path;
+    const char *stream_log_path;
     int64_t rate_n;             /* 0: no strict window */
     int64_t rate_period_us;
     int64_t latency_ms;
@@ -117,6 +128,33 @@ struct held {
 };
 TAILQ_HEAD(held_list, held);
 
+/* How a generated body ended, in --stream-log. */
+enum stream_end { END_COMPLETE, END_PEER_CLOSED, END_RESET, END_CLOSED };
+
+/* A generated body being written with flow control: the next piece is
+ * queued only when the previous one has left the output buffer (or, with a
+ * rate, when the rate allows it). Instants are tool_now_us(), the mock's
+ * monotonic clock (CLOCK_MONOTONIC, as the --log instants). */
+struct stream {
+    struct mock *m;
+    struct evhttp_request *req;
+    struct evhttp_connection *evcon;
+    struct event *timer;        /* latency, rate pacing, the deferred cut */
+    struct evbuffer *piece;
+    uint64_t arrival;
+    char seq[64];
+    char *uri;
+    int status;
+    int64_t limit;              /* body bytes to write: -1 endless */
+    int64_t rate;               /* bytes per second, 0: as fast as it drains */
+    int cut;                    /* after limit: 0 end normally, 1 RST, 2 close */
+    int64_t queued;             /* body bytes handed to evhttp */
+    int64_t t_head, t_first, t_last, t_rate0;
+    int started, draining, cutting;
+    TAILQ_ENTRY(stream) link;
+};
+TAILQ_HEAD(stream_list, stream);
+
 struct mock {
     struct event_base *base;
     struct evhttp *http;
@@ -128,6 +166,10 @@ struct mock {
     uint64_t arrivals;
     uint64_t by_status[NSTATUS];
     struct held_list held;
+    struct stream_list streams;
+    FILE *stream_log;
+    uint64_t streams_started;
+    int64_t stream_bytes_done; /* body bytes written by streams that ended */
     struct evconnlistener *listener;
     struct event *resume;       /* re-enables accepting after a pause */
     int64_t accept_warned_at;
@@ -145,6 +187,12 @@ struct verdict {
     int64_t retry_after;        /* -1: none */
     const char *error;          /* K_ERROR: error code in the body */
     int64_t body_size;          /* K_ECHO: -1 echo JSON, else pattern bytes */
+    int stream;                 /* K_ECHO: a generated body written as it goes */
+    int chunked;                /* ...without Content-Length */
+    int endless;                /* ...never ending (chunked) */
+    int64_t rate;               /* ...at most this many bytes per second (0: no bound) */
+    int64_t cut_after;          /* ...-1, or end the connection after this many bytes */
+    int cut_rst;                /* ...with a reset (else a plain close) */
 };
 
 static const char pattern_alphabet[] =
@@ -159,7 +207,7 @@ static void usage(FILE *out)
         "usage: mock_upstream --listen HOST:PORT [--port-file FILE] [--rate N/P]\n"
         "         [--latency MS] [--fail-first K] [--fail-status CODE]\n"
         "         [--retry-after S] [--ratelimit-budget B] [--ratelimit-window S]\n"
-        "         [--hang-first K] [--log FILE] [--max-seconds S]\n"
+        "         [--hang-first K] [--log FILE] [--stream-log FILE] [--max-seconds S]\n"
         "         [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n");
 }
 
@@ -195,7 +243,7 @@ static void parse_args(int argc, char **argv, struct options *o)
     enum { O_LISTEN = 256, O_PORT_FILE, O_RATE, O_LATENCY, O_FAIL_FIRST,
            O_FAIL_STATUS, O_RETRY_AFTER, O_BUDGET, O_BUDGET_WINDOW,
            O_HANG_FIRST, O_LOG, O_MAX_SECONDS, O_TLS_CERT, O_TLS_KEY,
-           O_TLS_CLIENT_CA, O_HELP };
+           O_TLS_CLIENT_CA, O_STREAM_LOG, O_HELP };
     static const struct option longs[] = {
         { "listen", required_argument, NULL, O_LISTEN },
         { "port-file", required_argument, NULL, O_PORT_FILE },
@@ -208,6 +256,7 @@ static void parse_args(int argc, char **argv, struct options *o)
         { "ratelimit-window", required_argument, NULL, O_BUDGET_WINDOW },
         { "hang-first", required_argument, NULL, O_HANG_FIRST },
         { "log", required_argument, NULL, O_LOG },
+        { "stream-log", required_argument, NULL, O_STREAM_LOG },
         { "max-seconds", required_argument, NULL, O_MAX_SECONDS },
         { "tls-cert", required_argument, NULL, O_TLS_CERT },
         { "tls-key", required_argument, NULL, O_TLS_KEY },
@@ -230,6 +279,7 @@ static void parse_args(int argc, char **argv, struct options *o)
         case O_LISTEN: o->listen = optarg; break;
         case O_PORT_FILE: o->port_file = optarg; break;
         case O_LOG: o->log_path = optarg; break;
+        case O_STREAM_LOG: o->stream_log_path = optarg; break;
         case O_RATE: bad = parse_rate(optarg, &o->rate_n, &o->rate_period_us); break;
         case O_LATENCY: bad = tool_parse_int(optarg, 0, 3600000, &o->latency_ms); break;
         case O_FAIL_FIRST: bad = tool_parse_int(optarg, 0, INT64_MAX, &o->fail_first); break;
@@ -352,6 +402,8 @@ static void counters_reset(struct mock *m)
     m->bud.used = 0;
     m->tls_connections = 0;
     m->tls_handshakes = 0;
+    m->streams_started = 0;
+    m->stream_bytes_done = 0;
 }
 
 /* ---- JSON ------------------------------------------------------------- */
@@ -582,11 +634,40 @@ static void verdict_error(struct verdict *v, int status, const char *error,
     v->retry_after = retry_after;
 }
 
-/* The echo (or pattern) answer, steered by X-Mock-Status / X-Mock-Body-Size. */
+/* "N", "Nk" or "Nm" (KiB, MiB) in [min, max]; 0 on success. */
+static int parse_bytes(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    char num[32];
+    size_t len = strlen(s);
+    int64_t unit = 1, v;
+
+    if (len == 0 || len >= sizeof num)
+        return -1;
+    memcpy(num, s, len + 1);
+    if (num[len - 1] == 'k' || num[len - 1] == 'K')
+        unit = 1024;
+    else if (num[len - 1] == 'm' || num[len - 1] == 'M')
+        unit = 1024 * 1024;
+    if (unit > 1)
+        num[len - 1] = '\0';
+    if (tool_parse_int(num, 0, max / unit, &v) != 0 || v * unit < min)
+        return -1;
+    *out = v * unit;
+    return 0;
+}
+
+/* The echo (or pattern) answer, steered by X-Mock-Status / X-Mock-Body-Size,
+ * and for a generated body written as it goes by X-Mock-Chunked,
+ * X-Mock-Endless, X-Mock-Rate, X-Mock-Reset-After and X-Mock-Close-After. */
 static void verdict_echo(struct verdict *v, struct evkeyvalq *hs)
 {
     const char *st = evhttp_find_header(hs, "X-Mock-Status");
     const char *sz = evhttp_find_header(hs, "X-Mock-Body-Size");
+    const char *ch = evhttp_find_header(hs, "X-Mock-Chunked");
+    const char *en = evhttp_find_header(hs, "X-Mock-Endless");
+    const char *ra = evhttp_find_header(hs, "X-Mock-Rate");
+    const char *rs = evhttp_find_header(hs, "X-Mock-Reset-After");
+    const char *cl = evhttp_find_header(hs, "X-Mock-Close-After");
     int64_t code = 200;
 
     v->kind = K_ECHO;
@@ -594,8 +675,36 @@ static void verdict_echo(struct verdict *v, struct evkeyvalq *hs)
         verdict_error(v, 400, "bad X-Mock-Status", -1);
         return;
     }
-    if (sz != NULL && tool_parse_int(sz, 0, MAX_BODY_SIZE, &v->body_size) != 0) {
+    if (sz != NULL && tool_parse_int(sz, 0, MAX_STREAM_SIZE, &v->body_size) != 0) {
         verdict_error(v, 400, "bad X-Mock-Body-Size", -1);
+        return;
+    }
+    if ((ch != NULL && strcmp(ch, "1") != 0 && strcmp(ch, "0") != 0) ||
+        (en != NULL && strcmp(en, "1") != 0 && strcmp(en, "0") != 0)) {
+        verdict_error(v, 400, "bad X-Mock-Chunked or X-Mock-Endless (1 or 0)", -1);
+        return;
+    }
+    v->chunked = ch != NULL && ch[0] == '1';
+    v->endless = en != NULL && en[0] == '1';
+    if (ra != NULL && parse_bytes(ra, 1, MAX_STREAM_RATE, &v->rate) != 0) {
+        verdict_error(v, 400, "bad X-Mock-Rate", -1);
+        return;
+    }
+    if ((rs != NULL && cl != NULL) ||
+        (rs != NULL && tool_parse_int(rs, 0, MAX_STREAM_SIZE, &v->cut_after) != 0) ||
+        (cl != NULL && tool_parse_int(cl, 0, MAX_STREAM_SIZE, &v->cut_after) != 0)) {
+        verdict_error(v, 400, "bad X-Mock-Reset-After or X-Mock-Close-After", -1);
+        return;
+    }
+    v->cut_rst = rs != NULL;
+    if (v->endless) {
+        v->chunked = 1;
+        v->body_size = 0;
+    }
+    v->stream = v->chunked || v->endless || v->rate > 0 || v->cut_after >= 0 ||
+                v->body_size > MAX_BODY_SIZE;
+    if (v->stream && sz == NULL && !v->endless) {
+        verdict_error(v, 400, "a generated body needs X-Mock-Body-Size or X-Mock-Endless", -1);
         return;
     }
     v->status = (int)code;
@@ -610,6 +719,7 @@ static void decide(struct mock *m, struct evhttp_request *req, int64_t t,
     memset(v, 0, sizeof *v);
     v->retry_after = -1;
     v->body_size = -1;
+    v->cut_after = -1;
     if (m->bud.limit > 0)
         budget_roll(&m->bud, t);
     if (!window_admit(&m->win, t, &wait_us)) {
@@ -734,20 +844,275 @@ static int build_body(struct evhttp_request *req, const struct verdict *v,
     } else if (v->body_size < 0) {
         echo_body(b, req, n);
     } else {
-        snprintf(num, sizeof num, "%016" PRIx64, pattern_sha(v->body_size));
-        evhttp_add_header(out, "X-Mock-Body-Sha", num);
+        if (v->body_size <= MAX_BODY_SIZE && !v->endless) {
+            snprintf(num, sizeof num, "%016" PRIx64, pattern_sha(v->body_size));
+            evhttp_add_header(out, "X-Mock-Body-Sha", num);
+        }
         if (!bodyless && pattern_body(b, v->body_size) != 0)
             return -1;
     }
     len = v->body_size >= 0 && v->kind == K_ECHO
         ? v->body_size : (int64_t)evbuffer_get_length(b);
-    if (head) {
+    if (head && !v->endless && !v->chunked) {
         snprintf(num, sizeof num, "%" PRId64, len);
         evhttp_add_header(out, "Content-Length", num);
     }
     if (bodyless)
         evbuffer_drain(b, evbuffer_get_length(b));
     return 0;
+}
+
+/* ---- generated bodies written as they go ------------------------------ */
+
+static void stream_pump(struct stream *s);
+
+/* n bytes of the pattern from body offset off, by reference. */
+static int pattern_range(struct evbuffer *b, int64_t off, size_t n)
+{
+    while (n > 0) {
+        size_t start = (size_t)(off % PATTERN_PERIOD);
+        size_t len = sizeof pattern - start;
+
+        if (len > n)
+            len = n;
+        if (evbuffer_add_reference(b, pattern + start, len, NULL, NULL) != 0)
+            return -1;
+        off += (int64_t)len;
+        n -= len;
+    }
+    return 0;
+}
+
+/* Body bytes that have left the output buffer (to within chunk framing). */
+static int64_t stream_written(const struct stream *s)
+{
+    struct bufferevent *bev = s->evcon ? evhttp_connection_get_bufferevent(s->evcon) : NULL;
+    int64_t pending = bev ? (int64_t)evbuffer_get_length(bufferevent_get_output(bev)) : 0;
+
+    return s->queued > pending ? s->queued - pending : 0;
+}
+
+static void put_instant(FILE *f, int64_t t)
+{
+    if (t > 0)
+        fprintf(f, " %" PRId64, t);
+    else
+        fputs(" -", f);
+}
+
+/* Logs how s ended and frees it. The request is left to the caller. */
+static void stream_end(struct stream *s, enum stream_end how, int64_t bytes)
+{
+    static const char *const names[] = { "complete", "peer_closed", "reset", "closed" };
+    struct mock *m = s->m;
+
+    if (m->stream_log != NULL) {
+        fprintf(m->stream_log, "%" PRId64 " %" PRIu64 " %s %s %" PRId64, tool_now_us(),
+                s->arrival, s->seq[0] ? s->seq : "-", names[how], bytes);
+        put_instant(m->stream_log, s->t_head);
+        put_instant(m->stream_log, s->t_first);
+        put_instant(m->stream_log, s->t_last);
+        fprintf(m->stream_log, " %s\n", s->uri);
+        fflush(m->stream_log);
+    }
+    m->stream_bytes_done += bytes;
+    if (s->evcon != NULL)
+        evhttp_connection_set_closecb(s->evcon, NULL, NULL);
+    TAILQ_REMOVE(&m->streams, s, link);
+    event_free(s->timer);
+    evbuffer_free(s->piece);
+    free(s->uri);
+    free(s);
+}
+
+/* The connection went away under the stream (peer closed or reset, or the
+ * mock is exiting). evhttp has detached the request if it was failing. */
+static void on_stream_conn_close(struct evhttp_connection *evcon, void *arg)
+{
+    struct stream *s = arg;
+    struct evhttp_request *req = s->req;
+    int64_t bytes = stream_written(s);
+
+    (void)evcon;
+    if (s->t_last == 0 && s->queued > 0 && bytes >= s->queued)
+        s->t_last = tool_now_us();
+    s->evcon = NULL;
+    stream_end(s, END_PEER_CLOSED, bytes);
+    if (evhttp_request_get_connection(req) == NULL)
+        evhttp_request_free(req);
+}
+
+static void on_stream_drained(struct evhttp_connection *evcon, void *arg)
+{
+    struct stream *s = arg;
+
+    (void)evcon;
+    s->draining = 0;
+    stream_pump(s);
+}
+
+/* All bytes written: the terminator (chunked) and evhttp's keep-alive. */
+static void stream_finish(struct stream *s)
+{
+    struct evhttp_request *req = s->req;
+
+    stream_end(s, END_COMPLETE, s->queued);
+    evhttp_send_reply_end(req);
+}
+
+/* X-Mock-Reset-After / X-Mock-Close-After: the connection ends here. A
+ * connect() to AF_UNSPEC disconnects a TCP socket with a reset (Linux
+ * tcp_disconnect), leaving the descriptor for evhttp to close; freeing the
+ * connection alone would shut it with a FIN. */
+static void stream_cut(struct stream *s)
+{
+    struct evhttp_connection *evcon = s->evcon;
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+    struct sockaddr sa;
+
+    if (s->cut == 1) {
+        memset(&sa, 0, sizeof sa);
+        sa.sa_family = AF_UNSPEC;
+        (void)connect(bufferevent_getfd(bev), &sa, sizeof sa);
+    }
+    stream_end(s, s->cut == 1 ? END_RESET : END_CLOSED, s->queued);
+    evhttp_connection_free(evcon);      /* frees the request too */
+}
+
+static void stream_later(struct stream *s, int64_t us)
+{
+    struct timeval tv = { (time_t)(us / US_PER_S), (suseconds_t)(us % US_PER_S) };
+
+    evtimer_add(s->timer, &tv);
+}
+
+static void stream_begin(struct stream *s)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(s->evcon);
+    const char *r = evhttp_find_header(evhttp_request_get_input_headers(s->req),
+                                       "X-Mock-Reason");
+
+    /* Larger writes than libevent's 16 KiB default, and no evhttp timeouts
+     * while streaming to a slow reader (--max-seconds bounds the run). */
+    bufferevent_set_max_single_write(bev, STREAM_PIECE);
+    bufferevent_set_timeouts(bev, NULL, NULL);
+    s->started = 1;
+    s->t_head = s->t_rate0 = tool_now_us();
+    evhttp_send_reply_start(s->req, s->status, r != NULL ? r : reason(s->status));
+    stream_pump(s);
+}
+
+static void on_stream_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct stream *s = arg;
+
+    (void)fd;
+    (void)what;
+    if (!s->started)
+        stream_begin(s);
+    else
+        stream_pump(s);
+}
+
+/* Queues the next piece once the last one has drained, within the rate. */
+static void stream_pump(struct stream *s)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(s->evcon);
+    int64_t now, n = (int64_t)STREAM_PIECE;
+
+    if (s->draining)
+        return;                 /* on_stream_drained calls again */
+    now = tool_now_us();
+    if (s->limit >= 0 && s->queued >= s->limit) {
+        if (s->t_last == 0 && s->queued > 0)
+            s->t_last = now;
+        if (s->cut == 0) {
+            stream_finish(s);
+        } else if (s->cutting && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+            stream_cut(s);      /* from the timer: outside evhttp's callbacks */
+        } else {
+            s->cutting = 1;     /* the head may still be queued (K = 0) */
+            stream_later(s, s->queued > 0 ? 0 : 1000);
+        }
+        return;
+    }
+    if (s->limit >= 0 && s->limit - s->queued < n)
+        n = s->limit - s->queued;
+    if (s->rate > 0) {
+        int64_t burst = s->rate / 100 + 1;
+        int64_t allowed = (int64_t)((double)s->rate * (double)(now - s->t_rate0) / 1e6) +
+                          (burst < n ? burst : n) - s->queued;
+
+        if (allowed <= 0) {
+            int64_t wait = (int64_t)((double)(1 - allowed) * 1e6 / (double)s->rate);
+
+            stream_later(s, wait < 1000 ? 1000 : wait > 100000 ? 100000 : wait);
+            return;
+        }
+        if (n > allowed)
+            n = allowed;
+    }
+    if (pattern_range(s->piece, s->queued, (size_t)n) != 0) {
+        stream_later(s, 10000); /* out of memory: try again shortly */
+        return;
+    }
+    if (s->t_first == 0)
+        s->t_first = now;
+    s->queued += n;
+    s->draining = 1;
+    evhttp_send_reply_chunk_with_cb(s->req, s->piece, on_stream_drained, s);
+}
+
+/* Answers req with a generated body written as it goes; headers are set. */
+static void stream_start(struct mock *m, struct evhttp_request *req,
+                         const struct verdict *v, uint64_t n, int64_t latency_ms)
+{
+    const char *seq = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Seq");
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    struct stream *s = calloc(1, sizeof *s);
+    size_t i;
+    char num[32];
+
+    if (s == NULL || (s->timer = evtimer_new(m->base, on_stream_timer, s)) == NULL ||
+        (s->piece = evbuffer_new()) == NULL ||
+        (s->uri = strdup(evhttp_request_get_uri(req))) == NULL) {
+        if (s != NULL) {
+            if (s->timer != NULL)
+                event_free(s->timer);
+            if (s->piece != NULL)
+                evbuffer_free(s->piece);
+            free(s);
+        }
+        send_error_json(req, 500, "mock_out_of_memory");
+        return;
+    }
+    s->m = m;
+    s->req = req;
+    s->evcon = evhttp_request_get_connection(req);
+    s->arrival = n;
+    for (i = 0; seq != NULL && seq[i] != '\0' && i < sizeof s->seq - 1; i++)
+        s->seq[i] = (seq[i] <= ' ' || seq[i] == 0x7f) ? '_' : seq[i];
+    for (i = 0; s->uri[i] != '\0'; i++)
+        if (s->uri[i] <= ' ' || s->uri[i] == 0x7f)
+            s->uri[i] = '_';
+    s->status = v->status;
+    s->limit = v->endless ? -1 : v->body_size;
+    if (v->cut_after >= 0 && (s->limit < 0 || v->cut_after < s->limit)) {
+        s->limit = v->cut_after;
+        s->cut = v->cut_rst ? 1 : 2;
+    }
+    s->rate = v->rate;
+    if (!v->chunked) {
+        snprintf(num, sizeof num, "%" PRId64, v->body_size);
+        evhttp_add_header(out, "Content-Length", num);
+    }
+    TAILQ_INSERT_TAIL(&m->streams, s, link);
+    m->streams_started++;
+    evhttp_connection_set_closecb(s->evcon, on_stream_conn_close, s);
+    if (latency_ms > 0)
+        stream_later(s, latency_ms * 1000);
+    else
+        stream_begin(s);
 }
 
 static void on_arrival(struct mock *m, struct evhttp_request *req)
@@ -776,6 +1141,17 @@ static void on_arrival(struct mock *m, struct evhttp_request *req)
         return;
     }
     add_headers(m, req, &v, n, t);
+    if (v.kind == K_ECHO && v.stream && evhttp_request_get_command(req) != EVHTTP_REQ_HEAD &&
+        v.status != 204 && v.status != 304) {
+        if (v.body_size <= MAX_BODY_SIZE && !v.endless) {
+            char sha[32];
+
+            snprintf(sha, sizeof sha, "%016" PRIx64, pattern_sha(v.body_size));
+            evhttp_add_header(evhttp_request_get_output_headers(req), "X-Mock-Body-Sha", sha);
+        }
+        stream_start(m, req, &v, n, m->cfg.latency_ms);
+        return;
+    }
     if ((body = evbuffer_new()) == NULL || build_body(req, &v, n, body) != 0) {
         if (body != NULL)
             evbuffer_free(body);
@@ -790,8 +1166,15 @@ static void on_arrival(struct mock *m, struct evhttp_request *req)
 static void control_stats(struct mock *m, struct evhttp_request *req)
 {
     struct evbuffer *b = evbuffer_new();
+    int64_t bytes = m->stream_bytes_done;
+    size_t active = 0;
+    struct stream *st;
     int first = 1;
 
+    TAILQ_FOREACH(st, &m->streams, link) {
+        active++;
+        bytes += stream_written(st);
+    }
     if (b == NULL) {
         evhttp_send_error(req, 500, NULL);
         return;
@@ -804,8 +1187,10 @@ static void control_stats(struct mock *m, struct evhttp_request *req)
         first = 0;
     }
     evbuffer_add_printf(b, "},\"max_in_window\":%" PRId64, m->hist.max);
-    evbuffer_add_printf(b, ",\"tls_connections\":%" PRIu64 ",\"tls_handshakes\":%" PRIu64 "}",
+    evbuffer_add_printf(b, ",\"tls_connections\":%" PRIu64 ",\"tls_handshakes\":%" PRIu64,
                         m->tls_connections, m->tls_handshakes);
+    evbuffer_add_printf(b, ",\"streams\":{\"started\":%" PRIu64 ",\"active\":%zu"
+                        ",\"body_bytes\":%" PRId64 "}}", m->streams_started, active, bytes);
     send_json(req, 200, b);
     evbuffer_free(b);
 }
@@ -1148,6 +1533,7 @@ static int mock_init(struct mock *m, const struct options *o)
 {
     memset(m, 0, sizeof *m);
     TAILQ_INIT(&m->held);
+    TAILQ_INIT(&m->streams);
     m->cfg.latency_ms = o->latency_ms;
     m->cfg.fail_next = o->fail_first;
     m->cfg.fail_status = o->fail_status;
@@ -1167,6 +1553,11 @@ static int mock_init(struct mock *m, const struct options *o)
                 strerror(errno));
         return -1;
     }
+    if (o->stream_log_path != NULL && (m->stream_log = fopen(o->stream_log_path, "a")) == NULL) {
+        fprintf(stderr, "mock_upstream: cannot open %s: %s\n", o->stream_log_path,
+                strerror(errno));
+        return -1;
+    }
     if ((m->base = tool_new_base()) == NULL || (m->http = evhttp_new(m->base)) == NULL ||
         (m->resume = evtimer_new(m->base, on_resume, m)) == NULL)
         return -1;
@@ -1182,6 +1573,7 @@ static int mock_init(struct mock *m, const struct options *o)
 static void mock_free(struct mock *m)
 {
     struct held *h;
+    struct stream *st;
 
     while ((h = TAILQ_FIRST(&m->held)) != NULL) {
         if (evhttp_request_get_connection(h->req) == NULL)
@@ -1191,13 +1583,19 @@ static void mock_free(struct mock *m)
     if (m->resume != NULL)
         event_free(m->resume);
     if (m->http != NULL)
-        evhttp_free(m->http);
+        evhttp_free(m->http);   /* ends the streams still running (peer_closed) */
+    while ((st = TAILQ_FIRST(&m->streams)) != NULL) {
+        st->evcon = NULL;       /* its request went with its connection */
+        stream_end(st, END_PEER_CLOSED, st->queued);
+    }
     if (m->tls != NULL)
         SSL_CTX_free(m->tls);
     if (m->base != NULL)
         event_base_free(m->base);
     if (m->log != NULL)
         fclose(m->log);
+    if (m->stream_log != NULL)
+        fclose(m->stream_log);
     free(m->win.t);
     free(m->hist.t);
 }

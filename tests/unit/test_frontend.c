@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,10 +58,14 @@ enum mode {
     ANSWER_NOW,     /* from inside the request callback */
     ANSWER_TIMER,   /* from a timer, a few milliseconds later */
     HOLD,           /* when the test calls answer() */
+    STREAM,         /* adopted through the sink; the test streams the answer */
 };
 
 /* One request as the `request` callback saw it. */
 struct seen {
+    /* First: the owner a sink adopts is this request (streamed answers). */
+    struct sl_sink_owner sink_owner;
+    int drained;                /* its `drained` calls */
     int index;
     struct sl_conn *conn;
     struct sl_http_msg *msg;    /* ours until answered (or gone) */
@@ -79,6 +84,7 @@ struct seen {
 
 struct client {
     int fd;
+    bool stalled;               /* reads nothing (a client that does not read) */
     struct evbuffer *rx;        /* everything received */
     bool eof;                   /* end of stream or an error seen */
     int err;                    /* errno of the error, 0 at a clean end */
@@ -115,6 +121,8 @@ static struct fixture {
     bool eof_keep;              /* what the owner answers to them */
     int idle;
     bool in_respond;            /* inside the owner's sl_conn_respond() */
+
+    const char *stream_length; /* a streamed answer's Content-Length field (NULL: none) */
 
     struct client cl[MAX_CLIENTS];
     int n_cl;
@@ -163,7 +171,7 @@ static void clients_read(void)
     for (int i = 0; i < F.n_cl; i++) {
         struct client *c = &F.cl[i];
 
-        while (c->fd >= 0 && !c->eof) {
+        while (c->fd >= 0 && !c->eof && !c->stalled) {
             ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
 
             if (n > 0) {
@@ -456,6 +464,17 @@ static void copy_msg(struct seen *s, const struct sl_http_msg *msg)
     }
 }
 
+/* A streamed answer's sink has room again. */
+static void on_drained(struct sl_sink_owner *owner)
+{
+    struct seen *s = (struct seen *)(void *)owner;
+
+    if (s < F.seen || s >= F.seen + F.n_seen || s->answered || s->gone)
+        note_error("drained for an owner that is not streaming");
+    else
+        s->drained++;
+}
+
 static void on_request(struct sl_conn *conn, struct sl_http_msg *msg, void *arg)
 {
     struct seen *s;
@@ -491,6 +510,10 @@ static void on_request(struct sl_conn *conn, struct sl_http_msg *msg, void *arg)
         break;
     case HOLD:
         sl_conn_set_owner(conn, s);
+        break;
+    case STREAM:
+        s->sink_owner.drained = on_drained;
+        sl_conn_sink(conn)->ops->adopt(sl_conn_sink(conn), &s->sink_owner);
         break;
     }
 }
@@ -1879,8 +1902,420 @@ static void test_held_outlives_client_timeout(void **state)
     assert_int_equal(F.gone, 0);
 }
 
+/* ---- streamed answers (the sink's begin, write, end) -------------------- */
+
+/* A streamed answer's fields: the fixed Date, the sequence number, F.stream_length. */
+static int stream_fields(sl_header_fn emit, void *emit_arg, void *arg)
+{
+    const struct seen *s = arg;
+    char value[32];
+    int rc;
+
+    snprintf(value, sizeof(value), "%d", s->index);
+    if ((rc = emit("Date", FIXED_DATE, emit_arg)) != SL_OK ||
+        (rc = emit("X-Seq", value, emit_arg)) != SL_OK)
+        return rc;
+    return F.stream_length != NULL ? emit("Content-Length", F.stream_length, emit_arg) : SL_OK;
+}
+
+static bool stream_begin(struct seen *s, int status, int64_t length)
+{
+    struct sl_sink *sink = sl_conn_sink(s->conn);
+    bool ok;
+
+    F.in_respond = true;
+    ok = sink->ops->begin(sink, status, NULL, stream_fields, s, length);
+    F.in_respond = false;
+    return ok;
+}
+
+static bool stream_write(struct seen *s, const void *data, size_t len)
+{
+    struct sl_sink *sink = sl_conn_sink(s->conn);
+    struct evbuffer *b = evbuffer_new();
+    size_t left;
+    bool ok;
+
+    assert_non_null(b);
+    if (evbuffer_add(b, data, len) != 0) {
+        evbuffer_free(b);
+        fail_msg("out of memory");
+    }
+    F.in_respond = true;
+    ok = sink->ops->write(sink, b);
+    F.in_respond = false;
+    left = evbuffer_get_length(b);
+    evbuffer_free(b);
+    assert_int_equal(left, 0);
+    return ok;
+}
+
+static void stream_end(struct seen *s, bool complete)
+{
+    struct sl_sink *sink = sl_conn_sink(s->conn);
+
+    F.in_respond = true;
+    sink->ops->end(sink, complete);
+    F.in_respond = false;
+    s->answered = true;
+    F.outstanding--;
+    sl_http_msg_free(s->msg);
+    s->msg = NULL;
+}
+
+/* Append a streamed answer's head: status 200, the owner's fields, then `framing`. */
+static void expect_stream_head(struct evbuffer *want, int index, const char *framing)
+{
+    evbuffer_add_printf(want, "HTTP/1.1 200 OK\r\nDate: " FIXED_DATE "\r\nX-Seq: %d\r\n%s\r\n",
+                        index, framing);
+}
+
+/* A new client sends `request`; the owner adopts its sink (mode STREAM). */
+static struct seen *stream_request(int c, const char *request)
+{
+    int n = F.n_seen;
+
+    client_send(c, request);
+    PUMP_UNTIL(F.n_seen == n + 1);
+    return &F.seen[n];
+}
+
+/* With a length the upstream's Content-Length stands; the connection is kept. */
+static void test_stream_content_length(void **state)
+{
+    struct evbuffer *want = F.want;
+    struct seen *s;
+    int c;
+
+    (void)state;
+    start(NULL);
+    F.mode = STREAM;
+    F.stream_length = "10";
+    c = client_accepted(1);
+    s = stream_request(c, "GET /s HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_true(stream_begin(s, 200, 10));
+    assert_true(stream_write(s, "hello", 5));
+    /* The first bytes go before the last ones exist. */
+    expect_stream_head(want, 0, "Content-Length: 10\r\n");
+    evbuffer_add(want, "hello", 5);
+    PUMP_UNTIL(rx_len(c) >= evbuffer_get_length(want));
+    pump_quiet();
+    expect_rx(c, want);
+
+    assert_true(stream_write(s, "world", 5));
+    stream_end(s, true);
+    evbuffer_add(want, "world", 5);
+    PUMP_UNTIL(rx_len(c) >= evbuffer_get_length(want));
+    pump_quiet();
+    expect_rx(c, want);
+    assert_false(F.cl[c].eof);
+
+    /* Keep-alive: the next request on the connection is served. */
+    F.mode = ANSWER_NOW;
+    client_send(c, "GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+    expect_answer(want, 1, "GET", "/next", NULL, NULL);
+    PUMP_UNTIL(rx_len(c) >= evbuffer_get_length(want));
+    pump_quiet();
+    expect_rx(c, want);
+    assert_false(F.cl[c].eof);
+    assert_int_equal(sl_frontend_connections(F.fe), 1);
+    assert_int_equal(F.gone, 0);
+    assert_int_equal(F.seen[0].drained, 0);
+}
+
+/* A length the fields do not carry is written by the frontend (sink.h: `length`). */
+static void test_stream_length_without_field(void **state)
+{
+    struct evbuffer *want = F.want;
+    struct seen *s;
+    int c;
+
+    (void)state;
+    start(NULL);
+    F.mode = STREAM;
+    c = client_accepted(1);
+    s = stream_request(c, "GET /s HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_true(stream_begin(s, 200, 5));
+    assert_true(stream_write(s, "hello", 5));
+    stream_end(s, true);
+    expect_stream_head(want, 0, "Content-Length: 5\r\n");
+    evbuffer_add(want, "hello", 5);
+    PUMP_UNTIL(rx_len(c) >= evbuffer_get_length(want));
+    pump_quiet();
+    expect_rx(c, want);
+    assert_false(F.cl[c].eof);
+}
+
+/*
+ * No length, an HTTP/1.1 client: chunks with their sizes, the terminator
+ * at the end; a request pipelined meanwhile waits for it, then is served.
+ */
+static void test_stream_chunked(void **state)
+{
+    struct evbuffer *want = F.want;
+    char big[300];
+    struct seen *s;
+    int c;
+
+    (void)state;
+    start(NULL);
+    F.mode = STREAM;
+    c = client_accepted(1);
+    s = stream_request(c, "GET /s HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_true(stream_begin(s, 200, -1));
+    assert_true(stream_write(s, "hello", 5));
+    memset(big, 'b', sizeof(big));
+    assert_true(stream_write(s, big, sizeof(big)));
+    expect_stream_head(want, 0, "Transfer-Encoding: chunked\r\n");
+    evbuffer_add_printf(want, "5\r\nhello\r\n12c\r\n");
+    evbuffer_add(want, big, sizeof(big));
+    evbuffer_add(want, "\r\n", 2);
+    PUMP_UNTIL(rx_len(c) >= evbuffer_get_length(want));
+
+    client_send(c, "GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+    pump_quiet();
+    expect_rx(c, want);
+    assert_int_equal(F.n_seen, 1);
+
+    F.mode = ANSWER_NOW;
+    stream_end(s, true);
+    evbuffer_add(want, "0\r\n\r\n", 5);
+    expect_answer(want, 1, "GET", "/next", NULL, NULL);
+    PUMP_UNTIL(rx_len(c) >= evbuffer_get_length(want));
+    pump_quiet();
+    expect_rx(c, want);
+    assert_int_equal(F.n_seen, 2);
+    assert_false(F.cl[c].eof);
+    assert_int_equal(sl_frontend_connections(F.fe), 1);
+    assert_int_equal(F.gone, 0);
+}
+
+/*
+ * No length, an HTTP/1.0 client (keep-alive asked for): no length, no
+ * chunks, the close ends the body. With a length, 1.0 keep-alive stands.
+ */
+static void test_stream_http10(void **state)
+{
+    struct evbuffer *want = F.want;
+    struct seen *s;
+    int a, b;
+
+    (void)state;
+    start(NULL);
+    F.mode = STREAM;
+    a = client_accepted(1);
+    s = stream_request(a, "GET /s HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_true(stream_begin(s, 200, -1));
+    assert_true(stream_write(s, "hello", 5));
+    assert_true(stream_write(s, "world", 5));
+    stream_end(s, true);
+    expect_stream_head(want, 0, "Connection: close\r\n");
+    evbuffer_add(want, "helloworld", 10);
+    PUMP_UNTIL(F.cl[a].eof);
+    expect_rx(a, want);
+    assert_int_equal(F.cl[a].err, 0);
+    client_close(a);
+    PUMP_UNTIL(sl_frontend_connections(F.fe) == 0);
+
+    evbuffer_drain(want, evbuffer_get_length(want));
+    F.stream_length = "5";
+    b = client_accepted(1);
+    s = stream_request(b, "GET /s HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_true(stream_begin(s, 200, 5));
+    assert_true(stream_write(s, "hello", 5));
+    stream_end(s, true);
+    expect_stream_head(want, 1, "Content-Length: 5\r\nConnection: keep-alive\r\n");
+    evbuffer_add(want, "hello", 5);
+    PUMP_UNTIL(rx_len(b) >= evbuffer_get_length(want));
+    pump_quiet();
+    expect_rx(b, want);
+    assert_false(F.cl[b].eof);
+    assert_int_equal(F.gone, 0);
+}
+
+/*
+ * An answer cut short (end(s, false)) is closed so the client can tell: no
+ * chunked terminator, a body short of its length, a reset where only the
+ * close delimits the body.
+ */
+static void test_stream_cut_short(void **state)
+{
+    static const char *const requests[] = {
+        "GET /chunked HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET /length HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET /close HTTP/1.0\r\n\r\n",
+    };
+    static const char *const framings[] = {
+        "Transfer-Encoding: chunked\r\n",
+        "Content-Length: 10\r\n",
+        "Connection: close\r\n",
+    };
+    struct evbuffer *want = F.want;
+
+    (void)state;
+    start(NULL);
+    F.mode = STREAM;
+    for (int i = 0; i < 3; i++) {
+        int c = client_accepted(1);
+        struct seen *s = stream_request(c, requests[i]);
+
+        F.stream_length = i == 1 ? "10" : NULL;
+        assert_true(stream_begin(s, 200, i == 1 ? 10 : -1));
+        assert_true(stream_write(s, "hello", 5));
+        evbuffer_drain(want, evbuffer_get_length(want));
+        expect_stream_head(want, i, framings[i]);
+        evbuffer_add_printf(want, i == 0 ? "5\r\nhello\r\n" : "hello");
+        /* Read before the cut: a reset may drop what was not read. */
+        PUMP_UNTIL(rx_len(c) >= evbuffer_get_length(want));
+        stream_end(s, false);
+        PUMP_UNTIL(F.cl[c].eof);
+        expect_rx(c, want);
+        if (i == 2)
+            assert_int_equal(F.cl[c].err, ECONNRESET);
+        else
+            assert_int_equal(F.cl[c].err, 0);
+        client_close(c);
+        PUMP_UNTIL(sl_frontend_connections(F.fe) == 0);
+    }
+    assert_int_equal(F.gone, 0);
+}
+
+#define STREAM_BLOCK 16384
+
+/* Check client c's chunked body: `blocks` chunks of STREAM_BLOCK pattern bytes, the end. */
+static void expect_block_chunks(int c, size_t head_len, size_t blocks)
+{
+    size_t want_len = head_len + blocks * (6 + STREAM_BLOCK + 2) + 5;
+    const char *p;
+
+    assert_int_equal(rx_len(c), want_len);
+    p = (const char *)evbuffer_pullup(F.cl[c].rx, -1) + head_len;
+    for (size_t i = 0; i < blocks; i++, p += 6 + STREAM_BLOCK + 2) {
+        if (memcmp(p, "4000\r\n", 6) != 0 || memcmp(p + 6 + STREAM_BLOCK, "\r\n", 2) != 0)
+            fail_msg("chunk %zu is not framed as 16384 bytes", i);
+        for (size_t k = 0; k < STREAM_BLOCK; k++)
+            if (p[6 + k] != pattern_byte(i * STREAM_BLOCK + k))
+                fail_msg("chunk %zu: byte %zu differs", i, k);
+    }
+    assert_memory_equal(p, "0\r\n\r\n", 5);
+}
+
+/*
+ * write() says "enough" once stream_buffer bytes are held; for a client
+ * that does not read, the owner then waits, and `drained` comes once the
+ * client reads. Nothing is lost on the way.
+ */
+static void test_stream_backpressure(void **state)
+{
+    char block[STREAM_BLOCK];
+    size_t blocks = 0, head_len;
+    struct seen *s;
+    bool blocked = false;
+    int c, drained;
+
+    (void)state;
+    start("stream_buffer = 64k\n");
+    F.mode = STREAM;
+    c = client_accepted(1);
+    s = stream_request(c, "GET /big HTTP/1.1\r\nHost: h\r\n\r\n");
+    F.cl[c].stalled = true;
+    assert_true(stream_begin(s, 200, -1));
+    expect_stream_head(F.want, 0, "Transfer-Encoding: chunked\r\n");
+    head_len = evbuffer_get_length(F.want);
+
+    /* Nothing has gone out yet: three blocks fit in 64 KiB, the fourth does not. */
+    for (int i = 0; i < 4; i++, blocks++) {
+        for (size_t k = 0; k < STREAM_BLOCK; k++)
+            block[k] = pattern_byte(blocks * STREAM_BLOCK + k);
+        assert_true(stream_write(s, block, sizeof(block)) == (i < 3));
+    }
+    PUMP_UNTIL(s->drained == 1); /* into the socket buffers */
+
+    /* Until the socket buffers are full too: then no room comes back. */
+    while (!blocked && blocks < 4096) {
+        for (size_t k = 0; k < STREAM_BLOCK; k++)
+            block[k] = pattern_byte(blocks * STREAM_BLOCK + k);
+        blocks++;
+        if (stream_write(s, block, sizeof(block)))
+            continue;
+        drained = s->drained;
+        pump_quiet();
+        if (s->drained == drained) {
+            pump_for_ms(20);
+            blocked = s->drained == drained;
+        }
+        if (!blocked)
+            PUMP_UNTIL(s->drained == drained + 1);
+    }
+    assert_true(blocked);
+    drained = s->drained;
+    assert_int_equal(rx_len(c), 0);
+
+    /* The client reads: room again. */
+    F.cl[c].stalled = false;
+    PUMP_UNTIL(s->drained == drained + 1);
+    stream_end(s, true);
+    PUMP_UNTIL(rx_len(c) >= head_len + blocks * (6 + STREAM_BLOCK + 2) + 5);
+    pump_quiet();
+    assert_memory_equal(evbuffer_pullup(F.cl[c].rx, (ev_ssize_t)head_len),
+                        evbuffer_pullup(F.want, -1), head_len);
+    expect_block_chunks(c, head_len, blocks);
+    assert_false(F.cl[c].eof);
+    assert_int_equal(F.gone, 0);
+}
+
+/*
+ * The client hangs up during the answer: its owner hears `gone` (from the
+ * loop, never inside write), whether it reset with bytes unread or closed
+ * after reading everything (the next writes fail).
+ */
+static void test_stream_client_gone(void **state)
+{
+    char block[STREAM_BLOCK];
+    struct seen *s;
+    int a, b, writes;
+
+    (void)state;
+    start("stream_buffer = 16k\n");
+    F.mode = STREAM;
+    memset(block, 'g', sizeof(block));
+
+    /* Bytes left unread: the close is a reset. */
+    a = client_accepted(1);
+    s = stream_request(a, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n");
+    F.cl[a].stalled = true;
+    assert_true(stream_begin(s, 200, -1));
+    assert_false(stream_write(s, block, sizeof(block)));
+    PUMP_UNTIL(s->drained == 1);
+    client_close(a);
+    PUMP_UNTIL(F.gone == 1);
+    assert_ptr_equal(F.gone_owner, s);
+    assert_ptr_equal(F.gone_conn, s->conn);
+    PUMP_UNTIL(sl_frontend_connections(F.fe) == 0);
+
+    /* Everything read, then a close: the answer's next writes find the client gone. */
+    b = client_accepted(1);
+    s = stream_request(b, "GET /b HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_true(stream_begin(s, 200, -1));
+    assert_true(stream_write(s, "hello", 5));
+    PUMP_UNTIL(rx_len(b) > 0 && rx_search(F.cl[b].rx, "hello") != NULL);
+    client_close(b);
+    pump_quiet();
+    for (writes = 0; F.gone == 1 && writes < 20; writes++) {
+        (void)stream_write(s, "more", 4);
+        pump_quiet();
+    }
+    assert_int_equal(F.gone, 2);
+    assert_true(s->gone);
+    assert_ptr_equal(F.gone_owner, s);
+    PUMP_UNTIL(sl_frontend_connections(F.fe) == 0);
+    assert_int_equal(F.idle, 2);
+}
+
 int main(void)
 {
+    /* As sluice does: a write to a client that left fails, it does not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_keep_alive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_requested, setup, teardown),
@@ -1915,6 +2350,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_free_with_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconfigure_max_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_held_outlives_client_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_content_length, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_length_without_field, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_chunked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_http10, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_cut_short, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_backpressure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_client_gone, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

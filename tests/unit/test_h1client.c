@@ -44,6 +44,8 @@ enum srv_mode {
     SRV_STALL,         /* never answer */
     SRV_TRICKLE,       /* answer one byte per loop turn */
     SRV_EARLY,         /* answer as soon as the head is in, never read the body */
+    SRV_STREAM,        /* answer with F.reply, then the test writes (stream_write) */
+    SRV_BIG,           /* a STREAM_BIG-byte pattern body, written as the socket takes it */
 };
 
 struct fixture {
@@ -63,9 +65,27 @@ struct fixture {
     size_t trickle_pos;
     struct fx_result res[MAX_RESULTS];
     bool in_start;
+    struct bufferevent *stream_bev;    /* SRV_STREAM, SRV_BIG: the answering connection */
+    size_t big_added;                  /* SRV_BIG: body bytes put in its output so far */
 };
 
 static struct fixture F;
+
+/* What the streaming callbacks (backend.h: head, body_chunk) saw. */
+struct stream {
+    enum sl_upstream_take take;        /* what the head callback answers */
+    int pause_at;                      /* body_chunk number that returns false (0: none) */
+    bool pattern;                      /* check the bytes against big_byte(), keep none */
+    int heads;
+    int head_status;
+    int64_t content_length;
+    int chunks;
+    size_t total;                      /* body bytes handed to body_chunk */
+    struct evbuffer *got;              /* ...and the bytes, unless `pattern` */
+    char error[128];                   /* what a callback found wrong */
+};
+
+static struct stream S;
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -163,6 +183,8 @@ static void srv_close(struct bufferevent *bev)
     int i = conn_slot(bev);
     if (i >= 0)
         F.conns[i] = NULL;
+    if (F.stream_bev == bev)
+        F.stream_bev = NULL;
     if (F.trickle_bev == bev) {
         evtimer_del(F.trickle);
         F.trickle_bev = NULL;
@@ -211,8 +233,71 @@ static void srv_on_trickle(evutil_socket_t fd, short what, void *arg)
     assert_int_equal(evtimer_add(F.trickle, &zero), 0);
 }
 
+#define STREAM_BIG (16 * 1024 * 1024) /* more than loopback's socket buffers hold */
+
+static unsigned char big_byte(size_t i)
+{
+    return (unsigned char)(i % 251 + i / 65536);
+}
+
+/* SRV_BIG: keep 256 KiB queued until the whole body was queued. */
+static void srv_big_fill(struct bufferevent *bev, void *arg)
+{
+    struct evbuffer *out = bufferevent_get_output(bev);
+    unsigned char block[16384];
+
+    (void)arg;
+    while (evbuffer_get_length(out) < 256 * 1024 && F.big_added < STREAM_BIG) {
+        size_t n = STREAM_BIG - F.big_added < sizeof(block) ? STREAM_BIG - F.big_added
+                                                             : sizeof(block);
+
+        for (size_t k = 0; k < n; k++)
+            block[k] = big_byte(F.big_added + k);
+        assert_int_equal(evbuffer_add(out, block, n), 0);
+        F.big_added += n;
+    }
+}
+
+/* Body bytes the SRV_BIG server's socket took (the rest waits in its output). */
+static size_t big_sent(void)
+{
+    assert_non_null(F.stream_bev);
+    return F.big_added - evbuffer_get_length(bufferevent_get_output(F.stream_bev));
+}
+
+/* More of an SRV_STREAM answer. */
+static void stream_write(const char *data)
+{
+    assert_non_null(F.stream_bev);
+    assert_int_equal(bufferevent_write(F.stream_bev, data, strlen(data)), 0);
+}
+
+/* The SRV_STREAM server writes its last bytes, then closes. */
+static void stream_write_close(const char *data)
+{
+    assert_non_null(F.stream_bev);
+    bufferevent_setcb(F.stream_bev, NULL, srv_on_written_close, NULL, NULL);
+    stream_write(data);
+}
+
+/* The SRV_STREAM server resets its connection (RST, not FIN). */
+static void stream_reset(void)
+{
+    struct linger lg = {1, 0};
+
+    assert_non_null(F.stream_bev);
+    assert_int_equal(setsockopt(bufferevent_getfd(F.stream_bev), SOL_SOCKET, SO_LINGER, &lg,
+                                sizeof(lg)), 0);
+    srv_close(F.stream_bev);
+}
+
+static void srv_on_read(struct bufferevent *bev, void *arg);
+static void srv_on_event(struct bufferevent *bev, short what, void *arg);
+
 static void srv_answer(struct bufferevent *bev)
 {
+    char head[128];
+
     const struct timeval zero = {0, 0};
 
     switch (F.mode) {
@@ -225,6 +310,19 @@ static void srv_answer(struct bufferevent *bev)
         break;
     case SRV_HANGUP:
         srv_close(bev);
+        break;
+    case SRV_STREAM:
+        F.stream_bev = bev;
+        assert_int_equal(bufferevent_write(bev, F.reply, strlen(F.reply)), 0);
+        break;
+    case SRV_BIG:
+        F.stream_bev = bev;
+        F.big_added = 0;
+        snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", STREAM_BIG);
+        assert_int_equal(bufferevent_write(bev, head, strlen(head)), 0);
+        bufferevent_setwatermark(bev, EV_WRITE, 64 * 1024, 0);
+        bufferevent_setcb(bev, srv_on_read, srv_big_fill, srv_on_event, NULL);
+        srv_big_fill(bev, NULL);
         break;
     case SRV_TRICKLE:
         F.trickle_bev = bev;
@@ -308,6 +406,10 @@ static int setup(void **state)
     F.reply = ok_reply;
     F.h1 = sl_h1client_new(F.base, 8);
     assert_non_null(F.h1);
+    memset(&S, 0, sizeof(S));
+    S.take = SL_TAKE_STREAM;
+    S.got = evbuffer_new();
+    assert_non_null(S.got);
     return 0;
 }
 
@@ -320,6 +422,7 @@ static int teardown(void **state)
     evconnlistener_free(F.srv.lev);
     fx_results_free(F.res, MAX_RESULTS);
     evbuffer_free(F.last_request);
+    evbuffer_free(S.got);
     event_base_free(F.base);
     return 0;
 }
@@ -742,6 +845,368 @@ static void test_start_rejects_bad_input(void **state)
     sl_h1client_free(NULL);
 }
 
+/* ---- tests: streaming (backend.h: head, body_chunk, resume) ------------ */
+
+static void stream_error(const char *what)
+{
+    if (S.error[0] == '\0')
+        snprintf(S.error, sizeof(S.error), "%s", what);
+}
+
+static void check_stream(void)
+{
+    if (S.error[0] != '\0')
+        fail_msg("stream callback: %s", S.error);
+}
+
+static enum sl_upstream_take on_head(struct sl_upstream_response *resp, void *arg)
+{
+    if (F.in_start)
+        stream_error("head called from inside sl_h1client_start");
+    if (((struct fx_result *)arg)->calls > 0)
+        stream_error("head called after done");
+    S.heads++;
+    S.head_status = resp->status;
+    S.content_length = resp->content_length;
+    return S.take;
+}
+
+static bool on_chunk(struct sl_upstream_response *resp, void *arg)
+{
+    size_t n = evbuffer_get_length(resp->body);
+
+    if (F.in_start)
+        stream_error("body_chunk called from inside sl_h1client_start");
+    if (((struct fx_result *)arg)->calls > 0)
+        stream_error("body_chunk called after done");
+    if (S.heads != 1 || S.take != SL_TAKE_STREAM)
+        stream_error("body_chunk without a head that took the stream");
+    if (n == 0)
+        stream_error("body_chunk with no bytes");
+    S.chunks++;
+    if (S.pattern) {
+        unsigned char buf[4096];
+        int k;
+
+        while ((k = evbuffer_remove(resp->body, buf, sizeof(buf))) > 0) {
+            for (int i = 0; i < k; i++)
+                if (buf[i] != big_byte(S.total + (size_t)i))
+                    stream_error("body_chunk bytes differ from the body sent");
+            S.total += (size_t)k;
+        }
+    } else {
+        S.total += n;
+        if (evbuffer_add_buffer(S.got, resp->body) != 0)
+            stream_error("out of memory");
+    }
+    return S.chunks != S.pause_at;
+}
+
+static bool heads_n(void *arg)
+{
+    return S.heads >= *(int *)arg;
+}
+
+static bool chunks_n(void *arg)
+{
+    return S.chunks >= *(int *)arg;
+}
+
+static bool flag_set(void *arg)
+{
+    return *(bool *)arg;
+}
+
+static void on_flag_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    *(bool *)arg = true;
+}
+
+/* Turn the loop for `ms` milliseconds. */
+static void run_for_ms(int ms)
+{
+    bool fired = false;
+    struct event *t = evtimer_new(F.base, on_flag_timer, &fired);
+    struct timeval tv = {0, ms * 1000};
+
+    assert_non_null(t);
+    assert_int_equal(evtimer_add(t, &tv), 0);
+    fx_run_until(F.base, flag_set, &fired);
+    event_free(t);
+}
+
+/* Start a streaming call into F.res[slot]. */
+static struct sl_h1call *start_stream(int slot, const char *target, size_t max_body)
+{
+    char url[128];
+    struct sl_h1call *call;
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", F.port, target);
+    const struct sl_upstream_request req = {
+        .method = "GET", .url = url, .timeout_us = 5 * SL_USEC_PER_SEC,
+        .head = on_head, .body_chunk = on_chunk, .max_body = max_body,
+    };
+
+    reset_result(&F.res[slot]);
+    F.in_start = true;
+    call = sl_h1client_start(F.h1, &req, on_done, &F.res[slot]);
+    F.in_start = false;
+    assert_non_null(call);
+    return call;
+}
+
+/* An answer that arrives whole goes straight to done: no head, no body_chunk. */
+static void test_stream_whole_answer_skips_head(void **state)
+{
+    (void)state;
+    start_stream(0, "/whole", 0);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    expect_ok(&F.res[0], 200, "ok");
+
+    F.reply = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    start_stream(0, "/whole-chunked", 0);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    expect_ok(&F.res[0], 200, "hello");
+    check_stream();
+    assert_int_equal(S.heads, 0);
+    assert_int_equal(S.chunks, 0);
+    assert_int_equal(F.accepted, 1);
+}
+
+/*
+ * Head once (with its Content-Length), the bytes that came through
+ * body_chunk, the last ones with done; the connection is reused.
+ */
+static void test_stream_content_length(void **state)
+{
+    int one = 1;
+
+    (void)state;
+    F.mode = SRV_STREAM;
+    F.reply = "HTTP/1.1 201 Made\r\nContent-Length: 10\r\nX-A: b\r\n\r\nhello";
+    start_stream(0, "/cl", 0);
+    fx_run_until(F.base, chunks_n, &one);
+    check_stream();
+    assert_int_equal(S.heads, 1);
+    assert_int_equal(S.head_status, 201);
+    assert_int_equal(S.content_length, 10);
+    fx_body_equals(S.got, "hello", 5);
+    assert_int_equal(F.res[0].calls, 0);
+
+    stream_write("world");
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    check_stream();
+    expect_ok(&F.res[0], 201, "world");
+    fx_expect_headers(&F.res[0].headers,
+                      (const char *const[]){"Content-Length", "10", "X-A", "b", NULL});
+    assert_int_equal(S.heads, 1);
+    assert_int_equal(S.chunks, 1);
+    assert_int_equal(sl_h1client_idle(F.h1), 1);
+
+    F.mode = SRV_REPLY;
+    F.reply = ok_reply;
+    expect_ok(call_once("GET", "/after"), 200, "ok");
+    assert_int_equal(F.accepted, 1);
+}
+
+/* Chunked, one byte at a time: one head (length -1), the body through body_chunk and done. */
+static void test_stream_chunked(void **state)
+{
+    (void)state;
+    F.mode = SRV_TRICKLE;
+    F.reply = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+              "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    start_stream(0, "/chunked", 0);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    check_stream();
+    assert_int_equal(S.heads, 1);
+    assert_int_equal(S.head_status, 200);
+    assert_int_equal(S.content_length, -1);
+    assert_true(S.chunks > 1);
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_OK);
+    assert_int_equal(F.res[0].status, 200);
+    assert_int_equal(evbuffer_add_buffer(S.got, F.res[0].body), 0);
+    fx_body_equals(S.got, "hello world", 11);
+    assert_int_equal(sl_h1client_idle(F.h1), 1);
+}
+
+/* Delimited by the close: length -1, the end comes with done, the connection is not kept. */
+static void test_stream_until_close(void **state)
+{
+    int one = 1;
+
+    (void)state;
+    F.mode = SRV_STREAM;
+    F.reply = "HTTP/1.1 200 OK\r\nX-A: b\r\n\r\nhello";
+    start_stream(0, "/eof", 0);
+    fx_run_until(F.base, chunks_n, &one);
+    check_stream();
+    assert_int_equal(S.heads, 1);
+    assert_int_equal(S.content_length, -1);
+    fx_body_equals(S.got, "hello", 5);
+
+    stream_write_close(" world");
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    check_stream();
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_OK);
+    assert_int_equal(F.res[0].status, 200);
+    assert_int_equal(evbuffer_add_buffer(S.got, F.res[0].body), 0);
+    fx_body_equals(S.got, "hello world", 11);
+    assert_int_equal(S.heads, 1);
+    assert_int_equal(sl_h1client_idle(F.h1), 0);
+}
+
+/*
+ * body_chunk returning false stops the reading: nothing more is handed
+ * over and the upstream's writes back up, until resume; then the rest
+ * comes, byte for byte.
+ */
+static void test_stream_pause_resume(void **state)
+{
+    int one = 1;
+    size_t sent, total;
+    struct sl_h1call *call;
+
+    (void)state;
+    F.mode = SRV_BIG;
+    S.pattern = true;
+    S.pause_at = 1;
+    call = start_stream(0, "/big", 0);
+    fx_run_until(F.base, chunks_n, &one);
+    check_stream();
+    assert_int_equal(S.content_length, STREAM_BIG);
+
+    run_for_ms(100);
+    check_stream();
+    assert_int_equal(S.chunks, 1);
+    assert_int_equal(F.res[0].calls, 0);
+    total = S.total;
+    sent = big_sent();
+    /* The socket buffers are full: the server cannot write the rest. */
+    assert_true(evbuffer_get_length(bufferevent_get_output(F.stream_bev)) > 0);
+    assert_true(sent < STREAM_BIG);
+    run_for_ms(20);
+    assert_int_equal(S.chunks, 1);
+    assert_int_equal(S.total, total);
+
+    sl_h1client_resume(call);
+    sl_h1client_resume(call); /* not paused any more: a no-op */
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    check_stream();
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_OK);
+    assert_true(S.chunks > 1);
+    /* The last bytes come with done. */
+    for (size_t i = 0, n = evbuffer_get_length(F.res[0].body); i < n; i++)
+        assert_int_equal(evbuffer_pullup(F.res[0].body, -1)[i], big_byte(S.total + i));
+    assert_int_equal(S.total + evbuffer_get_length(F.res[0].body), STREAM_BIG);
+    assert_int_equal(sl_h1client_idle(F.h1), 1);
+}
+
+/* SL_TAKE_NONE: the call ends at once with its head, OK; the half-read connection goes. */
+static void test_stream_take_none(void **state)
+{
+    int one = 1;
+
+    (void)state;
+    F.mode = SRV_STREAM;
+    F.reply = "HTTP/1.1 503 Busy\r\nContent-Length: 100\r\nX-A: b\r\n\r\nhello";
+    S.take = SL_TAKE_NONE;
+    start_stream(0, "/none", 0);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    check_stream();
+    assert_int_equal(S.heads, 1);
+    assert_int_equal(S.chunks, 0);
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_OK);
+    assert_int_equal(F.res[0].status, 503);
+    assert_string_equal(fx_header_value(&F.res[0].headers, "X-A"), "b");
+    fx_body_equals(F.res[0].body, NULL, 0);
+    assert_int_equal(sl_h1client_active(F.h1), 0);
+    assert_int_equal(sl_h1client_idle(F.h1), 0);
+    fx_run_until(F.base, client_closed_n, &one);
+
+    F.mode = SRV_REPLY;
+    F.reply = ok_reply;
+    expect_ok(call_once("GET", "/after"), 200, "ok");
+    assert_int_equal(F.accepted, 2);
+}
+
+/*
+ * SL_TAKE_WHOLE holds the body for done under max_body: over it the call
+ * ends SL_UPSTREAM_TOO_LARGE, whether the bytes that pass the cap end the
+ * body or not; under it the whole body comes with done.
+ */
+static void test_stream_take_whole_capped(void **state)
+{
+    static char tail[300];
+    int one = 1;
+
+    (void)state;
+    memset(tail, 'x', sizeof(tail) - 1);
+    F.mode = SRV_STREAM;
+    S.take = SL_TAKE_WHOLE;
+    F.reply = "HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n"
+              "0123456789012345678901234567890123456789012";
+
+    /* The cap passed while the body goes on. */
+    start_stream(0, "/over", 150);
+    fx_run_until(F.base, heads_n, &one);
+    tail[150] = '\0';
+    stream_write(tail);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_TOO_LARGE);
+    assert_non_null(strstr(F.res[0].detail, "150"));
+    assert_int_equal(sl_h1client_idle(F.h1), 0);
+
+    /* The cap passed by the bytes that end the body. */
+    S.heads = 0;
+    start_stream(0, "/over-at-end", 150);
+    fx_run_until(F.base, heads_n, &one);
+    memset(tail, 'x', sizeof(tail) - 1);
+    tail[300 - 43] = '\0';
+    stream_write(tail);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_TOO_LARGE);
+    assert_int_equal(F.res[0].status, 0);
+    assert_int_equal(sl_h1client_idle(F.h1), 0);
+
+    /* Under the cap: the whole body with done. */
+    S.heads = 0;
+    start_stream(0, "/under", 300);
+    fx_run_until(F.base, heads_n, &one);
+    stream_write(tail);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    check_stream();
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_OK);
+    assert_int_equal(evbuffer_get_length(F.res[0].body), 300);
+    assert_int_equal(S.chunks, 0);
+    assert_int_equal(sl_h1client_idle(F.h1), 1);
+}
+
+/* A reset after the head and some body were handed over: done with an error. */
+static void test_stream_reset_mid_body(void **state)
+{
+    int one = 1;
+
+    (void)state;
+    F.mode = SRV_STREAM;
+    F.reply = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello";
+    start_stream(0, "/reset", 0);
+    fx_run_until(F.base, chunks_n, &one);
+    fx_body_equals(S.got, "hello", 5);
+    stream_reset();
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    check_stream();
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_PROTOCOL);
+    assert_true(strlen(F.res[0].detail) > 0);
+    fx_body_equals(F.res[0].body, NULL, 0);
+    assert_int_equal(S.heads, 1);
+    assert_int_equal(S.chunks, 1);
+    assert_int_equal(sl_h1client_active(F.h1), 0);
+    assert_int_equal(sl_h1client_idle(F.h1), 0);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -770,6 +1235,14 @@ int main(void)
         T(test_timeout_on_reused_connection),
         T(test_cancel_closes_connection),
         T(test_start_rejects_bad_input),
+        T(test_stream_whole_answer_skips_head),
+        T(test_stream_content_length),
+        T(test_stream_chunked),
+        T(test_stream_until_close),
+        T(test_stream_pause_resume),
+        T(test_stream_take_none),
+        T(test_stream_take_whole_capped),
+        T(test_stream_reset_mid_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

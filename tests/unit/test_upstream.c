@@ -66,9 +66,36 @@ struct fixture {
     struct evkeyvalq got_headers;
     struct evbuffer *got_body;
     struct fx_result res[MAX_RESULTS];
+    /* the streaming server: an answer in parts, written when the test says */
+    struct fx_listener sraw;
+    int sraw_port;
+    int sraw_accepted;
+    int sraw_requests;
+    bool sraw_big;                  /* answer with a STREAM_BIG-byte pattern body */
+    const char *sraw_reply;         /* else this, and the rest through stream_write */
+    struct bufferevent *sraw_conns[MAX_RAW];
+    struct bufferevent *sraw_bev;   /* the connection answering now */
+    size_t big_added;               /* pattern bytes put in its output so far */
 };
 
 static struct fixture F;
+
+/* What the streaming callbacks (backend.h: head, body_chunk) saw. */
+struct stream {
+    enum sl_upstream_take take;     /* what the head callback answers */
+    int pause_at;                   /* body_chunk number that returns false (0: none) */
+    bool pattern;                   /* check the bytes against big_byte(), keep none */
+    bool in_start;
+    int heads;
+    int head_status;
+    int64_t content_length;
+    int chunks;
+    size_t total;                   /* body bytes handed to body_chunk */
+    struct evbuffer *got;           /* ...and the bytes, unless `pattern` */
+    char error[128];                /* what a callback found wrong */
+};
+
+static struct stream S;
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -277,6 +304,121 @@ static void raw_start(void)
     F.raw_port = fx_listen(&F.raw, F.base, raw_on_conn, 16);
 }
 
+/* ---- the streaming server: answers in parts ----------------------------- */
+
+#define STREAM_BIG (16 * 1024 * 1024) /* more than loopback's socket buffers hold */
+
+static unsigned char big_byte(size_t i)
+{
+    return (unsigned char)(i % 251 + i / 65536);
+}
+
+static void sraw_close(struct bufferevent *bev)
+{
+    for (size_t i = 0; i < MAX_RAW; i++)
+        if (F.sraw_conns[i] == bev)
+            F.sraw_conns[i] = NULL;
+    if (F.sraw_bev == bev)
+        F.sraw_bev = NULL;
+    bufferevent_free(bev);
+}
+
+/* Keep 256 KiB queued until the whole pattern body was queued. */
+static void sraw_big_fill(struct bufferevent *bev, void *arg)
+{
+    struct evbuffer *out = bufferevent_get_output(bev);
+    unsigned char block[16384];
+
+    (void)arg;
+    while (F.sraw_big && evbuffer_get_length(out) < 256 * 1024 && F.big_added < STREAM_BIG) {
+        size_t n = STREAM_BIG - F.big_added < sizeof(block) ? STREAM_BIG - F.big_added
+                                                             : sizeof(block);
+
+        for (size_t k = 0; k < n; k++)
+            block[k] = big_byte(F.big_added + k);
+        assert_int_equal(evbuffer_add(out, block, n), 0);
+        F.big_added += n;
+    }
+}
+
+static void sraw_on_read(struct bufferevent *bev, void *arg)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+    char head[128];
+
+    (void)arg;
+    if (end.pos < 0)
+        return;
+    /* GETs only: the request ends with its head. */
+    assert_int_equal(evbuffer_drain(in, (size_t)end.pos + 4), 0);
+    F.sraw_requests++;
+    F.sraw_bev = bev;
+    if (!F.sraw_big) {
+        assert_int_equal(bufferevent_write(bev, F.sraw_reply, strlen(F.sraw_reply)), 0);
+        return;
+    }
+    F.big_added = 0;
+    snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", STREAM_BIG);
+    assert_int_equal(bufferevent_write(bev, head, strlen(head)), 0);
+    sraw_big_fill(bev, NULL);
+}
+
+static void sraw_on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)arg;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        sraw_close(bev);
+}
+
+static void sraw_on_conn(struct bufferevent *bev)
+{
+    for (size_t i = 0; i < MAX_RAW; i++) {
+        if (F.sraw_conns[i] == NULL) {
+            F.sraw_conns[i] = bev;
+            F.sraw_accepted++;
+            bufferevent_setwatermark(bev, EV_WRITE, 64 * 1024, 0);
+            bufferevent_setcb(bev, sraw_on_read, sraw_big_fill, sraw_on_event, NULL);
+            assert_int_equal(bufferevent_enable(bev, EV_READ), 0);
+            return;
+        }
+    }
+    fail_msg("too many streaming connections");
+}
+
+/* More of the answer under way. */
+static void stream_write(const char *data)
+{
+    assert_non_null(F.sraw_bev);
+    assert_int_equal(bufferevent_write(F.sraw_bev, data, strlen(data)), 0);
+}
+
+static void sraw_on_written_close(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    sraw_close(bev);
+}
+
+/* The last bytes of the answer under way, then the close. */
+static void stream_write_close(const char *data)
+{
+    assert_non_null(F.sraw_bev);
+    bufferevent_setcb(F.sraw_bev, NULL, sraw_on_written_close, sraw_on_event, NULL);
+    bufferevent_setwatermark(F.sraw_bev, EV_WRITE, 0, 0);
+    stream_write(data);
+}
+
+/* The server resets the connection of the answer under way (RST, not FIN). */
+static void stream_reset(void)
+{
+    struct linger lg = {1, 0};
+
+    assert_non_null(F.sraw_bev);
+    assert_int_equal(setsockopt(bufferevent_getfd(F.sraw_bev), SOL_SOCKET, SO_LINGER, &lg,
+                                sizeof(lg)), 0);
+    sraw_close(F.sraw_bev);
+}
+
 /* ---- fixture ------------------------------------------------------------ */
 
 static int setup(void **state)
@@ -291,8 +433,13 @@ static int setup(void **state)
     fx_results_init(F.res, MAX_RESULTS);
     http_start();
     raw_start();
+    F.sraw_port = fx_listen(&F.sraw, F.base, sraw_on_conn, 16);
     F.up = sl_upstream_new(F.base, 8);
     assert_non_null(F.up);
+    memset(&S, 0, sizeof(S));
+    S.take = SL_TAKE_STREAM;
+    S.got = evbuffer_new();
+    assert_non_null(S.got);
     return 0;
 }
 
@@ -314,6 +461,11 @@ static int teardown(void **state)
         if (F.raw_conns[i] != NULL)
             bufferevent_free(F.raw_conns[i]);
     evconnlistener_free(F.raw.lev);
+    for (size_t i = 0; i < MAX_RAW; i++)
+        if (F.sraw_conns[i] != NULL)
+            bufferevent_free(F.sraw_conns[i]);
+    evconnlistener_free(F.sraw.lev);
+    evbuffer_free(S.got);
     fx_results_free(F.res, MAX_RESULTS);
     evhttp_clear_headers(&F.got_headers);
     evbuffer_free(F.got_body);
@@ -942,6 +1094,397 @@ static void test_start_rejects_bad_input(void **state)
     sl_upstream_free(NULL);
 }
 
+/* ---- tests: streamed answers (backend.h: head, body_chunk, resume) ------ */
+
+static void stream_error(const char *what)
+{
+    if (S.error[0] == '\0')
+        snprintf(S.error, sizeof(S.error), "%s", what);
+}
+
+static void check_stream(void)
+{
+    if (S.error[0] != '\0')
+        fail_msg("stream callback: %s", S.error);
+}
+
+static enum sl_upstream_take on_head(struct sl_upstream_response *resp, void *arg)
+{
+    if (S.in_start)
+        stream_error("head called from inside sl_upstream_start");
+    if (((struct fx_result *)arg)->calls > 0)
+        stream_error("head called after done");
+    S.heads++;
+    S.head_status = resp->status;
+    S.content_length = resp->content_length;
+    return S.take;
+}
+
+static bool on_chunk(struct sl_upstream_response *resp, void *arg)
+{
+    size_t n = evbuffer_get_length(resp->body);
+
+    if (S.in_start)
+        stream_error("body_chunk called from inside sl_upstream_start");
+    if (((struct fx_result *)arg)->calls > 0)
+        stream_error("body_chunk called after done");
+    if (S.heads != 1 || S.take != SL_TAKE_STREAM)
+        stream_error("body_chunk without a head that took the stream");
+    if (n == 0)
+        stream_error("body_chunk with no bytes");
+    S.chunks++;
+    if (S.pattern) {
+        unsigned char buf[4096];
+        int k;
+
+        while ((k = evbuffer_remove(resp->body, buf, sizeof(buf))) > 0) {
+            for (int i = 0; i < k; i++)
+                if (buf[i] != big_byte(S.total + (size_t)i))
+                    stream_error("body_chunk bytes differ from the body sent");
+            S.total += (size_t)k;
+        }
+    } else {
+        S.total += n;
+        if (evbuffer_add_buffer(S.got, resp->body) != 0)
+            stream_error("out of memory");
+    }
+    return S.chunks != S.pause_at;
+}
+
+/* Conditions that also hold once the call ended, so that an early end fails at once. */
+static bool heads_n(void *arg)
+{
+    return S.heads >= *(int *)arg || F.res[0].calls > 0;
+}
+
+static bool chunks_n(void *arg)
+{
+    return S.chunks >= *(int *)arg || F.res[0].calls > 0;
+}
+
+/* The call is under way: not ended (yet), or say how it ended. */
+static void expect_under_way(void)
+{
+    if (F.res[0].calls > 0)
+        fail_msg("the call ended: error %d (%s), status %d", F.res[0].error, F.res[0].detail,
+                 F.res[0].status);
+}
+
+static bool flag_set(void *arg)
+{
+    return *(bool *)arg;
+}
+
+static void on_flag_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    *(bool *)arg = true;
+}
+
+/* Turn the loop for `ms` milliseconds. */
+static void run_for_ms(int ms)
+{
+    bool fired = false;
+    struct event *t = evtimer_new(F.base, on_flag_timer, &fired);
+    struct timeval tv = {0, ms * 1000};
+
+    assert_non_null(t);
+    assert_int_equal(evtimer_add(t, &tv), 0);
+    fx_run_until(F.base, flag_set, &fired);
+    event_free(t);
+}
+
+/* A streaming call into F.res[slot], to the streaming server (or the evhttp one). */
+static struct sl_upstream_call *start_stream(int slot, int port, const char *target,
+                                             size_t max_body)
+{
+    char buf[128];
+    struct sl_upstream_call *call;
+
+    snprintf(buf, sizeof(buf), "http://127.0.0.1:%d%s", port, target);
+    const struct sl_upstream_request req = {
+        .method = "GET", .url = buf, .timeout_us = 5 * SL_USEC_PER_SEC,
+        .head = on_head, .body_chunk = on_chunk, .max_body = max_body,
+    };
+
+    F.res[slot].calls = 0;
+    evhttp_clear_headers(&F.res[slot].headers);
+    evbuffer_drain(F.res[slot].body, evbuffer_get_length(F.res[slot].body));
+    S.in_start = true;
+    call = sl_upstream_start(F.up, &req, fx_on_done, &F.res[slot]);
+    S.in_start = false;
+    assert_non_null(call);
+    return call;
+}
+
+/* Done's body, after what body_chunk took, is `want`. */
+static void expect_streamed(const char *want)
+{
+    assert_int_equal(evbuffer_add_buffer(S.got, F.res[0].body), 0);
+    fx_body_equals(S.got, want, strlen(want));
+}
+
+/* An answer that arrives whole goes straight to done: no head, no body_chunk. */
+static void test_stream_whole_answer_skips_head(void **state)
+{
+    (void)state;
+    start_stream(0, F.port, "/echo", 0);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    check_stream();
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_OK);
+    assert_int_equal(F.res[0].status, 200);
+    assert_int_equal(S.heads, 0);
+    assert_int_equal(S.chunks, 0);
+}
+
+/*
+ * Head once with its Content-Length, the bytes that came through
+ * body_chunk, the last ones with done; the connection is reused. A
+ * streamed body is not held to max_body (that cap is for bodies taken
+ * whole), even when its first bytes come with the head.
+ */
+static void test_stream_content_length(void **state)
+{
+    int one = 1;
+
+    (void)state;
+    F.sraw_reply = "HTTP/1.1 201 Made\r\nContent-Length: 10\r\nX-A: b\r\n\r\nhello";
+    start_stream(0, F.sraw_port, "/cl", 4);
+    fx_run_until(F.base, chunks_n, &one);
+    expect_under_way();
+    check_stream();
+    assert_int_equal(S.heads, 1);
+    assert_int_equal(S.head_status, 201);
+    assert_int_equal(S.content_length, 10);
+    fx_body_equals(S.got, "hello", 5);
+    assert_int_equal(F.res[0].calls, 0);
+
+    stream_write("world");
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    check_stream();
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_OK);
+    assert_int_equal(F.res[0].status, 201);
+    assert_string_equal(F.res[0].reason, "Made");
+    assert_string_equal(fx_header_value(&F.res[0].headers, "X-A"), "b");
+    assert_int_equal(S.heads, 1);
+    expect_streamed("helloworld");
+
+    /* The connection was kept: the next call takes it. */
+    F.sraw_reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    start_stream(0, F.sraw_port, "/again", 0);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    assert_int_equal(F.res[0].status, 200);
+    assert_int_equal(F.sraw_accepted, 1);
+    assert_int_equal(F.sraw_requests, 2);
+}
+
+/* Chunked and close-delimited bodies have no length (-1). */
+static void test_stream_unknown_length(void **state)
+{
+    int one = 1;
+
+    (void)state;
+    F.sraw_reply = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+    start_stream(0, F.sraw_port, "/chunked", 0);
+    fx_run_until(F.base, chunks_n, &one);
+    expect_under_way();
+    check_stream();
+    assert_int_equal(S.heads, 1);
+    assert_int_equal(S.content_length, -1);
+    stream_write("6\r\n world\r\n0\r\n\r\n");
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    check_stream();
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_OK);
+    assert_int_equal(S.heads, 1);
+    expect_streamed("hello world");
+
+    S.heads = S.chunks = 0;
+    S.total = 0;
+    evbuffer_drain(S.got, evbuffer_get_length(S.got));
+    F.sraw_reply = "HTTP/1.1 200 OK\r\nX-A: b\r\n\r\nhello";
+    start_stream(0, F.sraw_port, "/eof", 0);
+    fx_run_until(F.base, chunks_n, &one);
+    expect_under_way();
+    check_stream();
+    assert_int_equal(S.heads, 1);
+    assert_int_equal(S.content_length, -1);
+    stream_write_close(" world");
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    check_stream();
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_OK);
+    assert_int_equal(F.res[0].status, 200);
+    expect_streamed("hello world");
+}
+
+/*
+ * body_chunk returning false pauses the call: nothing more is handed over
+ * and the upstream's writes back up, until resume; then the rest comes,
+ * byte for byte.
+ */
+static void test_stream_pause_resume(void **state)
+{
+    int one = 1;
+    size_t total;
+    struct sl_upstream_call *call;
+
+    (void)state;
+    F.sraw_big = true;
+    S.pattern = true;
+    S.pause_at = 1;
+    call = start_stream(0, F.sraw_port, "/big", 0);
+    fx_run_until(F.base, chunks_n, &one);
+    expect_under_way();
+    check_stream();
+    assert_int_equal(S.content_length, STREAM_BIG);
+
+    run_for_ms(100);
+    check_stream();
+    assert_int_equal(S.chunks, 1);
+    assert_int_equal(F.res[0].calls, 0);
+    total = S.total;
+    /* The socket buffers are full: the server cannot write the rest. */
+    assert_non_null(F.sraw_bev);
+    assert_true(evbuffer_get_length(bufferevent_get_output(F.sraw_bev)) > 0);
+    assert_true(F.big_added - evbuffer_get_length(bufferevent_get_output(F.sraw_bev)) <
+                STREAM_BIG);
+    run_for_ms(20);
+    assert_int_equal(S.chunks, 1);
+    assert_int_equal(S.total, total);
+
+    sl_upstream_resume(call);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    check_stream();
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_OK);
+    assert_int_equal(F.res[0].status, 200);
+    assert_true(S.chunks > 1);
+    /* The last bytes may come with done. */
+    for (size_t i = 0, n = evbuffer_get_length(F.res[0].body); i < n; i++)
+        assert_int_equal(evbuffer_pullup(F.res[0].body, -1)[i], big_byte(S.total + i));
+    assert_int_equal(S.total + evbuffer_get_length(F.res[0].body), STREAM_BIG);
+}
+
+/* SL_TAKE_NONE: the call ends at once with its head, OK; the half-read connection goes. */
+static void test_stream_take_none(void **state)
+{
+    (void)state;
+    F.sraw_reply = "HTTP/1.1 503 Busy\r\nContent-Length: 100\r\nX-A: b\r\n\r\nhello";
+    S.take = SL_TAKE_NONE;
+    start_stream(0, F.sraw_port, "/none", 0);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    check_stream();
+    assert_int_equal(S.heads, 1);
+    assert_int_equal(S.chunks, 0);
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_OK);
+    assert_int_equal(F.res[0].status, 503);
+    assert_string_equal(fx_header_value(&F.res[0].headers, "X-A"), "b");
+    fx_body_equals(F.res[0].body, NULL, 0);
+    assert_int_equal(sl_upstream_active(F.up), 0);
+
+    /* Not reused: the next call opens a new connection. */
+    F.sraw_reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    start_stream(0, F.sraw_port, "/after", 0);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    assert_int_equal(F.res[0].status, 200);
+    assert_int_equal(F.sraw_accepted, 2);
+}
+
+/*
+ * SL_TAKE_WHOLE holds the body for done under max_body: over it the call
+ * ends SL_UPSTREAM_TOO_LARGE, whether the first bytes (with the head), the
+ * next ones or the last ones pass it; under it the whole body comes with done.
+ */
+static void test_stream_take_whole_capped(void **state)
+{
+    static const char first[] = "HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n"
+                                "0123456789012345678901234567890123456789012"; /* 43 */
+    static char tail[300];
+    size_t caps[] = {20, 150, 299};
+    int one = 1;
+
+    (void)state;
+    S.take = SL_TAKE_WHOLE;
+    F.sraw_reply = first;
+    for (size_t i = 0; i < SL_ARRAY_LEN(caps); i++) {
+        S.heads = 0;
+        start_stream(0, F.sraw_port, "/over", caps[i]);
+        fx_run_until(F.base, heads_n, &one);
+        if (caps[i] != 20)
+            expect_under_way();
+        if (caps[i] == 150) {
+            memset(tail, 'x', 150);
+            tail[150] = '\0';
+            stream_write(tail); /* 193 bytes of 300 */
+        } else if (caps[i] == 299) {
+            memset(tail, 'x', 257);
+            tail[257] = '\0';
+            stream_write(tail); /* all 300 */
+        }
+        fx_run_until(F.base, fx_result_done, &F.res[0]);
+        if (F.res[0].error != SL_UPSTREAM_TOO_LARGE)
+            fail_msg("cap %zu: error %d (%s)", caps[i], F.res[0].error, F.res[0].detail);
+        assert_int_equal(F.res[0].status, 0);
+        assert_true(strlen(F.res[0].detail) > 0);
+    }
+    assert_int_equal(F.sraw_accepted, 3);
+
+    /* At the cap: the whole body with done. */
+    S.heads = 0;
+    start_stream(0, F.sraw_port, "/under", 300);
+    fx_run_until(F.base, heads_n, &one);
+    expect_under_way();
+    memset(tail, 'x', 257);
+    tail[257] = '\0';
+    stream_write(tail);
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    check_stream();
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_OK);
+    assert_int_equal(evbuffer_get_length(F.res[0].body), 300);
+    assert_int_equal(S.chunks, 0);
+}
+
+/* Without streaming, max_body caps every body, one that arrives whole too. */
+static void test_max_body_without_streaming(void **state)
+{
+    char buf[512];
+    const struct sl_upstream_request req = {
+        .method = "POST", .url = url("/echo", buf, sizeof(buf)), .body = "0123456789",
+        .body_len = 10, .timeout_us = 5 * SL_USEC_PER_SEC, .max_body = 9,
+    };
+
+    (void)state;
+    assert_non_null(sl_upstream_start(F.up, &req, fx_on_done, &F.res[0]));
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_TOO_LARGE);
+
+    F.res[0].calls = 0;
+    call_once("GET", "/big", NULL, NULL, 0); /* no cap */
+    assert_int_equal(F.res[0].error, SL_UPSTREAM_OK);
+}
+
+/* A reset after the head and some body were handed over: done with an error. */
+static void test_stream_reset_mid_body(void **state)
+{
+    int one = 1;
+
+    (void)state;
+    F.sraw_reply = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello";
+    start_stream(0, F.sraw_port, "/reset", 0);
+    fx_run_until(F.base, chunks_n, &one);
+    expect_under_way();
+    fx_body_equals(S.got, "hello", 5);
+    stream_reset();
+    fx_run_until(F.base, fx_result_done, &F.res[0]);
+    check_stream();
+    if (F.res[0].error != SL_UPSTREAM_PROTOCOL)
+        fail_msg("error %d (%s)", F.res[0].error, F.res[0].detail);
+    assert_true(strlen(F.res[0].detail) > 0);
+    fx_body_equals(F.res[0].body, NULL, 0);
+    assert_int_equal(S.heads, 1);
+    assert_int_equal(S.chunks, 1);
+    assert_int_equal(sl_upstream_active(F.up), 0);
+}
+
 /* Each case on the native client, then on libcurl. */
 #define T(fn)                                                         \
     cmocka_unit_test_setup_teardown(fn, setup, teardown),             \
@@ -975,6 +1518,14 @@ int main(void)
         T(test_done_may_start_and_cancel),
         T(test_free_with_calls_under_way),
         T(test_start_rejects_bad_input),
+        T(test_stream_whole_answer_skips_head),
+        T(test_stream_content_length),
+        T(test_stream_unknown_length),
+        T(test_stream_pause_resume),
+        T(test_stream_take_none),
+        T(test_stream_take_whole_capped),
+        T(test_max_body_without_streaming),
+        T(test_stream_reset_mid_body),
         cmocka_unit_test_setup_teardown(test_https_goes_to_curl, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_handshake_timeout_is_connect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_handshake_failure, setup, teardown),
