@@ -275,3 +275,16 @@ const char *sl_job_method(const char *m, size_t len)
             return methods[i];
     return NULL;
 }
+
+int sl_job_stream_key(char *out, size_t size, const char *prefix, const char *stream,
+                      const char *kind)
+{
+    int n = snprintf(out, size, "%s{%s}:%s", prefix, stream, kind);
+
+    if (n < 0 || (size_t)n >= size) {
+        if (size > 0)
+            out[0] = '\0';
+        return SL_ERR;
+    }
+    return SL_OK;
+}

@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 
+#include "batch.h"
 #include "clock.h"
 #include "config.h"
 #include "headers.h"
@@ -56,7 +57,8 @@ struct sl_job {
     size_t body_len;
     size_t bytes;                       /* counted in jobs->stored_bytes */
     char id[SL_JOB_ID_LEN + 1];
-    char route[SL_CONFIG_NAME_LEN];
+    char route[SL_CONFIG_NAME_LEN];     /* durable batches: SL_JOB_BATCH_STREAM */
+    bool batch;                         /* a POST /_sluice/batch: its answer gathers the items' */
     /* Durable jobs only: held here from delivery until the result is stored. */
     bool durable;
     bool storing;                       /* the result's write is under way */
@@ -91,6 +93,7 @@ struct route_info {
 struct sl_jobs {
     struct event_base *base;
     struct sl_requests *requests;       /* borrowed */
+    struct sl_batch_stats *batches;     /* borrowed: batch jobs are counted as batches */
     const struct sl_config *cfg;        /* borrowed */
     struct sl_job **buckets;            /* by id, owned array */
     size_t n_buckets;
@@ -309,7 +312,12 @@ static int collect_field(const char *name, const char *value, void *arg)
 
 static size_t max_response_size(const struct sl_job *job)
 {
-    const struct sl_route *r = sl_route_find(job->jobs->requests->routes, job->route);
+    const struct sl_route *r;
+
+    /* A batch's answer is its items' answers, each capped by its own route already. */
+    if (job->batch)
+        return SIZE_MAX;
+    r = sl_route_find(job->jobs->requests->routes, job->route);
 
     return r != NULL ? r->cfg.max_response_size : (size_t)64 << 20;
 }
@@ -465,7 +473,7 @@ static void job_view(const struct sl_job *job, struct sl_job_view *v)
 
     memset(v, 0, sizeof(*v));
     v->id = job->id;
-    v->route = job->route[0] != '\0' ? job->route : NULL;
+    v->route = job->route[0] != '\0' && !job->batch ? job->route : NULL;
     v->state = job->state;
     v->attempts = job->attempts;
     v->queued_us = job->queued_us;
@@ -557,7 +565,7 @@ static struct sl_job *job_new(struct sl_jobs *j)
 }
 
 static void jobs_intake(struct sl_jobs *j, struct sl_sink *sink, struct sl_http_msg *msg,
-                        const char *client)
+                        const char *client, bool batch)
 {
     struct sl_job *job = job_new(j), gone;
     char id[SL_JOB_ID_LEN + 1];
@@ -570,12 +578,20 @@ static void jobs_intake(struct sl_jobs *j, struct sl_sink *sink, struct sl_http_
                           "out of memory", true);
         return;
     }
-    find_route(j, msg, job->route, sizeof(job->route));
+    job->batch = batch;
+    if (!batch)
+        find_route(j, msg, job->route, sizeof(job->route));
     memcpy(id, job->id, sizeof(id));
-    /* A refusal (no route, bad controls, queue full, draining) reaches the client as it is. */
+    /*
+     * A refusal (no route, bad controls, queue full, draining; a malformed
+     * batch) reaches the client as it is: it is answered before any 202.
+     */
     job->client = sink;
     j->intake_adopted = false;
-    sl_request_submit(j->requests, &job->sink, msg, client);
+    if (batch)
+        sl_batch_submit(j->requests, j->batches, &job->sink, msg, client);
+    else
+        sl_request_submit(j->requests, &job->sink, msg, client);
     if (!j->intake_adopted) {
         job_drop(job);
         return;
@@ -607,7 +623,8 @@ static void jobs_intake(struct sl_jobs *j, struct sl_sink *sink, struct sl_http_
 
 static void stream_key(const struct sl_jobs *j, const char *route, const char *kind, char *out)
 {
-    snprintf(out, KEY_LEN, "%s{%s}:%s", j->cfg->redis_prefix, route, kind);
+    /* KEY_LEN holds any prefix and route name the config takes. */
+    (void)sl_job_stream_key(out, KEY_LEN, j->cfg->redis_prefix, route, kind);
 }
 
 static void record_key(const struct sl_jobs *j, const char *id, char *out)
@@ -710,6 +727,7 @@ static struct sl_job *held_new(struct sl_jobs *j, const char *route, const char 
     job->state = SL_JOB_QUEUED;
     TAILQ_INIT(&job->headers);
     snprintf(job->route, sizeof(job->route), "%s", route);
+    job->batch = strcmp(route, SL_JOB_BATCH_STREAM) == 0;
     snprintf(job->entry, sizeof(job->entry), "%s", entry);
     TAILQ_INSERT_TAIL(&j->held, job, link);
     j->n_held++;
@@ -752,7 +770,11 @@ static void held_submit(struct sl_job *job, struct sl_http_msg *msg)
     job->msg = NULL;
     /* A refusal reaches the job's sink: its result; queue full or draining let it go. */
     job->adopted = true;
-    sl_request_submit(job->jobs->requests, &job->sink, msg, job->client_addr);
+    if (job->batch)
+        sl_batch_submit(job->jobs->requests, job->jobs->batches, &job->sink, msg,
+                        job->client_addr);
+    else
+        sl_request_submit(job->jobs->requests, &job->sink, msg, job->client_addr);
 }
 
 static void durable_store(struct sl_job *job);
@@ -1297,22 +1319,25 @@ static void jobs_on_tick(evutil_socket_t fd, short what, void *arg)
 }
 
 /* The routes of the config, keeping what is known of the ones that stay. */
+/* The streams of the config's routes, then the batches' stream, keeping what is known. */
 static int sync_routes(struct sl_jobs *j, const struct sl_config *cfg)
 {
-    struct route_info *ri = calloc(cfg->n_routes > 0 ? cfg->n_routes : 1, sizeof(*ri));
+    size_t n = cfg->n_routes + 1;
+    struct route_info *ri = calloc(n, sizeof(*ri));
 
     if (ri == NULL)
         return SL_ENOMEM;
-    for (size_t i = 0; i < cfg->n_routes; i++) {
-        const struct route_info *old = route_info(j, cfg->routes[i].name);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = i < cfg->n_routes ? cfg->routes[i].name : SL_JOB_BATCH_STREAM;
+        const struct route_info *old = route_info(j, name);
 
         if (old != NULL)
             ri[i] = *old;
-        snprintf(ri[i].name, sizeof(ri[i].name), "%s", cfg->routes[i].name);
+        snprintf(ri[i].name, sizeof(ri[i].name), "%s", name);
     }
     free(j->routes);
     j->routes = ri;
-    j->n_routes = cfg->n_routes;
+    j->n_routes = n;
     return SL_OK;
 }
 
@@ -1386,23 +1411,31 @@ static void intake_on_exec(struct sl_redis *r, const redisReply *reply, void *ar
 
 /*
  * Store the job (record and stream entry in one transaction) before the
- * 202: no 202 for a job Redis does not hold.
+ * 202: no 202 for a job Redis does not hold. A request goes to its route's
+ * stream; a batch, checked whole first (its 400 comes before any 202), to
+ * the batches' stream, as the batch request itself (its fields are what
+ * its items inherit).
  */
 static void durable_intake(struct sl_jobs *j, struct sl_sink *sink, struct sl_http_msg *msg,
-                           const char *client)
+                           const char *client, bool batch)
 {
-    const char *detail = NULL;
+    const char *detail = NULL, *stream_name = SL_JOB_BATCH_STREAM;
     enum sl_outcome o;
-    struct sl_route *route = sl_request_check(j->requests, msg, &o, &detail);
+    struct sl_route *route = NULL;
     char stream[KEY_LEN], rec[KEY_LEN], now[24];
     unsigned char raw[SL_JOB_ID_RAW];
     char *headers = NULL;
     struct waiter *w;
     size_t blen;
 
-    if (route == NULL) {
+    if (batch) {
+        if (!sl_batch_check(j->requests, j->batches, sink, msg, client))
+            goto out;
+    } else if ((route = sl_request_check(j->requests, msg, &o, &detail)) == NULL) {
         sl_request_refuse(j->requests, sink, client, o, detail, false);
         goto out;
+    } else {
+        stream_name = route->cfg.name;
     }
     if (!sl_redis_up(j->redis)) {
         unavailable(j, sink, client, "Redis is unreachable: the job cannot be stored");
@@ -1421,13 +1454,18 @@ static void durable_intake(struct sl_jobs *j, struct sl_sink *sink, struct sl_ht
         goto out;
     }
     sl_job_id_format(raw, w->id);
-    stream_key(j, route->cfg.name, "jobs", stream);
+    stream_key(j, stream_name, "jobs", stream);
     record_key(j, w->id, rec);
     us_text(sl_clock_wall(), now);
     blen = sl_http_msg_body_len(msg);
     (void)sl_redis_command(j->redis, 0, NULL, NULL, "MULTI");
-    (void)sl_redis_command(j->redis, 0, NULL, NULL, "HSET %s state queued route %s queued_at %s",
-                           rec, route->cfg.name, now);
+    if (batch)
+        (void)sl_redis_command(j->redis, 0, NULL, NULL, "HSET %s state queued queued_at %s", rec,
+                               now);
+    else
+        (void)sl_redis_command(j->redis, 0, NULL, NULL,
+                               "HSET %s state queued route %s queued_at %s", rec,
+                               route->cfg.name, now);
     (void)sl_redis_command(j->redis, 0, NULL, NULL,
                            "XADD %s * id %s method %s target %s headers %s body %b client %s "
                            "queued_at %s",
@@ -1557,6 +1595,8 @@ static int durable_start(struct sl_jobs *j, const struct sl_config *cfg)
 bool sl_jobs_take(struct sl_jobs *j, struct sl_sink *sink, struct sl_http_msg *msg,
                   const char *client)
 {
+    bool batch;
+
     if (strncmp(msg->target, SL_JOBS_PATH, strlen(SL_JOBS_PATH)) == 0 &&
         strcmp(msg->method, "GET") == 0) {
         const char *id = msg->target + strlen(SL_JOBS_PATH);
@@ -1570,17 +1610,18 @@ bool sl_jobs_take(struct sl_jobs *j, struct sl_sink *sink, struct sl_http_msg *m
     }
     if (!sl_job_prefers_async(&msg->headers))
         return false;
+    batch = sl_batch_is_endpoint(msg);
     if (j->durable)
-        durable_intake(j, sink, msg, client);
+        durable_intake(j, sink, msg, client, batch);
     else
-        jobs_intake(j, sink, msg, client);
+        jobs_intake(j, sink, msg, client, batch);
     return true;
 }
 
 /* --- life ---------------------------------------------------------------- */
 
 struct sl_jobs *sl_jobs_new(struct event_base *base, struct sl_requests *q,
-                            const struct sl_config *cfg)
+                            struct sl_batch_stats *batches, const struct sl_config *cfg)
 {
     struct sl_jobs *j = sl_zalloc(sizeof(*j));
 
@@ -1588,6 +1629,7 @@ struct sl_jobs *sl_jobs_new(struct event_base *base, struct sl_requests *q,
         return NULL;
     j->base = base;
     j->requests = q;
+    j->batches = batches;
     j->cfg = cfg;
     TAILQ_INIT(&j->live);
     TAILQ_INIT(&j->finished);

@@ -189,6 +189,47 @@ static void test_json_done(void **state)
     sl_headers_clear(&h);
 }
 
+/* Streams: one per route, one for every batch, and no route can take the batches' name. */
+static void test_stream_keys(void **state)
+{
+    char key[32];
+
+    (void)state;
+    assert_int_equal(sl_job_stream_key(key, sizeof(key), "t:", "api", "jobs"), SL_OK);
+    assert_string_equal(key, "t:{api}:jobs");
+    assert_int_equal(sl_job_stream_key(key, sizeof(key), "t:", "batch", "jobs"), SL_OK);
+    assert_string_equal(key, "t:{batch}:jobs");
+    assert_int_equal(sl_job_stream_key(key, sizeof(key), "t:", SL_JOB_BATCH_STREAM, "dead"),
+                     SL_OK);
+    assert_string_equal(key, "t:{@batch}:dead");
+    assert_int_equal(sl_job_stream_key(key, 12, "t:", "api", "jobs"), SL_ERR);
+    assert_string_equal(key, "");
+}
+
+/* A batch job's result: the gathered answer as text, no route. */
+static void test_json_batch(void **state)
+{
+    const char *answer = "{\"responses\":[{\"status\":200,\"body\":\"ok\"}]}\n";
+    struct evkeyvalq h;
+    struct sl_job_view v = {.id = "0123456789abcdef0123456789abcdef", .state = SL_JOB_DONE,
+                            .attempts = 1, .status = 200, .headers = &h,
+                            .body = (const unsigned char *)answer, .body_len = strlen(answer)};
+    json_t *j, *inner;
+
+    (void)state;
+    TAILQ_INIT(&h);
+    assert_int_equal(sl_headers_add(&h, "Content-Type", "application/json"), SL_OK);
+    j = parse(sl_job_json(&v));
+    assert_true(json_is_null(json_object_get(j, "route")));
+    assert_int_equal(json_integer_value(json_object_get(j, "status")), 200);
+    inner = json_loads(json_string_value(json_object_get(j, "body")), 0, NULL);
+    assert_non_null(inner);
+    assert_int_equal(json_array_size(json_object_get(inner, "responses")), 1);
+    json_decref(inner);
+    json_decref(j);
+    sl_headers_clear(&h);
+}
+
 static void test_headers_roundtrip(void **state)
 {
     struct evkeyvalq h, back;
@@ -234,6 +275,8 @@ int main(void)
         cmocka_unit_test(test_json_queued),
         cmocka_unit_test(test_json_done),
         cmocka_unit_test(test_headers_roundtrip),
+        cmocka_unit_test(test_stream_keys),
+        cmocka_unit_test(test_json_batch),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
