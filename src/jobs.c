@@ -1427,6 +1427,7 @@ static void durable_intake(struct sl_jobs *j, struct sl_sink *sink, struct sl_ht
     char *headers = NULL;
     struct waiter *w;
     size_t blen;
+    int rc;
 
     if (batch) {
         if (!sl_batch_check(j->requests, j->batches, sink, msg, client))
@@ -1458,21 +1459,26 @@ static void durable_intake(struct sl_jobs *j, struct sl_sink *sink, struct sl_ht
     record_key(j, w->id, rec);
     us_text(sl_clock_wall(), now);
     blen = sl_http_msg_body_len(msg);
-    (void)sl_redis_command(j->redis, 0, NULL, NULL, "MULTI");
-    if (batch)
-        (void)sl_redis_command(j->redis, 0, NULL, NULL, "HSET %s state queued queued_at %s", rec,
-                               now);
-    else
-        (void)sl_redis_command(j->redis, 0, NULL, NULL,
-                               "HSET %s state queued route %s queued_at %s", rec,
-                               route->cfg.name, now);
-    (void)sl_redis_command(j->redis, 0, NULL, NULL,
-                           "XADD %s * id %s method %s target %s headers %s body %b client %s "
-                           "queued_at %s",
-                           stream, w->id, msg->method, msg->target, headers,
-                           blen > 0 ? (const char *)evbuffer_pullup(msg->body, -1) : "", blen,
-                           client != NULL ? client : "-", now);
-    if (sl_redis_command(j->redis, 0, intake_on_exec, w, "EXEC") != SL_OK) {
+    {
+        const char *multi[] = {"MULTI"}, *exec[] = {"EXEC"};
+        const char *hset[] = {"HSET", rec, "state", "queued", "queued_at", now, "route",
+                              stream_name};
+        const char *xadd[] = {"XADD", stream, "*", "id", w->id, "method", msg->method,
+                              "target", msg->target, "headers", headers, "body",
+                              blen > 0 ? (const char *)evbuffer_pullup(msg->body, -1) : "",
+                              "client", client != NULL ? client : "-", "queued_at", now};
+        size_t xlens[SL_ARRAY_LEN(xadd)];
+
+        for (size_t i = 0; i < SL_ARRAY_LEN(xadd); i++)
+            xlens[i] = strlen(xadd[i]);
+        xlens[12] = blen; /* the body: binary */
+        /* A batch has no route: its record has none. */
+        (void)sl_redis_commandv(j->redis, 0, NULL, NULL, 1, multi, NULL);
+        (void)sl_redis_commandv(j->redis, 0, NULL, NULL, batch ? 6 : 8, hset, NULL);
+        (void)sl_redis_commandv(j->redis, 0, NULL, NULL, (int)SL_ARRAY_LEN(xadd), xadd, xlens);
+        rc = sl_redis_commandv(j->redis, 0, intake_on_exec, w, 1, exec, NULL);
+    }
+    if (rc != SL_OK) {
         sink = waiter_end(w);
         (void)sl_redis_command(j->redis, 0, NULL, NULL, "DISCARD");
         unavailable(j, sink, client, "Redis is unreachable: the job cannot be stored");
