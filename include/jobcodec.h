@@ -80,7 +80,17 @@ const char *sl_job_method(const char *m, size_t len);
 int sl_job_stream_key(char *out, size_t size, const char *prefix, const char *stream,
                       const char *kind);
 
-/* Header list <-> JSON [[name, value], ...] (order and repeats kept). NULL/SL_ERR on failure. */
+/*
+ * Header list <-> text, order and repeats kept: "Name:value\r\n" per field,
+ * as on the wire but without the space, so a value comes back byte for
+ * byte (any bytes but CR, LF and NUL, which no field value holds). Chosen
+ * over JSON, which cost a fifth of a durable job's intake (callgrind) and
+ * refused values that are not UTF-8. The decoder still reads the JSON form
+ * [[name, value], ...] of entries written by earlier versions (a field
+ * name never starts with '['). encode returns NULL when out of memory or
+ * when a name is empty or holds ':', CR or LF, or a value CR or LF; decode
+ * returns SL_OK, or SL_ERR (malformed) / SL_ENOMEM with `out` partly filled.
+ */
 char *sl_job_headers_encode(const struct evkeyvalq *headers);
 int sl_job_headers_decode(const char *text, size_t len, struct evkeyvalq *out);
 

@@ -15,6 +15,7 @@
 
 #include "answer.h"
 #include "headers.h"
+#include "http1.h"
 #include "sluice.h"
 
 void sl_job_id_format(const unsigned char raw[SL_JOB_ID_RAW], char out[SL_JOB_ID_LEN + 1])
@@ -223,26 +224,37 @@ out:
 
 char *sl_job_headers_encode(const struct evkeyvalq *headers)
 {
-    json_t *a = json_array();
     const struct evkeyval *h;
-    char *s = NULL;
+    size_t total = 1;
+    char *s, *p;
 
-    if (a == NULL)
-        return NULL;
     TAILQ_FOREACH(h, headers, next) {
-        /* Bytes that are not UTF-8 would not survive JSON: such a job is refused. */
-        json_t *pair = json_pack("[s,s]", h->key, h->value);
+        size_t klen = strcspn(h->key, ":\r\n"), vlen = strcspn(h->value, "\r\n");
 
-        if (pair == NULL || json_array_append_new(a, pair) != 0)
-            goto out;
+        if (klen == 0 || h->key[klen] != '\0' || h->value[vlen] != '\0')
+            return NULL;
+        total += klen + vlen + 3;
     }
-    s = json_dumps(a, JSON_COMPACT);
-out:
-    json_decref(a);
+    if ((s = malloc(total)) == NULL)
+        return NULL;
+    p = s;
+    TAILQ_FOREACH(h, headers, next) {
+        size_t klen = strlen(h->key), vlen = strlen(h->value);
+
+        memcpy(p, h->key, klen);
+        p += klen;
+        *p++ = ':';
+        memcpy(p, h->value, vlen);
+        p += vlen;
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    *p = '\0';
     return s;
 }
 
-int sl_job_headers_decode(const char *text, size_t len, struct evkeyvalq *out)
+/* The JSON form [[name, value], ...] of earlier versions. */
+static int headers_decode_json(const char *text, size_t len, struct evkeyvalq *out)
 {
     json_t *a = json_loadb(text, len, 0, NULL);
     size_t i;
@@ -262,6 +274,52 @@ int sl_job_headers_decode(const char *text, size_t len, struct evkeyvalq *out)
     rc = SL_OK;
 out:
     json_decref(a);
+    return rc;
+}
+
+int sl_job_headers_decode(const char *text, size_t len, struct evkeyvalq *out)
+{
+    struct sl_http1_field stack[64], *f = stack;
+    const char *p = text, *end = text + len;
+    size_t n = 0, cap = SL_ARRAY_LEN(stack);
+    int rc = SL_ERR;
+
+    if (len > 0 && text[0] == '[')
+        return headers_decode_json(text, len, out);
+    if (memchr(text, '\0', len) != NULL)
+        return SL_ERR;
+    while (p < end) {
+        const char *eol = memchr(p, '\r', (size_t)(end - p));
+        const char *colon = eol != NULL ? memchr(p, ':', (size_t)(eol - p)) : NULL;
+
+        if (eol == NULL || eol + 1 >= end || eol[1] != '\n' || colon == NULL || colon == p ||
+            memchr(p, '\n', (size_t)(eol - p)) != NULL || (size_t)(eol - p) > UINT32_MAX)
+            goto out;
+        if (n == cap) {
+            struct sl_http1_field *bigger = malloc(2 * cap * sizeof(*f));
+
+            if (bigger == NULL) {
+                rc = SL_ENOMEM;
+                goto out;
+            }
+            memcpy(bigger, f, n * sizeof(*f));
+            if (f != stack)
+                free(f);
+            f = bigger;
+            cap *= 2;
+        }
+        f[n].name = p;
+        f[n].name_len = (uint32_t)(colon - p);
+        f[n].value = colon + 1;
+        f[n].value_len = (uint32_t)(eol - colon - 1);
+        n++;
+        p = eol + 2;
+    }
+    /* No CR, LF or NUL inside (checked above): all in one allocation, as the parser's. */
+    rc = n > 0 ? sl_headers_add_parsed(out, f, n) : SL_OK;
+out:
+    if (f != stack)
+        free(f);
     return rc;
 }
 
