@@ -337,12 +337,19 @@ const char *sl_job_method(const char *m, size_t len)
 int sl_job_stream_key(char *out, size_t size, const char *prefix, const char *stream,
                       const char *kind)
 {
-    int n = snprintf(out, size, "%s{%s}:%s", prefix, stream, kind);
+    size_t p = strlen(prefix), n = strlen(stream), k = strlen(kind);
 
-    if (n < 0 || (size_t)n >= size) {
+    /* With memcpy: snprintf was a tenth of a durable intake (callgrind). */
+    if (p + n + k + 4 > size) {
         if (size > 0)
             out[0] = '\0';
         return SL_ERR;
     }
+    memcpy(out, prefix, p);
+    out[p] = '{';
+    memcpy(out + p + 1, stream, n);
+    out[p + 1 + n] = '}';
+    out[p + 2 + n] = ':';
+    memcpy(out + p + 3 + n, kind, k + 1);
     return SL_OK;
 }
