@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <event2/http.h>
@@ -105,6 +106,21 @@ static void test_time(void **state)
     assert_string_equal(out, "2026-11-22T00:12:01.345Z");
     sl_job_time_format(0, out);
     assert_string_equal(out, "");
+    sl_job_time_format(1, out);
+    assert_string_equal(out, "1970-01-01T00:00:00.000Z");
+    sl_job_time_format(INT64_C(951782400999999), out); /* a leap day */
+    assert_string_equal(out, "2000-02-29T00:00:00.999Z");
+    /* The same as gmtime_r and strftime, over three centuries (leap years, month ends). */
+    for (int64_t secs = 1; secs < INT64_C(10000000000); secs += INT64_C(86399) * 37 + 7) {
+        char want[40];
+        time_t t = (time_t)secs;
+        struct tm tm;
+
+        assert_non_null(gmtime_r(&t, &tm));
+        assert_int_not_equal(strftime(want, sizeof(want), "%Y-%m-%dT%H:%M:%S.123Z", &tm), 0);
+        sl_job_time_format(secs * 1000000 + 123456, out);
+        assert_string_equal(out, want);
+    }
 }
 
 static json_t *parse(char *text)
