@@ -1545,9 +1545,9 @@ static void durable_intake(struct sl_jobs *j, struct sl_sink *sink, struct sl_ht
                               "client", client != NULL ? client : "-", "queued_at", now};
         size_t xlens[SL_ARRAY_LEN(xadd)];
 
+        /* xadd[12] is the body: binary, not terminated. */
         for (size_t i = 0; i < SL_ARRAY_LEN(xadd); i++)
-            xlens[i] = strlen(xadd[i]);
-        xlens[12] = blen; /* the body: binary */
+            xlens[i] = i == 12 ? blen : strlen(xadd[i]);
         /* A batch has no route: its record has none. */
         (void)sl_redis_commandv(j->redis, 0, NULL, NULL, 1, multi, NULL);
         (void)sl_redis_commandv(j->redis, 0, NULL, NULL, batch ? 6 : 8, hset, NULL);
