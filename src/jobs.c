@@ -97,6 +97,9 @@ struct sl_jobs {
     const struct sl_config *cfg;        /* borrowed */
     struct sl_job **buckets;            /* by id, owned array */
     size_t n_buckets;
+    struct sl_job **old;                /* growing: the table being moved out, owned; or NULL */
+    size_t old_n;
+    size_t moved;                       /* buckets of `old` already moved */
     size_t n;
     struct sl_job_list live;            /* queued or running */
     struct sl_job_list finished;        /* done or failed, oldest first */
@@ -148,38 +151,69 @@ static int job_random(struct sl_jobs *j, unsigned char out[SL_JOB_ID_RAW])
 /* --- the table ----------------------------------------------------------- */
 
 /* The id is random already: its first 16 hex digits are a good hash. */
-static size_t bucket_of(const struct sl_jobs *j, const char *id)
+static size_t bucket_of(const char *id, size_t n_buckets)
 {
     uint64_t h = 0;
 
     for (int i = 0; i < 16; i++)
         h = h << 4 | (uint64_t)(id[i] <= '9' ? id[i] - '0' : id[i] - 'a' + 10);
-    return (size_t)(h & (j->n_buckets - 1));
+    return (size_t)(h & (n_buckets - 1));
 }
 
+/*
+ * The chain that holds (or would hold) `id`: in the old table while its
+ * bucket there has not been moved yet, else in the new one.
+ */
+static struct sl_job **chain_of(const struct sl_jobs *j, const char *id)
+{
+    size_t k;
+
+    if (j->old != NULL && (k = bucket_of(id, j->old_n)) >= j->moved)
+        return &j->old[k];
+    return &j->buckets[bucket_of(id, j->n_buckets)];
+}
+
+/* Move up to `steps` buckets of the old table into the new one. */
+static void rehash_step(struct sl_jobs *j, size_t steps)
+{
+    for (; j->old != NULL && steps > 0; steps--) {
+        struct sl_job *job, *next;
+
+        for (job = j->old[j->moved]; job != NULL; job = next) {
+            size_t k = bucket_of(job->id, j->n_buckets);
+
+            next = job->hnext;
+            job->hnext = j->buckets[k];
+            j->buckets[k] = job;
+        }
+        j->old[j->moved] = NULL;
+        if (++j->moved == j->old_n) {
+            free(j->old);
+            j->old = NULL;
+        }
+    }
+}
+
+/*
+ * Twice the buckets. The jobs move a few buckets at a time, at each
+ * insertion and removal (rehash_step), as Redis's dict does: moving 260,000
+ * jobs at once stalled the loop for 20 ms and made the intake's p99 202
+ * latency 21 ms instead of 6 (wrk, 64 clients). Two buckets per insertion
+ * finish the move before the table can fill again.
+ */
 static int table_grow(struct sl_jobs *j)
 {
     size_t n = j->n_buckets * 2;
-    struct sl_job **b = calloc(n, sizeof(*b));
-    struct sl_job **old = j->buckets;
-    size_t old_n = j->n_buckets;
+    struct sl_job **b;
 
-    if (b == NULL)
+    rehash_step(j, SIZE_MAX);
+    if ((b = calloc(n, sizeof(*b))) == NULL)
         return SL_ENOMEM;
+    j->old = j->buckets;
+    j->old_n = j->n_buckets;
+    j->moved = 0;
     j->buckets = b;
     j->n_buckets = n;
-    for (size_t i = 0; i < old_n; i++) {
-        struct sl_job *job, *next;
-
-        for (job = old[i]; job != NULL; job = next) {
-            size_t k = bucket_of(j, job->id);
-
-            next = job->hnext;
-            job->hnext = b[k];
-            b[k] = job;
-        }
-    }
-    free(old);
     return SL_OK;
 }
 
@@ -187,17 +221,30 @@ static struct sl_job *table_find(const struct sl_jobs *j, const char *id)
 {
     struct sl_job *job;
 
-    for (job = j->buckets[bucket_of(j, id)]; job != NULL; job = job->hnext) {
+    for (job = *chain_of(j, id); job != NULL; job = job->hnext) {
         if (memcmp(job->id, id, SL_JOB_ID_LEN) == 0)
             return job;
     }
     return NULL;
 }
 
+static void table_insert(struct sl_jobs *j, struct sl_job *job)
+{
+    struct sl_job **head;
+
+    rehash_step(j, 2);
+    head = chain_of(j, job->id);
+    job->hnext = *head;
+    *head = job;
+    j->n++;
+}
+
 static void table_remove(struct sl_jobs *j, struct sl_job *job)
 {
-    struct sl_job **pp = &j->buckets[bucket_of(j, job->id)];
+    struct sl_job **pp;
 
+    rehash_step(j, 2);
+    pp = chain_of(j, job->id);
     while (*pp != NULL && *pp != job)
         pp = &(*pp)->hnext;
     if (*pp == job)
@@ -595,7 +642,6 @@ static struct sl_job *job_new(struct sl_jobs *j)
 {
     unsigned char raw[SL_JOB_ID_RAW];
     struct sl_job *job;
-    size_t k;
 
     if (j->n >= j->n_buckets && table_grow(j) != SL_OK)
         return NULL;
@@ -609,10 +655,7 @@ static struct sl_job *job_new(struct sl_jobs *j)
     job->state = SL_JOB_QUEUED;
     job->queued_us = sl_clock_wall();
     TAILQ_INIT(&job->headers);
-    k = bucket_of(j, job->id);
-    job->hnext = j->buckets[k];
-    j->buckets[k] = job;
-    j->n++;
+    table_insert(j, job);
     TAILQ_INSERT_TAIL(&j->live, job, link);
     j->stats.by_state[SL_JOB_QUEUED]++;
     return job;
@@ -1813,6 +1856,7 @@ void sl_jobs_free(struct sl_jobs *j)
     if (j->reread != NULL)
         event_free(j->reread);
     free(j->routes);
+    free(j->old);
     free(j->buckets);
     free(j);
 }
