@@ -77,6 +77,7 @@ struct waiter {
     TAILQ_ENTRY(waiter) link;
     struct sl_jobs *jobs;
     struct sl_sink *client;             /* NULL once the client has gone */
+    bool batch;                         /* an intake of a batch */
     char addr[48];
     char id[SL_JOB_ID_LEN + 1];
 };
@@ -115,11 +116,13 @@ struct sl_jobs {
     bool durable;
     bool stopping;                      /* draining: take no more from the streams */
     bool reading;                       /* an XREADGROUP is out */
+    bool reading_batches;               /* one of the batches' stream is out */
     struct sl_redis *redis;             /* commands; owned */
     struct sl_redis *reader;            /* blocking reads; owned */
     char consumer[96];
     struct sl_job_list held;            /* running here, or result not stored yet */
     size_t n_held;
+    size_t n_held_batches;              /* of them, batches */
     TAILQ_HEAD(, waiter) waiters;
     struct route_info *routes;          /* one per configured route, owned */
     size_t n_routes;
@@ -803,6 +806,31 @@ static size_t hold_room(const struct sl_jobs *j)
     return max > j->n_held ? max - j->n_held : 0;
 }
 
+/*
+ * Room for more batches: a batch fans out into up to max_batch_items
+ * requests, so this instance takes batches only while the queue has room
+ * for all their items (one batch at a time when it has less than one
+ * batch's worth but is empty of batches), and never more than hold_room.
+ */
+static size_t batch_room(const struct sl_jobs *j)
+{
+    const struct sl_queue_totals *tot = j->requests->totals;
+    size_t queue_room = tot->max_depth > tot->depth ? tot->max_depth - tot->depth : 0;
+    size_t per = j->cfg->max_batch_items > 0 ? j->cfg->max_batch_items : 1;
+    size_t max = queue_room / per, room = hold_room(j);
+
+    if (max == 0 && queue_room > 0)
+        max = 1;
+    max = max > j->n_held_batches ? max - j->n_held_batches : 0;
+    return max < room ? max : room;
+}
+
+/* Room for more entries of the stream `ri`. */
+static size_t stream_room(const struct sl_jobs *j, const struct route_info *ri)
+{
+    return strcmp(ri->name, SL_JOB_BATCH_STREAM) == 0 ? batch_room(j) : hold_room(j);
+}
+
 static struct sl_job *held_find(const struct sl_jobs *j, const char *route, const char *entry)
 {
     struct sl_job *job;
@@ -821,6 +849,7 @@ static void held_release(struct sl_job *job)
 
     TAILQ_REMOVE(&j->held, job, link);
     j->n_held--;
+    j->n_held_batches -= job->batch;
     j->stats.by_state[job->state]--;
     if (job->msg != NULL)
         sl_http_msg_free(job->msg);
@@ -848,6 +877,7 @@ static struct sl_job *held_new(struct sl_jobs *j, const char *route, const char 
     snprintf(job->entry, sizeof(job->entry), "%s", entry);
     TAILQ_INSERT_TAIL(&j->held, job, link);
     j->n_held++;
+    j->n_held_batches += job->batch;
     j->stats.by_state[SL_JOB_QUEUED]++;
     return job;
 }
@@ -1136,14 +1166,62 @@ static void reader_on_read(struct sl_redis *r, const redisReply *reply, void *ar
     reader_next(j);
 }
 
+static void batches_on_read(struct sl_redis *r, const redisReply *reply, void *arg)
+{
+    struct sl_jobs *j = arg;
+    struct route_info *ri = route_info(j, SL_JOB_BATCH_STREAM);
+
+    (void)r;
+    j->reading_batches = false;
+    if (ri != NULL && reply != NULL && reply->type == REDIS_REPLY_ERROR)
+        ri->group = false; /* NOGROUP: the reader creates it again */
+    /* [[key, [[id, fields]...]]], or nil: nothing new */
+    if (ri == NULL || reply == NULL || reply->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < reply->elements; i++) {
+        const redisReply *s = reply->element[i];
+
+        if (s->type != REDIS_REPLY_ARRAY || s->elements != 2 ||
+            s->element[1]->type != REDIS_REPLY_ARRAY)
+            continue;
+        for (size_t k = 0; k < s->element[1]->elements; k++)
+            deliver(j, ri, s->element[1]->element[k]);
+    }
+}
+
+/*
+ * The batches' stream is read apart, without blocking, on the command
+ * connection, for no more batches than there is room for (batch_room):
+ * in the blocking read its COUNT would be the routes'. It is read when
+ * this instance accepts a batch, whenever the streams are read again,
+ * and at every tick (batches another instance accepted wait that long).
+ */
+static void batches_next(struct sl_jobs *j)
+{
+    struct route_info *ri = route_info(j, SL_JOB_BATCH_STREAM);
+    size_t room;
+    char key[KEY_LEN], count[24];
+    const char *argv[] = {"XREADGROUP", "GROUP", GROUP, j->consumer, "COUNT", count,
+                          "STREAMS", key, ">"};
+
+    if (!j->durable || j->reading_batches || j->stopping || ri == NULL || !ri->group ||
+        !sl_redis_up(j->redis) || (room = batch_room(j)) == 0)
+        return;
+    stream_key(j, SL_JOB_BATCH_STREAM, "jobs", key);
+    us_text((int64_t)(room < READ_COUNT ? room : READ_COUNT), count);
+    if (send_cmd(j, batches_on_read, j, (int)SL_ARRAY_LEN(argv), argv) == SL_OK)
+        j->reading_batches = true;
+}
+
 /* XREADGROUP over every route's stream, blocking up to a second, for what fits. */
 static void reader_next(struct sl_jobs *j)
 {
-    size_t room = hold_room(j), n = j->n_routes, argc = 0;
+    size_t room = hold_room(j), n = j->n_routes, argc = 0, k = 0;
     char count[16], block[16];
     char (*keys)[KEY_LEN];
     const char **argv;
 
+    batches_next(j);
     if (!j->durable || j->reading || j->stopping || n == 0 || room == 0 ||
         !sl_redis_up(j->reader))
         return;
@@ -1170,9 +1248,15 @@ static void reader_next(struct sl_jobs *j)
     argv[argc++] = "BLOCK";
     argv[argc++] = block;
     argv[argc++] = "STREAMS";
+    /* Not the batches' stream: its COUNT would be the routes' (batches_next). */
     for (size_t i = 0; i < n; i++)
-        argv[argc++] = keys[i];
-    for (size_t i = 0; i < n; i++)
+        if (strcmp(j->routes[i].name, SL_JOB_BATCH_STREAM) != 0) {
+            argv[argc++] = keys[i];
+            k++;
+        }
+    if (k == 0)
+        goto out;
+    for (size_t i = 0; i < k; i++)
         argv[argc++] = ">";
     if (sl_redis_commandv(j->reader, (READ_BLOCK_MS + 2000) * SL_USEC_PER_MSEC, reader_on_read, j,
                           (int)argc, argv, NULL) == SL_OK)
@@ -1433,7 +1517,7 @@ static void jobs_on_tick(evutil_socket_t fd, short what, void *arg)
         if (job->result != NULL)
             durable_store(job);
     for (size_t i = 0; i < j->n_routes; i++)
-        poll_route(j, &j->routes[i], hold_room(j));
+        poll_route(j, &j->routes[i], stream_room(j, &j->routes[i]));
     reader_next(j);
 }
 
@@ -1510,6 +1594,7 @@ static void intake_on_exec(struct sl_redis *r, const redisReply *reply, void *ar
     struct waiter *w = arg;
     struct sl_jobs *j = w->jobs;
     char addr[48], id[SL_JOB_ID_LEN + 1];
+    bool batch = w->batch;
     struct sl_sink *sink;
 
     (void)r;
@@ -1518,6 +1603,9 @@ static void intake_on_exec(struct sl_redis *r, const redisReply *reply, void *ar
     sink = waiter_end(w);
     if (reply_ok(reply))
         j->stats.accepted++;
+    /* The batches' stream is not in the blocking read: fetch the new batch now. */
+    if (batch && reply_ok(reply))
+        batches_next(j);
     if (sink == NULL)
         return; /* the client left: the job runs all the same */
     if (!reply_ok(reply)) {
@@ -1574,6 +1662,7 @@ static void durable_intake(struct sl_jobs *j, struct sl_sink *sink, struct sl_ht
         goto out;
     }
     sl_job_id_format(raw, w->id);
+    w->batch = batch;
     stream_key(j, stream_name, "jobs", stream);
     record_key(j, w->id, rec);
     us_text(sl_clock_wall(), now);

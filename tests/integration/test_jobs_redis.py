@@ -413,6 +413,39 @@ class RedisJobsTest(SluiceTestCase):
         self.assertEqual(self.redis_cli("XLEN", "t:{@batch}:jobs"), "0")
         c.close()
 
+    def test_batches_taken_as_the_queue_has_room(self):
+        # Room for one batch's items at a time: the next is taken when it is done.
+        self.start_redis()
+        mock = self.start_mock()
+        s = self.start_sluice(route(upstream_port=mock.port, rate="40/s"),
+                              server="access_log = off\nmax_batch_items = 10\n" +
+                              self.redis_section(),
+                              queue="max_depth = 10")
+        self.wait_up(s)
+        c = Client(s.port)
+        ids = [self.submit_batch(c, ["/q?seq=%d" % (10 * b + i) for i in range(10)])["id"]
+               for b in range(3)]
+        deepest = 0
+        deadline = time.monotonic() + 20
+        docs = {}
+        while len(docs) < 3 and time.monotonic() < deadline:
+            st = json.loads(self.request(s.admin, "GET", "/status")[2])
+            deepest = max(deepest, st["queue_depth"])
+            for i in ids:
+                if i not in docs:
+                    doc = self.job(c, i)
+                    if doc["state"] in ("done", "failed"):
+                        docs[i] = doc
+            time.sleep(0.02)
+        self.assertEqual(len(docs), 3, "batches not finished")
+        for doc in docs.values():
+            self.assertEqual(doc["state"], "done")
+            self.assertEqual([r["status"] for r in json.loads(doc["body"])["responses"]],
+                             [200] * 10)
+        self.assertLessEqual(deepest, 10, "more batches taken than the queue had room for")
+        self.assertEqual(sorted(self.seqs_seen(mock), key=int), [str(i) for i in range(30)])
+        c.close()
+
 
 if __name__ == "__main__":
     unittest.main()
