@@ -1110,8 +1110,13 @@ static void deliver(struct sl_jobs *j, const struct route_info *ri, const redisR
     struct sl_http_msg *msg;
     struct sl_job *job;
 
+    /*
+     * Not looked up among the held jobs (a scan of hundreds of them per
+     * entry): read with ">", an entry was never delivered to any consumer
+     * before, so it cannot be one of them. Claimed entries are checked.
+     */
     if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
-        e->element[0]->type != REDIS_REPLY_STRING || held_find(j, ri->name, e->element[0]->str))
+        e->element[0]->type != REDIS_REPLY_STRING)
         return;
     if ((job = held_new(j, ri->name, e->element[0]->str)) == NULL)
         return;
