@@ -701,11 +701,22 @@ class Bench:
             acc, live = counts()
             return live == 0 and finished() >= acc
 
+        def children_cpu():
+            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return ru.ru_utime + ru.ru_stime
+
+        def redis_cpu():
+            return cpu_seconds(redis.pid) if mode == "redis" else 0.0
+
         def intake():
-            cpu0 = self.proxy_cpu(proxy)
+            cpu0, wrk0, redis0 = self.proxy_cpu(proxy), children_cpu(), redis_cpu()
             run = self.wrk(url, secs, threads=1, script=script, pin=rest)
-            run["cpu_us"] = ((self.proxy_cpu(proxy) - cpu0) * 1e6 / (run["rps"] * secs)
-                             if run["rps"] else None)
+            n = run["rps"] * secs if run["rps"] else None
+            run["cpu_us"] = (self.proxy_cpu(proxy) - cpu0) * 1e6 / n if n else None
+            # Is the load generator the limit? wrk is the only child waited for here.
+            run["wrk_cpu_us"] = (children_cpu() - wrk0) * 1e6 / n if n else None
+            run["redis_cpu_us"] = ((redis_cpu() - redis0) * 1e6 / n
+                                   if n and mode == "redis" else None)
             return run
 
         run = intake()
@@ -751,7 +762,10 @@ class Bench:
         self.results["jobs"] = {"wrk": wrk, "pinned": pin, "targets": data}
         rows = [("202s per second (route at %s)" % self.JOBS_RATE, "rps", _f0),
                 ("202 latency p50 ms", "p50_ms", _f2), ("202 latency p99 ms", "p99_ms", _f2),
-                ("proxy CPU us / 202", "cpu_us", _f2), ("jobs accepted", "accepted", _d),
+                ("proxy CPU us / 202", "cpu_us", _f2),
+                ("wrk CPU us / request (core 1)", "wrk_cpu_us", _f2),
+                ("redis-server CPU us / 202 (core 1)", "redis_cpu_us", _f2),
+                ("jobs accepted", "accepted", _d),
                 ("then, limit lifted: all ran in s", "total_s", _f2),
                 ("jobs run per second", "jobs_per_s", _f0),
                 ("202s per second while jobs run", "mixed_rps", _f0),
