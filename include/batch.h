@@ -35,11 +35,14 @@
  * hears it is gone), the struct sl_requests and the stats (the instance's,
  * which outlive every batch: every slot's request ends before they go).
  *
- * Async: a batch answers through whatever sink it is given. The hook for
- * `Prefer: respond-async` is there: the async-jobs module passes its job's
- * store (a sink) to sl_batch_submit instead of the client's connection, and
- * the batch's answer becomes the job's result. Until then Prefer on a batch
- * is ignored, and never passed on to its items.
+ * Async: a batch answers through whatever sink it is given. With
+ * `Prefer: respond-async` the async-jobs module (jobs.h) passes its job's
+ * store (a sink) instead of the client's connection, and the gathered
+ * answer becomes the job's result; the first item handed to an upstream is
+ * reported to that sink as the batch's dispatch (the job is "running").
+ * Prefer is never passed on to the items. A source that must store the
+ * batch before it answers (a durable job) checks it first with
+ * sl_batch_check, so that a malformed batch is refused before any 202.
  */
 #ifndef SL_BATCH_H
 #define SL_BATCH_H
@@ -70,6 +73,16 @@ bool sl_batch_is_endpoint(const struct sl_http_msg *msg);
  */
 void sl_batch_submit(struct sl_requests *q, struct sl_batch_stats *stats, struct sl_sink *sink,
                      struct sl_http_msg *msg, const char *client);
+
+/*
+ * Would sl_batch_submit() fan `msg` out (not draining, the body and every
+ * item well-formed)? True if so, with nothing done; otherwise the refusal
+ * (400 with the item and field, 503 draining, 500 out of memory) is
+ * answered through `sink`, counted in `stats` and logged, and false is
+ * returned. `msg` stays the caller's (its body may be made contiguous).
+ */
+bool sl_batch_check(struct sl_requests *q, struct sl_batch_stats *stats, struct sl_sink *sink,
+                    const struct sl_http_msg *msg, const char *client);
 
 /* --- the pure parts (unit-tested) --------------------------------------- */
 

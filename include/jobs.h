@@ -27,7 +27,11 @@
  * held longer than claim_after by an instance that stopped refreshing it
  * is claimed (XAUTOCLAIM) by another, or by a restarted one: at least once.
  * An entry delivered more than max_deliveries times goes to the route's
- * dead-letter stream "PREFIX{ROUTE}:dead". While Redis is unreachable new
+ * dead-letter stream "PREFIX{ROUTE}:dead". A batch belongs to no route:
+ * batch jobs have a stream of their own, "PREFIX{@batch}:jobs" (jobcodec.h;
+ * its own group, dead letters "PREFIX{@batch}:dead"), whose entry is the
+ * batch request; whoever takes it fans it out through the batch module
+ * (its items then follow their routes' limits). While Redis is unreachable new
  * jobs get 503 redis_unavailable; results finished meanwhile are kept and
  * stored when it is back.
  *
@@ -47,21 +51,24 @@
 struct event_base;
 struct sl_config;
 struct sl_http_msg;
+struct sl_batch_stats;
 struct sl_jobs;
 struct sl_redis_stats;
 struct sl_requests;
 
 #define SL_JOBS_PATH "/_sluice/jobs/"
 
-/* Returns NULL when out of memory. */
+/* `batches` counts the batch jobs' batches (borrowed). Returns NULL when out of memory. */
 struct sl_jobs *sl_jobs_new(struct event_base *base, struct sl_requests *q,
-                            const struct sl_config *cfg);
+                            struct sl_batch_stats *batches, const struct sl_config *cfg);
 
 /* Take up a reloaded config (TTL, caps); `cfg` is borrowed. */
 void sl_jobs_configure(struct sl_jobs *j, const struct sl_config *cfg);
 
 /*
  * Is `msg` for the jobs (Prefer: respond-async, or GET /_sluice/jobs/...)?
+ * A POST /_sluice/batch with respond-async is one job whose result is the
+ * batch's gathered answer (batch.h); a malformed one is refused at once.
  * If so it is taken (owned from now on), answered through `sink` (202, a
  * refusal, the job, or 404 job_not_found) and true is returned; otherwise
  * nothing happens and false is returned.

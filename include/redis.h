@@ -75,7 +75,11 @@ bool sl_redis_up(const struct sl_redis *r);
 int sl_redis_commandv(struct sl_redis *r, int64_t timeout_us, sl_redis_reply_fn fn, void *arg,
                       int argc, const char **argv, const size_t *lens);
 
-/* The same with hiredis's format ("SET %s %b"). */
+/*
+ * The same with hiredis's format ("SET %s %b"): handy, but hiredis 0.14
+ * formats slowly (sds appends, sprintf per length); hot paths use
+ * sl_redis_commandv, whose RESP we write ourselves in one pass.
+ */
 int sl_redis_command(struct sl_redis *r, int64_t timeout_us, sl_redis_reply_fn fn, void *arg,
                      const char *fmt, ...);
 

@@ -22,6 +22,7 @@
 
 #include "clock.h"
 #include "dispatcher.h"
+#include "jobcodec.h"
 #include "jobs.h"
 #include "keys.h"
 #include "log.h"
@@ -395,6 +396,8 @@ static json_t *jobs_json(const struct sl_jobs *jobs)
     }
     json_object_set_new(o, "held", json_integer((json_int_t)js.held));
     json_object_set_new(o, "dead_lettered", json_integer((json_int_t)js.dead_lettered));
+    /* Batch jobs belong to no route: their stream is shown here. */
+    json_object_set_new(o, "batch_stream", route_streams_json(jobs, SL_JOB_BATCH_STREAM));
     json_object_set_new(o, "consumer", json_string(js.consumer));
     json_object_set_new(o, "redis",
                         json_pack("{s:s,s:b,s:s,s:I,s:I,s:I}", "addr", js.redis_addr, "up",

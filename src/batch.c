@@ -423,6 +423,7 @@ struct sl_batch {
     size_t n;                       /* slots */
     size_t left;                    /* slots not filled yet */
     size_t failed;                  /* items answered with sluice's own error */
+    bool dispatched;                /* an item went upstream: the sink was told */
     bool submitting;                /* in the submit loop: the last slot filled does not finish */
     int64_t started_us;
     char client[46];
@@ -602,10 +603,24 @@ static void slot_respond(struct sl_sink *sink, int status, const char *reason,
         batch_finish(b);
 }
 
+/* The first item handed to an upstream is the batch's start (an async job shows "running"). */
+static void slot_dispatched(struct sl_sink *sink, unsigned attempt)
+{
+    struct sl_batch *b = ((struct slot *)(void *)sink)->b;
+
+    (void)attempt;
+    if (b->dispatched || b->sink == NULL)
+        return;
+    b->dispatched = true;
+    if (b->sink->ops->dispatched != NULL)
+        b->sink->ops->dispatched(b->sink, 1);
+}
+
 static const struct sl_sink_ops slot_ops = {
     .adopt = slot_adopt,
     .respond = slot_respond,
     .stores = true,
+    .dispatched = slot_dispatched,
 };
 
 static struct sl_batch *batch_new(struct sl_requests *q, struct sl_batch_stats *stats,
@@ -654,34 +669,73 @@ bool sl_batch_is_endpoint(const struct sl_http_msg *msg)
            (msg->target[n] == '\0' || msg->target[n] == '?');
 }
 
-void sl_batch_submit(struct sl_requests *q, struct sl_batch_stats *stats, struct sl_sink *sink,
-                     struct sl_http_msg *msg, const char *client)
+/*
+ * Parse and check the batch request as a whole (draining, body, every item,
+ * inheritance) into `items`. Returns SL_OK, or the refusal's outcomes and
+ * detail with `items` left empty.
+ */
+static int batch_prepare(struct sl_requests *q, const struct sl_http_msg *msg,
+                         struct sl_batch_items *items, enum sl_batch_outcome *bo,
+                         enum sl_outcome *o, char *detail, size_t size)
 {
     struct sl_batch_limits lim = {q->cfg->max_batch_items, q->cfg->max_body_size,
                                   q->cfg->max_header_size};
-    struct sl_batch_items items = {NULL, 0};
-    struct sl_batch *b = NULL;
-    int64_t now = sl_clock_now();
     size_t len = sl_http_msg_body_len(msg);
-    char detail[256];
     int rc;
 
     if (q->refuse_new) {
-        batch_refuse(q, stats, sink, client, SL_BATCH_DRAINING, SL_OUTCOME_DRAINING,
-                     "sluice is shutting down", now);
-        goto out;
+        *bo = SL_BATCH_DRAINING;
+        *o = SL_OUTCOME_DRAINING;
+        snprintf(detail, size, "sluice is shutting down");
+        return SL_ERR;
     }
     rc = sl_batch_parse(len > 0 ? (const char *)evbuffer_pullup(msg->body, -1) : "", len, &lim,
-                        &items, detail, sizeof(detail));
-    for (size_t i = 0; rc == SL_OK && i < items.n; i++)
-        rc = sl_batch_inherit(items.msgs[i], &msg->headers);
-    if (rc == SL_OK && (b = batch_new(q, stats, sink, client, items.n, now)) == NULL)
-        rc = SL_ENOMEM;
-    if (rc != SL_OK) {
-        batch_refuse(q, stats, sink, client,
-                     rc == SL_ERR ? SL_BATCH_BAD_REQUEST : SL_BATCH_INTERNAL_ERROR,
-                     rc == SL_ERR ? SL_OUTCOME_BAD_REQUEST : SL_OUTCOME_INTERNAL_ERROR,
-                     rc == SL_ERR ? detail : "out of memory", now);
+                        items, detail, size);
+    for (size_t i = 0; rc == SL_OK && i < items->n; i++)
+        rc = sl_batch_inherit(items->msgs[i], &msg->headers);
+    if (rc == SL_OK)
+        return SL_OK;
+    sl_batch_items_clear(items);
+    *bo = rc == SL_ERR ? SL_BATCH_BAD_REQUEST : SL_BATCH_INTERNAL_ERROR;
+    *o = rc == SL_ERR ? SL_OUTCOME_BAD_REQUEST : SL_OUTCOME_INTERNAL_ERROR;
+    if (rc != SL_ERR)
+        snprintf(detail, size, "out of memory");
+    return rc;
+}
+
+bool sl_batch_check(struct sl_requests *q, struct sl_batch_stats *stats, struct sl_sink *sink,
+                    const struct sl_http_msg *msg, const char *client)
+{
+    struct sl_batch_items items = {NULL, 0};
+    enum sl_batch_outcome bo;
+    enum sl_outcome o;
+    char detail[256];
+
+    if (batch_prepare(q, msg, &items, &bo, &o, detail, sizeof(detail)) == SL_OK) {
+        sl_batch_items_clear(&items);
+        return true;
+    }
+    batch_refuse(q, stats, sink, client, bo, o, detail, sl_clock_now());
+    return false;
+}
+
+void sl_batch_submit(struct sl_requests *q, struct sl_batch_stats *stats, struct sl_sink *sink,
+                     struct sl_http_msg *msg, const char *client)
+{
+    struct sl_batch_items items = {NULL, 0};
+    struct sl_batch *b = NULL;
+    int64_t now = sl_clock_now();
+    enum sl_batch_outcome bo;
+    enum sl_outcome o;
+    char detail[256];
+
+    if (batch_prepare(q, msg, &items, &bo, &o, detail, sizeof(detail)) != SL_OK) {
+        batch_refuse(q, stats, sink, client, bo, o, detail, now);
+        goto out;
+    }
+    if ((b = batch_new(q, stats, sink, client, items.n, now)) == NULL) {
+        batch_refuse(q, stats, sink, client, SL_BATCH_INTERNAL_ERROR, SL_OUTCOME_INTERNAL_ERROR,
+                      "out of memory", now);
         goto out;
     }
     /* The batch's own body is not needed any more: free it before the items park. */

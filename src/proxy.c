@@ -120,9 +120,12 @@ static void proxy_on_request(struct sl_conn *conn, struct sl_http_msg *msg, void
 {
     struct sl_proxy *p = arg;
 
+    /* The jobs first: a batch with Prefer: respond-async is one job. */
+    if (sl_jobs_take(p->jobs, sl_conn_sink(conn), msg, sl_conn_peer(conn)))
+        return;
     if (sl_batch_is_endpoint(msg))
         sl_batch_submit(&p->requests, &p->batches, sl_conn_sink(conn), msg, sl_conn_peer(conn));
-    else if (!sl_jobs_take(p->jobs, sl_conn_sink(conn), msg, sl_conn_peer(conn)))
+    else
         sl_request_submit(&p->requests, sl_conn_sink(conn), msg, sl_conn_peer(conn));
 }
 
@@ -498,7 +501,7 @@ struct sl_proxy *sl_proxy_new(struct sl_config *cfg)
     p->frontend = sl_frontend_new(p->base, cfg, &proxy_frontend_cb, p);
     p->upstream = sl_upstream_new(p->base, total_in_flight(cfg) + 16);
     p->requests.upstream = p->upstream;
-    p->jobs = sl_jobs_new(p->base, &p->requests, cfg);
+    p->jobs = sl_jobs_new(p->base, &p->requests, &p->batches, cfg);
     if (p->drain_timer == NULL || p->frontend == NULL || p->upstream == NULL ||
         p->jobs == NULL || proxy_signals(p) != SL_OK)
         goto fail;

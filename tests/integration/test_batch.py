@@ -163,7 +163,7 @@ class BatchTest(SluiceTestCase):
         ]
         status, _, doc = self.post_batch(s.port, {"requests": reqs}, headers={
             "Authorization": "Bearer t0ken", "X-Custom": "batch", "Idempotency-Key": "k1",
-            "X-Sluice-Priority": "high", "Prefer": "respond-async"})
+            "X-Sluice-Priority": "high", "Prefer": "return=minimal"})
         self.assertEqual(status, 200, doc)
         a, b, c = (self.assert_relayed(r) for r in doc["responses"])
         self.assertEqual((a["method"], b["method"], c["method"]), ("GET", "POST", "PUT"))
@@ -362,6 +362,57 @@ class BatchTest(SluiceTestCase):
         with open("/proc/%d/status" % s.p.pid) as f:
             hwm_kb = int(next(l for l in f if l.startswith("VmHWM:")).split()[1])
         self.assertLess(hwm_kb, 256 * 1024, "peak RSS %d kB" % hwm_kb)
+
+    # --- Prefer: respond-async: the batch is one job (item 6) -----------------
+
+    def test_async_batch_is_one_job(self):
+        mock = self.start_mock("--rate", "20/s")
+        s = self.start_sluice(route(upstream_port=mock.port, rate="20/s"))
+        async_ = {"Prefer": "respond-async"}
+        # Malformed: refused as it is, at once: no 202, no job.
+        status, headers, body = self.post_batch(s.port, {"requests": [
+            {"path": "/ok"}, {"path": "https://api.example.com/x"}]}, headers=async_)
+        self.assertEqual(status, 400, body)
+        self.assertEqual(headers.get("x-sluice-error"), "bad_request")
+        self.assertEqual(body["detail"], "requests[1].path: must start with / (a path, not a URL)")
+        self.assertNotIn("location", headers)
+
+        t0 = time.monotonic()
+        status, headers, doc = self.post_batch(s.port, {"requests": items(20)}, headers=async_)
+        self.assertEqual(status, 202, doc)
+        self.assertLess(time.monotonic() - t0, 0.5, "the 202 waited for the items")
+        self.assertEqual(headers["location"], "/_sluice/jobs/" + doc["id"])
+        self.assertEqual(headers.get("preference-applied"), "respond-async")
+
+        def job():
+            st, _, data = self.request(s.port, "GET", headers["location"])
+            self.assertEqual(st, 200, data)
+            return json.loads(data)
+        # The first item went at once: the job runs.
+        wait_for(lambda: job()["state"] == "running", timeout=5, what="job running")
+        wait_for(lambda: job()["state"] == "done", timeout=10, what="job done")
+        result = job()
+        self.assertEqual(result["status"], 200)
+        self.assertIsNone(result["route"])
+        self.assertEqual(result["headers"]["content-type"], "application/json")
+        responses = json.loads(result["body"])["responses"]
+        self.assertEqual(len(responses), 20)
+        for i, r in enumerate(responses):
+            echo = self.assert_relayed(r, seq=i)
+            # respond-async was the batch's: its items answer the batch, they are no jobs.
+            self.assertNotIn("Prefer", echo["headers"])
+        # Each item kept its route's limit, in item order.
+        arrivals, most = self.mock_window(mock)
+        self.assertEqual([int(a[1]) for a in arrivals], list(range(20)))
+        self.assertEqual([a[3] for a in arrivals], [200] * 20, "the upstream answered 429")
+        self.assertLessEqual(most, 20)
+        text = self.metrics()
+        self.assertEqual(self.metric_value(text, "sluice_jobs_accepted_total"), 1)
+        self.assertEqual(self.metric_value(text, "sluice_batches_total", outcome="answered"), 1)
+        self.assertEqual(self.metric_value(text, "sluice_batches_total", outcome="bad_request"),
+                         1)
+        self.assertEqual(self.metric_value(text, "sluice_batch_items_total",
+                                           outcome="relayed"), 20)
 
 
 if __name__ == "__main__":

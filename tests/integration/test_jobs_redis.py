@@ -335,6 +335,117 @@ class RedisJobsTest(SluiceTestCase):
         c2.close()
         c.close()
 
+    # --- batch jobs (POST /_sluice/batch with Prefer: respond-async) ----------
+
+    def submit_batch(self, client, paths, want=202):
+        body = json.dumps({"requests": [{"path": p} for p in paths]})
+        status, h, data = client.request("POST", "/_sluice/batch", body=body,
+                                         headers=dict(ASYNC, **{"Content-Type":
+                                                                "application/json"}))
+        self.assertEqual(status, want, data)
+        doc = json.loads(data)
+        if want == 202:
+            self.assertEqual(h["location"], "/_sluice/jobs/" + doc["id"])
+        return doc
+
+    def test_batch_job_survives_kill_and_restart(self):
+        n = 20
+        self.start_redis()
+        mock = self.start_mock()
+        extra = "claim_after = 1s"
+        s = self.start(mock, rate="5/s", redis_extra=extra)
+        self.wait_up(s)
+        c = Client(s.port)
+        # Malformed: 400 at once with the item, nothing stored.
+        doc = self.submit_batch(c, ["/ok", "no-slash"], want=400)
+        self.assertTrue(doc["detail"].startswith("requests[1].path: "), doc)
+        self.assertEqual(self.redis_cli("XLEN", "t:{@batch}:jobs"), "0")
+        job_id = self.submit_batch(c, ["/b?seq=%d" % i for i in range(n)])["id"]
+        # In Redis before the 202: the record, and the entry in the batches' stream.
+        self.assertEqual(self.redis_cli("EXISTS", "t:job:" + job_id), "1")
+        self.assertEqual(self.redis_cli("XLEN", "t:{@batch}:jobs"), "1")
+        c.close()
+        wait_for(lambda: len(read_arrivals(mock.log)) >= 3, timeout=10, what="some items sent")
+        s.p.send_signal(signal.SIGKILL)
+        s.p.wait(timeout=5)
+        self.assertLess(len(read_arrivals(mock.log)), n)
+        s2 = self.start(mock, rate="20/s", redis_extra=extra, name="sluice2")
+        c = Client(s2.port)
+        doc = self.wait_done(c, [job_id], timeout=30)[job_id]
+        self.assertEqual(doc["state"], "done", doc)
+        self.assertEqual(doc["status"], 200)
+        responses = json.loads(doc["body"])["responses"]
+        self.assertEqual(len(responses), n)
+        for i, r in enumerate(responses):
+            self.assertEqual(r["status"], 200, r)
+            self.assertEqual(json.loads(r["body"])["uri"], "/b?seq=%d" % i)
+        # Every item reached the upstream (at least once: the dead holder's ran again).
+        self.assertEqual(sorted(self.seqs_seen(mock)), sorted(str(i) for i in range(n)))
+        wait_for(lambda: self.redis_cli("XLEN", "t:{@batch}:jobs") == "0", timeout=5,
+                 what="batch entry acknowledged and deleted")
+        st = json.loads(self.request(s2.admin, "GET", "/status")[2])
+        self.assertIsNotNone(st["jobs"]["batch_stream"])
+        self.assertEqual(self.metric_value(self.metrics(), "sluice_batches_total",
+                                           outcome="answered"), 1)
+        c.close()
+
+    def test_batch_job_dead_letter(self):
+        self.start_redis()
+        mock = self.start_mock("--hang-first", "1")
+        extra = "claim_after = 1s\nmax_deliveries = 1"
+        s = self.start(mock, rate="10/s", redis_extra=extra, route_extra="timeout = 60s")
+        self.wait_up(s)
+        c = Client(s.port)
+        job_id = self.submit_batch(c, ["/poison?seq=0", "/poison?seq=1"])["id"]
+        c.close()
+        wait_for(lambda: len(read_arrivals(mock.log)) >= 1, timeout=10, what="dispatched")
+        s.p.send_signal(signal.SIGKILL)
+        s.p.wait(timeout=5)
+        sent = len(read_arrivals(mock.log))
+        s2 = self.start(mock, rate="10/s", redis_extra=extra, name="sluice2")
+        c = Client(s2.port)
+        doc = self.wait_done(c, [job_id], timeout=15)[job_id]
+        self.assertEqual(doc["state"], "failed")
+        self.assertEqual(doc["headers"]["x-sluice-error"], "dead_lettered")
+        self.assertEqual(len(read_arrivals(mock.log)), sent, "a dead-lettered batch ran again")
+        self.assertEqual(self.redis_cli("XLEN", "t:{@batch}:dead"), "1")
+        self.assertIn(job_id, self.redis_cli("XRANGE", "t:{@batch}:dead", "-", "+").split("\n"))
+        self.assertEqual(self.redis_cli("XLEN", "t:{@batch}:jobs"), "0")
+        c.close()
+
+    def test_batches_taken_as_the_queue_has_room(self):
+        # Room for one batch's items at a time: the next is taken when it is done.
+        self.start_redis()
+        mock = self.start_mock()
+        s = self.start_sluice(route(upstream_port=mock.port, rate="40/s"),
+                              server="access_log = off\nmax_batch_items = 10\n" +
+                              self.redis_section(),
+                              queue="max_depth = 10")
+        self.wait_up(s)
+        c = Client(s.port)
+        ids = [self.submit_batch(c, ["/q?seq=%d" % (10 * b + i) for i in range(10)])["id"]
+               for b in range(3)]
+        deepest = 0
+        deadline = time.monotonic() + 20
+        docs = {}
+        while len(docs) < 3 and time.monotonic() < deadline:
+            st = json.loads(self.request(s.admin, "GET", "/status")[2])
+            deepest = max(deepest, st["queue_depth"])
+            for i in ids:
+                if i not in docs:
+                    doc = self.job(c, i)
+                    if doc["state"] in ("done", "failed"):
+                        docs[i] = doc
+            time.sleep(0.02)
+        self.assertEqual(len(docs), 3, "batches not finished")
+        for doc in docs.values():
+            self.assertEqual(doc["state"], "done")
+            self.assertEqual([r["status"] for r in json.loads(doc["body"])["responses"]],
+                             [200] * 10)
+        self.assertLessEqual(deepest, 10, "more batches taken than the queue had room for")
+        self.assertEqual(sorted(self.seqs_seen(mock), key=int), [str(i) for i in range(30)])
+        c.close()
+
 
 if __name__ == "__main__":
     unittest.main()

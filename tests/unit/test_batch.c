@@ -611,6 +611,45 @@ static void test_batch_draining(void **state)
     assert_int_equal(f->stats.batches[SL_BATCH_DRAINING], 1);
 }
 
+/* The check a durable job makes before its 202: answers only a refusal, takes nothing. */
+static void test_batch_check(void **state)
+{
+    struct fx *f = *state;
+    const char *ok = "{\"requests\":[{\"path\":\"/api/1\"}]}";
+    const char *bad = "{\"requests\":[{\"path\":\"/api/1\"},{\"path\":7}]}";
+    struct sl_http_msg *m = sl_http_msg_new(SL_BATCH_PATH, strlen(SL_BATCH_PATH));
+
+    m->method = "POST";
+    m->body = evbuffer_new();
+    evbuffer_add(m->body, ok, strlen(ok));
+    assert_true(sl_batch_check(&f->q, &f->stats, &f->client.sink, m, "192.0.2.1"));
+    assert_int_equal(f->client.answers, 0);
+    assert_null(f->client.owner);
+    assert_int_equal(f->q.n_live, 0);
+    /* The message is still the caller's, whole. */
+    assert_int_equal(sl_http_msg_body_len(m), strlen(ok));
+    for (int o = 0; o < SL_BATCH_OUTCOME_COUNT; o++)
+        assert_int_equal(f->stats.batches[o], 0);
+
+    evbuffer_drain(m->body, evbuffer_get_length(m->body));
+    evbuffer_add(m->body, bad, strlen(bad));
+    assert_false(sl_batch_check(&f->q, &f->stats, &f->client.sink, m, "192.0.2.1"));
+    assert_int_equal(f->client.answers, 1);
+    assert_int_equal(f->client.status, 400);
+    assert_string_equal(json_string_value(json_object_get(f->client.doc, "detail")),
+                        "requests[1].path: must be a string");
+    assert_int_equal(f->stats.batches[SL_BATCH_BAD_REQUEST], 1);
+    assert_int_equal(f->q.n_live, 0);
+    json_decref(f->client.doc);
+    f->client.doc = NULL;
+
+    f->q.refuse_new = true;
+    assert_false(sl_batch_check(&f->q, &f->stats, &f->client.sink, m, "192.0.2.1"));
+    assert_int_equal(f->client.status, 503);
+    assert_int_equal(f->stats.batches[SL_BATCH_DRAINING], 1);
+    sl_http_msg_free(m);
+}
+
 /* Parked items, in order, inheriting the batch's lane; a drain ends them, the batch answers. */
 static void test_batch_parked_then_drained(void **state)
 {
@@ -699,6 +738,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch_empty, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_draining, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_parked_then_drained, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_client_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_queue_cap, setup, teardown),

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <event2/http.h>
@@ -105,6 +106,21 @@ static void test_time(void **state)
     assert_string_equal(out, "2026-11-22T00:12:01.345Z");
     sl_job_time_format(0, out);
     assert_string_equal(out, "");
+    sl_job_time_format(1, out);
+    assert_string_equal(out, "1970-01-01T00:00:00.000Z");
+    sl_job_time_format(INT64_C(951782400999999), out); /* a leap day */
+    assert_string_equal(out, "2000-02-29T00:00:00.999Z");
+    /* The same as gmtime_r and strftime, over three centuries (leap years, month ends). */
+    for (int64_t secs = 1; secs < INT64_C(10000000000); secs += INT64_C(86399) * 37 + 7) {
+        char want[40];
+        time_t t = (time_t)secs;
+        struct tm tm;
+
+        assert_non_null(gmtime_r(&t, &tm));
+        assert_int_not_equal(strftime(want, sizeof(want), "%Y-%m-%dT%H:%M:%S.123Z", &tm), 0);
+        sl_job_time_format(secs * 1000000 + 123456, out);
+        assert_string_equal(out, want);
+    }
 }
 
 static json_t *parse(char *text)
@@ -189,6 +205,47 @@ static void test_json_done(void **state)
     sl_headers_clear(&h);
 }
 
+/* Streams: one per route, one for every batch, and no route can take the batches' name. */
+static void test_stream_keys(void **state)
+{
+    char key[32];
+
+    (void)state;
+    assert_int_equal(sl_job_stream_key(key, sizeof(key), "t:", "api", "jobs"), SL_OK);
+    assert_string_equal(key, "t:{api}:jobs");
+    assert_int_equal(sl_job_stream_key(key, sizeof(key), "t:", "batch", "jobs"), SL_OK);
+    assert_string_equal(key, "t:{batch}:jobs");
+    assert_int_equal(sl_job_stream_key(key, sizeof(key), "t:", SL_JOB_BATCH_STREAM, "dead"),
+                     SL_OK);
+    assert_string_equal(key, "t:{@batch}:dead");
+    assert_int_equal(sl_job_stream_key(key, 12, "t:", "api", "jobs"), SL_ERR);
+    assert_string_equal(key, "");
+}
+
+/* A batch job's result: the gathered answer as text, no route. */
+static void test_json_batch(void **state)
+{
+    const char *answer = "{\"responses\":[{\"status\":200,\"body\":\"ok\"}]}\n";
+    struct evkeyvalq h;
+    struct sl_job_view v = {.id = "0123456789abcdef0123456789abcdef", .state = SL_JOB_DONE,
+                            .attempts = 1, .status = 200, .headers = &h,
+                            .body = (const unsigned char *)answer, .body_len = strlen(answer)};
+    json_t *j, *inner;
+
+    (void)state;
+    TAILQ_INIT(&h);
+    assert_int_equal(sl_headers_add(&h, "Content-Type", "application/json"), SL_OK);
+    j = parse(sl_job_json(&v));
+    assert_true(json_is_null(json_object_get(j, "route")));
+    assert_int_equal(json_integer_value(json_object_get(j, "status")), 200);
+    inner = json_loads(json_string_value(json_object_get(j, "body")), 0, NULL);
+    assert_non_null(inner);
+    assert_int_equal(json_array_size(json_object_get(inner, "responses")), 1);
+    json_decref(inner);
+    json_decref(j);
+    sl_headers_clear(&h);
+}
+
 static void test_headers_roundtrip(void **state)
 {
     struct evkeyvalq h, back;
@@ -203,7 +260,7 @@ static void test_headers_roundtrip(void **state)
     assert_int_equal(sl_headers_add(&h, "Content-Type", ""), SL_OK);
     text = sl_job_headers_encode(&h);
     assert_non_null(text);
-    assert_string_equal(text, "[[\"X-A\",\"1\"],[\"x-a\",\"two \\\"quoted\\\"\"],[\"Content-Type\",\"\"]]");
+    assert_string_equal(text, "X-A:1\r\nx-a:two \"quoted\"\r\nContent-Type:\r\n");
     assert_int_equal(sl_job_headers_decode(text, strlen(text), &back), SL_OK);
     for (a = TAILQ_FIRST(&h), b = TAILQ_FIRST(&back); a != NULL;
          a = TAILQ_NEXT(a, next), b = TAILQ_NEXT(b, next)) {
@@ -213,6 +270,54 @@ static void test_headers_roundtrip(void **state)
     }
     assert_null(b);
     free(text);
+    sl_headers_clear(&back);
+    /* Values that are not UTF-8, or start with a space, come back byte for byte. */
+    sl_headers_clear(&h);
+    assert_int_equal(sl_headers_add(&h, "X-Latin", " caf\xe9:x"), SL_OK);
+    text = sl_job_headers_encode(&h);
+    assert_non_null(text);
+    assert_int_equal(sl_job_headers_decode(text, strlen(text), &back), SL_OK);
+    assert_string_equal(TAILQ_FIRST(&back)->key, "X-Latin");
+    assert_string_equal(TAILQ_FIRST(&back)->value, " caf\xe9:x");
+    free(text);
+    sl_headers_clear(&back);
+    /* No fields: empty text. */
+    sl_headers_clear(&h);
+    text = sl_job_headers_encode(&h);
+    assert_string_equal(text, "");
+    assert_int_equal(sl_job_headers_decode(text, 0, &back), SL_OK);
+    assert_null(TAILQ_FIRST(&back));
+    free(text);
+    /* A name that would not come back is refused. */
+    assert_int_equal(sl_headers_add(&h, "a:b", "1"), SL_OK);
+    assert_null(sl_job_headers_encode(&h));
+    /* Malformed text. */
+    assert_int_equal(sl_job_headers_decode("a:1", 3, &back), SL_ERR);
+    assert_int_equal(sl_job_headers_decode("a:1\r", 4, &back), SL_ERR);
+    assert_int_equal(sl_job_headers_decode(":1\r\n", 5, &back), SL_ERR);
+    assert_int_equal(sl_job_headers_decode("a1\r\n", 5, &back), SL_ERR);
+    assert_int_equal(sl_job_headers_decode("a:1\nb:2\r\n", 10, &back), SL_ERR);
+    assert_int_equal(sl_job_headers_decode("a:\0\r\n", 5, &back), SL_ERR);
+    /* Many fields (past the decoder's first array). */
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(sl_headers_add(&back, "X-N", "v"), SL_OK);
+    text = sl_job_headers_encode(&back);
+    sl_headers_clear(&back);
+    assert_int_equal(sl_job_headers_decode(text, strlen(text), &back), SL_OK);
+    {
+        int n = 0;
+
+        for (b = TAILQ_FIRST(&back); b != NULL; b = TAILQ_NEXT(b, next))
+            n++;
+        assert_int_equal(n, 100);
+    }
+    free(text);
+    sl_headers_clear(&back);
+    /* The JSON form of earlier versions is still read. */
+    assert_int_equal(sl_job_headers_decode("[[\"X-A\",\"1\"],[\"B\",\"\"]]", 22, &back),
+                     SL_OK);
+    assert_string_equal(TAILQ_FIRST(&back)->key, "X-A");
+    assert_string_equal(TAILQ_LAST(&back, evkeyvalq)->key, "B");
     sl_headers_clear(&back);
     assert_int_equal(sl_job_headers_decode("{}", 2, &back), SL_ERR);
     assert_int_equal(sl_job_headers_decode("[[\"a\"]]", 7, &back), SL_ERR);
@@ -234,6 +339,8 @@ int main(void)
         cmocka_unit_test(test_json_queued),
         cmocka_unit_test(test_json_done),
         cmocka_unit_test(test_headers_roundtrip),
+        cmocka_unit_test(test_stream_keys),
+        cmocka_unit_test(test_json_batch),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
