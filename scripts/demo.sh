@@ -6,15 +6,17 @@
 #        scripts/demo.sh batch [ITEMS] [RATE]  the same as one POST /_sluice/batch
 #        scripts/demo.sh jobs [JOBS] [RATE]    durable async jobs in Redis (200, 20/s):
 #        sluice is killed with SIGKILL halfway and restarted; every job still completes.
+#        scripts/demo.sh shared [REQUESTS] [RATE]  three sluice instances share one limit
+#        through Redis (300, 30/s): a third of the burst into each, the API sees RATE in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=burst
-if [ "${1:-}" = batch ] || [ "${1:-}" = jobs ]; then
+if [ "${1:-}" = batch ] || [ "${1:-}" = jobs ] || [ "${1:-}" = shared ]; then
   mode=$1
   shift
 fi
 n=${1:-$([ $mode = jobs ] && echo 200 || echo 300)}
-rate=${2:-20}
+rate=${2:-$([ $mode = shared ] && echo 30 || echo 20)}
 
 scripts/deps.sh
 echo "building..." >&2
@@ -133,8 +135,86 @@ sys.exit(0 if ok else 1)
 PY
 }
 
+# Three instances, one Redis, one limit: a third of the burst into each at once.
+demo_shared() {
+  local redis ports=() i
+  redis=$(free_port)
+  redis-server --port "$redis" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" \
+    >"$work/redis.log" 2>&1 &
+  pids+=($!)
+  build/tests/tools/mock_upstream --listen "127.0.0.1:$api" --rate "$rate/s" \
+    --log "$work/arrivals.log" --max-seconds 600 2>"$work/mock.err" &
+  pids+=($!)
+  wait_port "$redis"
+  wait_port "$api"
+  for i in 1 2 3; do
+    ports+=("$(free_port)")
+    cat >"$work/sluice$i.conf" <<CONF
+[server]
+listen = 127.0.0.1:${ports[$((i - 1))]}
+admin_listen =
+access_log = off
+
+[redis]
+url = redis://127.0.0.1:$redis/0
+prefix = demo:
+jobs = off
+shared_limit = on
+
+[route api]
+match = /
+upstream = http://127.0.0.1:$api
+rate = $rate/s
+CONF
+    build/sluice -c "$work/sluice$i.conf" 2>"$work/sluice$i.err" &
+    pids+=($!)
+  done
+  for i in 0 1 2; do wait_port "${ports[$i]}"; done
+  echo "mock API: at most $rate requests/s; three sluice instances share that limit through Redis"
+  echo "sending $n requests at once, a third into each instance..."
+  local bursts=()
+  for i in 0 1 2; do
+    build/tests/tools/burst --url "http://127.0.0.1:${ports[$i]}/v1/items" -n $((n / 3)) \
+      -c $((n / 3)) --interval-us 200 --json --max-seconds 600 >"$work/burst$i.json" &
+    bursts+=($!)
+  done
+  wait "${bursts[@]}"
+  python3 - "$work" "$rate" <<'PY'
+import json, sys
+work, rate = sys.argv[1], float(sys.argv[2])
+sums = [json.loads(open("%s/burst%d.json" % (work, i)).read().splitlines()[-1]) for i in range(3)]
+rows = [l.split() for l in open(work + "/arrivals.log")]
+times = sorted(int(r[0]) for r in rows)
+codes = [int(r[3]) for r in rows]
+best, j = 0, 0
+for i in range(len(times)):
+    while times[i] - times[j] >= 1_000_000:
+        j += 1
+    best = max(best, i - j + 1)
+span = (times[-1] - times[0]) / 1e6 if len(times) > 1 else 0
+total = sum(s["total"] for s in sums)
+ok200 = sum(s["status"].get("200", 0) for s in sums)
+print()
+print("clients:  %d sent, %d x 200 (%s per instance)"
+      % (total, ok200, " / ".join(str(s["status"].get("200", 0)) for s in sums)))
+print("API saw:  %d requests, %d answered 429" % (len(codes), codes.count(429)))
+print("          at most %d in any 1 s window (limit %g, shared by 3 instances)" % (best, rate))
+if span:
+    print("          achieved %.2f req/s over %.2f s (%.1f%% of the limit)"
+          % ((len(times) - 1) / span, span, 100 * (len(times) - 1) / span / rate))
+ok = ok200 == total and codes.count(429) == 0 and best <= rate
+print("\nresult: %s" % ("one limit held across three instances, every request delivered"
+                        if ok else "NOT every request was delivered within the limit"))
+sys.exit(0 if ok else 1)
+PY
+}
+
 api=$(free_port)
 proxy=$(free_port)
+if [ $mode = shared ]; then
+  demo_shared
+  exit $?
+fi
 if [ $mode = jobs ]; then
   demo_jobs
   exit $?
