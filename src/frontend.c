@@ -1212,7 +1212,7 @@ static void sink_respond(struct sl_sink *s, int status, const char *reason,
 /* Fail the connection from the loop: its owner hears `gone` there, not inside its call. */
 static void conn_fail_later(struct sl_conn *c)
 {
-    c->fe->write_errors++;
+    /* conn_on_event() counts it in write_errors (the connection is STREAMING). */
     bufferevent_trigger_event(c->bev, BEV_EVENT_ERROR, BEV_TRIG_DEFER_CALLBACKS);
 }
 
