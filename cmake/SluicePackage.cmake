@@ -35,7 +35,8 @@ no request is dropped. It runs as a hardened systemd service.")
 # Library dependencies come from dpkg-shlibdeps; the maintainer scripts
 # need deb-systemd-helper and deb-systemd-invoke.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-set(CPACK_DEBIAN_PACKAGE_DEPENDS "init-system-helpers")
+# libcurl is loaded at run time (src/curlclient.c), so shlibdeps cannot see it.
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "init-system-helpers, libcurl4 (>= 7.88)")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${CMAKE_SOURCE_DIR}/cmake/debian/conffiles
     ${CMAKE_SOURCE_DIR}/cmake/debian/postinst

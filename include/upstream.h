@@ -11,7 +11,9 @@
  * jitter small so the upstream sees the same spacing the limiter decided.
  *
  * Ownership: struct sl_upstream owns its backends, and through them every
- * call under way.
+ * call under way. libcurl's backend is made when a URL first needs it
+ * (sl_upstream_prepare), so a sluice with only http:// upstreams never
+ * loads libcurl.
  */
 #ifndef SL_UPSTREAM_H
 #define SL_UPSTREAM_H
@@ -33,6 +35,14 @@ struct sl_upstream_call;
  * >= the sum of the routes' max_in_flight). Returns NULL on failure.
  */
 struct sl_upstream *sl_upstream_new(struct event_base *base, unsigned max_connections);
+
+/*
+ * Calls to `url` will come: make the backend that takes it now. libcurl
+ * (https://) is loaded and set up when first needed, which takes some
+ * milliseconds: better at start or at a reload than at a dispatch. Returns
+ * SL_OK, or SL_ERR if that backend cannot be made (its calls would fail).
+ */
+int sl_upstream_prepare(struct sl_upstream *u, const char *url);
 
 /* Abort every call (their callbacks are not called) and free everything. */
 void sl_upstream_free(struct sl_upstream *u);

@@ -20,7 +20,10 @@
 #include <strings.h>
 #include <sys/queue.h>
 
+/* Plain declarations: the calls go through `lib`, filled by dlsym. */
+#define CURL_DISABLE_TYPECHECK 1
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 
@@ -31,6 +34,66 @@
 #include "sluice.h"
 
 static const struct sl_backend_ops curlclient_ops;
+
+/*
+ * libcurl is loaded when the first client is made, not linked: linking it
+ * maps and relocates libcurl and its dependencies (GnuTLS, Kerberos, LDAP,
+ * SSH...) in every sluice, 5.5 MiB of RSS before a request, and
+ * curl_global_init adds 2.3 MiB (measured with a ten-line program). A
+ * sluice with only http:// upstreams never loads it.
+ */
+#define CURL_LIB "libcurl.so.4"
+#define CURL_FUNCS(X)                                                              \
+    X(CURLcode, curl_global_init, (long))                                          \
+    X(curl_version_info_data *, curl_version_info, (CURLversion))                   \
+    X(CURL *, curl_easy_init, (void))                                              \
+    X(void, curl_easy_cleanup, (CURL *))                                           \
+    X(void, curl_easy_reset, (CURL *))                                             \
+    X(CURLcode, curl_easy_setopt, (CURL *, CURLoption, ...))                       \
+    X(CURLcode, curl_easy_getinfo, (CURL *, CURLINFO, ...))                        \
+    X(CURLcode, curl_easy_pause, (CURL *, int))                                    \
+    X(const char *, curl_easy_strerror, (CURLcode))                                \
+    X(CURLM *, curl_multi_init, (void))                                            \
+    X(CURLMcode, curl_multi_cleanup, (CURLM *))                                    \
+    X(CURLMcode, curl_multi_setopt, (CURLM *, CURLMoption, ...))                   \
+    X(CURLMcode, curl_multi_add_handle, (CURLM *, CURL *))                         \
+    X(CURLMcode, curl_multi_remove_handle, (CURLM *, CURL *))                      \
+    X(CURLMcode, curl_multi_assign, (CURLM *, curl_socket_t, void *))              \
+    X(CURLMcode, curl_multi_socket_action, (CURLM *, curl_socket_t, int, int *))   \
+    X(CURLMsg *, curl_multi_info_read, (CURLM *, int *))                           \
+    X(struct curl_slist *, curl_slist_append, (struct curl_slist *, const char *)) \
+    X(void, curl_slist_free_all, (struct curl_slist *))
+
+static struct {
+#define CURL_FUNC_PTR(ret, name, args) ret(*name) args;
+    CURL_FUNCS(CURL_FUNC_PTR)
+#undef CURL_FUNC_PTR
+} lib;
+
+/* Load libcurl once; it stays for the life of the process (curl's global state). */
+static int lib_load(void)
+{
+    static bool loaded;
+    void *h;
+
+    if (loaded)
+        return SL_OK;
+    if ((h = dlopen(CURL_LIB, RTLD_NOW | RTLD_LOCAL)) == NULL) {
+        sl_log_error("cannot load libcurl", "lib=%s reason=\"%s\"", CURL_LIB, dlerror());
+        return SL_ERR;
+    }
+    /* POSIX's way to take a function from dlsym's void *. */
+#define CURL_FUNC_LOAD(ret, name, args)                        \
+    if ((*(void **)&lib.name = dlsym(h, #name)) == NULL) {     \
+        sl_log_error("libcurl lacks a function", "name=" #name); \
+        dlclose(h);                                            \
+        return SL_ERR;                                         \
+    }
+    CURL_FUNCS(CURL_FUNC_LOAD)
+#undef CURL_FUNC_LOAD
+    loaded = true;
+    return SL_OK;
+}
 
 /* Fields of one answer's head, as the native client allows (h1client.c). */
 #define MAX_FIELDS 256
@@ -109,11 +172,11 @@ static void drain_done(struct sl_curlclient *u)
     CURLMsg *msg;
     int left;
 
-    while ((msg = curl_multi_info_read(u->multi, &left)) != NULL) {
+    while ((msg = lib.curl_multi_info_read(u->multi, &left)) != NULL) {
         if (msg->msg != CURLMSG_DONE)
             continue;
         char *priv = NULL;
-        (void)curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+        (void)lib.curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
         if (priv != NULL)
             finish((struct curl_call *)(void *)priv, msg->data.result);
     }
@@ -126,7 +189,7 @@ static void upstream_on_socket(evutil_socket_t fd, short what, void *arg)
                  ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int running;
 
-    (void)curl_multi_socket_action(u->multi, fd, action, &running);
+    (void)lib.curl_multi_socket_action(u->multi, fd, action, &running);
     drain_done(u);
     drain_pending(u);
 }
@@ -138,7 +201,7 @@ static void upstream_on_timer(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    (void)curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    (void)lib.curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     drain_done(u);
     drain_pending(u);
 }
@@ -205,7 +268,7 @@ static int curl_on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
         s = sock_new(u, fd);
         if (s == NULL)
             return -1;
-        if (curl_multi_assign(u->multi, fd, s) != CURLM_OK) {
+        if (lib.curl_multi_assign(u->multi, fd, s) != CURLM_OK) {
             sock_free(u, s);
             return -1;
         }
@@ -235,11 +298,13 @@ static int global_init(void)
 {
     if (curl_ready)
         return SL_OK;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+    if (lib_load() != SL_OK)
+        return SL_ERR;
+    if (lib.curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return SL_ERR;
     curl_ready = true;
 
-    const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
+    const curl_version_info_data *info = lib.curl_version_info(CURLVERSION_NOW);
     if (!(info->features & CURL_VERSION_ASYNCHDNS))
         sl_log_warn("libcurl resolves names synchronously; DNS lookups will block the loop",
                     "curl=%s", info->version);
@@ -250,14 +315,14 @@ static int multi_setup(struct sl_curlclient *u, unsigned max_connections)
 {
     CURLMcode rc = CURLM_OK;
 
-    rc |= curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, curl_on_socket);
-    rc |= curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
-    rc |= curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, curl_on_timer);
-    rc |= curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
+    rc |= lib.curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, curl_on_socket);
+    rc |= lib.curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
+    rc |= lib.curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, curl_on_timer);
+    rc |= lib.curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
     /* The cache size only; per-host and total connection caps stay unlimited
      * (the defaults) so curl never queues a transfer behind our dispatcher. */
-    rc |= curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, (long)max_connections);
-    rc |= curl_multi_setopt(u->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    rc |= lib.curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, (long)max_connections);
+    rc |= lib.curl_multi_setopt(u->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
     return rc == CURLM_OK ? SL_OK : SL_ERR;
 }
 
@@ -278,7 +343,7 @@ struct sl_curlclient *sl_curlclient_new(struct event_base *base, unsigned max_co
     if (u->timer == NULL || event_priority_set(u->timer, 0) != 0 || u->deliver == NULL ||
         event_priority_set(u->deliver, 0) != 0)
         goto fail;
-    u->multi = curl_multi_init();
+    u->multi = lib.curl_multi_init();
     if (u->multi == NULL || multi_setup(u, max_connections) != SL_OK)
         goto fail;
     u->backend.ops = &curlclient_ops;
@@ -286,7 +351,7 @@ struct sl_curlclient *sl_curlclient_new(struct event_base *base, unsigned max_co
 
 fail:
     if (u->multi != NULL)
-        curl_multi_cleanup(u->multi);
+        lib.curl_multi_cleanup(u->multi);
     if (u->timer != NULL)
         event_free(u->timer);
     if (u->deliver != NULL)
@@ -301,16 +366,16 @@ static CURL *easy_get(struct sl_curlclient *u)
 {
     if (u->nspare > 0)
         return u->spare[--u->nspare];
-    return curl_easy_init();
+    return lib.curl_easy_init();
 }
 
 static void easy_put(struct sl_curlclient *u, CURL *easy)
 {
     if (u->nspare < SPARE_MAX) {
-        curl_easy_reset(easy);
+        lib.curl_easy_reset(easy);
         u->spare[u->nspare++] = easy;
     } else {
-        curl_easy_cleanup(easy);
+        lib.curl_easy_cleanup(easy);
     }
 }
 
@@ -319,7 +384,7 @@ static void call_free(struct curl_call *call)
 {
     if (call->easy != NULL)
         easy_put(call->u, call->easy);
-    curl_slist_free_all(call->hdrs);
+    lib.curl_slist_free_all(call->hdrs);
     sl_headers_clear(&call->resp.headers);
     if (call->resp.body != NULL)
         evbuffer_free(call->resp.body);
@@ -576,7 +641,7 @@ static bool has_header(const struct evkeyvalq *hdrs, const char *name)
 
 static int slist_add(struct curl_slist **list, const char *line)
 {
-    struct curl_slist *next = curl_slist_append(*list, line);
+    struct curl_slist *next = lib.curl_slist_append(*list, line);
     if (next == NULL)
         return SL_ENOMEM;
     *list = next;
@@ -647,25 +712,25 @@ static int set_common(struct curl_call *call, const struct sl_upstream_request *
         int64_t ms = (req->timeout_us + SL_USEC_PER_MSEC - 1) / SL_USEC_PER_MSEC;
         timeout_ms = ms > LONG_MAX ? LONG_MAX : (long)ms;
     }
-    rc |= curl_easy_setopt(e, CURLOPT_URL, req->url);
-    rc |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
-    rc |= curl_easy_setopt(e, CURLOPT_PRIVATE, call);
-    rc |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);
-    rc |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    rc |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
-    rc |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-    rc |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, curl_on_header);
-    rc |= curl_easy_setopt(e, CURLOPT_HEADERDATA, call);
-    rc |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, curl_on_body);
-    rc |= curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
-    rc |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    rc |= curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
-    rc |= curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-    rc |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    rc |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    rc |= curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    rc |= lib.curl_easy_setopt(e, CURLOPT_URL, req->url);
+    rc |= lib.curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+    rc |= lib.curl_easy_setopt(e, CURLOPT_PRIVATE, call);
+    rc |= lib.curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);
+    rc |= lib.curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    rc |= lib.curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+    rc |= lib.curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+    rc |= lib.curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, curl_on_header);
+    rc |= lib.curl_easy_setopt(e, CURLOPT_HEADERDATA, call);
+    rc |= lib.curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, curl_on_body);
+    rc |= lib.curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
+    rc |= lib.curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    rc |= lib.curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+    rc |= lib.curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    rc |= lib.curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    rc |= lib.curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    rc |= lib.curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
     /* The upstream is the configured one: no proxy from the environment. */
-    rc |= curl_easy_setopt(e, CURLOPT_PROXY, "");
+    rc |= lib.curl_easy_setopt(e, CURLOPT_PROXY, "");
     return rc == CURLE_OK ? SL_OK : SL_ERR;
 }
 
@@ -697,8 +762,8 @@ static int set_hooks(struct curl_call *call)
 {
     CURLcode rc = CURLE_OK;
 
-    rc |= curl_easy_setopt(call->easy, CURLOPT_PREREQFUNCTION, curl_on_prereq);
-    rc |= curl_easy_setopt(call->easy, CURLOPT_PREREQDATA, call);
+    rc |= lib.curl_easy_setopt(call->easy, CURLOPT_PREREQFUNCTION, curl_on_prereq);
+    rc |= lib.curl_easy_setopt(call->easy, CURLOPT_PREREQDATA, call);
     return rc == CURLE_OK ? SL_OK : SL_ERR;
 }
 
@@ -714,14 +779,14 @@ static int set_tls(struct curl_call *call, const struct sl_tls_config *tls)
     if (tls == NULL)
         return SL_OK;
     if (tls->ca_file[0] != '\0')
-        rc |= curl_easy_setopt(e, CURLOPT_CAINFO, tls->ca_file);
+        rc |= lib.curl_easy_setopt(e, CURLOPT_CAINFO, tls->ca_file);
     if (tls->client_cert[0] != '\0') {
-        rc |= curl_easy_setopt(e, CURLOPT_SSLCERT, tls->client_cert);
-        rc |= curl_easy_setopt(e, CURLOPT_SSLKEY, tls->client_key);
+        rc |= lib.curl_easy_setopt(e, CURLOPT_SSLCERT, tls->client_cert);
+        rc |= lib.curl_easy_setopt(e, CURLOPT_SSLKEY, tls->client_key);
     }
     if (!tls->verify) {
-        rc |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-        rc |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+        rc |= lib.curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+        rc |= lib.curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
     }
     return rc == CURLE_OK ? SL_OK : SL_ERR;
 }
@@ -736,14 +801,14 @@ static int set_request(struct curl_call *call, const struct sl_upstream_request 
         set_tls(call, req->tls) != SL_OK)
         return SL_ERR;
     if (strcmp(req->method, "HEAD") == 0)
-        rc |= curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+        rc |= lib.curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     if (with_body) {
-        rc |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-        rc |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body != NULL ? req->body : "");
+        rc |= lib.curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+        rc |= lib.curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body != NULL ? req->body : "");
     }
     if (build_headers(req->headers, req->forward, with_body, &call->hdrs) != SL_OK)
         return SL_ENOMEM;
-    rc |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, call->hdrs);
+    rc |= lib.curl_easy_setopt(e, CURLOPT_HTTPHEADER, call->hdrs);
     return rc == CURLE_OK ? SL_OK : SL_ERR;
 }
 
@@ -776,7 +841,7 @@ struct sl_backend_call *sl_curlclient_start(struct sl_curlclient *u,
     if (set_request(call, req) != SL_OK)
         goto fail;
     call->started_us = sl_clock_now();
-    if (curl_multi_add_handle(u->multi, call->easy) != CURLM_OK)
+    if (lib.curl_multi_add_handle(u->multi, call->easy) != CURLM_OK)
         goto fail;
     TAILQ_INSERT_TAIL(&u->calls, call, link);
     u->active++;
@@ -791,7 +856,7 @@ static void unlink_call(struct curl_call *call)
 {
     struct sl_curlclient *u = call->u;
 
-    (void)curl_multi_remove_handle(u->multi, call->easy);
+    (void)lib.curl_multi_remove_handle(u->multi, call->easy);
     TAILQ_REMOVE(&u->calls, call, link);
     unpend(call);
     u->active--;
@@ -851,10 +916,10 @@ static bool timed_out_connecting(const struct curl_call *call)
     curl_off_t connect_us = 0, appconnect_us = 0, sent = 0;
     long request_size = 0;
 
-    (void)curl_easy_getinfo(call->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-    (void)curl_easy_getinfo(call->easy, CURLINFO_APPCONNECT_TIME_T, &appconnect_us);
-    (void)curl_easy_getinfo(call->easy, CURLINFO_REQUEST_SIZE, &request_size);
-    (void)curl_easy_getinfo(call->easy, CURLINFO_SIZE_UPLOAD_T, &sent);
+    (void)lib.curl_easy_getinfo(call->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+    (void)lib.curl_easy_getinfo(call->easy, CURLINFO_APPCONNECT_TIME_T, &appconnect_us);
+    (void)lib.curl_easy_getinfo(call->easy, CURLINFO_REQUEST_SIZE, &request_size);
+    (void)lib.curl_easy_getinfo(call->easy, CURLINFO_SIZE_UPLOAD_T, &sent);
     if (request_size != 0 || sent != 0)
         return false;
     return connect_us == 0 || (call->https && appconnect_us == 0);
@@ -888,10 +953,10 @@ static void fill_response(struct curl_call *call, CURLcode code)
     resp->duration_us = sl_clock_now() - call->started_us;
     /* Each new https:// connection began a handshake; a reused one did not. */
     if (call->https &&
-        curl_easy_getinfo(call->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK)
+        lib.curl_easy_getinfo(call->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK)
         resp->tls_handshakes = connects > 0 ? (unsigned)connects : 0;
     if (resp->error == SL_UPSTREAM_OK) {
-        (void)curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
+        (void)lib.curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
         resp->status = (int)status;
         return;
     }
@@ -920,7 +985,7 @@ static void fill_response(struct curl_call *call, CURLcode code)
     n = strlen(prefix);
     memcpy(resp->detail, prefix, n + 1);
     snprintf(resp->detail + n, sizeof(resp->detail) - n, "%s",
-             call->errbuf[0] != '\0' ? call->errbuf : curl_easy_strerror(code));
+             call->errbuf[0] != '\0' ? call->errbuf : lib.curl_easy_strerror(code));
 }
 
 static void finish(struct curl_call *call, CURLcode code)
@@ -994,7 +1059,7 @@ void sl_curlclient_resume(struct sl_backend_call *c)
     if (call->paused) {
         call->paused = false;
         /* curl gives back what it held through curl_on_body, right here. */
-        (void)curl_easy_pause(call->easy, CURLPAUSE_CONT);
+        (void)lib.curl_easy_pause(call->easy, CURLPAUSE_CONT);
     }
     if (call->on_pending)
         event_active(call->u->deliver, 0, 0);
@@ -1012,8 +1077,8 @@ void sl_curlclient_free(struct sl_curlclient *u)
     while ((call = TAILQ_FIRST(&u->calls)) != NULL)
         sl_curlclient_cancel(&call->base);
     while (u->nspare > 0)
-        curl_easy_cleanup(u->spare[--u->nspare]);
-    curl_multi_cleanup(u->multi);
+        lib.curl_easy_cleanup(u->spare[--u->nspare]);
+    lib.curl_multi_cleanup(u->multi);
     event_free(u->deliver);
     /* curl 7.88 reports CURL_POLL_REMOVE for every socket it closes here, but
      * nothing in its contract promises that: free whatever is left. */

@@ -389,6 +389,25 @@ static void warn_tls_verify_off(const struct sl_config *cfg)
     }
 }
 
+/*
+ * Make the backends the routes' upstreams need (libcurl for https:// is
+ * loaded only then): at start or a reload, not at a dispatch. Returns the
+ * number of routes whose calls could not be made.
+ */
+static int prepare_upstreams(struct sl_proxy *p, const struct sl_config *cfg)
+{
+    int failed = 0;
+
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        if (sl_upstream_prepare(p->upstream, cfg->routes[i].upstream) != SL_OK) {
+            sl_log_error("no upstream client for this route", "route=%s upstream=%s",
+                         cfg->routes[i].name, cfg->routes[i].upstream);
+            failed++;
+        }
+    }
+    return failed;
+}
+
 /* Take `cfg` (owned) into use: everything that could fail is done already. */
 static void proxy_apply(struct sl_proxy *p, struct sl_config *cfg, struct sl_route_table *t)
 {
@@ -408,6 +427,7 @@ static void proxy_apply(struct sl_proxy *p, struct sl_config *cfg, struct sl_rou
         sl_dispatcher_kick(p->routes.routes[i]);
     sl_log_info("reloaded", "file=%s routes=%zu", cfg->path, p->routes.n);
     warn_tls_verify_off(cfg);
+    (void)prepare_upstreams(p, cfg);
 }
 
 /* Re-read the config file (SIGHUP); the old config stays on error. */
@@ -503,7 +523,7 @@ struct sl_proxy *sl_proxy_new(struct sl_config *cfg)
     p->requests.upstream = p->upstream;
     p->jobs = sl_jobs_new(p->base, &p->requests, &p->batches, cfg);
     if (p->drain_timer == NULL || p->frontend == NULL || p->upstream == NULL ||
-        p->jobs == NULL || proxy_signals(p) != SL_OK)
+        p->jobs == NULL || prepare_upstreams(p, cfg) != 0 || proxy_signals(p) != SL_OK)
         goto fail;
     raise_nofile();
     fit_connections(p);

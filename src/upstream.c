@@ -15,8 +15,11 @@
 enum { BACKEND_H1, BACKEND_CURL, BACKEND_COUNT };
 
 struct sl_upstream {
-    struct sl_backend *backends[BACKEND_COUNT]; /* owned, asked in this order */
+    struct sl_backend *backends[BACKEND_COUNT]; /* owned, asked in this order; curl's
+                                                 * is made when first needed */
     bool native_http;                           /* http:// goes to h1 (the default) */
+    struct event_base *base;
+    unsigned max_connections;
 };
 
 /* A call is a backend's call: the struct is never defined, only converted. */
@@ -33,9 +36,10 @@ struct sl_upstream *sl_upstream_new(struct event_base *base, unsigned max_connec
         return NULL;
     /* The same number caps the idle keep-alive connections of the native client. */
     u->backends[BACKEND_H1] = sl_h1client_backend(sl_h1client_new(base, max_connections));
-    u->backends[BACKEND_CURL] = sl_curlclient_backend(sl_curlclient_new(base, max_connections));
     u->native_http = true;
-    if (u->backends[BACKEND_H1] == NULL || u->backends[BACKEND_CURL] == NULL) {
+    u->base = base;
+    u->max_connections = max_connections;
+    if (u->backends[BACKEND_H1] == NULL) {
         sl_upstream_free(u);
         return NULL;
     }
@@ -52,6 +56,23 @@ void sl_upstream_free(struct sl_upstream *u)
     free(u);
 }
 
+/* The backend at `i`, made now if it is libcurl's and not made yet (curlclient.h). */
+static struct sl_backend *backend(struct sl_upstream *u, int i)
+{
+    if (i == BACKEND_CURL && u->backends[i] == NULL)
+        u->backends[i] = sl_curlclient_backend(sl_curlclient_new(u->base, u->max_connections));
+    return u->backends[i];
+}
+
+int sl_upstream_prepare(struct sl_upstream *u, const char *url)
+{
+    if (u == NULL || url == NULL)
+        return SL_ERR;
+    if (u->native_http && u->backends[BACKEND_H1]->ops->handles(u->backends[BACKEND_H1], url))
+        return SL_OK;
+    return backend(u, BACKEND_CURL) != NULL ? SL_OK : SL_ERR;
+}
+
 struct sl_upstream_call *sl_upstream_start(struct sl_upstream *u,
                                            const struct sl_upstream_request *req,
                                            sl_upstream_done_fn done, void *arg)
@@ -59,10 +80,12 @@ struct sl_upstream_call *sl_upstream_start(struct sl_upstream *u,
     if (u == NULL || req == NULL || req->method == NULL || req->url == NULL || done == NULL)
         return NULL;
     for (int i = 0; i < BACKEND_COUNT; i++) {
-        struct sl_backend *b = u->backends[i];
+        struct sl_backend *b;
 
         if (i == BACKEND_H1 && !u->native_http)
             continue;
+        if ((b = backend(u, i)) == NULL)
+            return NULL;
         if (b->ops->handles(b, req->url))
             return as_call(b->ops->start(b, req, done, arg));
     }
@@ -90,7 +113,8 @@ size_t sl_upstream_active(const struct sl_upstream *u)
     size_t n = 0;
 
     for (int i = 0; u != NULL && i < BACKEND_COUNT; i++)
-        n += u->backends[i]->ops->active(u->backends[i]);
+        if (u->backends[i] != NULL)
+            n += u->backends[i]->ops->active(u->backends[i]);
     return n;
 }
 
