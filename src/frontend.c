@@ -561,6 +561,16 @@ static int write_head(struct head *h, struct sl_conn *c, int status, const char 
 
 static void conn_write_done(struct sl_conn *c);
 
+/*
+ * Does the connection close after this answer? When asked to, when the
+ * request was not keep-alive, or after the client's FIN with nothing
+ * pipelined before it: no more requests can come.
+ */
+static bool conn_last_answer(const struct sl_conn *c, bool close)
+{
+    return close || !c->keep_alive || (c->peer_eof && evbuffer_get_length(c->in) == 0);
+}
+
 void sl_conn_respond(struct sl_conn *c, int status, const char *reason,
                      sl_conn_fields_fn fields, void *fields_arg, struct evbuffer *body,
                      bool keep_length, bool close)
@@ -576,9 +586,7 @@ void sl_conn_respond(struct sl_conn *c, int status, const char *reason,
     h.len = 0;
     h.rc = 0;
 
-    /* After a FIN the last answer closes: no more requests can come. */
-    c->close_after_write = close || !c->keep_alive ||
-                           (c->peer_eof && evbuffer_get_length(c->in) == 0);
+    c->close_after_write = conn_last_answer(c, close);
     c->owner = NULL;
     if (body != NULL && (head || !status_has_body(status))) {
         evbuffer_drain(body, body_len);
@@ -1233,8 +1241,7 @@ static bool sink_begin(struct sl_sink *s, int status, const char *reason,
     struct head h = {.out = NULL, .len = 0, .rc = 0};
     int rc;
 
-    c->close_after_write = !c->keep_alive || framing == FRAME_CLOSE ||
-                           (c->peer_eof && evbuffer_get_length(c->in) == 0);
+    c->close_after_write = conn_last_answer(c, framing == FRAME_CLOSE);
     rc = write_head(&h, c, status, reason, fields, fields_arg, length >= 0 ? (size_t)length : 0,
                     length >= 0, c->head, framing);
     rc |= head_flush(&h, out);
