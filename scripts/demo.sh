@@ -43,6 +43,23 @@ wait_port() {
   return 1
 }
 
+# sluice's config for the demo in FILE: listening on PORT, one route to the
+# mock API at the demo's rate, and the [redis] section REDIS if given.
+write_conf() {
+  local file=$1 port=$2 redis=${3:-}
+  cat >"$file" <<CONF
+[server]
+listen = 127.0.0.1:$port
+admin_listen =
+access_log = off
+$redis
+[route api]
+match = /
+upstream = http://127.0.0.1:$api
+rate = $rate/s
+CONF
+}
+
 # Durable jobs: a private redis-server (no files), N async jobs, SIGKILL and restart.
 demo_jobs() {
   local redis sluice_pid
@@ -53,22 +70,12 @@ demo_jobs() {
   build/tests/tools/mock_upstream --listen "127.0.0.1:$api" --rate "$rate/s" \
     --log "$work/arrivals.log" --max-seconds 600 2>"$work/mock.err" &
   pids+=($!)
-  cat >"$work/sluice.conf" <<CONF
-[server]
-listen = 127.0.0.1:$proxy
-admin_listen =
-access_log = off
-
+  write_conf "$work/sluice.conf" "$proxy" "
 [redis]
 url = redis://127.0.0.1:$redis/0
 prefix = demo:
 claim_after = 2s
-
-[route api]
-match = /
-upstream = http://127.0.0.1:$api
-rate = $rate/s
-CONF
+"
   wait_port "$redis"
   wait_port "$api"
   build/sluice -c "$work/sluice.conf" 2>"$work/sluice.err" &
@@ -149,23 +156,13 @@ demo_shared() {
   wait_port "$api"
   for i in 1 2 3; do
     ports+=("$(free_port)")
-    cat >"$work/sluice$i.conf" <<CONF
-[server]
-listen = 127.0.0.1:${ports[$((i - 1))]}
-admin_listen =
-access_log = off
-
+    write_conf "$work/sluice$i.conf" "${ports[$((i - 1))]}" "
 [redis]
 url = redis://127.0.0.1:$redis/0
 prefix = demo:
 jobs = off
 shared_limit = on
-
-[route api]
-match = /
-upstream = http://127.0.0.1:$api
-rate = $rate/s
-CONF
+"
     build/sluice -c "$work/sluice$i.conf" 2>"$work/sluice$i.err" &
     pids+=($!)
   done
@@ -222,17 +219,7 @@ fi
 build/tests/tools/mock_upstream --listen "127.0.0.1:$api" --rate "$rate/s" \
   --log "$work/arrivals.log" --max-seconds 600 2>"$work/mock.err" &
 pids+=($!)
-cat >"$work/sluice.conf" <<CONF
-[server]
-listen = 127.0.0.1:$proxy
-admin_listen =
-access_log = off
-
-[route api]
-match = /
-upstream = http://127.0.0.1:$api
-rate = $rate/s
-CONF
+write_conf "$work/sluice.conf" "$proxy"
 build/sluice -c "$work/sluice.conf" 2>"$work/sluice.err" &
 pids+=($!)
 wait_port "$api"
